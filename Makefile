@@ -1,0 +1,52 @@
+# orgkeeper: every command a developer or CI needs. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+KUBECONFIG ?= $(CURDIR)/.cache/cluster/kubeconfig
+export KUBECONFIG
+
+.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/orgkeeper: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/orgkeeper ## the Python environment in .venv
+
+controlplane: venv ## build etcd, kube-apiserver, kube-controller-manager, kubectl once (cached)
+	$(BIN)/python -m orgkeeper.localcluster build
+
+crds: venv ## regenerate crds/ from the API models
+	$(BIN)/orgkeeper crds
+
+lint: venv ## ruff, mypy and the CRD drift check
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/orgkeeper crds --check
+
+unit: venv ## tests that need no cluster
+	$(BIN)/pytest tests/unit
+
+test: venv controlplane lint ## the whole suite, as CI runs it
+	$(BIN)/pytest
+
+cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cluster/kubeconfig
+	$(BIN)/python -m orgkeeper.localcluster up
+
+cluster-down: venv ## stop the local control plane and remove its data
+	$(BIN)/python -m orgkeeper.localcluster down
+
+install: controlplane ## CRDs and ClusterRoles into the current cluster
+	$(BIN)/python -m orgkeeper.localcluster kubectl -- apply --server-side -f crds/ -f manifests/rbac/teams.yaml
+
+run: venv ## the operator against the current cluster
+	$(BIN)/orgkeeper run --verbose
+
+demo: cluster-up install ## the main job on the local control plane
+	$(BIN)/python -m orgkeeper.demo

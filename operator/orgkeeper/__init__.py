@@ -1,0 +1,1 @@
+"""orgkeeper: an API platform's account policy, run as Kubernetes custom resources."""

@@ -1,0 +1,1 @@
+"""Versioned API types: the single source of truth for the CRDs in crds/."""

@@ -1,0 +1,146 @@
+"""Pieces shared by every kind of orgkeeper.dev/v1alpha1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "orgkeeper.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "orgkeeper"
+
+# Close to RFC 5322's dot-atom form; ECMA-262 and Rust regex engines both accept it.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+Email = Annotated[
+    str,
+    Field(
+        pattern=EMAIL_PATTERN,
+        max_length=254,
+        description="An e-mail address, such as owner@example.com.",
+    ),
+]
+
+Product = Literal["gateway-enterprise", "ingress-controller", "mesh"]
+PRODUCTS: tuple[Product, ...] = ("gateway-enterprise", "ingress-controller", "mesh")
+
+Team = Literal[
+    "organization-admin",
+    "control-plane-admin",
+    "api-product-developer",
+    "portal-admin",
+    "analytics-viewer",
+]
+TEAMS: tuple[Team, ...] = (
+    "organization-admin",
+    "control-plane-admin",
+    "api-product-developer",
+    "portal-admin",
+    "analytics-viewer",
+)
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def immutable(what: str, instead: str) -> dict[str, Any]:
+    """A CEL transition rule that refuses any change to the field it sits on."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": f"{what} is immutable; {instead}"}
+        ]
+    }
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready body, camelCase, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Condition(ApiModel):
+    """An observation of one aspect of the object's state (Kubernetes API conventions)."""
+
+    type: str = Field(max_length=316, description="Type of condition, such as Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="One CamelCase word for the last transition, for machines.",
+    )
+    message: str = Field(
+        default="", max_length=32768, description="A sentence for people about the transition."
+    )
+    last_transition_time: datetime = Field(
+        description="When the condition last changed from one status to another."
+    )
+    observed_generation: int = Field(
+        default=0, ge=0, description="The .metadata.generation the condition was set for."
+    )
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=16,
+        description="The latest observations of the object's state.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What the CRD generator needs to know about a kind besides its spec and status."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    scope: Literal["Cluster", "Namespaced"]
+    spec: type[ApiModel]
+    status: type[ApiModel]
+    description: str
+    printer_columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def ready_column() -> PrinterColumn:
+    return PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status')
+
+
+def age_column() -> PrinterColumn:
+    return PrinterColumn("Age", ".metadata.creationTimestamp", type="date")

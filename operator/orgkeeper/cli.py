@@ -1,0 +1,173 @@
+"""The `orgkeeper` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import crdgen
+from .settings import Settings, parse_duration
+
+DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+class _EnvDefault(argparse.Action):
+    """A flag whose default comes from an ORGKEEPER_* environment variable."""
+
+    def __init__(self, env: str, required: bool = False, default: Any = None, **kwargs: Any):
+        if env in os.environ:
+            default = os.environ[env]
+            required = False
+        kwargs["help"] = f"{kwargs.get('help', '')} [env {env}]".strip()
+        super().__init__(default=default, required=required, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+
+
+def _duration(text: str) -> Any:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser("run", help="run the operator against the current cluster")
+    defaults = Settings()
+
+    def flag(name: str, help: str, *, default: Any, type: Callable[[str], Any] = str) -> None:
+        env = "ORGKEEPER_" + name.upper().replace("-", "_")
+        run.add_argument(
+            f"--{name}", action=_EnvDefault, env=env, default=default, type=type, help=help
+        )
+
+    flag("region", "reconcile only organizations of this region (default: all)", default=None)
+    flag(
+        "inactivity-window",
+        "no activity for this long deactivates a Free org",
+        default="30d",
+        type=_duration,
+    )
+    flag("billing-cycle", "length of a billing cycle", default="30d", type=_duration)
+    flag("check-interval", "how often periodic checks run", default="5m", type=_duration)
+    flag(
+        "license-validity",
+        "how long a provisioned license is valid",
+        default="365d",
+        type=_duration,
+    )
+    flag(
+        "license-rotate-after",
+        "age at which a provisioned license is replaced",
+        default="182d",
+        type=_duration,
+    )
+    flag(
+        "sso-username-prefix",
+        "user-name prefix of the cluster's OIDC authenticator",
+        default=defaults.sso_username_prefix,
+    )
+    flag("namespace", "the operator's own namespace (signing key)", default=defaults.namespace)
+    flag(
+        "listen-address",
+        "address the webhook, health and metrics servers listen on",
+        default=defaults.listen_address,
+    )
+    flag(
+        "webhook-port",
+        "port of the admission webhook server",
+        default=defaults.webhook_port,
+        type=int,
+    )
+    flag(
+        "webhook-host",
+        "host name the API server uses to reach the webhooks (default: the address)",
+        default=None,
+    )
+    flag(
+        "health-port",
+        "port of the liveness endpoint /healthz",
+        default=defaults.health_port,
+        type=int,
+    )
+    flag(
+        "metrics-port",
+        "port of the Prometheus /metrics endpoint",
+        default=defaults.metrics_port,
+        type=int,
+    )
+    flag("log-format", "plain or json", default="plain")
+    run.add_argument("--verbose", action="store_true", help="log more")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .manager import run_operator  # kopf is heavy; import it only to run
+
+    settings = Settings(
+        region=args.region,
+        sso_username_prefix=args.sso_username_prefix,
+        namespace=args.namespace,
+        listen_address=args.listen_address,
+        webhook_port=int(args.webhook_port),
+        webhook_host=args.webhook_host,
+        health_port=int(args.health_port),
+        metrics_port=int(args.metrics_port),
+        inactivity_window=args.inactivity_window,
+        billing_cycle=args.billing_cycle,
+        check_interval=args.check_interval,
+        license_validity=args.license_validity,
+        license_rotate_after=args.license_rotate_after,
+    )
+    return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
+
+
+def _add_crds(commands: Any) -> None:
+    crds = commands.add_parser("crds", help="write crds/*.yaml from the API models")
+    crds.add_argument("--dir", type=Path, default=DEFAULT_CRD_DIR, help="target directory")
+    crds.add_argument(
+        "--check", action="store_true", help="fail if the files differ instead of writing"
+    )
+    crds.set_defaults(handler=_crds)
+
+
+def _crds(args: argparse.Namespace) -> int:
+    if args.check:
+        stale = crdgen.drift(args.dir)
+        if stale:
+            print(
+                f"CRDs in {args.dir} differ from the API models: {', '.join(stale)}; "
+                "run `orgkeeper crds` and commit the result",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"CRDs in {args.dir} match the API models")
+        return 0
+    for path in crdgen.write(args.dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="orgkeeper", description="Account policy as Kubernetes custom resources."
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_crds(commands)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

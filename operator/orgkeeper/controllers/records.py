@@ -1,0 +1,106 @@
+"""What kopf's in-memory indexes keep of each watched object (small, immutable records)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.v1alpha1 import TEAMS
+from ..api.v1alpha1.common import Team
+from ..domain.membership import Member
+
+
+@dataclass(frozen=True)
+class OrgRecord:
+    name: str
+    uid: str
+    region: str | None
+    spec_owner: str | None
+    owner: str | None
+    sso_only: bool
+    state: str | None
+    phase: str | None
+    owner_email_locked: bool
+    deleting: bool
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> OrgRecord:
+        spec, status, meta = body.get("spec", {}), body.get("status", {}), body["metadata"]
+        return cls(
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            region=spec.get("region"),
+            spec_owner=spec.get("owner"),
+            owner=status.get("owner") or spec.get("owner"),
+            sso_only=bool(spec.get("ssoOnly")),
+            state=spec.get("state"),
+            phase=status.get("phase"),
+            owner_email_locked=bool(status.get("ownerEmailLocked")),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    email: str
+    teams: tuple[Team, ...]
+    labels: Mapping[str, str]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> MemberRecord:
+        meta, spec = body["metadata"], body.get("spec", {})
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation", 0)),
+            email=str(spec.get("email", "")),
+            teams=tuple(t for t in TEAMS if t in (spec.get("teams") or [])),
+            labels=dict(meta.get("labels") or {}),
+            status=dict(body.get("status") or {}),
+        )
+
+    def member(self) -> Member:
+        return Member(self.name, self.email, self.teams)
+
+
+@dataclass(frozen=True)
+class BindingRecord:
+    name: str
+    namespace: str
+    users: tuple[str, ...]
+    role: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BindingRecord:
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            users=tuple(s.get("name", "") for s in body.get("subjects") or []),
+            role=body.get("roleRef", {}).get("name", ""),
+        )
+
+
+@dataclass(frozen=True)
+class LicenseRecord:
+    name: str
+    namespace: str
+    product: str
+    source: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> LicenseRecord:
+        meta, spec = body["metadata"], body.get("spec", {})
+        return cls(meta["name"], meta["namespace"], spec.get("product", ""), spec.get("source", ""))
+
+
+def values(index: Mapping[str, Iterable[Any]], key: str) -> list[Any]:
+    """All values a kopf index holds under a key (none when the key is absent)."""
+    return list(index.get(key, ()))

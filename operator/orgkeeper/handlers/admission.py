@@ -1,0 +1,114 @@
+"""Validating admission webhooks: the rules one object's schema can't check by itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..controllers.records import MemberRecord, OrgRecord, values
+from ..controllers.runtime import Runtime
+from ..domain import admission
+from ..domain.membership import same_email
+from .indexes import MEMBERSHIPS, ORGANIZATIONS
+from .organization import organization_of_namespace
+
+
+def _refuse(message: str | None) -> None:
+    if message is not None:
+        raise kopf.AdmissionError(message, code=403)
+
+
+def _org(organizations: kopf.Index[str, Any], name: str | None) -> OrgRecord | None:
+    found = values(organizations, name) if name else []
+    return found[0] if found else None
+
+
+def _members(memberships: kopf.Index[str, Any], namespace: str) -> list[Any]:
+    return [record.member() for record in values(memberships, namespace)]
+
+
+def validate_organization(
+    spec: kopf.Spec,
+    old: kopf.Body | None,
+    name: str,
+    operation: str,
+    memo: kopf.Memo,
+    organizations_by_name: kopf.Index[str, Any],
+    memberships_by_namespace: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    runtime: Runtime = memo.runtime
+    if not runtime.serves_region(spec.get("region")):
+        return
+    owner = str(spec.get("owner", ""))
+    if operation == "CREATE":
+        locking = [
+            record.name
+            for store in organizations_by_name.values()
+            for record in store
+            if record.owner_email_locked and same_email(record.owner, owner)
+        ]
+        _refuse(admission.locked_email_refusal(owner, locking))
+    elif old is not None:
+        previous = (old.get("status") or {}).get("owner") or old["spec"].get("owner")
+        members = _members(memberships_by_namespace, f"org-{name}")
+        _refuse(admission.transfer_refusal(owner, previous, members))
+
+
+def validate_organization_delete(
+    body: kopf.Body, name: str, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime: Runtime = memo.runtime
+    if not runtime.serves_region(body["spec"].get("region")):
+        return
+    owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
+    _refuse(
+        admission.delete_organization_refusal(
+            name,
+            owner,
+            userinfo.get("username", ""),
+            userinfo.get("groups") or [],
+            runtime.settings.sso_username_prefix,
+        )
+    )
+
+
+def validate_membership(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    operation: str,
+    memo: kopf.Memo,
+    organizations_by_name: kopf.Index[str, Any],
+    memberships_by_namespace: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    runtime: Runtime = memo.runtime
+    org = _org(organizations_by_name, organization_of_namespace(namespace))
+    if org is None or org.deleting or not runtime.serves_region(org.region):
+        return  # no org (or it is going away): nothing to protect
+    record = MemberRecord.from_body(body)
+    if operation == "DELETE":
+        _refuse(admission.owner_membership_delete_refusal(record.email, org.owner))
+        return
+    _refuse(
+        admission.duplicate_email_refusal(
+            record.email, name, _members(memberships_by_namespace, namespace or "")
+        )
+    )
+    _refuse(admission.owner_team_removal_refusal(record.email, record.teams, org.owner))
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    on_org_write = kopf.on.validate(
+        *ORGANIZATIONS, operations=["CREATE", "UPDATE"], registry=registry
+    )
+    on_org_delete = kopf.on.validate(*ORGANIZATIONS, operations=["DELETE"], registry=registry)
+    on_membership = kopf.on.validate(
+        *MEMBERSHIPS, operations=["CREATE", "UPDATE", "DELETE"], registry=registry
+    )
+    # kopf's callback protocols don't list index and review kwargs; they arrive all the same.
+    on_org_write(validate_organization)  # type: ignore[arg-type]
+    on_org_delete(validate_organization_delete)
+    on_membership(validate_membership)  # type: ignore[arg-type]

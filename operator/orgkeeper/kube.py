@@ -1,0 +1,247 @@
+"""The one place that calls the Kubernetes API (besides kopf's own watching and Events).
+
+Every call is synchronous (the official client) and meant to run in a worker thread through
+`KubeApi.run`, so async handlers never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from . import names
+from .api.v1alpha1 import API_VERSION, GROUP, VERSION
+from .domain.membership import Binding
+
+T = TypeVar("T")
+FIELD_MANAGER = "orgkeeper"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    """An object that owns what orgkeeper creates for it (garbage collection cleans up)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def owner_of(kind: str, body: Mapping[str, Any]) -> OwnerRef:
+    meta = body["metadata"]
+    return OwnerRef(API_VERSION, kind, meta["name"], meta["uid"])
+
+
+def load_client(max_connections: int = 32) -> client.ApiClient:
+    """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = max_connections
+    return client.ApiClient(configuration)
+
+
+def is_status(error: Exception, *codes: int) -> bool:
+    return isinstance(error, ApiException) and error.status in codes
+
+
+def managed_labels(organization: str, **extra: str) -> dict[str, str]:
+    return {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_ORGANIZATION: organization,
+        **extra,
+    }
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    # --- namespaces ---------------------------------------------------------------------
+
+    def read_namespace(self, name: str) -> client.V1Namespace | None:
+        try:
+            return self.core.read_namespace(name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> None:
+        body = {
+            "metadata": {
+                "name": name,
+                "labels": managed_labels(organization),
+                "ownerReferences": [owner.to_wire()],
+            }
+        }
+        try:
+            self.core.create_namespace(body, field_manager=FIELD_MANAGER)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    # --- the Owner's cluster-scoped RBAC ----------------------------------------------
+
+    def ensure_owner_rbac(self, organization: str, user: str, owner: OwnerRef) -> bool:
+        """The per-org ClusterRole and its binding to the Owner; True if anything was written."""
+        name = names.owner_role(organization)
+        labels = managed_labels(organization)
+        role = {
+            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["organizations"],
+                    "resourceNames": [organization],
+                    "verbs": ["get", "update", "patch", "delete"],
+                },
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["organizations/status"],
+                    "resourceNames": [organization],
+                    "verbs": ["get"],
+                },
+            ],
+        }
+        binding = {
+            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
+            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
+        }
+        wrote = False
+        try:
+            current_role = self.rbac.read_cluster_role(name)
+            if self.api_client.sanitize_for_serialization(current_role.rules) != role["rules"]:
+                self.rbac.patch_cluster_role(
+                    name, {"rules": role["rules"]}, field_manager=FIELD_MANAGER
+                )
+                wrote = True
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self.rbac.create_cluster_role(role, field_manager=FIELD_MANAGER)
+            wrote = True
+        try:
+            current = self.rbac.read_cluster_role_binding(name)
+            subjects = self.api_client.sanitize_for_serialization(current.subjects or [])
+            if subjects != binding["subjects"]:
+                self.rbac.patch_cluster_role_binding(
+                    name, {"subjects": binding["subjects"]}, field_manager=FIELD_MANAGER
+                )
+                wrote = True
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self.rbac.create_cluster_role_binding(binding, field_manager=FIELD_MANAGER)
+            wrote = True
+        return wrote
+
+    # --- member RoleBindings ------------------------------------------------------------
+
+    def create_member_binding(
+        self, namespace: str, organization: str, binding: Binding, owner: OwnerRef
+    ) -> None:
+        body = {
+            "metadata": {
+                "name": binding.name,
+                "labels": managed_labels(
+                    organization,
+                    **{
+                        names.LABEL_MEMBERSHIP: binding.membership,
+                        names.LABEL_EMAIL_HASH: names.email_hash(binding.email),
+                        names.LABEL_TEAM: binding.team,
+                    },
+                ),
+                "ownerReferences": [owner.to_wire()],
+            },
+            "roleRef": {
+                "apiGroup": RBAC_GROUP,
+                "kind": "ClusterRole",
+                "name": binding.cluster_role,
+            },
+            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": binding.user}],
+        }
+        try:
+            self.rbac.create_namespaced_role_binding(namespace, body, field_manager=FIELD_MANAGER)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # Subjects may change (SSO switch); roleRef can't, and the name encodes the team.
+            self.rbac.patch_namespaced_role_binding(
+                binding.name, namespace, {"subjects": body["subjects"]}, field_manager=FIELD_MANAGER
+            )
+
+    def delete_role_binding(self, namespace: str, name: str) -> None:
+        try:
+            self.rbac.delete_namespaced_role_binding(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- orgkeeper.dev objects ----------------------------------------------------------
+
+    def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body, field_manager=FIELD_MANAGER
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def patch_labels(
+        self, plural: str, namespace: str, name: str, labels: Mapping[str, str]
+    ) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"metadata": {"labels": dict(labels)}},
+            field_manager=FIELD_MANAGER,
+        )
+
+    def patch_status(
+        self, plural: str, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> None:
+        """A merge patch of .status; a vanished object is not an error."""
+        body = {"status": dict(status)}
+        try:
+            if namespace is None:
+                self.custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, name, body, field_manager=FIELD_MANAGER
+                )
+            else:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, body, field_manager=FIELD_MANAGER
+                )
+        except ApiException as error:
+            if error.status != 404:
+                raise

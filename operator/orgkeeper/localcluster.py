@@ -1,0 +1,465 @@
+"""The embedded local control plane: etcd, kube-apiserver and kube-controller-manager on loopback.
+
+Binaries come from $KUBEBUILDER_ASSETS when it has them, otherwise they are built once from the
+Go module in hack/controlplane and cached in .cache/controlplane/bin. `python -m
+orgkeeper.localcluster build|up|down|status` is what `make cluster-up` and friends call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .pki import certificate, pem_key, subject_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GO_MODULE = REPO_ROOT / "hack" / "controlplane"
+# Machine-wide, so every clone on this machine (CI's fresh one too) reuses one build.
+BIN_CACHE_ROOT = Path(
+    os.environ.get(
+        "ORGKEEPER_CONTROLPLANE_CACHE", Path.home() / ".cache" / "orgkeeper" / "controlplane"
+    )
+)
+DEFAULT_STATE_DIR = REPO_ROOT / ".cache" / "cluster"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+KUBERNETES_VERSION = "v1.37.2"
+ADMIN_USER = "orgkeeper-admin"
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+
+
+class ControlPlaneError(RuntimeError):
+    """The local control plane could not be built or started; the message says why."""
+
+
+# --- binaries ---------------------------------------------------------------------------
+
+
+def _build_fingerprint() -> str:
+    digest = hashlib.sha256(KUBERNETES_VERSION.encode())
+    for path in sorted(GO_MODULE.rglob("*")):
+        if path.is_file() and path.suffix in (".go", ".mod", ".sum"):
+            digest.update(path.relative_to(GO_MODULE).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def binaries(*, build: bool = True) -> dict[str, Path]:
+    """Paths of the four binaries; builds the missing ones (once per machine)."""
+    found: dict[str, Path] = {}
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        for name in BINARIES:
+            candidate = Path(assets) / name
+            if candidate.is_file():
+                found[name] = candidate
+    missing = [name for name in BINARIES if name not in found]
+    if not missing:
+        return found
+    # Keyed by what goes into the build, so a version bump builds anew beside the old one.
+    directory = BIN_CACHE_ROOT / _build_fingerprint()[:16]
+    if not all((directory / name).is_file() for name in missing):
+        if not build:
+            raise ControlPlaneError(
+                f"control-plane binaries {missing} are not built; run `make controlplane`"
+            )
+        _go_build(directory)
+    return found | {name: directory / name for name in missing}
+
+
+def _go_build(directory: Path) -> None:
+    if shutil.which("go") is None:
+        raise ControlPlaneError(
+            "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS to envtest "
+            "binaries plus kube-controller-manager)"
+        )
+    staging = directory.with_name(directory.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    ldflags = " ".join(
+        ["-s", "-w"]
+        + [
+            f"-X {package}.{var}={value}"
+            for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+            for var, value in (
+                ("gitVersion", KUBERNETES_VERSION),
+                ("gitMajor", major),
+                ("gitMinor", minor),
+                ("gitTreeState", "clean"),
+            )
+        ]
+    )
+    started = time.monotonic()
+    print(f"building {', '.join(BINARIES)} {KUBERNETES_VERSION} from Go modules ...", flush=True)
+    result = subprocess.run(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            f"-ldflags={ldflags}",
+            "-o",
+            f"{staging}/",
+            "./cmd/...",
+        ],
+        cwd=GO_MODULE,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ControlPlaneError(
+            f"go build in {GO_MODULE} failed with exit code {result.returncode}"
+        )
+    # An interrupted build never leaves a directory that looks complete.
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    print(f"built in {time.monotonic() - started:.0f}s into {directory}", flush=True)
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def _write_pki(pki: Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate(subject_name("orgkeeper-local-ca"), ca_key, None, ca=True)
+    issued = {
+        "apiserver": (subject_name("kube-apiserver"), {"server_names": ("127.0.0.1", "localhost")}),
+        "admin": (subject_name(ADMIN_USER, "system:masters"), {"client": True}),
+        # Its own user name keeps its calls apart in the audit log; the group gives it the
+        # rights of every controller without service-account credentials.
+        "controller-manager": (
+            subject_name(CONTROLLER_MANAGER_USER, "system:masters"),
+            {"client": True},
+        ),
+    }
+    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "ca.key").write_bytes(pem_key(ca_key))
+    for stem, (subject, options) in issued.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = certificate(subject, key, (ca_cert, ca_key), **options)  # type: ignore[arg-type]
+        (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (pki / f"{stem}.key").write_bytes(pem_key(key))
+    service_account_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (pki / "sa.key").write_bytes(pem_key(service_account_key))
+    (pki / "sa.pub").write_bytes(
+        service_account_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+# --- the cluster ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kubeconfig_for(
+    server: str, ca_file: Path, cert_file: Path, key_file: Path
+) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "orgkeeper-local",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {"client-certificate": str(cert_file), "client-key": str(key_file)},
+            }
+        ],
+        "contexts": [
+            {"name": "orgkeeper-local", "context": {"cluster": "orgkeeper-local", "user": "admin"}}
+        ],
+        "current-context": "orgkeeper-local",
+    }
+
+
+@dataclass
+class LocalCluster:
+    """A control plane whose files (pki, etcd data, logs, kubeconfig) live in state_dir."""
+
+    state_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def server(self) -> str:
+        return str(json.loads((self.state_dir / "endpoints.json").read_text())["server"])
+
+    def _pidfile(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
+
+    def running(self) -> bool:
+        return all(
+            self._alive(name) for name in ("etcd", "kube-apiserver", "kube-controller-manager")
+        )
+
+    def _alive(self, name: str) -> bool:
+        pidfile = self._pidfile(name)
+        return pidfile.is_file() and _pid_alive(int(pidfile.read_text()))
+
+    def start(self, *, timeout: float = 120.0) -> None:
+        """Starts etcd, kube-apiserver and kube-controller-manager; returns once they serve."""
+        if self.running():
+            return
+        self.stop()
+        paths = binaries()
+        for sub in ("pki", "etcd", "logs", "run"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        _write_pki(self.pki)
+        (self.state_dir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
+        server = f"https://127.0.0.1:{api_port}"
+        (self.state_dir / "endpoints.json").write_text(
+            json.dumps({"server": server, "etcd": f"http://127.0.0.1:{etcd_port}"})
+        )
+        pki = self.pki
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                kubeconfig_for(server, pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
+            )
+        )
+        kcm_kubeconfig = self.state_dir / "controller-manager.kubeconfig"
+        kcm_kubeconfig.write_text(
+            yaml.safe_dump(
+                kubeconfig_for(
+                    server,
+                    pki / "ca.crt",
+                    pki / "controller-manager.crt",
+                    pki / "controller-manager.key",
+                )
+            )
+        )
+        self._spawn(
+            "etcd",
+            [
+                str(paths["etcd"]),
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(paths["kube-apiserver"]),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",  # loopback is not a routable endpoint
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=0",
+                f"--cert-dir={pki}",
+            ],
+        )
+        self._wait_ready(server, "/readyz", timeout)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(paths["kube-controller-manager"]),
+                f"--kubeconfig={kcm_kubeconfig}",
+                f"--authentication-kubeconfig={kcm_kubeconfig}",
+                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--controllers=*,-node-ipam-controller,-node-lifecycle-controller",
+                "--concurrent-gc-syncs=20",
+            ],
+        )
+        self._wait_for_controllers(timeout)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.state_dir / "logs" / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `make cluster-up`; stopped by pid file
+        )
+        self._pidfile(name).write_text(str(process.pid))
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return context
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """A GET as the admin, for readiness checks."""
+        request = urllib.request.Request(self.server + path)
+        try:
+            with urllib.request.urlopen(
+                request, context=self._ssl_context(), timeout=5
+            ) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read()
+
+    def _wait_ready(self, server: str, path: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self._check_processes()
+            with contextlib.suppress(OSError):
+                status, body = self.get(path)
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {body[-300:].decode(errors='replace')}"
+            time.sleep(0.25)
+        raise ControlPlaneError(f"{server}{path} not ready after {timeout:.0f}s ({last})")
+
+    def _wait_for_controllers(self, timeout: float) -> None:
+        """The service-account controller made `default` in `default`: controllers run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_processes()
+            with contextlib.suppress(OSError):
+                status, _ = self.get("/api/v1/namespaces/default/serviceaccounts/default")
+                if status == 200:
+                    return
+            time.sleep(0.25)
+        raise ControlPlaneError(f"kube-controller-manager not working after {timeout:.0f}s")
+
+    def _check_processes(self) -> None:
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            if self._pidfile(name).is_file() and not self._alive(name):
+                tail = (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise ControlPlaneError(f"{name} exited; the end of its log:\n{tail}")
+
+    def stop(self) -> None:
+        """Stops the processes (TERM, then KILL) and removes the state directory."""
+        pids = []
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            pidfile = self._pidfile(name)
+            if self._alive(name):
+                pid = int(pidfile.read_text())
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+                pids.append(pid)
+        deadline = time.monotonic() + 15
+        for pid in pids:
+            while time.monotonic() < deadline and _pid_alive(pid):
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+
+
+def _pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False  # our own child, now reaped
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running_cluster(state_dir: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(state_dir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orgkeeper.localcluster", description=__doc__)
+    parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl"])
+    parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.state_dir)
+    try:
+        if args.action == "build":
+            for name, path in binaries().items():
+                print(f"{name}: {path}")
+        elif args.action == "up":
+            cluster.start()
+            print(f"control plane up at {cluster.server}")
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+        elif args.action == "down":
+            cluster.stop()
+            print("control plane stopped")
+        elif args.action == "kubectl":
+            kubectl = str(binaries(build=False)["kubectl"])
+            os.environ.setdefault("KUBECONFIG", str(cluster.kubeconfig))
+            os.execv(kubectl, [kubectl, *args.kubectl_args])
+        else:
+            print("running" if cluster.running() else "stopped")
+            return 0 if cluster.running() else 1
+    except ControlPlaneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

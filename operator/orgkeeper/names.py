@@ -1,0 +1,49 @@
+"""Names, labels and annotations that orgkeeper writes: the vocabulary of its objects."""
+
+from __future__ import annotations
+
+import hashlib
+
+MANAGED_BY = "orgkeeper"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ORGANIZATION = "orgkeeper.dev/organization"
+LABEL_EMAIL_HASH = "orgkeeper.dev/email-hash"
+LABEL_MEMBERSHIP = "orgkeeper.dev/membership"
+LABEL_TEAM = "orgkeeper.dev/team"
+LABEL_COMPONENT = "orgkeeper.dev/component"
+LABEL_PRODUCT = "orgkeeper.dev/product"
+ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
+ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
+FINALIZER = "orgkeeper.dev/finalizer"
+
+COMPONENT_CONTROL_PLANE = "control-plane"
+COMPONENT_DATA_PLANE = "data-plane"
+
+
+def org_namespace(organization: str) -> str:
+    return f"org-{organization}"
+
+
+def email_hash(email: str) -> str:
+    """First 16 hex digits of sha256 of the lower-cased e-mail (the label value)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def team_cluster_role(team: str) -> str:
+    """The ClusterRole shipped in manifests/ for a team."""
+    return f"orgkeeper-{team}"
+
+
+def member_binding(email: str, team: str) -> str:
+    """RoleBinding of one member to one team; derived from the e-mail, unique per org."""
+    return f"orgkeeper-{email_hash(email)}-{team}"
+
+
+def owner_role(organization: str) -> str:
+    """ClusterRole (and ClusterRoleBinding) that lets the Owner manage and delete the org."""
+    return f"orgkeeper:owner:{organization}"
+
+
+def owner_membership(email: str) -> str:
+    """Name of the Membership orgkeeper creates for an Owner who has none."""
+    return f"owner-{email_hash(email)}"

@@ -1,0 +1,81 @@
+"""X.509 helpers for the local control plane and the admission webhook's self-signed TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def certificate(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    server_names: tuple[str, ...] = (),
+    client: bool = False,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        if server_names:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+            sans: list[x509.GeneralName] = []
+            for name in server_names:
+                try:
+                    sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+                except ValueError:
+                    sans.append(x509.DNSName(name))
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def subject_name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def webhook_tls(directory: Path, hosts: tuple[str, ...]) -> tuple[Path, Path, bytes]:
+    """A fresh CA and a serving certificate for the webhook server: (cert, key, CA PEM)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate(subject_name("orgkeeper-webhook-ca"), ca_key, None, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    served = certificate(subject_name(hosts[0]), key, (ca_cert, ca_key), server_names=hosts)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(served.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(pem_key(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path, ca_cert.public_bytes(serialization.Encoding.PEM)
