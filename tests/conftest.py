@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, binaries
 from support.kube import Kube, api_client, load_yaml_documents, wait_for
+from support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
@@ -30,11 +31,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("cluster"))
     local.start()
     try:
-        admin = Kube(api_client(local.kubeconfig))
-        _apply_crds(local, admin)
+        install_orgkeeper(local)
         yield local
     finally:
         local.stop()
+
+
+def install_orgkeeper(local: LocalCluster) -> None:
+    """CRDs, team ClusterRoles, and the right of every signed-in user to create an org."""
+    _apply_crds(local, Kube(api_client(local.kubeconfig)))
+    kubectl(local, "apply", "--server-side", "-f", str(REPO / "manifests" / "rbac" / "teams.yaml"))
+    kubectl(
+        local,
+        "create",
+        "clusterrolebinding",
+        "orgkeeper-organization-creators",
+        "--clusterrole=orgkeeper-organization-creator",
+        "--group=system:authenticated",
+    )
 
 
 def _apply_crds(local: LocalCluster, admin: Kube) -> None:
@@ -68,6 +82,41 @@ def kubectl(
 def admin(cluster: LocalCluster) -> Kube:
     """The cluster admin (system:masters)."""
     return Kube(api_client(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """`orgkeeper run` with test settings and its admission webhooks registered."""
+    process = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    admission = client.AdmissionregistrationV1Api(api_client(cluster.kubeconfig))
+    wait_for(
+        "the operator's webhooks to be registered",
+        lambda: any(
+            f":{process.webhook_port}/" in (hook.client_config.url or "")
+            for config in admission.list_validating_webhook_configuration().items
+            for hook in config.webhooks or []
+        ),
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+        # Without the operator its webhooks would refuse every write (failurePolicy: Fail).
+        kubectl(
+            cluster,
+            "delete",
+            "validatingwebhookconfiguration",
+            "orgkeeper.dev",
+            "--ignore-not-found",
+        )
+
+
+@pytest.fixture
+def as_user(cluster: LocalCluster) -> Callable[[str], Kube]:
+    """The cluster as a given user sees it (impersonation, with system:authenticated)."""
+    return lambda user: Kube(api_client(cluster.kubeconfig, user=user))
 
 
 @pytest.fixture

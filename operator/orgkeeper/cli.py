@@ -78,6 +78,15 @@ def _add_run(commands: Any) -> None:
         "address the webhook, health and metrics servers listen on",
         default=defaults.listen_address,
     )
+    run.add_argument(
+        "--webhook-mode",
+        action=_EnvDefault,
+        env="ORGKEEPER_WEBHOOK_MODE",
+        default=defaults.webhook_mode,
+        choices=["managed", "serve", "off"],
+        help="managed: serve the admission webhooks and register them (self-signed TLS); "
+        "serve: only serve them (configuration from manifests/); off: no webhooks",
+    )
     flag(
         "webhook-port",
         "port of the admission webhook server",
@@ -114,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         sso_username_prefix=args.sso_username_prefix,
         namespace=args.namespace,
         listen_address=args.listen_address,
+        webhook_mode=args.webhook_mode,
         webhook_port=int(args.webhook_port),
         webhook_host=args.webhook_host,
         health_port=int(args.health_port),
@@ -153,6 +163,87 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def _kube() -> Any:
+    from .kube import KubeApi, load_client
+
+    try:
+        return KubeApi(load_client())
+    except Exception as error:  # the client raises several kinds for a missing kubeconfig
+        raise CommandError(f"can't reach a cluster: {error}; set KUBECONFIG") from None
+
+
+def _add_activity(commands: Any) -> None:
+    activity = commands.add_parser("activity", help="record activity that keeps an org active")
+    kinds = activity.add_subparsers(dest="activity", required=True, metavar="KIND")
+    login = kinds.add_parser("login", help="record a member's login now")
+    login.add_argument("--org", required=True, help="organization name")
+    login.add_argument("--email", required=True, help="the member's e-mail")
+    login.set_defaults(handler=_activity_login)
+    requests = kinds.add_parser("requests", help="add API requests to the current billing cycle")
+    requests.add_argument("--org", required=True, help="organization name")
+    requests.add_argument("--count", required=True, type=_positive, help="how many requests")
+    requests.set_defaults(handler=_activity_requests)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _active_org(kube: Any, name: str) -> dict[str, Any]:
+    org = kube.read_organization(name)
+    if org is None:
+        raise CommandError(f"organization {name} not found")
+    if (org.get("status") or {}).get("phase") in ("Deactivating", "Deactivated"):
+        raise CommandError(
+            f"organization {name} is deactivated; activity is refused until it is reactivated"
+        )
+    return dict(org)
+
+
+def _activity_login(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .domain.membership import same_email
+    from .names import org_namespace
+
+    kube = _kube()
+    _active_org(kube, args.org)
+    found = [
+        m
+        for m in kube.list_memberships(org_namespace(args.org))
+        if same_email(m["spec"]["email"], args.email)
+    ]
+    if not found:
+        raise CommandError(f"{args.email} has no Membership in organization {args.org}")
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    kube.patch_status(
+        "memberships",
+        found[0]["metadata"]["name"],
+        {"lastLoginTime": stamp},
+        org_namespace(args.org),
+    )
+    print(f"recorded a login of {args.email} to {args.org} at {stamp}")
+    return 0
+
+
+def _activity_requests(args: argparse.Namespace) -> int:
+    kube = _kube()
+    _active_org(kube, args.org)
+    total = kube.add_api_requests(args.org, args.count)
+    print(f"recorded {args.count} API request(s) for {args.org}; {total} in the current cycle")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="orgkeeper", description="Account policy as Kubernetes custom resources."
@@ -160,13 +251,18 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
     _add_crds(commands)
+    _add_activity(commands)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -245,3 +245,98 @@ class KubeApi:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    # --- data-plane and control-plane workloads -----------------------------------------
+
+    def _workload_calls(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        calls = {
+            "Deployment": (
+                self.apps.patch_namespaced_deployment,
+                self.apps.delete_namespaced_deployment,
+            ),
+            "StatefulSet": (
+                self.apps.patch_namespaced_stateful_set,
+                self.apps.delete_namespaced_stateful_set,
+            ),
+            "DaemonSet": (
+                self.apps.patch_namespaced_daemon_set,
+                self.apps.delete_namespaced_daemon_set,
+            ),
+        }
+        return calls[kind]
+
+    def annotate_workload(
+        self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Sets (or, with None, removes) annotations on a workload's metadata."""
+        patch, _ = self._workload_calls(kind)
+        try:
+            patch(
+                name,
+                namespace,
+                {"metadata": {"annotations": dict(annotations)}},
+                field_manager=FIELD_MANAGER,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def delete_workload(self, kind: str, namespace: str, name: str) -> None:
+        _, delete = self._workload_calls(kind)
+        try:
+            delete(name, namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def remove_owner_binding(self, organization: str) -> None:
+        try:
+            self.rbac.delete_cluster_role_binding(names.owner_role(organization))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- activity, recorded by `orgkeeper activity` ------------------------------------
+
+    def read_organization(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_cluster_custom_object(
+                GROUP, VERSION, "organizations", name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    def list_memberships(self, namespace: str) -> list[dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "memberships")
+        return list(listed["items"])
+
+    def add_api_requests(self, organization: str, count: int, attempts: int = 5) -> int:
+        """Adds to the current cycle's counter (compare-and-swap on resourceVersion); the total."""
+        for _ in range(attempts):
+            org = self.read_organization(organization)
+            if org is None:
+                raise LookupError(organization)
+            requests = ((org.get("status") or {}).get("activity") or {}).get("apiRequests") or {}
+            total = int(requests.get("currentCycle", 0)) + count
+            body = {
+                "metadata": {"resourceVersion": org["metadata"]["resourceVersion"]},
+                "status": {"activity": {"apiRequests": {"currentCycle": total}}},
+            }
+            try:
+                self.custom.patch_cluster_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    "organizations",
+                    organization,
+                    body,
+                    field_manager="orgkeeper-activity",
+                )
+            except ApiException as error:
+                if error.status == 409:
+                    continue
+                raise
+            return total
+        raise RuntimeError(f"Organization {organization} kept changing; try again")

@@ -16,7 +16,7 @@ def run_operator(settings: Settings, *, verbose: bool = False, log_format: str =
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
     registry = kopf.OperatorRegistry()
-    register(registry)
+    register(registry, settings)
     runtime = Runtime(kube=KubeApi(load_client()), settings=settings)
     kopf.run(
         registry=registry,

@@ -10,27 +10,22 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?
 
 
 def parse_duration(text: str) -> timedelta:
-    """'30d', '2h', '90s', '1h30m' -> timedelta; a clear ValueError otherwise."""
+    """'30d', '2h', '90s', '1h30m' -> a positive timedelta; a clear ValueError otherwise."""
     match = _DURATION.match(text.strip())
     if not text.strip() or match is None or not any(match.groups()):
         raise ValueError(
             f"{text!r} is not a duration; write a number with a unit, such as 30d, 2h, 15m or 90s"
         )
     days, hours, minutes, seconds = match.groups()
-    return timedelta(
+    value = timedelta(
         days=int(days or 0),
         hours=int(hours or 0),
         minutes=int(minutes or 0),
         seconds=float(seconds or 0),
     )
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    if value <= timedelta(0):
+        raise ValueError(f"{text!r} must be longer than zero")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,6 +41,7 @@ class Settings:
     sso_username_prefix: str = "oidc:"
     namespace: str = "orgkeeper-system"
     listen_address: str = "0.0.0.0"
+    webhook_mode: str = "managed"
     webhook_port: int = 9443
     webhook_host: str | None = None
     health_port: int = 8080

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,13 +14,14 @@ from .. import names
 from ..api.v1alpha1 import PRODUCTS
 from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.membership import MembershipStatus
-from ..api.v1alpha1.organization import OrganizationSpec, OrganizationStatus
-from ..domain import conditions
+from ..api.v1alpha1.organization import Activity, OrganizationSpec, OrganizationStatus
+from ..domain import conditions, lifecycle
 from ..domain import membership as membership_domain
 from ..domain import organization as org_domain
-from ..domain.membership import Binding, OrgContext
+from ..domain.membership import Binding, Member, OrgContext
+from ..domain.organization import deactivation_message
 from ..kube import OwnerRef, owner_of
-from .records import BindingRecord, LicenseRecord, MemberRecord
+from .records import BindingRecord, LicenseRecord, MemberRecord, WorkloadRecord
 from .runtime import Event, Runtime
 
 WRITE_CONCURRENCY = 16
@@ -52,12 +54,18 @@ def differs(desired: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     return any(current.get(key) != value for key, value in desired.items())
 
 
+@dataclass(frozen=True)
+class Indexed:
+    """What kopf's indexes hold for one org: its namespace's objects and its workloads."""
+
+    members: Sequence[MemberRecord] = ()
+    bindings: Sequence[BindingRecord] = ()
+    licenses: Sequence[LicenseRecord] = ()
+    workloads: Sequence[WorkloadRecord] = ()
+
+
 async def reconcile_organization(
-    runtime: Runtime,
-    body: Mapping[str, Any],
-    members: Sequence[MemberRecord],
-    bindings: Sequence[BindingRecord],
-    licenses: Sequence[LicenseRecord],
+    runtime: Runtime, body: Mapping[str, Any], indexed: Indexed
 ) -> list[Event]:
     """Converges one Organization; returns the Events worth posting."""
     kube, settings = runtime.kube, runtime.settings
@@ -83,19 +91,17 @@ async def reconcile_organization(
         namespace_conflict = not namespace_ready
 
     events: list[Event] = []
-    member_list = [record.member() for record in members]
+    members = [record.member() for record in indexed.members]
     if (
         namespace_ready
         and status.owner is None
-        and org_domain.find_member(member_list, spec.owner) is None
+        and org_domain.find_member(members, spec.owner) is None
     ):
         await kube.run(
             kube.create_custom, "memberships", namespace, _owner_membership(name, spec.owner)
         )
-        member_list.append(
-            membership_domain.Member(
-                names.owner_membership(spec.owner), spec.owner, ("organization-admin",)
-            )
+        members.append(
+            Member(names.owner_membership(spec.owner), spec.owner, ("organization-admin",))
         )
         events.append(
             Event(
@@ -105,7 +111,7 @@ async def reconcile_organization(
             )
         )
 
-    decision = org_domain.decide_owner(spec.owner, status.owner, member_list)
+    decision = org_domain.decide_owner(spec.owner, status.owner, members)
     if decision.transferred_from:
         events.append(Event("Normal", "OwnershipTransferred", decision.message))
     elif not decision.valid:
@@ -113,30 +119,110 @@ async def reconcile_organization(
         if previous is None or previous.reason != decision.reason:
             events.append(Event("Warning", decision.reason, decision.message))
 
-    effective = status.model_copy(update={"owner": decision.effective})
-    org = org_domain.context(name, spec, effective)
-    if namespace_ready:
-        user = membership_domain.user_name(decision.effective, org, settings.sso_username_prefix)
-        await kube.run(kube.ensure_owner_rbac, name, user, owner_ref)
-        await sync_members(runtime, org, namespace, members, bindings, now)
-        await ensure_licenses(runtime, namespace, name, licenses)
-
+    logins = [_login_time(record) for record in indexed.members]
+    last_login = max((t for t in logins if t is not None), default=None)
+    activity = status.activity or Activity()
+    _, rolled_activity = org_domain.roll_billing_cycle(
+        status.billing or org_domain.billing(spec, None, now), activity, settings.billing_cycle, now
+    )
+    idle = lifecycle.inactive(
+        spec,
+        rolled_activity,
+        lifecycle.last_activity(_created(meta, now), [last_login], spec.reactivation_requested_at),
+        now=now,
+        window=settings.inactivity_window,
+    )
+    plan = lifecycle.decide(spec, status, idle=idle, now=now)
+    workloads = list(indexed.workloads)
     observed = org_domain.OrgObservation(
         name=name,
         generation=generation,
         created=_created(meta, now),
         spec=spec,
         status=status,
-        members=member_list,
+        members=members,
         namespace_ready=namespace_ready,
         namespace_conflict=namespace_conflict,
-        licenses=frozenset(record.product for record in licenses if record.product in PRODUCTS),
+        licenses=frozenset(r.product for r in indexed.licenses if r.product in PRODUCTS),
+        control_planes=sum(1 for w in workloads if w.component == names.COMPONENT_CONTROL_PLANE),
+        data_planes=sum(1 for w in workloads if w.component == names.COMPONENT_DATA_PLANE),
     )
-    desired = org_domain.organization_status(
-        observed, decision, namespace=namespace, now=now, billing_cycle=settings.billing_cycle
-    )
+
+    def status_for(effects_applied: bool) -> OrganizationStatus:
+        return org_domain.organization_status(
+            observed,
+            decision,
+            plan,
+            namespace=namespace,
+            now=now,
+            billing_cycle=settings.billing_cycle,
+            last_login=last_login,
+            effects_applied=effects_applied,
+        )
+
+    if plan.started and plan.deactivation is not None:
+        # Recorded before any effect, so a crash mid-way resumes the deactivation.
+        await _write_status(runtime, name, status_for(False), current_status)
+        events.append(
+            Event(
+                "Normal",
+                "Deactivating",
+                f"deactivating the organization ({plan.deactivation.reason})",
+            )
+        )
+
+    org = org_domain.context(name, spec, decision.effective, plan)
+    if namespace_ready:
+        if org.deactivated:
+            await kube.run(kube.remove_owner_binding, name)
+        else:
+            user = membership_domain.user_name(
+                decision.effective, org, settings.sso_username_prefix
+            )
+            await kube.run(kube.ensure_owner_rbac, name, user, owner_ref)
+        await sync_members(runtime, org, namespace, indexed.members, indexed.bindings, now)
+        await ensure_licenses(runtime, namespace, name, indexed.licenses)
+    await sync_workloads(runtime, workloads, deactivated=org.deactivated)
+
+    desired = status_for(True)
     await _write_status(runtime, name, desired, current_status)
+    if desired.phase == "Deactivated" and status.phase != "Deactivated" and plan.deactivation:
+        events.append(Event("Normal", "Deactivated", deactivation_message(plan, spec)))
+    if plan.reactivated:
+        events.append(
+            Event("Normal", "Reactivated", "billing, roles and license propagation restored")
+        )
     return events
+
+
+async def sync_workloads(
+    runtime: Runtime, workloads: Sequence[WorkloadRecord], *, deactivated: bool
+) -> None:
+    """Deactivated: control planes decommissioned, data planes frozen. Active: unfrozen."""
+    kube = runtime.kube
+    writes: list[Awaitable[Any]] = []
+    for workload in workloads:
+        if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
+            writes.append(
+                kube.run(kube.delete_workload, workload.kind, workload.namespace, workload.name)
+            )
+        elif workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
+            value = "true" if deactivated else None
+            writes.append(
+                kube.run(
+                    kube.annotate_workload,
+                    workload.kind,
+                    workload.namespace,
+                    workload.name,
+                    {names.ANNOTATION_FROZEN: value},
+                )
+            )
+    await bounded(writes)
+
+
+def _login_time(record: MemberRecord) -> datetime | None:
+    stamp = record.status.get("lastLoginTime")
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
 def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
@@ -162,16 +248,21 @@ def _owner_membership(organization: str, email: str) -> dict[str, Any]:
 async def _write_status(
     runtime: Runtime, name: str, desired: OrganizationStatus, current: Mapping[str, Any]
 ) -> None:
-    # Activity counters are written by `orgkeeper activity`; the operator sets them up and rolls
+    wire = status_wire(desired)
+    # The request counters belong to `orgkeeper activity`: the operator sets them up and rolls
     # them over at the end of a billing cycle, and otherwise leaves them alone.
     current_requests = (current.get("activity") or {}).get("apiRequests")
-    desired_requests = desired.activity.api_requests if desired.activity else None
-    rolled = desired_requests is not None and (
-        current_requests is None or desired_requests.model_dump(by_alias=True) != current_requests
-    )
-    wire = status_wire(desired, omit=() if rolled else ("activity",))
+    wanted = (wire.get("activity") or {}).get("apiRequests")
+    if current_requests is not None and wanted is not None and not _rolled(current, wire):
+        wire["activity"] = {k: v for k, v in wire["activity"].items() if k != "apiRequests"}
     if differs(wire, current):
         await runtime.kube.run(runtime.kube.patch_status, "organizations", name, wire)
+
+
+def _rolled(current: Mapping[str, Any], wire: Mapping[str, Any]) -> bool:
+    before = (current.get("billing") or {}).get("cycleStart")
+    after = (wire.get("billing") or {}).get("cycleStart")
+    return before != after
 
 
 async def _stalled(

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import names
 from ..api.v1alpha1 import TEAMS
 from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
@@ -99,6 +100,41 @@ class LicenseRecord:
     def from_body(cls, body: Mapping[str, Any]) -> LicenseRecord:
         meta, spec = body["metadata"], body.get("spec", {})
         return cls(meta["name"], meta["namespace"], spec.get("product", ""), spec.get("source", ""))
+
+
+@dataclass(frozen=True)
+class WorkloadRecord:
+    """A Deployment, StatefulSet or DaemonSet labelled with an organization."""
+
+    kind: str
+    namespace: str
+    name: str
+    organization: str
+    component: str
+    product: str
+    annotations: Mapping[str, str]
+
+    @classmethod
+    def from_body(cls, kind: str, body: Mapping[str, Any]) -> WorkloadRecord:
+        meta = body["metadata"]
+        labels = meta.get("labels") or {}
+        return cls(
+            kind=kind,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            organization=labels.get(names.LABEL_ORGANIZATION, ""),
+            component=labels.get(names.LABEL_COMPONENT, ""),
+            product=labels.get(names.LABEL_PRODUCT, ""),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def frozen(self) -> bool:
+        return self.annotations.get(names.ANNOTATION_FROZEN) == "true"
 
 
 def values(index: Mapping[str, Iterable[Any]], key: str) -> list[Any]:

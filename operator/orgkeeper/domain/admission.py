@@ -33,8 +33,8 @@ def delete_organization_refusal(
     if owner is not None and (same_email(user, owner) or same_email(user, f"{sso_prefix}{owner}")):
         return None
     return (
-        f"only the Owner ({owner}) can delete Organization {organization}; ask them to delete "
-        f"it, or to transfer ownership to you first"
+        f"only the Owner ({owner or 'none recorded'}) can delete Organization {organization}; "
+        "ask them to delete it, or to transfer ownership to you first"
     )
 
 

@@ -19,6 +19,7 @@ from ..api.v1alpha1.organization import (
     Trial,
 )
 from . import conditions
+from .lifecycle import Lifecycle
 from .membership import OWNER_TEAM, Member, OrgContext, same_email
 
 PLUS_TRIAL = timedelta(days=30)
@@ -89,28 +90,27 @@ def decide_owner(spec_owner: str, previous: str | None, members: Sequence[Member
     )
 
 
-def context(name: str, spec: OrganizationSpec, status: OrganizationStatus) -> OrgContext:
-    """What memberships need of their org; the effective owner is the status one once set."""
+def context(name: str, spec: OrganizationSpec, owner: str, lifecycle: Lifecycle) -> OrgContext:
+    """What memberships need of their org."""
     return OrgContext(
         name=name,
-        owner=status.owner or spec.owner,
+        owner=owner,
         sso_only=spec.sso_only,
-        deactivated=status.phase in ("Deactivating", "Deactivated"),
+        deactivated=lifecycle.target == "Deactivated",
         region=spec.region,
     )
 
 
 def billing(spec: OrganizationSpec, previous: Billing | None, now: datetime) -> Billing:
-    """Billing for an active org; a trial for Plus while its credits last."""
+    """Billing for an active org: one subscription per product of its plan."""
     started = previous.cycle_start if previous and previous.cycle_start else now
-    subscriptions = (
-        previous.subscriptions
-        if previous and previous.state != "Stopped" and previous.subscriptions
-        else [
-            Subscription(name=f"{spec.plan.lower()}-{product}", started_at=now)
-            for product in PRODUCTS
-        ]
+    names = [f"{spec.plan.lower()}-{product}" for product in PRODUCTS]
+    kept = (
+        {s.name: s for s in previous.subscriptions}
+        if previous and previous.state != "Stopped"
+        else {}
     )
+    subscriptions = [kept.get(name) or Subscription(name=name, started_at=now) for name in names]
     return Billing(state="Active", cycle_start=started, subscriptions=subscriptions)
 
 
@@ -139,55 +139,72 @@ def roll_billing_cycle(
 def organization_status(
     observed: OrgObservation,
     owner: OwnerDecision,
+    lifecycle: Lifecycle,
     *,
     namespace: str,
     now: datetime,
     billing_cycle: timedelta,
+    last_login: datetime | None,
+    effects_applied: bool,
 ) -> OrganizationStatus:
-    """The status of an active (not deactivated) org after one reconcile."""
+    """The status after one reconcile; `effects_applied` says a deactivation is complete."""
     spec, previous, generation = observed.spec, observed.status, observed.generation
-    billed = billing(spec, previous.billing, now)
+    deactivated = lifecycle.target == "Deactivated"
     trial_state = trial(spec, observed.created)
-    if trial_state is not None and now < trial_state.ends_at:
-        billed = billed.model_copy(update={"state": "Trial"})
+    if deactivated:
+        start = previous.billing.cycle_start if previous.billing else None
+        billed = Billing(state="Stopped", cycle_start=start, subscriptions=[])
+    else:
+        billed = billing(spec, previous.billing, now)
+        if trial_state is not None and now < trial_state.ends_at:
+            billed = billed.model_copy(update={"state": "Trial"})
     billed, activity = roll_billing_cycle(
         billed, previous.activity or Activity(), billing_cycle, now
     )
+    activity = activity.model_copy(update={"last_login_time": last_login})
 
     missing = sorted(set(PRODUCTS) - set(observed.licenses))
     found: list[Condition] = list(previous.conditions)
-    found = conditions.put(
-        found,
-        "OwnerValid",
-        owner.valid,
-        owner.reason,
-        owner.message,
-        generation=generation,
-        now=now,
-    )
-    found = conditions.put(
-        found,
+
+    def put(type_: str, status: bool, reason: str, message: str) -> None:
+        nonlocal found
+        found = conditions.put(
+            found, type_, status, reason, message, generation=generation, now=now
+        )
+
+    put("OwnerValid", owner.valid, owner.reason, owner.message)
+    put(
         "LicensesProvisioned",
         not missing,
         "Provisioned" if not missing else "LicensesMissing",
         "a License exists for every product"
         if not missing
         else f"no License yet for {', '.join(missing)}",
-        generation=generation,
-        now=now,
     )
-    found = conditions.put(
-        found,
-        "Deactivated",
-        False,
-        "Active",
-        "the organization is active",
-        generation=generation,
-        now=now,
-    )
-    ready, reason, message = readiness(observed, owner, missing)
-    found = conditions.put(found, "Ready", ready, reason, message, generation=generation, now=now)
-    phase: Phase = "Active" if observed.namespace_ready else "Provisioning"
+    phase: Phase
+    if deactivated and lifecycle.deactivation is not None:
+        reason = lifecycle.deactivation.reason
+        phase = "Deactivated" if effects_applied else "Deactivating"
+        if effects_applied:
+            put("Deactivated", True, reason, deactivation_message(lifecycle, spec))
+            put(
+                "Ready",
+                True,
+                "Deactivated",
+                "the organization is deactivated and every effect applied",
+            )
+        else:
+            put(
+                "Deactivated",
+                False,
+                "Deactivating",
+                f"applying the effects of deactivation ({reason})",
+            )
+            put("Ready", False, "Deactivating", "deactivation is in progress")
+    else:
+        phase = "Active" if observed.namespace_ready else "Provisioning"
+        put("Deactivated", False, "Active", "the organization is active")
+        put("Ready", *readiness(observed, owner, missing))
     admins = sum(
         1 for m in observed.members if OWNER_TEAM in m.teams or same_email(m.email, owner.effective)
     )
@@ -200,13 +217,28 @@ def organization_status(
         billing=billed,
         trial=trial_state,
         activity=activity,
-        deactivation=None,
-        owner_email_locked=False,
+        deactivation=lifecycle.deactivation,
+        owner_email_locked=deactivated and not spec.unlock_owner_email,
         members=len(observed.members),
         admins=admins,
         control_planes=observed.control_planes,
         data_planes=observed.data_planes,
     )
+
+
+def deactivation_message(lifecycle: Lifecycle, spec: OrganizationSpec) -> str:
+    how = (
+        "set spec.state back to Active to reactivate"
+        if lifecycle.deactivation and lifecycle.deactivation.reason == "Requested"
+        else "set spec.reactivationRequestedAt to the current time to reactivate"
+    )
+    lock = (
+        "the owner e-mail is unlocked"
+        if spec.unlock_owner_email
+        else "the owner e-mail is locked until spec.unlockOwnerEmail is set"
+    )
+    effects = "billing stopped, control planes decommissioned, data planes frozen, roles removed"
+    return f"deactivated; {effects}; {lock}; {how}"
 
 
 def readiness(

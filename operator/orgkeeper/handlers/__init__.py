@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import kopf
 
+from ..settings import Settings
 from . import admission, indexes, organization, startup
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     startup.register(registry)
     indexes.register(registry)
     organization.register(registry)
-    admission.register(registry)
+    if settings.webhook_mode != "off":
+        admission.register(registry)

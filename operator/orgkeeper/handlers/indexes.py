@@ -11,12 +11,24 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..controllers.records import BindingRecord, LicenseRecord, MemberRecord, OrgRecord
+from ..controllers.records import (
+    BindingRecord,
+    LicenseRecord,
+    MemberRecord,
+    OrgRecord,
+    WorkloadRecord,
+)
 
 ORGANIZATIONS = ("orgkeeper.dev", "v1alpha1", "organizations")
 MEMBERSHIPS = ("orgkeeper.dev", "v1alpha1", "memberships")
 LICENSES = ("orgkeeper.dev", "v1alpha1", "licenses")
 ROLE_BINDINGS = ("rbac.authorization.k8s.io", "v1", "rolebindings")
+WORKLOADS = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "DaemonSet": ("apps", "v1", "daemonsets"),
+}
+ORGANIZATION_LABELLED: Mapping[str, Any] = {names.LABEL_ORGANIZATION: kopf.PRESENT}
 MEMBER_BINDING_LABELS: Mapping[str, Any] = {
     names.LABEL_MANAGED_BY: names.MANAGED_BY,
     names.LABEL_MEMBERSHIP: kopf.PRESENT,
@@ -45,6 +57,14 @@ def member_bindings_by_namespace(
     return {namespace or "": BindingRecord.from_body(body)}
 
 
+def workloads_by_organization(kind: str) -> Any:
+    def index(body: kopf.Body, **_: Any) -> dict[str, WorkloadRecord]:
+        record = WorkloadRecord.from_body(kind, body)
+        return {record.organization: record}
+
+    return index
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     kopf.index(*ORGANIZATIONS, registry=registry)(organizations_by_name)
     kopf.index(*MEMBERSHIPS, registry=registry)(memberships_by_namespace)
@@ -52,3 +72,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.index(*ROLE_BINDINGS, labels=MEMBER_BINDING_LABELS, registry=registry)(
         member_bindings_by_namespace
     )
+    # One index per workload kind; reconciles read them together (see workloads_of).
+    for kind, resource in WORKLOADS.items():
+        kopf.index(
+            *resource,
+            labels=ORGANIZATION_LABELLED,
+            id=f"{kind.lower()}s_by_organization",
+            registry=registry,
+        )(workloads_by_organization(kind))

@@ -9,10 +9,17 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..controllers.organization import reconcile_organization
+from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import values
 from ..controllers.runtime import Event, Runtime
-from .indexes import MEMBER_BINDING_LABELS, MEMBERSHIPS, ORGANIZATIONS, ROLE_BINDINGS
+from .indexes import (
+    MEMBER_BINDING_LABELS,
+    MEMBERSHIPS,
+    ORGANIZATION_LABELLED,
+    ORGANIZATIONS,
+    ROLE_BINDINGS,
+    WORKLOADS,
+)
 
 MAX_BACKOFF = 60.0
 
@@ -37,12 +44,9 @@ async def organization_loop(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    memberships_by_namespace: kopf.Index[str, Any],
-    member_bindings_by_namespace: kopf.Index[str, Any],
-    licenses_by_namespace: kopf.Index[str, Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    """Reconciles whenever poked, and every check interval to repair drift."""
+    """Reconciles whenever poked, and every check interval to repair drift and find idle orgs."""
     runtime: Runtime = memo.runtime
     interval = runtime.settings.check_interval.total_seconds()
     trigger = runtime.trigger(name)
@@ -53,14 +57,18 @@ async def organization_loop(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(trigger.wait(), timeout=interval)
         trigger.clear()
+        indexed = Indexed(
+            members=values(kwargs["memberships_by_namespace"], namespace),
+            bindings=values(kwargs["member_bindings_by_namespace"], namespace),
+            licenses=values(kwargs["licenses_by_namespace"], namespace),
+            workloads=[
+                record
+                for kind in WORKLOADS
+                for record in values(kwargs[f"{kind.lower()}s_by_organization"], name)
+            ],
+        )
         try:
-            events = await reconcile_organization(
-                runtime,
-                body,
-                values(memberships_by_namespace, namespace),
-                values(member_bindings_by_namespace, namespace),
-                values(licenses_by_namespace, namespace),
-            )
+            events = await reconcile_organization(runtime, body, indexed)
         except Exception as error:  # the loop must outlive any single failure
             logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, error)
             await asyncio.sleep(backoff)
@@ -85,9 +93,17 @@ def namespaced_object_changed(namespace: str | None, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(organization)
 
 
+def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses)."""
+    organization = labels.get(names.LABEL_ORGANIZATION)
+    if organization:
+        memo.runtime.poke(organization)
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
-    loop = kopf.daemon(*ORGANIZATIONS, when=in_region, registry=registry)
-    loop(organization_loop)  # type: ignore[arg-type]  # index kwargs aren't in kopf's protocol
+    # The loop keeps no state worth a graceful exit: on deletion it is cancelled after 1s.
+    loop = kopf.daemon(*ORGANIZATIONS, when=in_region, cancellation_timeout=1.0, registry=registry)
+    loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
     on_membership = kopf.on.event(*MEMBERSHIPS, id="membership_changed", registry=registry)
     on_membership(namespaced_object_changed)
@@ -95,3 +111,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         *ROLE_BINDINGS, labels=MEMBER_BINDING_LABELS, id="member_binding_changed", registry=registry
     )
     on_binding(namespaced_object_changed)
+    for kind, resource in WORKLOADS.items():
+        on_workload = kopf.on.event(
+            *resource, labels=ORGANIZATION_LABELLED, id=f"{kind.lower()}_changed", registry=registry
+        )
+        on_workload(workload_changed)

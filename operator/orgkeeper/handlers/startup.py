@@ -42,7 +42,10 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.watching.reconnect_backoff = 1.0
     kopf_settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     kopf_settings.execution.max_workers = 32
-    kopf_settings.admission.managed = PREFIX
+    if settings.webhook_mode == "off":
+        return
+    if settings.webhook_mode == "managed":
+        kopf_settings.admission.managed = PREFIX
     certificate, key, authority = webhook_tls(
         Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")),
         hosts=tuple({settings.listen_address, settings.webhook_host or settings.listen_address}),

@@ -1,0 +1,214 @@
+"""Deactivation (requested and for inactivity) with every effect, reactivation, the e-mail lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from orgkeeper.localcluster import LocalCluster
+from support.kube import Kube, rejection, wait_for
+from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
+from support.workloads import create, read, workload
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+AsUser = Callable[[str], Kube]
+
+
+def orgkeeper(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orgkeeper.cli", *args],
+        env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def member_bindings(admin: Kube, namespace: str) -> list[Any]:
+    return admin.rbac.list_namespaced_role_binding(
+        namespace, label_selector="orgkeeper.dev/membership"
+    ).items
+
+
+def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    name, other = f"deact-{unique}", f"other-{unique}"
+    owner, alice, bob = (f"{who}@{name}.test" for who in ("owner", "alice", "bob"))
+    namespace, edge = f"org-{name}", f"edge-{unique}"
+    for org in (name, other):
+        as_user(f"owner@{org}.test" if org == other else owner).create(
+            "organizations", organization(org, f"owner@{org}.test" if org == other else owner)
+        )
+        wait_org(admin, org)
+    admin.create("memberships", membership("alice", alice, "organization-admin"), namespace)
+    admin.create("memberships", membership("bob", bob, "analytics-viewer"), namespace)
+    admin.create("memberships", membership("alice", alice, "portal-admin"), f"org-{other}")
+    wait_members_bound(admin, name, {alice: ["organization-admin"], bob: ["analytics-viewer"]})
+    wait_members_bound(admin, other, {alice: ["portal-admin"]})
+
+    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=edge)))
+    control_planes = [
+        ("Deployment", namespace, "cp-gateway"),
+        ("StatefulSet", namespace, "cp-mesh"),
+    ]
+    data_planes = [
+        ("Deployment", namespace, "dp-a"),
+        ("StatefulSet", edge, "dp-b"),
+        ("DaemonSet", edge, "dp-c"),
+    ]
+    for kind, ns, workload_name in control_planes:
+        create(admin, ns, workload(kind, workload_name, name, "control-plane"))
+    for kind, ns, workload_name in data_planes:
+        create(admin, ns, workload(kind, workload_name, name, "data-plane"))
+    wait_for(
+        "the planes to be counted",
+        lambda: (
+            (
+                admin.get("organizations", name)["status"].get("controlPlanes"),
+                admin.get("organizations", name)["status"].get("dataPlanes"),
+            )
+            == (2, 3)
+        ),
+    )
+
+    as_user(owner).patch("organizations", name, {"spec": {"state": "Deactivated"}})
+    org = wait_org(admin, name, "Deactivated", "True", "Requested", timeout=60)
+    status = org["status"]
+    assert status["phase"] == "Deactivated"
+    assert status["deactivation"]["reason"] == "Requested"
+    assert (
+        status["billing"]["state"] == "Stopped" and status["billing"].get("subscriptions", []) == []
+    )
+    assert status["ownerEmailLocked"] is True
+    assert all(read(admin, *plane) is None for plane in control_planes)
+    for plane in data_planes:
+        found = read(admin, *plane)
+        assert found is not None, plane
+        assert found.metadata.annotations["orgkeeper.dev/frozen"] == "true", plane
+    assert member_bindings(admin, namespace) == []
+    for member in admin.list("memberships", namespace):
+        assert (
+            member["status"]["state"] == "Removed"
+            and member["status"].get("effectiveTeams", []) == []
+        )
+    assert not allowed(admin, alice, "create", "memberships", namespace=namespace)
+    assert not allowed(admin, owner, "delete", "organizations", name=name)
+    # The same person elsewhere is untouched.
+    (elsewhere,) = [
+        m for m in admin.list("memberships", f"org-{other}") if m["spec"]["email"] == alice
+    ]
+    assert elsewhere["status"]["state"] == "Active"
+    assert allowed(admin, alice, "create", "configmaps", group="", namespace=f"org-{other}")
+    events = admin.core.list_namespaced_event(
+        "default", field_selector=f"involvedObject.name={name}"
+    ).items
+    assert any(e.reason == "Deactivated" for e in events)
+
+    # The owner e-mail is locked until support unlocks it.
+    again = organization(f"again-{unique}", owner)
+    status_code, message = rejection(lambda: as_user(owner).create("organizations", again))
+    assert status_code == 403
+    assert f"the e-mail {owner} is locked by deactivated organization {name}" in message, message
+    assert "spec.unlockOwnerEmail: true" in message
+    admin.patch("organizations", name, {"spec": {"unlockOwnerEmail": True}})
+    wait_for(
+        "the e-mail to be unlocked",
+        lambda: admin.get("organizations", name)["status"]["ownerEmailLocked"] is False,
+    )
+    as_user(owner).create("organizations", again)
+    wait_org(admin, f"again-{unique}")
+
+    # Reactivation restores roles and billing and unfreezes; control planes stay gone.
+    admin.patch("organizations", name, {"spec": {"state": "Active"}})
+    org = wait_org(admin, name, timeout=60)
+    assert org["status"]["phase"] == "Active"
+    assert (
+        org["status"]["billing"]["state"] == "Active"
+        and len(org["status"]["billing"]["subscriptions"]) == 3
+    )
+    assert "deactivation" not in org["status"]
+    wait_members_bound(
+        admin,
+        name,
+        {alice: ["organization-admin"], bob: ["analytics-viewer"], owner: ["organization-admin"]},
+    )
+    assert allowed(admin, alice, "create", "memberships", namespace=namespace)
+    wait_for(
+        "data planes to be unfrozen",
+        lambda: all(
+            "orgkeeper.dev/frozen" not in (read(admin, *plane).metadata.annotations or {})
+            for plane in data_planes
+        ),
+    )
+    assert all(read(admin, *plane) is None for plane in control_planes)
+
+
+def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
+    admin: Kube, as_user: AsUser, cluster: LocalCluster, unique: str
+) -> None:
+    """The test operator's inactivity window and billing cycle are both 20 seconds."""
+    idle, login, plus, busy = (f"{kind}-{unique}" for kind in ("idle", "login", "plus", "busy"))
+    for name, plan in ((idle, "Free"), (login, "Free"), (plus, "Plus"), (busy, "Free")):
+        as_user(f"owner@{name}.test").create(
+            "organizations", organization(name, f"owner@{name}.test", plan=plan)
+        )
+    for name in (idle, login, plus, busy):
+        wait_org(admin, name)
+
+    recorded = orgkeeper(cluster, "activity", "requests", "--org", busy, "--count", "5")
+    assert recorded.returncode == 0, recorded.stderr
+    assert f"recorded 5 API request(s) for {busy}" in recorded.stdout
+    # A login 12 seconds into the org's life: recorded ahead, so the test needn't wait for it.
+    created = datetime.fromisoformat(
+        admin.get("organizations", login)["metadata"]["creationTimestamp"].replace("Z", "+00:00")
+    )
+    later = (created + timedelta(seconds=12)).isoformat().replace("+00:00", "Z")
+    (owner_membership,) = admin.list("memberships", f"org-{login}")
+    admin.custom.patch_namespaced_custom_object_status(
+        "orgkeeper.dev",
+        "v1alpha1",
+        f"org-{login}",
+        "memberships",
+        owner_membership["metadata"]["name"],
+        {"status": {"lastLoginTime": later}},
+    )
+
+    org = wait_org(admin, idle, "Deactivated", "True", "Inactive", timeout=60)
+    assert org["status"]["deactivation"]["reason"] == "Inactive"
+    assert org["status"]["ownerEmailLocked"] is True
+    for name in (login, plus, busy):
+        other = admin.get("organizations", name)
+        assert other["status"]["phase"] == "Active", (name, other["status"])
+    assert admin.get("organizations", login)["status"]["activity"]["lastLoginTime"] == later
+    wait_for(
+        "the busy org's requests to roll into the previous cycle",
+        lambda: (
+            admin.get("organizations", busy)["status"]["activity"]["apiRequests"]["previousCycle"]
+            == 5
+        ),
+    )
+    assert admin.get("organizations", busy)["status"]["phase"] == "Active"
+
+    refused = orgkeeper(
+        cluster, "activity", "login", "--org", idle, "--email", f"owner@{idle}.test"
+    )
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip()
+        == f"error: organization {idle} is deactivated; activity is refused until it is reactivated"
+    )
+
+    # Support reactivates it with a new timestamp, like `kubectl rollout restart`.
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    admin.patch("organizations", idle, {"spec": {"reactivationRequestedAt": now}})
+    org = wait_org(admin, idle, "Deactivated", "False", "Active", timeout=30)
+    assert org["status"]["phase"] == "Active"
+    wait_members_bound(admin, idle, {f"owner@{idle}.test": ["organization-admin"]})

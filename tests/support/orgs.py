@@ -1,0 +1,113 @@
+"""Building and observing orgkeeper objects in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from support.kube import Kube, wait_for
+
+
+def organization(
+    name: str, owner: str, *, plan: str = "Enterprise", region: str = "eu", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": name.title(),
+            "plan": plan,
+            "region": region,
+            "owner": owner,
+            **spec,
+        },
+    }
+
+
+def membership(name: str, email: str, *teams: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "kind": "Membership",
+        "metadata": {"name": name},
+        "spec": {"email": email, "teams": list(teams)},
+    }
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None
+    )
+
+
+def is_condition(obj: dict[str, Any], type_: str, status: str, reason: str | None = None) -> bool:
+    found = condition(obj, type_)
+    return (
+        found is not None
+        and found["status"] == status
+        and (reason is None or found["reason"] == reason)
+        and found.get("observedGeneration") == obj["metadata"]["generation"]
+    )
+
+
+def wait_org(
+    kube: Kube,
+    name: str,
+    type_: str = "Ready",
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    return wait_for(
+        f"Organization {name} {type_}={status}" + (f" ({reason})" if reason else ""),
+        lambda: (
+            (org := kube.get("organizations", name))
+            and is_condition(org, type_, status, reason)
+            and org
+        ),
+        timeout=timeout,
+    )
+
+
+def wait_members_bound(
+    kube: Kube, org: str, emails_to_teams: dict[str, list[str]], timeout: float = 30
+) -> None:
+    """Until each listed member's effectiveTeams are exactly the given ones."""
+
+    def bound() -> bool:
+        found = {
+            m["spec"]["email"]: (m.get("status") or {}).get("effectiveTeams", [])
+            for m in kube.list("memberships", f"org-{org}")
+        }
+        return all(
+            sorted(found.get(email, [])) == sorted(teams)
+            for email, teams in emails_to_teams.items()
+        )
+
+    wait_for(f"memberships of {org} bound as {emails_to_teams}", bound, timeout=timeout)
+
+
+def allowed(
+    admin: Kube,
+    user: str,
+    verb: str,
+    resource: str,
+    *,
+    group: str = "orgkeeper.dev",
+    name: str | None = None,
+    namespace: str | None = None,
+) -> bool:
+    """Would RBAC let `user` do this? (A SubjectAccessReview, as `kubectl auth can-i --as`.)"""
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                group=group, resource=resource, verb=verb, name=name, namespace=namespace
+            ),
+        )
+    )
+    return bool(
+        client.AuthorizationV1Api(admin.api).create_subject_access_review(review).status.allowed
+    )

@@ -1,0 +1,191 @@
+"""Admission rules: None allows; a refusal is one sentence that says what to do instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from orgkeeper.api.v1alpha1.common import Team
+from orgkeeper.domain.admission import (
+    delete_organization_refusal,
+    duplicate_email_refusal,
+    locked_email_refusal,
+    owner_membership_delete_refusal,
+    owner_team_removal_refusal,
+    transfer_refusal,
+)
+from orgkeeper.domain.membership import Member
+
+OWNER = "owner@example.com"
+ADMIN = "admin@example.com"
+DEV = "dev@example.com"
+SSO_PREFIX = "oidc:"
+AUTHENTICATED = ("system:authenticated",)
+
+
+def member(email: str, *teams: Team, name: str | None = None) -> Member:
+    return Member(name=name or email.split("@")[0], email=email, teams=teams)
+
+
+MEMBERS = (
+    member(OWNER, "organization-admin"),
+    member(ADMIN, "organization-admin", "portal-admin"),
+    member(DEV, "api-product-developer"),
+)
+
+
+# transfer_refusal
+
+
+@pytest.mark.parametrize(
+    ("new_owner", "old_owner"),
+    [
+        (ADMIN, OWNER),
+        ("Admin@Example.COM", OWNER),
+        (OWNER, OWNER),
+        ("OWNER@example.com", OWNER),
+        (DEV, None),
+    ],
+    ids=["to-admin", "to-admin-other-case", "unchanged", "unchanged-other-case", "first-owner"],
+)
+def test_transfer_is_allowed_to_an_admin_or_when_nothing_changes(
+    new_owner: str, old_owner: str | None
+) -> None:
+    assert transfer_refusal(new_owner, old_owner, MEMBERS) is None
+
+
+@pytest.mark.parametrize(
+    "new_owner", [DEV, "stranger@example.com"], ids=["non-admin-member", "not-a-member"]
+)
+def test_transfer_to_someone_outside_organization_admin_is_refused(new_owner: str) -> None:
+    refusal = transfer_refusal(new_owner, OWNER, MEMBERS)
+    assert refusal is not None
+    assert new_owner in refusal
+    assert "add organization-admin to their Membership first" in refusal
+
+
+# delete_organization_refusal
+
+
+@pytest.mark.parametrize(
+    "user", [OWNER, "Owner@Example.com", "oidc:owner@example.com"], ids=["email", "case", "sso"]
+)
+def test_owner_may_delete_the_organization(user: str) -> None:
+    assert delete_organization_refusal("acme", OWNER, user, AUTHENTICATED, SSO_PREFIX) is None
+
+
+def test_owner_may_delete_under_the_configured_sso_prefix() -> None:
+    user = "corp-sso:owner@example.com"
+    assert delete_organization_refusal("acme", OWNER, user, AUTHENTICATED, "corp-sso:") is None
+
+
+@pytest.mark.parametrize("owner", [OWNER, None], ids=["with-owner", "without-owner"])
+def test_cluster_admin_may_delete_any_organization(owner: str | None) -> None:
+    groups = ("system:masters", "system:authenticated")
+    assert (
+        delete_organization_refusal("acme", owner, "kubernetes-admin", groups, SSO_PREFIX) is None
+    )
+
+
+@pytest.mark.parametrize(
+    "user",
+    [ADMIN, DEV, "oidc:admin@example.com", "corp-sso:owner@example.com", "system:admin"],
+)
+def test_anyone_but_the_owner_is_refused_deleting_the_organization(user: str) -> None:
+    refusal = delete_organization_refusal("acme", OWNER, user, AUTHENTICATED, SSO_PREFIX)
+    assert refusal is not None
+    assert f"only the Owner ({OWNER}) can delete Organization acme" in refusal
+    assert "transfer ownership" in refusal
+
+
+def test_a_group_named_like_the_owner_does_not_allow_deletion() -> None:
+    refusal = delete_organization_refusal("acme", OWNER, DEV, (OWNER,), SSO_PREFIX)
+    assert refusal is not None
+
+
+# owner_membership_delete_refusal
+
+
+@pytest.mark.parametrize(("email", "owner"), [(DEV, OWNER), (OWNER, None)])
+def test_deleting_a_membership_that_is_not_the_owners_is_allowed(
+    email: str, owner: str | None
+) -> None:
+    assert owner_membership_delete_refusal(email, owner) is None
+
+
+@pytest.mark.parametrize("email", [OWNER, "Owner@Example.COM"])
+def test_deleting_the_owners_membership_is_refused(email: str) -> None:
+    refusal = owner_membership_delete_refusal(email, OWNER)
+    assert refusal is not None
+    assert "can't be deleted" in refusal
+    assert "transfer ownership to another organization-admin first" in refusal
+
+
+# owner_team_removal_refusal
+
+
+@pytest.mark.parametrize(
+    ("email", "teams"),
+    [
+        (OWNER, ["organization-admin"]),
+        (OWNER, ["portal-admin", "organization-admin"]),
+        (DEV, []),
+        (DEV, ["portal-admin"]),
+    ],
+)
+def test_teams_that_keep_the_owner_in_organization_admin_are_allowed(
+    email: str, teams: list[str]
+) -> None:
+    assert owner_team_removal_refusal(email, teams, OWNER) is None
+
+
+@pytest.mark.parametrize("teams", [[], ["portal-admin", "analytics-viewer"]])
+def test_removing_organization_admin_from_the_owner_is_refused(teams: list[str]) -> None:
+    refusal = owner_team_removal_refusal("OWNER@example.com", teams, OWNER)
+    assert refusal is not None
+    assert "always holds organization-admin" in refusal
+    assert "transfer ownership first" in refusal
+
+
+def test_removing_teams_is_allowed_when_the_org_has_no_owner() -> None:
+    assert owner_team_removal_refusal(OWNER, [], None) is None
+
+
+# duplicate_email_refusal
+
+
+@pytest.mark.parametrize(
+    ("email", "name"),
+    [("new@example.com", "new"), (DEV, "dev")],
+    ids=["new-email", "same-membership-updated"],
+)
+def test_a_membership_with_an_unused_email_or_its_own_is_allowed(email: str, name: str) -> None:
+    assert duplicate_email_refusal(email, name, MEMBERS) is None
+
+
+@pytest.mark.parametrize("email", [DEV, "DEV@example.com"])
+def test_a_second_membership_for_the_same_email_is_refused(email: str) -> None:
+    refusal = duplicate_email_refusal(email, "dev-again", MEMBERS)
+    assert refusal is not None
+    assert "already has Membership dev" in refusal
+    assert "edit that one's teams instead" in refusal
+
+
+# locked_email_refusal
+
+
+def test_an_owner_email_without_locking_organizations_is_allowed() -> None:
+    assert locked_email_refusal(OWNER, []) is None
+
+
+def test_an_owner_email_locked_by_a_deactivated_org_is_refused() -> None:
+    refusal = locked_email_refusal(OWNER, ["old-acme"])
+    assert refusal is not None
+    assert OWNER in refusal
+    assert "old-acme" in refusal
+    assert "spec.unlockOwnerEmail: true" in refusal
+
+
+def test_locked_email_refusal_lists_the_locking_organizations_sorted() -> None:
+    refusal = locked_email_refusal(OWNER, {"zeta", "alpha"})
+    assert refusal is not None
+    assert "alpha, zeta" in refusal

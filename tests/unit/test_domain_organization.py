@@ -1,0 +1,470 @@
+"""Organizations: ownership, billing cycles, trial and status from what one reconcile saw."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orgkeeper.api.v1alpha1 import PRODUCTS
+from orgkeeper.api.v1alpha1.common import Condition, Product, Team
+from orgkeeper.api.v1alpha1.organization import (
+    Activity,
+    ApiRequests,
+    Billing,
+    OrganizationSpec,
+    OrganizationStatus,
+    Plan,
+    Subscription,
+)
+from orgkeeper.domain.lifecycle import Lifecycle
+from orgkeeper.domain.membership import Member
+from orgkeeper.domain.organization import (
+    OrgObservation,
+    OwnerDecision,
+    billing,
+    decide_owner,
+    organization_status,
+    roll_billing_cycle,
+    trial,
+)
+
+OWNER = "owner@example.com"
+ADMIN = "admin@example.com"
+DEV = "dev@example.com"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CYCLE = timedelta(days=30)
+CYCLE_START = datetime(2026, 1, 15, 8, 30, tzinfo=UTC)
+LAST_LOGIN = datetime(2026, 1, 20, 10, 0, tzinfo=UTC)
+
+
+def member(email: str, *teams: Team) -> Member:
+    return Member(name=email.split("@")[0], email=email, teams=teams)
+
+
+MEMBERS = (
+    member(OWNER, "organization-admin"),
+    member(ADMIN, "organization-admin"),
+    member(DEV, "api-product-developer"),
+)
+
+
+def spec(plan: Plan = "Free", owner: str = OWNER) -> OrganizationSpec:
+    return OrganizationSpec(display_name="Acme", plan=plan, region="eu", owner=owner)
+
+
+def subscriptions(plan: str, at: datetime) -> list[Subscription]:
+    return [Subscription(name=f"{plan}-{product}", started_at=at) for product in PRODUCTS]
+
+
+# decide_owner
+
+
+def test_first_owner_is_assigned_even_without_a_membership() -> None:
+    assert decide_owner(OWNER, None, []) == OwnerDecision(
+        OWNER, True, "OwnerAssigned", f"{OWNER} owns the organization"
+    )
+
+
+def test_unchanged_owner_with_a_membership_stays_valid() -> None:
+    decision = decide_owner(OWNER, OWNER, MEMBERS)
+    assert (decision.effective, decision.valid, decision.reason, decision.transferred_from) == (
+        OWNER,
+        True,
+        "OwnerIsAdmin",
+        None,
+    )
+
+
+def test_unchanged_owner_without_a_membership_is_owner_left() -> None:
+    decision = decide_owner(OWNER, OWNER, MEMBERS[1:])
+    assert (decision.effective, decision.valid, decision.reason) == (OWNER, False, "OwnerLeft")
+    assert "transfer ownership" in decision.message
+
+
+def test_transfer_to_an_organization_admin_moves_ownership() -> None:
+    decision = decide_owner(ADMIN, OWNER, MEMBERS)
+    assert decision == OwnerDecision(
+        ADMIN,
+        True,
+        "OwnershipTransferred",
+        f"ownership moved from {OWNER} to {ADMIN}",
+        transferred_from=OWNER,
+    )
+
+
+@pytest.mark.parametrize(
+    "requested", [DEV, "stranger@example.com"], ids=["non-admin-member", "unknown"]
+)
+def test_transfer_outside_organization_admin_is_rejected_and_the_previous_owner_stays(
+    requested: str,
+) -> None:
+    decision = decide_owner(requested, OWNER, MEMBERS)
+    assert (decision.effective, decision.valid, decision.reason, decision.transferred_from) == (
+        OWNER,
+        False,
+        "TransferRejected",
+        None,
+    )
+    assert "add organization-admin to their Membership first" in decision.message
+
+
+def test_unchanged_owner_is_matched_case_insensitively() -> None:
+    members = (member("OWNER@Example.com", "organization-admin"),)
+    decision = decide_owner(" Owner@EXAMPLE.com ", OWNER, members)
+    assert (decision.effective, decision.valid, decision.reason) == (OWNER, True, "OwnerIsAdmin")
+
+
+def test_transfer_candidate_is_matched_case_insensitively() -> None:
+    decision = decide_owner("Admin@Example.COM", OWNER, MEMBERS)
+    assert (decision.valid, decision.reason, decision.transferred_from) == (
+        True,
+        "OwnershipTransferred",
+        OWNER,
+    )
+
+
+# roll_billing_cycle
+
+
+def cycle_state(current: int = 42, previous: int = 7) -> tuple[Billing, Activity]:
+    return (
+        Billing(state="Active", cycle_start=CYCLE_START, subscriptions=subscriptions("free", NOW)),
+        Activity(
+            last_login_time=LAST_LOGIN,
+            api_requests=ApiRequests(current_cycle=current, previous_cycle=previous),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "elapsed",
+    [timedelta(0), timedelta(days=1), CYCLE - timedelta(microseconds=1), -timedelta(days=3)],
+    ids=["at-start", "one-day", "just-before-end", "clock-behind"],
+)
+def test_no_roll_within_a_cycle(elapsed: timedelta) -> None:
+    billed, activity = cycle_state()
+    assert roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + elapsed) == (billed, activity)
+
+
+@pytest.mark.parametrize(
+    "elapsed", [CYCLE, CYCLE * 1.5, 2 * CYCLE - timedelta(seconds=1)], ids=["1", "1.5", "~2"]
+)
+def test_one_ended_cycle_moves_current_requests_to_previous(elapsed: timedelta) -> None:
+    billed, activity = cycle_state(current=42, previous=7)
+    _, rolled = roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + elapsed)
+    assert rolled.api_requests == ApiRequests(current_cycle=0, previous_cycle=42)
+
+
+@pytest.mark.parametrize("cycles", [2, 2.5, 5], ids=["2", "2.5", "5"])
+def test_two_or_more_ended_cycles_clear_both_counters(cycles: float) -> None:
+    billed, activity = cycle_state(current=42, previous=7)
+    _, rolled = roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + CYCLE * cycles)
+    assert rolled.api_requests == ApiRequests(current_cycle=0, previous_cycle=0)
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "whole_cycles"),
+    [(CYCLE, 1), (CYCLE * 1.5, 1), (2 * CYCLE, 2), (CYCLE * 5 + timedelta(hours=3), 5)],
+)
+def test_rolling_advances_cycle_start_by_whole_cycles(
+    elapsed: timedelta, whole_cycles: int
+) -> None:
+    billed, activity = cycle_state()
+    rolled, _ = roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + elapsed)
+    assert rolled.cycle_start == CYCLE_START + whole_cycles * CYCLE
+
+
+def test_rolling_keeps_billing_state_and_subscriptions() -> None:
+    billed, activity = cycle_state()
+    rolled, _ = roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + CYCLE)
+    assert (rolled.state, rolled.subscriptions) == ("Active", billed.subscriptions)
+
+
+def test_rolling_keeps_the_last_login_time() -> None:
+    billed, activity = cycle_state()
+    _, rolled = roll_billing_cycle(billed, activity, CYCLE, CYCLE_START + 3 * CYCLE)
+    assert rolled.last_login_time == LAST_LOGIN
+
+
+def test_billing_without_a_cycle_start_does_not_roll() -> None:
+    billed = Billing(state="Active")
+    activity = Activity(api_requests=ApiRequests(current_cycle=5, previous_cycle=3))
+    assert roll_billing_cycle(billed, activity, CYCLE, NOW) == (billed, activity)
+
+
+# billing and trial
+
+
+def test_plus_plan_gets_a_30_day_trial_from_creation() -> None:
+    created = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
+    granted = trial(spec("Plus"), created)
+    assert granted is not None
+    assert granted.ends_at == datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
+    assert granted.credits > 0
+
+
+@pytest.mark.parametrize("plan", ["Free", "Enterprise"])
+def test_other_plans_get_no_trial(plan: Plan) -> None:
+    assert trial(spec(plan), NOW) is None
+
+
+@pytest.mark.parametrize("plan", ["Free", "Plus", "Enterprise"])
+def test_new_billing_subscribes_every_product_from_now(plan: Plan) -> None:
+    assert billing(spec(plan), None, NOW) == Billing(
+        state="Active", cycle_start=NOW, subscriptions=subscriptions(plan.lower(), NOW)
+    )
+
+
+@pytest.mark.parametrize("state", ["Active", "Trial"])
+def test_running_billing_keeps_its_cycle_start_and_subscriptions(state: str) -> None:
+    earlier = subscriptions("plus", CYCLE_START)
+    previous = Billing.model_validate(
+        {"state": state, "cycleStart": CYCLE_START, "subscriptions": earlier}
+    )
+    billed = billing(spec("Plus"), previous, NOW)
+    assert (billed.state, billed.cycle_start, billed.subscriptions) == (
+        "Active",
+        CYCLE_START,
+        earlier,
+    )
+
+
+@pytest.mark.parametrize(
+    "left_over", [[], subscriptions("plus", CYCLE_START)], ids=["emptied", "stale"]
+)
+def test_stopped_billing_gets_new_subscriptions_on_reactivation(
+    left_over: list[Subscription],
+) -> None:
+    previous = Billing(state="Stopped", cycle_start=CYCLE_START, subscriptions=left_over)
+    billed = billing(spec("Plus"), previous, NOW)
+    assert (billed.state, billed.subscriptions) == ("Active", subscriptions("plus", NOW))
+
+
+# organization_status
+
+
+def observe(
+    *,
+    namespace_ready: bool = True,
+    namespace_conflict: bool = False,
+    licenses: Collection[Product] = PRODUCTS,
+    members: Sequence[Member] = MEMBERS,
+    plan: Plan = "Free",
+    created: datetime = NOW - timedelta(days=1),
+    status: OrganizationStatus | None = None,
+    generation: int = 3,
+) -> OrgObservation:
+    return OrgObservation(
+        name="acme",
+        generation=generation,
+        created=created,
+        spec=spec(plan),
+        status=status or OrganizationStatus(),
+        members=members,
+        namespace_ready=namespace_ready,
+        namespace_conflict=namespace_conflict,
+        licenses=frozenset(licenses),
+        control_planes=2,
+        data_planes=5,
+    )
+
+
+VALID_OWNER = OwnerDecision(OWNER, True, "OwnerIsAdmin", f"{OWNER} owns the organization")
+REJECTED_OWNER = OwnerDecision(
+    OWNER, False, "TransferRejected", "dev@example.com is not a member of organization-admin"
+)
+
+
+ACTIVE = Lifecycle("Active", None)
+
+
+def status_of(
+    observed: OrgObservation, owner: OwnerDecision = VALID_OWNER, *, now: datetime = NOW
+) -> OrganizationStatus:
+    """The status of an org that stays active (no deactivation in progress)."""
+    return organization_status(
+        observed,
+        owner,
+        ACTIVE,
+        namespace="org-acme",
+        now=now,
+        billing_cycle=CYCLE,
+        last_login=LAST_LOGIN,
+        effects_applied=False,
+    )
+
+
+def condition(status: OrganizationStatus, type_: str) -> Condition:
+    (found,) = [c for c in status.conditions if c.type == type_]
+    return found
+
+
+def test_converged_org_is_ready_and_active() -> None:
+    status = status_of(observe())
+    ready = condition(status, "Ready")
+    assert (status.phase, ready.status, ready.reason) == ("Active", "True", "Reconciled")
+
+
+@pytest.mark.parametrize(
+    ("observed", "owner", "reason"),
+    [
+        (observe(namespace_conflict=True), VALID_OWNER, "NamespaceConflict"),
+        (observe(namespace_conflict=True, namespace_ready=False), VALID_OWNER, "NamespaceConflict"),
+        (observe(namespace_ready=False), VALID_OWNER, "Provisioning"),
+        (observe(namespace_ready=False), REJECTED_OWNER, "Provisioning"),
+        (observe(), REJECTED_OWNER, "TransferRejected"),
+        (observe(licenses=[]), VALID_OWNER, "LicensesMissing"),
+        (observe(licenses=["gateway-enterprise", "mesh"]), VALID_OWNER, "LicensesMissing"),
+        (observe(licenses=[]), REJECTED_OWNER, "TransferRejected"),
+    ],
+    ids=[
+        "namespace-conflict",
+        "namespace-conflict-before-provisioning",
+        "namespace-not-ready",
+        "provisioning-before-owner",
+        "owner-invalid",
+        "no-licenses",
+        "one-license-missing",
+        "owner-before-licenses",
+    ],
+)
+def test_org_is_not_ready_until_converged(
+    observed: OrgObservation, owner: OwnerDecision, reason: str
+) -> None:
+    ready = condition(status_of(observed, owner), "Ready")
+    assert (ready.status, ready.reason) == ("False", reason)
+
+
+def test_namespace_conflict_tells_what_to_do() -> None:
+    ready = condition(status_of(observe(namespace_conflict=True)), "Ready")
+    assert ready.message == "namespace org-acme belongs to something else; delete or rename it"
+
+
+def test_org_is_provisioning_until_its_namespace_is_ready() -> None:
+    assert status_of(observe(namespace_ready=False)).phase == "Provisioning"
+
+
+def test_licenses_provisioned_names_the_missing_products() -> None:
+    provisioned = condition(
+        status_of(observe(licenses=["gateway-enterprise"])), "LicensesProvisioned"
+    )
+    assert (provisioned.status, provisioned.reason, provisioned.message) == (
+        "False",
+        "LicensesMissing",
+        "no License yet for ingress-controller, mesh",
+    )
+
+
+def test_licenses_provisioned_is_true_with_a_license_per_product() -> None:
+    provisioned = condition(status_of(observe()), "LicensesProvisioned")
+    assert (provisioned.status, provisioned.reason) == ("True", "Provisioned")
+
+
+def test_owner_valid_reports_the_owner_decision() -> None:
+    owner_valid = condition(status_of(observe(), REJECTED_OWNER), "OwnerValid")
+    assert (owner_valid.status, owner_valid.reason, owner_valid.message) == (
+        "False",
+        "TransferRejected",
+        REJECTED_OWNER.message,
+    )
+
+
+def test_status_owner_is_the_effective_owner() -> None:
+    decision = decide_owner(DEV, OWNER, MEMBERS)
+    assert status_of(observe(), decision).owner == OWNER
+
+
+def test_active_org_is_not_deactivated_and_its_owner_email_is_unlocked() -> None:
+    status = status_of(observe())
+    deactivated = condition(status, "Deactivated")
+    assert (deactivated.status, status.deactivation, status.owner_email_locked) == (
+        "False",
+        None,
+        False,
+    )
+
+
+def test_status_has_exactly_the_four_condition_types() -> None:
+    types = sorted(c.type for c in status_of(observe()).conditions)
+    assert types == ["Deactivated", "LicensesProvisioned", "OwnerValid", "Ready"]
+
+
+def test_every_condition_carries_the_observed_generation() -> None:
+    status = status_of(observe(generation=9))
+    assert status.observed_generation == 9
+    assert [c.observed_generation for c in status.conditions] == [9, 9, 9, 9]
+
+
+def test_reconciling_again_keeps_the_ready_transition_time() -> None:
+    first = status_of(observe())
+    later = status_of(observe(status=first), now=NOW + timedelta(hours=1))
+    assert condition(later, "Ready").last_transition_time == NOW
+
+
+def test_status_counts_members_and_admins_with_the_owner_as_admin() -> None:
+    members = (
+        member(OWNER),  # the Owner is an admin even without the team in spec
+        member(ADMIN, "organization-admin", "portal-admin"),
+        member(DEV, "api-product-developer"),
+        member("viewer@example.com", "analytics-viewer"),
+    )
+    status = status_of(observe(members=members))
+    assert (status.members, status.admins) == (4, 2)
+
+
+def test_status_reports_namespace_and_plane_counts() -> None:
+    status = status_of(observe())
+    assert (status.namespace, status.control_planes, status.data_planes) == ("org-acme", 2, 5)
+
+
+def test_plus_org_is_billed_as_trial_during_its_trial() -> None:
+    created = NOW - timedelta(days=10)
+    status = status_of(observe(plan="Plus", created=created))
+    assert status.billing is not None and status.trial is not None
+    assert (status.billing.state, status.trial.ends_at) == ("Trial", created + timedelta(days=30))
+
+
+def test_plus_org_is_billed_as_active_once_the_trial_ended() -> None:
+    status = status_of(observe(plan="Plus", created=NOW - timedelta(days=30)))
+    assert status.billing is not None
+    assert status.billing.state == "Active"
+
+
+@pytest.mark.parametrize("plan", ["Free", "Enterprise"])
+def test_orgs_without_a_trial_are_billed_as_active(plan: Plan) -> None:
+    status = status_of(observe(plan=plan))
+    assert status.billing is not None
+    assert (status.billing.state, status.trial) == ("Active", None)
+
+
+def test_reconcile_rolls_the_request_counters_at_the_end_of_a_cycle() -> None:
+    previous = OrganizationStatus(
+        billing=Billing(
+            state="Active", cycle_start=NOW - CYCLE, subscriptions=subscriptions("free", NOW)
+        ),
+        activity=Activity(api_requests=ApiRequests(current_cycle=12, previous_cycle=4)),
+    )
+    status = status_of(observe(status=previous))
+    assert status.billing is not None and status.activity is not None
+    assert status.billing.cycle_start == NOW
+    assert status.activity.api_requests == ApiRequests(current_cycle=0, previous_cycle=12)
+
+
+def test_reconcile_records_the_last_login_time() -> None:
+    status = status_of(observe())
+    assert status.activity is not None
+    assert status.activity.last_login_time == LAST_LOGIN
+
+
+def test_reconcile_of_a_stopped_org_restarts_billing() -> None:
+    previous = OrganizationStatus(
+        billing=Billing(state="Stopped", cycle_start=NOW - timedelta(days=3), subscriptions=[])
+    )
+    status = status_of(observe(status=previous))
+    assert status.billing is not None
+    assert (status.billing.state, status.billing.subscriptions) == (
+        "Active",
+        subscriptions("free", NOW),
+    )
