@@ -7,7 +7,8 @@ Every call is synchronous (the official client) and meant to run in a worker thr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -340,3 +341,68 @@ class KubeApi:
                 raise
             return total
         raise RuntimeError(f"Organization {organization} kept changing; try again")
+
+    # --- Secrets, by name only (orgkeeper never lists or watches Secrets) --------------
+
+    def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def write_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str],
+        owners: Sequence[Mapping[str, Any]] = (),
+        *,
+        exists: bool,
+    ) -> None:
+        """Creates the Secret, or replaces its data, labels and owners (merge patch)."""
+        body = {
+            "metadata": {"name": name, "labels": dict(labels), "ownerReferences": list(owners)},
+            "type": "Opaque",
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        if exists:
+            self.core.patch_namespaced_secret(name, namespace, body, field_manager=FIELD_MANAGER)
+        else:
+            self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def ensure_namespace(self, name: str) -> None:
+        if self.read_namespace(name) is None:
+            try:
+                self.core.create_namespace(
+                    {"metadata": {"name": name}}, field_manager=FIELD_MANAGER
+                )
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+
+    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        body = {
+            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+            "data": dict(data),
+        }
+        try:
+            current = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self.core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
+            return
+        if (current.data or {}) != dict(data):
+            self.core.patch_namespaced_config_map(
+                name, namespace, body, field_manager=FIELD_MANAGER
+            )

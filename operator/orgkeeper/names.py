@@ -47,3 +47,17 @@ def owner_role(organization: str) -> str:
 def owner_membership(email: str) -> str:
     """Name of the Membership orgkeeper creates for an Owner who has none."""
     return f"owner-{email_hash(email)}"
+
+
+def propagated_license_secret(product: str) -> str:
+    """The Secret that carries a product's license into a data plane's namespace."""
+    return f"orgkeeper-license-{product}"
+
+
+def provisioned_license_secret(product: str) -> str:
+    """The Secret in the org namespace that holds a Provisioned license's signed payload."""
+    return f"license-{product}"
+
+
+SIGNING_KEY_SECRET = "orgkeeper-signing-key"
+VERIFICATION_KEY_CONFIG_MAP = "orgkeeper-license-verification"

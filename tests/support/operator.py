@@ -25,6 +25,7 @@ class OperatorProcess:
     check_interval: str = "2s"
     inactivity_window: str = "20s"
     billing_cycle: str = "20s"
+    license_rotate_after: str = "30s"
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -45,6 +46,7 @@ class OperatorProcess:
             f"--check-interval={self.check_interval}",
             f"--inactivity-window={self.inactivity_window}",
             f"--billing-cycle={self.billing_cycle}",
+            f"--license-rotate-after={self.license_rotate_after}",
             *self.extra_args,
         ]
 

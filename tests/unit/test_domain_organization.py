@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,8 @@ from orgkeeper.api.v1alpha1.organization import (
     Activity,
     ApiRequests,
     Billing,
+    Deactivation,
+    DeactivationReason,
     OrganizationSpec,
     OrganizationStatus,
     Plan,
@@ -281,18 +284,23 @@ ACTIVE = Lifecycle("Active", None)
 
 
 def status_of(
-    observed: OrgObservation, owner: OwnerDecision = VALID_OWNER, *, now: datetime = NOW
+    observed: OrgObservation,
+    owner: OwnerDecision = VALID_OWNER,
+    *,
+    now: datetime = NOW,
+    lifecycle: Lifecycle = ACTIVE,
+    effects_applied: bool = False,
 ) -> OrganizationStatus:
-    """The status of an org that stays active (no deactivation in progress)."""
+    """The status after one reconcile; by default of an org that stays active."""
     return organization_status(
         observed,
         owner,
-        ACTIVE,
+        lifecycle,
         namespace="org-acme",
         now=now,
         billing_cycle=CYCLE,
         last_login=LAST_LOGIN,
-        effects_applied=False,
+        effects_applied=effects_applied,
     )
 
 
@@ -468,3 +476,214 @@ def test_reconcile_of_a_stopped_org_restarts_billing() -> None:
         "Active",
         subscriptions("free", NOW),
     )
+
+
+# organization_status of a deactivated org
+
+DEACTIVATED_AT = NOW - timedelta(minutes=5)
+
+
+def deactivating(reason: DeactivationReason = "Requested") -> Lifecycle:
+    return Lifecycle("Deactivated", Deactivation(at=DEACTIVATED_AT, reason=reason))
+
+
+def running_billing(plan: str = "free") -> OrganizationStatus:
+    return OrganizationStatus(
+        billing=Billing(
+            state="Active",
+            cycle_start=NOW - timedelta(days=3),
+            subscriptions=subscriptions(plan, CYCLE_START),
+        )
+    )
+
+
+def unlocked(observed: OrgObservation) -> OrgObservation:
+    return replace(observed, spec=observed.spec.model_copy(update={"unlock_owner_email": True}))
+
+
+def test_deactivation_in_progress_is_deactivating_and_not_ready() -> None:
+    status = status_of(observe(status=running_billing()), lifecycle=deactivating())
+    ready = condition(status, "Ready")
+    assert (status.phase, ready.status, ready.reason) == ("Deactivating", "False", "Deactivating")
+
+
+@pytest.mark.parametrize("reason", ["Requested", "Inactive"])
+def test_deactivated_condition_is_false_while_the_effects_are_applied(
+    reason: DeactivationReason,
+) -> None:
+    status = status_of(observe(status=running_billing()), lifecycle=deactivating(reason))
+    deactivated = condition(status, "Deactivated")
+    assert (deactivated.status, deactivated.reason) == ("False", "Deactivating")
+    assert reason in deactivated.message
+
+
+@pytest.mark.parametrize("effects_applied", [False, True], ids=["deactivating", "deactivated"])
+def test_deactivation_stops_billing_and_empties_subscriptions(effects_applied: bool) -> None:
+    status = status_of(
+        observe(status=running_billing()),
+        lifecycle=deactivating(),
+        effects_applied=effects_applied,
+    )
+    assert status.billing is not None
+    assert (status.billing.state, status.billing.subscriptions) == ("Stopped", [])
+
+
+def test_deactivation_keeps_the_billing_cycle_start() -> None:
+    previous = running_billing()
+    status = status_of(observe(status=previous), lifecycle=deactivating())
+    assert previous.billing is not None and status.billing is not None
+    assert status.billing.cycle_start == previous.billing.cycle_start
+
+
+@pytest.mark.parametrize("effects_applied", [False, True], ids=["deactivating", "deactivated"])
+def test_deactivation_records_when_and_why(effects_applied: bool) -> None:
+    status = status_of(
+        observe(), lifecycle=deactivating("Inactive"), effects_applied=effects_applied
+    )
+    assert status.deactivation == Deactivation(at=DEACTIVATED_AT, reason="Inactive")
+
+
+@pytest.mark.parametrize("effects_applied", [False, True], ids=["deactivating", "deactivated"])
+def test_deactivation_locks_the_owner_email(effects_applied: bool) -> None:
+    status = status_of(observe(), lifecycle=deactivating(), effects_applied=effects_applied)
+    assert status.owner_email_locked is True
+
+
+@pytest.mark.parametrize("effects_applied", [False, True], ids=["deactivating", "deactivated"])
+def test_unlock_owner_email_releases_the_lock_of_a_deactivated_org(effects_applied: bool) -> None:
+    status = status_of(
+        unlocked(observe()), lifecycle=deactivating(), effects_applied=effects_applied
+    )
+    assert status.owner_email_locked is False
+
+
+def test_unlock_owner_email_on_an_active_org_changes_nothing() -> None:
+    assert status_of(unlocked(observe())).owner_email_locked is False
+
+
+def test_deactivation_with_every_effect_applied_is_deactivated_and_ready() -> None:
+    status = status_of(observe(), lifecycle=deactivating(), effects_applied=True)
+    ready = condition(status, "Ready")
+    assert (status.phase, ready.status, ready.reason) == ("Deactivated", "True", "Deactivated")
+
+
+@pytest.mark.parametrize(
+    ("reason", "how_to_reactivate"),
+    [
+        ("Requested", "set spec.state back to Active to reactivate"),
+        ("Inactive", "set spec.reactivationRequestedAt to the current time to reactivate"),
+    ],
+)
+def test_deactivated_condition_gives_the_reason_and_how_to_reactivate(
+    reason: DeactivationReason, how_to_reactivate: str
+) -> None:
+    status = status_of(observe(), lifecycle=deactivating(reason), effects_applied=True)
+    deactivated = condition(status, "Deactivated")
+    assert (deactivated.status, deactivated.reason) == ("True", reason)
+    assert how_to_reactivate in deactivated.message
+
+
+@pytest.mark.parametrize(
+    ("unlock", "lock_message"),
+    [
+        (False, "the owner e-mail is locked until spec.unlockOwnerEmail is set"),
+        (True, "the owner e-mail is unlocked"),
+    ],
+    ids=["locked", "unlocked"],
+)
+def test_deactivated_condition_says_whether_the_owner_email_is_locked(
+    unlock: bool, lock_message: str
+) -> None:
+    observed = unlocked(observe()) if unlock else observe()
+    status = status_of(observed, lifecycle=deactivating(), effects_applied=True)
+    assert lock_message in condition(status, "Deactivated").message
+
+
+def test_deactivated_ready_does_not_wait_for_provisioning_or_licenses() -> None:
+    """Converged means deactivated: a missing namespace or license is no longer a goal."""
+    status = status_of(
+        observe(namespace_ready=False, licenses=[]),
+        lifecycle=deactivating(),
+        effects_applied=True,
+    )
+    ready = condition(status, "Ready")
+    assert (status.phase, ready.status) == ("Deactivated", "True")
+
+
+def test_finishing_a_deactivation_moves_the_transition_times() -> None:
+    active = status_of(observe())
+    started = status_of(
+        observe(status=active), lifecycle=deactivating(), now=NOW + timedelta(minutes=1)
+    )
+    done = status_of(
+        observe(status=started),
+        lifecycle=deactivating(),
+        effects_applied=True,
+        now=NOW + timedelta(minutes=2),
+    )
+    assert condition(started, "Ready").last_transition_time == NOW + timedelta(minutes=1)
+    assert condition(started, "Deactivated").last_transition_time == NOW
+    assert condition(done, "Ready").last_transition_time == NOW + timedelta(minutes=2)
+    assert condition(done, "Deactivated").last_transition_time == NOW + timedelta(minutes=2)
+
+
+def test_deactivation_keeps_counting_members_and_planes() -> None:
+    status = status_of(observe(), lifecycle=deactivating(), effects_applied=True)
+    assert (status.members, status.admins, status.control_planes, status.data_planes) == (
+        3,
+        2,
+        2,
+        5,
+    )
+
+
+# organization_status on reactivation and plan changes
+
+
+def stopped_status() -> OrganizationStatus:
+    return OrganizationStatus(
+        billing=Billing(state="Stopped", cycle_start=NOW - timedelta(days=3), subscriptions=[]),
+        deactivation=Deactivation(at=NOW - timedelta(days=3), reason="Requested"),
+    )
+
+
+@pytest.mark.parametrize("plan", ["Free", "Enterprise"])
+def test_reactivation_restarts_billing_with_a_subscription_per_product(plan: Plan) -> None:
+    reactivated = Lifecycle("Active", None, reactivated=True)
+    status = status_of(observe(plan=plan, status=stopped_status()), lifecycle=reactivated)
+    assert status.billing is not None
+    assert status.billing.state == "Active"
+    assert [s.name for s in status.billing.subscriptions] == [
+        f"{plan.lower()}-gateway-enterprise",
+        f"{plan.lower()}-ingress-controller",
+        f"{plan.lower()}-mesh",
+    ]
+    assert {s.started_at for s in status.billing.subscriptions} == {NOW}
+
+
+def test_reactivation_clears_the_deactivation_and_the_email_lock() -> None:
+    reactivated = Lifecycle("Active", None, reactivated=True)
+    status = status_of(observe(status=stopped_status()), lifecycle=reactivated)
+    deactivated = condition(status, "Deactivated")
+    assert (status.phase, status.deactivation, status.owner_email_locked) == (
+        "Active",
+        None,
+        False,
+    )
+    assert (deactivated.status, deactivated.reason) == ("False", "Active")
+
+
+def test_plan_change_from_free_to_plus_renames_the_subscriptions() -> None:
+    status = status_of(
+        observe(plan="Plus", created=NOW - timedelta(days=90), status=running_billing("free"))
+    )
+    assert status.billing is not None
+    assert status.billing.state == "Active"
+    assert status.billing.subscriptions == subscriptions("plus", NOW)
+
+
+def test_plan_change_keeps_the_billing_cycle() -> None:
+    previous = running_billing("free")
+    status = status_of(observe(plan="Plus", created=NOW - timedelta(days=90), status=previous))
+    assert previous.billing is not None and status.billing is not None
+    assert status.billing.cycle_start == previous.billing.cycle_start

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,37 +21,10 @@ from ..domain import organization as org_domain
 from ..domain.membership import Binding, Member, OrgContext
 from ..domain.organization import deactivation_message
 from ..kube import OwnerRef, owner_of
+from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, WorkloadRecord
 from .runtime import Event, Runtime
-
-WRITE_CONCURRENCY = 16
-
-
-async def bounded(calls: Sequence[Awaitable[Any]], limit: int = WRITE_CONCURRENCY) -> None:
-    """Runs the calls concurrently, at most `limit` at a time; the first error is raised."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(call: Awaitable[Any]) -> None:
-        async with gate:
-            await call
-
-    await asyncio.gather(*(one(call) for call in calls))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def status_wire(
-    status: OrganizationStatus | MembershipStatus, *, omit: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Status as a merge patch: unset top-level fields become null (removed)."""
-    wire = status.model_dump(mode="json", by_alias=True)
-    return {key: value for key, value in wire.items() if key not in omit}
-
-
-def differs(desired: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
-    return any(current.get(key) != value for key, value in desired.items())
+from .writes import bounded, differs, now_utc, status_wire
 
 
 @dataclass(frozen=True)
@@ -128,7 +101,12 @@ async def reconcile_organization(
     idle = lifecycle.inactive(
         spec,
         rolled_activity,
-        lifecycle.last_activity(_created(meta, now), [last_login], spec.reactivation_requested_at),
+        lifecycle.last_activity(
+            _created(meta, now),
+            [last_login],
+            spec.reactivation_requested_at,
+            reactivated_at=lifecycle.reactivated_at(status),
+        ),
         now=now,
         window=settings.inactivity_window,
     )
@@ -143,7 +121,7 @@ async def reconcile_organization(
         members=members,
         namespace_ready=namespace_ready,
         namespace_conflict=namespace_conflict,
-        licenses=frozenset(r.product for r in indexed.licenses if r.product in PRODUCTS),
+        licenses=frozenset(),  # filled in once the licenses are reconciled
         control_planes=sum(1 for w in workloads if w.component == names.COMPONENT_CONTROL_PLANE),
         data_planes=sum(1 for w in workloads if w.component == names.COMPONENT_DATA_PLANE),
     )
@@ -183,6 +161,17 @@ async def reconcile_organization(
         await sync_members(runtime, org, namespace, indexed.members, indexed.bindings, now)
         await ensure_licenses(runtime, namespace, name, indexed.licenses)
     await sync_workloads(runtime, workloads, deactivated=org.deactivated)
+    licensed = await reconcile_licenses(
+        runtime,
+        organization=name,
+        spec=spec,
+        deactivated=org.deactivated,
+        licenses=indexed.licenses,
+        workloads=workloads,
+        now=now,
+    )
+    events += licensed.events
+    observed = dataclasses.replace(observed, licenses=frozenset(licensed.active_products))
 
     desired = status_for(True)
     await _write_status(runtime, name, desired, current_status)
@@ -357,7 +346,14 @@ async def ensure_licenses(
                             names.LABEL_PRODUCT: product,
                         },
                     },
-                    "spec": {"product": product, "source": "Provisioned"},
+                    "spec": {
+                        "product": product,
+                        "source": "Provisioned",
+                        "secretRef": {
+                            "name": names.provisioned_license_secret(product),
+                            "key": "license",
+                        },
+                    },
                 },
             )
             for product in PRODUCTS

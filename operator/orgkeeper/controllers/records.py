@@ -93,13 +93,31 @@ class BindingRecord:
 class LicenseRecord:
     name: str
     namespace: str
+    uid: str
+    generation: int
+    created: str
     product: str
     source: str
+    secret_name: str | None
+    secret_key: str
+    status: Mapping[str, Any]
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> LicenseRecord:
         meta, spec = body["metadata"], body.get("spec", {})
-        return cls(meta["name"], meta["namespace"], spec.get("product", ""), spec.get("source", ""))
+        ref = spec.get("secretRef") or {}
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation", 0)),
+            created=meta.get("creationTimestamp", ""),
+            product=spec.get("product", ""),
+            source=spec.get("source", ""),
+            secret_name=ref.get("name"),
+            secret_key=ref.get("key", "license"),
+            status=dict(body.get("status") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,7 @@ class WorkloadRecord:
     kind: str
     namespace: str
     name: str
+    uid: str
     organization: str
     component: str
     product: str
@@ -122,6 +141,7 @@ class WorkloadRecord:
             kind=kind,
             namespace=meta["namespace"],
             name=meta["name"],
+            uid=meta.get("uid", ""),
             organization=labels.get(names.LABEL_ORGANIZATION, ""),
             component=labels.get(names.LABEL_COMPONENT, ""),
             product=labels.get(names.LABEL_PRODUCT, ""),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..kube import KubeApi
 from ..settings import Settings
@@ -12,17 +15,19 @@ from ..settings import Settings
 
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event to post on the reconciled object."""
+    """A Kubernetes Event to post on the reconciled object, or on `involved` when given."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    involved: Mapping[str, Any] | None = None
 
 
 @dataclass
 class Runtime:
     kube: KubeApi
     settings: Settings
+    signing_key: Ed25519PrivateKey | None = None  # loaded (or created) at startup
     # One wake-up per Organization: anything that touches an org sets it, its loop reconciles.
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from ..api.v1alpha1.organization import Activity, Deactivation, OrganizationSpec, OrganizationStatus
+from . import conditions
 
 Target = Literal["Active", "Deactivated"]
 
@@ -26,12 +27,23 @@ def last_activity(
     created: datetime,
     logins: Iterable[datetime | None],
     reactivation_requested_at: datetime | None,
+    *,
+    reactivated_at: datetime | None,
 ) -> datetime:
-    """The latest of creation, any member's login and a reactivation (a new org isn't idle)."""
+    """The latest of creation, any member's login, and a reactivation requested or done.
+
+    A new org isn't idle, and neither is one just reactivated: its members could not log in
+    while it was deactivated.
+    """
     moments = [created, *(t for t in logins if t is not None)]
-    if reactivation_requested_at is not None:
-        moments.append(reactivation_requested_at)
+    moments += [t for t in (reactivation_requested_at, reactivated_at) if t is not None]
     return max(moments)
+
+
+def reactivated_at(status: OrganizationStatus) -> datetime | None:
+    """When the org last became active again (the Deactivated condition turning False)."""
+    found = conditions.find(status.conditions, "Deactivated")
+    return found.last_transition_time if found is not None and found.status == "False" else None
 
 
 def inactive(

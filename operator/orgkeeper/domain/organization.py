@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..api.v1alpha1 import PRODUCTS
-from ..api.v1alpha1.common import Condition, Product
+from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.organization import (
     Activity,
     ApiRequests,
@@ -38,7 +38,7 @@ class OrgObservation:
     members: Sequence[Member] = ()
     namespace_ready: bool = False
     namespace_conflict: bool = False
-    licenses: Collection[Product] = field(default_factory=frozenset)
+    licenses: Collection[str] = field(default_factory=frozenset)
     control_planes: int = 0
     data_planes: int = 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -31,7 +31,8 @@ def organization_of_namespace(namespace: str | None) -> str | None:
 
 def post(body: kopf.Body, events: list[Event]) -> None:
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        target = kopf.Body(cast(kopf.RawBody, dict(event.involved))) if event.involved else body
+        kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
 
 def in_region(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:

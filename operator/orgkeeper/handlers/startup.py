@@ -9,6 +9,8 @@ from typing import Any
 
 import kopf
 
+from ..controllers.runtime import Runtime
+from ..controllers.signing import load_or_create_signing_key
 from ..pki import webhook_tls
 from ..settings import Settings
 
@@ -18,7 +20,9 @@ PREFIX = "orgkeeper.dev"
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure_kopf(settings, memo.runtime.settings)
+        runtime: Runtime = memo.runtime
+        configure_kopf(settings, runtime.settings)
+        runtime.signing_key = load_or_create_signing_key(runtime.kube, runtime.settings.namespace)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -104,7 +104,7 @@ LICENSE = Kind(
         PrinterColumn("Active", ".status.active", type="boolean"),
         PrinterColumn("Valid", '.status.conditions[?(@.type=="Valid")].status'),
         ready_column(),
-        PrinterColumn("Expires", ".status.expiresAt", type="date"),
+        PrinterColumn("Expires", ".status.expiresAt"),
         age_column(),
     ),
 )

@@ -1,0 +1,258 @@
+"""Licenses of one org: issue and rotate Provisioned ones, validate all, deliver the active ones."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import licensing, names
+from ..api.v1alpha1 import API_VERSION, PRODUCTS
+from ..api.v1alpha1.license import LicenseStatus
+from ..api.v1alpha1.organization import OrganizationSpec
+from ..domain import license as license_domain
+from ..domain.license import Delivery, Evaluated
+from ..kube import managed_labels
+from .records import LicenseRecord, WorkloadRecord
+from .runtime import Event, Runtime
+from .writes import bounded, differs, status_wire
+
+
+@dataclass
+class LicenseOutcome:
+    active_products: set[str] = field(default_factory=set)
+    events: list[Event] = field(default_factory=list)
+
+
+def _involved(record: LicenseRecord) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "License",
+        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
+    }
+
+
+async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | None, str]:
+    if not record.secret_name:
+        return None, "spec.secretRef names no Secret"
+    secret = await runtime.kube.run(runtime.kube.read_secret, record.namespace, record.secret_name)
+    if secret is None:
+        return None, f"Secret {record.secret_name} not found in {record.namespace}"
+    encoded = (secret.data or {}).get(record.secret_key)
+    if encoded is None:
+        return None, f"Secret {record.secret_name} has no key {record.secret_key}"
+    return base64.b64decode(encoded), ""
+
+
+async def reconcile_licenses(
+    runtime: Runtime,
+    *,
+    organization: str,
+    spec: OrganizationSpec,
+    deactivated: bool,
+    licenses: Sequence[LicenseRecord],
+    workloads: Sequence[WorkloadRecord],
+    now: datetime,
+) -> LicenseOutcome:
+    kube, settings, key = runtime.kube, runtime.settings, runtime.signing_key
+    if key is None:
+        raise RuntimeError("the license signing key is not loaded")
+    outcome = LicenseOutcome()
+    public = key.public_key()
+
+    evaluated: dict[str, Evaluated] = {}
+    documents: dict[str, bytes] = {}
+    for record in licenses:
+        document, missing = await _document(runtime, record)
+        item = license_domain.evaluate(
+            record.name,
+            record.product,
+            record.source,
+            record.created,
+            document,
+            organization=organization,
+            public_key=public,
+            now=now,
+            missing=missing,
+        )
+        why = (
+            license_domain.needs_issuing(item, now=now, rotate_after=settings.license_rotate_after)
+            if record.source == "Provisioned" and record.secret_name
+            else None
+        )
+        if why is not None and record.secret_name:
+            payload = licensing.LicensePayload(
+                organization=organization,
+                product=record.product,
+                plan=spec.plan,
+                region=spec.region,
+                issued_at=now,
+                expires_at=now + settings.license_validity,
+            )
+            document = licensing.sign(payload, key)
+            await kube.run(
+                kube.write_secret,
+                record.namespace,
+                record.secret_name,
+                {record.secret_key: document},
+                managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
+                exists=item.reason != "SecretMissing",
+            )
+            item = license_domain.evaluate(
+                record.name,
+                record.product,
+                record.source,
+                record.created,
+                document,
+                organization=organization,
+                public_key=public,
+                now=now,
+            )
+            if why != "issued" and item.verified is not None:
+                reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
+                message = f"{why} the {record.product} license: {item.verified.fingerprint}"
+                outcome.events.append(Event("Normal", reason, message, _involved(record)))
+        evaluated[record.name] = item
+        if document is not None:
+            documents[record.name] = document
+
+    active = license_domain.active_by_product(list(evaluated.values()))
+    outcome.active_products = set(active)
+    deliveries: dict[str, Delivery] = {
+        product: await _deliver(
+            runtime,
+            organization,
+            product,
+            active.get(product),
+            documents,
+            workloads,
+            deactivated,
+            outcome,
+        )
+        for product in PRODUCTS
+    }
+
+    writes: list[Awaitable[Any]] = []
+    for record in licenses:
+        item = evaluated[record.name]
+        previous = LicenseStatus.model_validate(record.status)
+        status = license_domain.license_status(
+            item,
+            active.get(record.product),
+            deliveries.get(record.product, Delivery()),
+            previous,
+            generation=record.generation,
+            now=now,
+        )
+        wire = status_wire(status)
+        if differs(wire, record.status):
+            writes.append(
+                kube.run(kube.patch_status, "licenses", record.name, wire, record.namespace)
+            )
+    await bounded(writes)
+    return outcome
+
+
+def _owned_by_us(secret: Any, organization: str) -> bool:
+    labels = secret.metadata.labels or {}
+    return (
+        labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
+        and labels.get(names.LABEL_ORGANIZATION) == organization
+    )
+
+
+async def _deliver(
+    runtime: Runtime,
+    organization: str,
+    product: str,
+    active: Evaluated | None,
+    documents: Mapping[str, bytes],
+    workloads: Sequence[WorkloadRecord],
+    deactivated: bool,
+    outcome: LicenseOutcome,
+) -> Delivery:
+    """Keeps orgkeeper-license-<product> in every namespace with a data plane of the product."""
+    kube = runtime.kube
+    secret_name = names.propagated_license_secret(product)
+    targets: dict[str, list[WorkloadRecord]] = defaultdict(list)
+    for workload in workloads:
+        if workload.component == names.COMPONENT_DATA_PLANE and workload.product == product:
+            targets[workload.namespace].append(workload)
+    refs = [w.ref for group in targets.values() for w in group]
+    if deactivated:
+        return Delivery(refs=refs, frozen=True)  # frozen: nothing new reaches them
+    if active is None or active.verified is None:
+        return Delivery()  # no valid license: the copies already delivered stay as they are
+
+    document = documents[active.name]
+    fingerprint = active.verified.fingerprint
+    conflicts: list[str] = []
+    delivered: list[str] = []
+    writes: list[Awaitable[Any]] = []
+    for namespace, group in sorted(targets.items()):
+        secret = await kube.run(kube.read_secret, namespace, secret_name)
+        if secret is not None and not _owned_by_us(secret, organization):
+            conflicts.append(namespace)
+            continue
+        owners = [
+            {"apiVersion": "apps/v1", "kind": w.kind, "name": w.name, "uid": w.uid}
+            for w in sorted(group, key=lambda w: (w.kind, w.name))
+        ]
+        labels = managed_labels(organization, **{names.LABEL_PRODUCT: product})
+        current_owners = (
+            [
+                {"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid}
+                for r in (secret.metadata.owner_references or [])
+            ]
+            if secret is not None
+            else []
+        )
+        current = (
+            base64.b64decode((secret.data or {}).get("license", "")) if secret is not None else None
+        )
+        if secret is None or current != document or current_owners != owners:
+            writes.append(
+                kube.run(
+                    kube.write_secret,
+                    namespace,
+                    secret_name,
+                    {"license": document},
+                    labels,
+                    owners,
+                    exists=secret is not None,
+                )
+            )
+            delivered.append(namespace)
+        for workload in group:
+            if workload.annotations.get(names.ANNOTATION_LICENSE_FINGERPRINT) != fingerprint:
+                writes.append(
+                    kube.run(
+                        kube.annotate_workload,
+                        workload.kind,
+                        workload.namespace,
+                        workload.name,
+                        {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint},
+                    )
+                )
+
+    # Namespaces where the org still runs something but no data plane needs this product.
+    for namespace in sorted({w.namespace for w in workloads} - targets.keys()):
+        secret = await kube.run(kube.read_secret, namespace, secret_name)
+        if secret is not None and _owned_by_us(secret, organization):
+            writes.append(kube.run(kube.delete_secret, namespace, secret_name))
+    await bounded(writes)
+    if delivered:
+        outcome.events.append(
+            Event(
+                "Normal",
+                "LicensePropagated",
+                f"{product} license {fingerprint[:19]} delivered to {', '.join(delivered)}",
+            )
+        )
+    return Delivery(
+        refs=[w.ref for ns, group in targets.items() if ns not in conflicts for w in group],
+        conflicts=conflicts,
+    )

@@ -1,0 +1,269 @@
+"""Licenses: provisioned and signed, validated, delivered to data planes, rotated, frozen."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kubernetes import client
+
+from orgkeeper import licensing
+from support.kube import Kube, wait_for
+from support.licenses import (
+    contract,
+    license_body,
+    public_key,
+    secret_body,
+    secret_document,
+    signing_key,
+    tampered,
+)
+from support.operator import OperatorProcess
+from support.orgs import is_condition, organization, wait_org
+from support.workloads import create, read, workload
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+AsUser = Callable[[str], Kube]
+
+
+def new_org(admin: Kube, as_user: AsUser, name: str) -> None:
+    as_user(f"owner@{name}.test").create("organizations", organization(name, f"owner@{name}.test"))
+    wait_org(admin, name)
+
+
+def namespace(admin: Kube, name: str) -> str:
+    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+def license_status(admin: Kube, org: str, name: str) -> dict:
+    return admin.get("licenses", name, f"org-{org}").get("status") or {}
+
+
+def delivered(admin: Kube, ns: str, product: str) -> licensing.VerifiedLicense | None:
+    document = secret_document(admin, ns, f"orgkeeper-license-{product}")
+    return licensing.verify(document, public_key(admin)) if document else None
+
+
+def test_a_new_data_plane_gets_a_verifiable_license(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    org = f"lic-{unique}"
+    new_org(admin, as_user, org)
+    edge = namespace(admin, f"edge-{unique}")
+    create(admin, edge, workload("Deployment", "gateway", org, "data-plane", "mesh"))
+
+    copy = wait_for("the license to reach the data plane", lambda: delivered(admin, edge, "mesh"))
+    assert (copy.payload.organization, copy.payload.product) == (org, "mesh")
+    status = wait_for(
+        "the License status to show the delivery",
+        lambda: (
+            (s := license_status(admin, org, "mesh")).get("propagatedTo", {}).get("count") == 1
+            and s
+        ),
+    )
+    assert status["fingerprint"] == copy.fingerprint
+    assert status["propagatedTo"]["refs"] == [f"{edge}/gateway"]
+    assert status["active"] is True
+    assert is_condition(admin.get("licenses", "mesh", f"org-{org}"), "Propagated", "True")
+    assert datetime.fromisoformat(
+        status["expiresAt"].replace("Z", "+00:00")
+    ) - datetime.fromisoformat(status["issuedAt"].replace("Z", "+00:00")) == timedelta(days=365)
+
+    deployment = read(admin, "Deployment", edge, "gateway")
+    assert deployment.metadata.annotations["orgkeeper.dev/license-fingerprint"] == copy.fingerprint
+    (secret,) = admin.core.list_namespaced_secret(
+        edge, field_selector="metadata.name=orgkeeper-license-mesh"
+    ).items
+    assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "orgkeeper"
+    assert [(r.kind, r.name) for r in secret.metadata.owner_references] == [
+        ("Deployment", "gateway")
+    ]
+
+    # A Secret of that name that orgkeeper doesn't own is never touched.
+    other = namespace(admin, f"taken-{unique}")
+    admin.core.create_namespaced_secret(
+        other, secret_body("orgkeeper-license-mesh", b"customer data")
+    )
+    create(admin, other, workload("Deployment", "gateway", org, "data-plane", "mesh"))
+    found = wait_for(
+        "the conflict to be reported",
+        lambda: (
+            is_condition(
+                lic := admin.get("licenses", "mesh", f"org-{org}"),
+                "Propagated",
+                "False",
+                "SecretConflict",
+            )
+            and lic
+        ),
+    )
+    assert (
+        other
+        in next(c for c in found["status"]["conditions"] if c["type"] == "Propagated")["message"]
+    )
+    assert secret_document(admin, other, "orgkeeper-license-mesh") == b"customer data"
+
+    # When no data plane there needs it any more, the copy goes.
+    admin.apps.delete_namespaced_deployment("gateway", edge, propagation_policy="Foreground")
+    wait_for(
+        "the copy to be removed",
+        lambda: secret_document(admin, edge, "orgkeeper-license-mesh") is None,
+        timeout=60,
+    )
+
+
+def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    org = f"contract-{unique}"
+    ns = f"org-{org}"
+    new_org(admin, as_user, org)
+    edge = namespace(admin, f"edge-{unique}")
+    create(admin, edge, workload("StatefulSet", "kic", org, "data-plane", "ingress-controller"))
+    provisioned = wait_for(
+        "the provisioned license to be delivered",
+        lambda: delivered(admin, edge, "ingress-controller"),
+    )
+    key, now = signing_key(admin), datetime.now(UTC).replace(microsecond=0)
+
+    # Tampered after signing: refused, and the delivered copy stays the good one.
+    good = licensing.sign(contract(org, "ingress-controller", now, now + timedelta(days=30)), key)
+    admin.core.create_namespaced_secret(ns, secret_body("tampered", tampered(good)))
+    admin.create("licenses", license_body("tampered", "ingress-controller", "tampered"), ns)
+    lic = wait_for(
+        "the tampered license to be refused",
+        lambda: (
+            is_condition(
+                found := admin.get("licenses", "tampered", ns), "Valid", "False", "BadSignature"
+            )
+            and found
+        ),
+    )
+    assert lic["status"]["active"] is False and "fingerprint" not in lic["status"]
+    assert is_condition(lic, "Ready", "False", "BadSignature")
+
+    expired = licensing.sign(
+        contract(org, "ingress-controller", now - timedelta(days=400), now - timedelta(days=35)),
+        key,
+    )
+    admin.core.create_namespaced_secret(ns, secret_body("expired", expired))
+    admin.create("licenses", license_body("expired", "ingress-controller", "expired"), ns)
+    wait_for(
+        "the expired license to be refused",
+        lambda: is_condition(admin.get("licenses", "expired", ns), "Valid", "False", "Expired"),
+    )
+    assert delivered(admin, edge, "ingress-controller").fingerprint == provisioned.fingerprint
+
+    # A newer valid contract wins (issued two minutes ahead so the 30s test rotation can't beat it).
+    newer = licensing.sign(
+        contract(org, "ingress-controller", now + timedelta(minutes=2), now + timedelta(days=365)),
+        key,
+    )
+    admin.core.create_namespaced_secret(ns, secret_body("contract-2026", newer))
+    admin.create(
+        "licenses", license_body("contract-2026", "ingress-controller", "contract-2026"), ns
+    )
+    expected = licensing.verify(newer, public_key(admin)).fingerprint
+    wait_for(
+        "the contract license to be delivered",
+        lambda: (
+            (copy := delivered(admin, edge, "ingress-controller")) and copy.fingerprint == expected
+        ),
+    )
+    wait_for(
+        "the provisioned license to say it is superseded",
+        lambda: is_condition(
+            admin.get("licenses", "ingress-controller", ns), "Ready", "True", "Superseded"
+        ),
+    )
+    assert license_status(admin, org, "contract-2026")["active"] is True
+    assert license_status(admin, org, "ingress-controller")["active"] is False
+
+    # Deleting the active one falls back to the next valid one.
+    admin.delete("licenses", "contract-2026", ns)
+    wait_for(
+        "delivery to fall back to the provisioned license",
+        lambda: (
+            (copy := delivered(admin, edge, "ingress-controller"))
+            and copy.fingerprint
+            == license_status(admin, org, "ingress-controller").get("fingerprint")
+        ),
+    )
+    assert license_status(admin, org, "ingress-controller")["active"] is True
+
+
+def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
+    admin: Kube, as_user: AsUser, operator: OperatorProcess, unique: str
+) -> None:
+    """The test operator rotates provisioned licenses after 30 seconds."""
+    live, frozen = f"live-{unique}", f"frozen-{unique}"
+    edge = namespace(admin, f"edge-{unique}")
+    for org in (live, frozen):
+        new_org(admin, as_user, org)
+        create(
+            admin, edge, workload("DaemonSet", f"gw-{org}", org, "data-plane", "gateway-enterprise")
+        )
+    # Two orgs' data planes can't share one namespace's copy: the frozen org gets its own.
+    frozen_edge = namespace(admin, f"frozen-edge-{unique}")
+    admin.apps.delete_namespaced_daemon_set(f"gw-{frozen}", edge)
+    create(
+        admin, frozen_edge, workload("DaemonSet", "gw", frozen, "data-plane", "gateway-enterprise")
+    )
+    first_live = wait_for(
+        "the live org's copy", lambda: delivered(admin, edge, "gateway-enterprise")
+    )
+    first_frozen = wait_for(
+        "the frozen org's copy", lambda: delivered(admin, frozen_edge, "gateway-enterprise")
+    )
+
+    admin.patch("organizations", frozen, {"spec": {"state": "Deactivated"}})
+    wait_org(admin, frozen, "Deactivated", "True", "Requested", timeout=60)
+    rotated = wait_for(
+        "the live org's license to rotate and reach its data plane",
+        lambda: (
+            (copy := delivered(admin, edge, "gateway-enterprise"))
+            and copy.fingerprint != first_live.fingerprint
+            and copy
+        ),
+        timeout=90,
+    )
+    assert rotated.fingerprint == license_status(admin, live, "gateway-enterprise")["fingerprint"]
+    assert rotated.payload.issued_at > first_live.payload.issued_at
+    wait_for(
+        "the frozen org's license to rotate too",
+        lambda: (
+            license_status(admin, frozen, "gateway-enterprise")["fingerprint"]
+            != first_frozen.fingerprint
+        ),
+        timeout=90,
+    )
+    assert (
+        delivered(admin, frozen_edge, "gateway-enterprise").fingerprint == first_frozen.fingerprint
+    )
+    events = admin.core.list_namespaced_event(
+        f"org-{live}", field_selector="involvedObject.name=gateway-enterprise"
+    ).items
+    assert any(e.reason == "LicenseRotated" for e in events)
+
+    # Nothing secret leaked into the operator's logs or Events.
+    documents = [
+        secret_document(admin, f"org-{org}", "license-gateway-enterprise") for org in (live, frozen)
+    ]
+    payloads = [base64.b64decode(json.loads(d)["payload"]) for d in documents if d]
+    key_pem = admin.core.read_namespaced_secret("orgkeeper-signing-key", "orgkeeper-system").data[
+        "signing-key.pem"
+    ]
+    texts = [operator.log_text()] + [
+        e.message or "" for e in admin.core.list_event_for_all_namespaces().items
+    ]
+    for text in texts:
+        for payload in payloads:
+            assert payload.decode() not in text and base64.b64encode(payload).decode() not in text
+        assert (
+            key_pem not in text and base64.b64decode(key_pem).decode().splitlines()[1] not in text
+        )

@@ -1,0 +1,72 @@
+"""Reading and making signed license documents in tests, with the operator's published keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from orgkeeper import licensing
+from support.kube import Kube
+
+OPERATOR_NAMESPACE = "orgkeeper-system"
+
+
+def public_key(admin: Kube) -> Ed25519PublicKey:
+    published = admin.core.read_namespaced_config_map(
+        "orgkeeper-license-verification", OPERATOR_NAMESPACE
+    )
+    return licensing.load_public(published.data["public-key.pem"].encode())
+
+
+def signing_key(admin: Kube) -> Ed25519PrivateKey:
+    """The vendor's key, as support would use it to sign a contract license."""
+    secret = admin.core.read_namespaced_secret("orgkeeper-signing-key", OPERATOR_NAMESPACE)
+    return licensing.load_private(base64.b64decode(secret.data["signing-key.pem"]))
+
+
+def secret_document(admin: Kube, namespace: str, name: str, key: str = "license") -> bytes | None:
+    found = admin.core.list_namespaced_secret(
+        namespace, field_selector=f"metadata.name={name}"
+    ).items
+    return base64.b64decode(found[0].data[key]) if found else None
+
+
+def contract(
+    org: str,
+    product: str,
+    issued: datetime,
+    expires: datetime,
+    plan: str = "Enterprise",
+    region: str = "eu",
+) -> licensing.LicensePayload:
+    return licensing.LicensePayload(org, product, plan, region, issued, expires)
+
+
+def tampered(document: bytes) -> bytes:
+    """The same document with its payload edited after signing (a later expiry)."""
+    parsed: dict[str, Any] = json.loads(document)
+    payload = json.loads(base64.b64decode(parsed["payload"]))
+    payload["expiresAt"] = "2099-01-01T00:00:00Z"
+    parsed["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    return json.dumps(parsed).encode()
+
+
+def secret_body(name: str, document: bytes) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {"license": base64.b64encode(document).decode()}}
+
+
+def license_body(name: str, product: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "kind": "License",
+        "metadata": {"name": name},
+        "spec": {
+            "product": product,
+            "source": "SecretRef",
+            "secretRef": {"name": secret, "key": "license"},
+        },
+    }
