@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from . import crdgen
+import yaml
+
+from . import crdgen, views
 from .settings import Settings, parse_duration
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one clear line and exit code 2, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 class _EnvDefault(argparse.Action):
@@ -244,13 +254,86 @@ def _activity_requests(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="orgkeeper", description="Account policy as Kubernetes custom resources."
+def _add_output(command: Any) -> None:
+    command.add_argument(
+        "-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format"
     )
+
+
+def _emit(data: Any, output: str, screen: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    elif output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    else:
+        print(screen)
+
+
+def _add_orgs(commands: Any) -> None:
+    orgs = commands.add_parser(
+        "orgs", help="the org switcher: every org where an e-mail is a member"
+    )
+    orgs.add_argument("--email", required=True, help="the person's e-mail")
+    _add_output(orgs)
+    orgs.set_defaults(handler=_orgs)
+
+
+def _orgs(args: argparse.Namespace) -> int:
+    from .names import email_hash
+
+    kube = _kube()
+    memberships = kube.list_custom(
+        "memberships", label_selector=f"orgkeeper.dev/email-hash={email_hash(args.email)}"
+    )
+    orgs = {org["metadata"]["name"]: org for org in kube.list_custom("organizations")}
+    rows = views.switcher_rows(args.email, memberships, orgs)
+    if not rows and args.output == "table":
+        print(f"{args.email} is not a member of any organization")
+        return 0
+    screen = views.table(
+        rows,
+        [
+            ("ORGANIZATION", "organization"),
+            ("DISPLAY NAME", "displayName"),
+            ("REGION", "region"),
+            ("STATE", "state"),
+            ("OWNER", "owner"),
+            ("TEAMS", "teams"),
+        ],
+    )
+    _emit(rows, args.output, screen)
+    return 0
+
+
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser("status", help="one organization at a glance")
+    status.add_argument("org", metavar="ORG", help="organization name")
+    _add_output(status)
+    status.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .names import org_namespace
+
+    kube = _kube()
+    org = kube.read_organization(args.org)
+    if org is None:
+        raise CommandError(f"organization {args.org} not found")
+    licenses = kube.list_custom("licenses", org_namespace(args.org))
+    summary = views.status_summary(org, licenses, datetime.now(UTC))
+    _emit(summary, args.output, views.status_screen(summary))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = _Parser(prog="orgkeeper", description="Account policy as Kubernetes custom resources.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
     _add_crds(commands)
+    _add_orgs(commands)
+    _add_status(commands)
     _add_activity(commands)
     return root
 
@@ -258,11 +341,28 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
     try:
         return handler(args)
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+    except ApiException as error:
+        print(
+            f"error: the API server refused ({error.status}): {_api_message(error)}",
+            file=sys.stderr,
+        )
+    except HTTPError as error:
+        print(f"error: can't reach the API server: {error}", file=sys.stderr)
+    return 1
+
+
+def _api_message(error: Any) -> str:
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
 
 
 if __name__ == "__main__":

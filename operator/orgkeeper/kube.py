@@ -310,8 +310,18 @@ class KubeApi:
             raise
         return found
 
-    def list_memberships(self, namespace: str) -> list[dict[str, Any]]:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "memberships")
+    def list_custom(
+        self, plural: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """orgkeeper.dev objects, for the CLI (the operator reads its indexes instead)."""
+        if namespace is None:
+            listed = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, label_selector=label_selector
+            )
+        else:
+            listed = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, label_selector=label_selector
+            )
         return list(listed["items"])
 
     def add_api_requests(self, organization: str, count: int, attempts: int = 5) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +10,7 @@ import pytest
 from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster
+from support.cli import orgkeeper
 from support.kube import Kube, rejection, wait_for
 from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
 from support.workloads import create, read, workload
@@ -19,16 +18,6 @@ from support.workloads import create, read, workload
 pytestmark = pytest.mark.usefixtures("operator")
 
 AsUser = Callable[[str], Kube]
-
-
-def orgkeeper(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orgkeeper.cli", *args],
-        env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def member_bindings(admin: Kube, namespace: str) -> list[Any]:

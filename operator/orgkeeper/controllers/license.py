@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ async def reconcile_licenses(
     licenses: Sequence[LicenseRecord],
     workloads: Sequence[WorkloadRecord],
     now: datetime,
+    changed_at: float,
 ) -> LicenseOutcome:
     kube, settings, key = runtime.kube, runtime.settings, runtime.signing_key
     if key is None:
@@ -127,13 +129,20 @@ async def reconcile_licenses(
             organization,
             product,
             active.get(product),
-            documents,
-            workloads,
-            deactivated,
-            outcome,
+            documents=documents,
+            workloads=workloads,
+            deactivated=deactivated,
+            outcome=outcome,
+            changed_at=changed_at,
         )
         for product in PRODUCTS
     }
+    runtime.metrics.license_expiry[organization] = {
+        (item.name, item.product): item.verified.payload.expires_at
+        for item in evaluated.values()
+        if item.verified is not None
+    }
+    runtime.metrics.reconciles.labels("License", "success").inc(len(licenses))
 
     writes: list[Awaitable[Any]] = []
     for record in licenses:
@@ -169,10 +178,12 @@ async def _deliver(
     organization: str,
     product: str,
     active: Evaluated | None,
+    *,
     documents: Mapping[str, bytes],
     workloads: Sequence[WorkloadRecord],
     deactivated: bool,
     outcome: LicenseOutcome,
+    changed_at: float,
 ) -> Delivery:
     """Keeps orgkeeper-license-<product> in every namespace with a data plane of the product."""
     kube = runtime.kube
@@ -245,6 +256,7 @@ async def _deliver(
             writes.append(kube.run(kube.delete_secret, namespace, secret_name))
     await bounded(writes)
     if delivered:
+        runtime.metrics.propagation_lag.labels(product).observe(time.monotonic() - changed_at)
         outcome.events.append(
             Event(
                 "Normal",

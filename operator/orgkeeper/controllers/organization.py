@@ -38,9 +38,12 @@ class Indexed:
 
 
 async def reconcile_organization(
-    runtime: Runtime, body: Mapping[str, Any], indexed: Indexed
+    runtime: Runtime, body: Mapping[str, Any], indexed: Indexed, *, changed_at: float
 ) -> list[Event]:
-    """Converges one Organization; returns the Events worth posting."""
+    """Converges one Organization; returns the Events worth posting.
+
+    `changed_at` is when the change this reconcile answers arrived (time.monotonic()).
+    """
     kube, settings = runtime.kube, runtime.settings
     meta = body["metadata"]
     name, generation = meta["name"], int(meta.get("generation", 0))
@@ -169,12 +172,15 @@ async def reconcile_organization(
         licenses=indexed.licenses,
         workloads=workloads,
         now=now,
+        changed_at=changed_at,
     )
     events += licensed.events
     observed = dataclasses.replace(observed, licenses=frozenset(licensed.active_products))
 
     desired = status_for(True)
     await _write_status(runtime, name, desired, current_status)
+    runtime.metrics.phases[name] = desired.phase or "Provisioning"
+    runtime.metrics.reconciles.labels("Membership", "success").inc(len(indexed.members))
     if desired.phase == "Deactivated" and status.phase != "Deactivated" and plan.deactivation:
         events.append(Event("Normal", "Deactivated", deactivation_message(plan, spec)))
     if plan.reactivated:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..kube import KubeApi
+from ..metrics import OperatorMetrics
 from ..settings import Settings
 
 
@@ -28,14 +30,27 @@ class Runtime:
     kube: KubeApi
     settings: Settings
     signing_key: Ed25519PrivateKey | None = None  # loaded (or created) at startup
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     # One wake-up per Organization: anything that touches an org sets it, its loop reconciles.
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
+    # When the oldest change not yet reconciled arrived, per org (for propagation lag).
+    changed_at: dict[str, float] = field(default_factory=dict)
 
     def trigger(self, organization: str) -> asyncio.Event:
         return self.triggers.setdefault(organization, asyncio.Event())
 
     def poke(self, organization: str) -> None:
+        self.changed_at.setdefault(organization, time.monotonic())
         self.trigger(organization).set()
+
+    def take_change_time(self, organization: str) -> float:
+        """The moment of the oldest change this reconcile answers (now, for a timed check)."""
+        return self.changed_at.pop(organization, time.monotonic())
+
+    def forget(self, organization: str) -> None:
+        self.triggers.pop(organization, None)
+        self.changed_at.pop(organization, None)
+        self.metrics.forget(organization)
 
     def serves_region(self, region: str | None) -> bool:
         return self.settings.region is None or self.settings.region == region

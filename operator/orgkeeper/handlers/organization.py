@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any, cast
 
 import kopf
@@ -68,21 +69,26 @@ async def organization_loop(
                 for record in values(kwargs[f"{kind.lower()}s_by_organization"], name)
             ],
         )
+        changed_at = runtime.take_change_time(name)
+        started = time.monotonic()
         try:
-            events = await reconcile_organization(runtime, body, indexed)
+            events = await reconcile_organization(runtime, body, indexed, changed_at=changed_at)
         except Exception as error:  # the loop must outlive any single failure
+            runtime.metrics.reconciles.labels("Organization", "error").inc()
             logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, error)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
             trigger.set()
             continue
+        runtime.metrics.reconciles.labels("Organization", "success").inc()
+        runtime.metrics.reconcile_seconds.labels("Organization").observe(time.monotonic() - started)
         backoff = 1.0
         post(body, events)
 
 
 def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
-        memo.runtime.triggers.pop(name, None)
+        memo.runtime.forget(name)
     else:
         memo.runtime.poke(name)
 

@@ -23,6 +23,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime: Runtime = memo.runtime
         configure_kopf(settings, runtime.settings)
         runtime.signing_key = load_or_create_signing_key(runtime.kube, runtime.settings.namespace)
+        runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,0 +1,155 @@
+"""What the `orgkeeper orgs` and `orgkeeper status` commands show, built from API objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .domain.membership import same_email
+
+
+def _parse(stamp: str | None) -> datetime | None:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+
+
+def org_state(org: Mapping[str, Any]) -> str:
+    status = org.get("status") or {}
+    return str(status.get("phase") or "Pending")
+
+
+def switcher_rows(
+    email: str, memberships: Sequence[Mapping[str, Any]], orgs: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every org where the e-mail has a Membership (the org switcher), sorted by name."""
+    rows = []
+    for membership in memberships:
+        if not same_email(membership["spec"].get("email"), email):
+            continue
+        name = (membership["metadata"].get("labels") or {}).get("orgkeeper.dev/organization")
+        org = orgs.get(name or "")
+        if org is None:
+            continue
+        status = membership.get("status") or {}
+        state = org_state(org)
+        rows.append(
+            {
+                "organization": name,
+                "displayName": org["spec"].get("displayName", ""),
+                "region": org["spec"].get("region", ""),
+                "state": state,
+                "deactivated": state in ("Deactivating", "Deactivated"),
+                "owner": same_email((org.get("status") or {}).get("owner"), email),
+                "teams": list(
+                    status.get("effectiveTeams") or membership["spec"].get("teams") or []
+                ),
+            }
+        )
+    return sorted(rows, key=lambda row: str(row["organization"]))
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    cells = [[header for header, _ in columns]] + [
+        [_cell(row.get(key)) for _, key in columns] for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return "-" if value is None or value == "" else str(value)
+
+
+def status_summary(
+    org: Mapping[str, Any],
+    licenses: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """One org's state as plain data (for --output json|yaml and for the screen)."""
+    spec, status = org["spec"], org.get("status") or {}
+    billing = status.get("billing") or {}
+    trial = status.get("trial") or {}
+    ends = _parse(trial.get("endsAt"))
+    deactivation = status.get("deactivation") or {}
+    return {
+        "name": org["metadata"]["name"],
+        "displayName": spec.get("displayName"),
+        "phase": org_state(org),
+        "owner": status.get("owner") or spec.get("owner"),
+        "plan": spec.get("plan"),
+        "region": spec.get("region"),
+        "billing": billing.get("state"),
+        "subscriptions": [s.get("name") for s in billing.get("subscriptions") or []],
+        "trialDaysLeft": max(0, (ends - now).days) if ends else None,
+        "members": status.get("members", 0),
+        "admins": status.get("admins", 0),
+        "controlPlanes": status.get("controlPlanes", 0),
+        "dataPlanes": status.get("dataPlanes", 0),
+        "deactivation": deactivation or None,
+        "ownerEmailLocked": bool(status.get("ownerEmailLocked")),
+        "licenses": [
+            {
+                "name": lic["metadata"]["name"],
+                "product": lic["spec"].get("product"),
+                "source": lic["spec"].get("source"),
+                "active": bool((lic.get("status") or {}).get("active")),
+                "expiresAt": (lic.get("status") or {}).get("expiresAt"),
+                "deliveredTo": ((lic.get("status") or {}).get("propagatedTo") or {}).get(
+                    "count", 0
+                ),
+            }
+            for lic in sorted(licenses, key=lambda lic: lic["metadata"]["name"])
+        ],
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+        ],
+    }
+
+
+def status_screen(summary: Mapping[str, Any]) -> str:
+    lines = [
+        f"Organization {summary['name']} ({summary['displayName']})",
+        f"  Phase:    {summary['phase']}",
+        f"  Owner:    {summary['owner']}",
+        f"  Plan:     {summary['plan']} in region {summary['region']}",
+        f"  Billing:  {summary['billing'] or '-'}"
+        + (f" ({', '.join(summary['subscriptions'])})" if summary["subscriptions"] else ""),
+    ]
+    if summary["trialDaysLeft"] is not None:
+        lines.append(f"  Trial:    {summary['trialDaysLeft']} day(s) of credits left")
+    if summary["deactivation"]:
+        deactivation = summary["deactivation"]
+        locked = "locked" if summary["ownerEmailLocked"] else "unlocked"
+        reason, at = deactivation.get("reason"), deactivation.get("at")
+        lines.append(f"  Deactivated: {reason} at {at}; owner e-mail {locked}")
+    lines += [
+        f"  Members:  {summary['members']} ({summary['admins']} admin(s))",
+        f"  Planes:   {summary['controlPlanes']} control, {summary['dataPlanes']} data",
+        "",
+        "Licenses:",
+        table(
+            summary["licenses"],
+            [
+                ("NAME", "name"),
+                ("PRODUCT", "product"),
+                ("SOURCE", "source"),
+                ("ACTIVE", "active"),
+                ("EXPIRES", "expiresAt"),
+                ("DATA PLANES", "deliveredTo"),
+            ],
+        ),
+        "",
+        "Conditions:",
+        table(
+            summary["conditions"],
+            [("TYPE", "type"), ("STATUS", "status"), ("REASON", "reason"), ("MESSAGE", "message")],
+        ),
+    ]
+    return "\n".join(lines)
