@@ -48,5 +48,5 @@ install: controlplane ## CRDs and ClusterRoles into the current cluster
 run: venv ## the operator against the current cluster
 	$(BIN)/orgkeeper run --verbose
 
-demo: cluster-up install ## the main job on the local control plane
+demo: controlplane ## the main job, told with real objects on a fresh local control plane
 	$(BIN)/python -m orgkeeper.demo

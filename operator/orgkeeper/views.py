@@ -40,8 +40,11 @@ def switcher_rows(
                 "state": state,
                 "deactivated": state in ("Deactivating", "Deactivated"),
                 "owner": same_email((org.get("status") or {}).get("owner"), email),
+                # Once reconciled, the teams actually held (none while the org is deactivated).
                 "teams": list(
-                    status.get("effectiveTeams") or membership["spec"].get("teams") or []
+                    status.get("effectiveTeams", [])
+                    if "state" in status
+                    else membership["spec"].get("teams") or []
                 ),
             }
         )

@@ -1,0 +1,488 @@
+"""`make demo`: orgkeeper's story, told with real objects on the embedded local control plane.
+
+It starts a fresh control plane (etcd, kube-apiserver, kube-controller-manager on loopback),
+installs the CRDs and team roles, starts the operator beside it, and walks through sign-up,
+members, a data plane's license, ownership transfer, the org switcher, deactivation for
+inactivity and reactivation. The operator keeps running afterwards (`--stop` ends everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .localcluster import DEFAULT_STATE_DIR, REPO_ROOT, LocalCluster, binaries, free_port
+
+# For the demo, 20 seconds without activity stand for the policy's 30 days.
+DEMO_SETTINGS = ("--inactivity-window=20s", "--billing-cycle=20s", "--check-interval=2s")
+
+
+class Demo:
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.kubectl_path = str(binaries(build=False)["kubectl"])
+        self.env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        self.health_port = free_port()
+
+    # --- telling ------------------------------------------------------------------------
+
+    @staticmethod
+    def chapter(title: str) -> None:
+        print(f"\n== {title} ==", flush=True)
+
+    @staticmethod
+    def say(text: str) -> None:
+        print(f"   {text}", flush=True)
+
+    def run(
+        self, *args: str, show: bool = True, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """A command as the user would type it, and what it printed."""
+        shown = " ".join(args)
+        command = (
+            [self.kubectl_path, *args[1:]]
+            if args[0] == "kubectl"
+            else [sys.executable, "-m", "orgkeeper.cli", *args[1:]]
+        )
+        result = subprocess.run(
+            command, env=self.env, capture_output=True, text=True, check=False, timeout=60
+        )
+        if show:
+            print(f"\n$ {shown}")
+            # kubectl warns that organizations are cluster-scoped on every `auth can-i`.
+            lines = (result.stdout + result.stderr).splitlines()
+            output = "\n".join(line for line in lines if not line.startswith("Warning:")).rstrip()
+            if output:
+                print(output)
+        if check and result.returncode != 0:
+            raise SystemExit(f"demo step failed: {shown}\n{result.stderr}")
+        return result
+
+    def create(
+        self, body: dict[str, Any], *, as_user: str | None = None, show: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        path = (
+            self.cluster.state_dir / f"demo-{body['kind'].lower()}-{body['metadata']['name']}.yaml"
+        )
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        impersonation = (f"--as={as_user}", "--as-group=system:authenticated") if as_user else ()
+        return self.run(
+            "kubectl", "create", "-f", str(path), *impersonation, show=show, check=False
+        )
+
+    def get(self, *args: str) -> dict[str, Any]:
+        result = self.run("kubectl", "get", *args, "-o", "json", show=False, check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def wait(self, what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            time.sleep(0.5)
+        raise SystemExit(f"demo: timed out waiting for {what}")
+
+    def ready(self, org: str) -> bool:
+        conditions = (self.get("organization", org).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def phase(self, org: str) -> str:
+        return str((self.get("organization", org).get("status") or {}).get("phase", ""))
+
+    # --- setting up ---------------------------------------------------------------------
+
+    def install(self) -> None:
+        self.chapter("A local control plane with orgkeeper installed")
+        self.run(
+            "kubectl",
+            "apply",
+            "--server-side",
+            "-f",
+            str(REPO_ROOT / "crds"),
+            "-f",
+            str(REPO_ROOT / "manifests" / "rbac" / "teams.yaml"),
+            show=False,
+        )
+        self.run(
+            "kubectl",
+            "create",
+            "clusterrolebinding",
+            "orgkeeper-organization-creators",
+            "--clusterrole=orgkeeper-organization-creator",
+            "--group=system:authenticated",
+            show=False,
+        )
+        self.cluster.spawn(
+            "orgkeeper",
+            [
+                sys.executable,
+                "-m",
+                "orgkeeper.cli",
+                "run",
+                "--listen-address=127.0.0.1",
+                f"--webhook-port={free_port()}",
+                f"--health-port={self.health_port}",
+                f"--metrics-port={free_port()}",
+                *DEMO_SETTINGS,
+            ],
+            env=self.env,
+        )
+        self.wait("the operator to start", self._operator_up)
+        self.wait(
+            "the admission webhooks",
+            lambda: self.get("validatingwebhookconfiguration", "orgkeeper.dev"),
+        )
+        self.say(
+            f"control plane at {self.cluster.server}; "
+            f"operator log in {self.cluster.state_dir / 'logs' / 'orgkeeper.log'}"
+        )
+        self.say("For the demo, 20 seconds without activity stand for the policy's 30 days.")
+
+    def _operator_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    # --- the story ----------------------------------------------------------------------
+
+    def story(self) -> None:
+        self.chapter("Two organizations sign up")
+        self.say(
+            "owner@acme.example creates ACME (Enterprise, eu); "
+            "founder@tiny.example creates Tiny (Free, us)."
+        )
+        self.create(
+            org("acme", "ACME Corporation", "Enterprise", "eu", "owner@acme.example"),
+            as_user="owner@acme.example",
+        )
+        self.create(
+            org("tiny", "Tiny Start", "Free", "us", "founder@tiny.example"),
+            as_user="founder@tiny.example",
+        )
+        self.wait("both to be Ready", lambda: self.ready("acme") and self.ready("tiny"))
+        self.say("Each got a namespace, the Owner's Membership and three signed Licenses:")
+        self.run("kubectl", "get", "orgkeeper", "-A")
+
+        self.chapter("Members join, and their teams become RBAC")
+        for name, email, teams in (
+            ("alice", "alice@acme.example", ["organization-admin"]),
+            ("bob", "bob@acme.example", ["analytics-viewer"]),
+            ("carol", "carol@example.com", ["portal-admin"]),
+        ):
+            self.create(
+                member(name, "org-acme", email, teams), as_user="owner@acme.example", show=False
+            )
+        self.create(
+            member("carol", "org-tiny", "carol@example.com", ["api-product-developer"]),
+            as_user="founder@tiny.example",
+            show=False,
+        )
+        self.wait(
+            "memberships to be bound",
+            lambda: all(
+                (m.get("status") or {}).get("effectiveTeams")
+                for m in self.get("memberships", "-n", "org-acme").get("items", [])
+            ),
+        )
+        self.run("kubectl", "get", "memberships", "-n", "org-acme")
+        self.run(
+            "kubectl", "get", "rolebindings", "-n", "org-acme", "-l", "orgkeeper.dev/membership"
+        )
+        self.say("Only the Owner may delete the organization; an admin may not:")
+        self.run(
+            "kubectl",
+            "auth",
+            "can-i",
+            "delete",
+            "organization/acme",
+            "--as=owner@acme.example",
+            check=False,
+        )
+        self.run(
+            "kubectl",
+            "auth",
+            "can-i",
+            "delete",
+            "organization/acme",
+            "--as=alice@acme.example",
+            check=False,
+        )
+
+        self.chapter("A data plane receives its license, implicitly")
+        self.run("kubectl", "create", "namespace", "edge-eu")
+        self.create(deployment("gateway", "edge-eu", "acme", "data-plane", "gateway-enterprise"))
+        self.wait(
+            "the license copy",
+            lambda: self.get("secret", "orgkeeper-license-gateway-enterprise", "-n", "edge-eu"),
+        )
+        self.run(
+            "kubectl", "get", "secret", "-n", "edge-eu", "-l", "orgkeeper.dev/organization=acme"
+        )
+        self.run(
+            "kubectl",
+            "get",
+            "deployment",
+            "gateway",
+            "-n",
+            "edge-eu",
+            "-o",
+            'jsonpath={.metadata.annotations.orgkeeper\\.dev/license-fingerprint}{"\\n"}',
+        )
+        self.run("kubectl", "get", "licenses", "-n", "org-acme")
+        self.say(
+            "The Secret holds a signed payload; "
+            "status shows only its fingerprint, never the payload."
+        )
+
+        self.chapter("Ownership transfer: only to an Organization Admin")
+        self.say("The Owner tries to hand ACME to bob, an analytics-viewer:")
+        refused = self.run(
+            "kubectl",
+            "patch",
+            "organization",
+            "acme",
+            "--type=merge",
+            "-p",
+            '{"spec":{"owner":"bob@acme.example"}}',
+            "--as=owner@acme.example",
+            "--as-group=system:authenticated",
+            check=False,
+        )
+        if refused.returncode == 0:
+            raise SystemExit("demo: the transfer to a non-admin was not refused")
+        self.say("...and to alice, an organization-admin:")
+        self.run(
+            "kubectl",
+            "patch",
+            "organization",
+            "acme",
+            "--type=merge",
+            "-p",
+            '{"spec":{"owner":"alice@acme.example"}}',
+            "--as=owner@acme.example",
+            "--as-group=system:authenticated",
+        )
+        self.wait(
+            "the transfer",
+            lambda: (
+                (self.get("organization", "acme").get("status") or {}).get("owner")
+                == "alice@acme.example"
+            ),
+        )
+        self.run("kubectl", "get", "organization", "acme")
+        self.wait(
+            "RBAC to follow",
+            lambda: (
+                self.run(
+                    "kubectl",
+                    "auth",
+                    "can-i",
+                    "delete",
+                    "organization/acme",
+                    "--as=alice@acme.example",
+                    show=False,
+                    check=False,
+                ).returncode
+                == 0
+            ),
+        )
+        self.run(
+            "kubectl",
+            "auth",
+            "can-i",
+            "delete",
+            "organization/acme",
+            "--as=alice@acme.example",
+            check=False,
+        )
+        self.run(
+            "kubectl",
+            "auth",
+            "can-i",
+            "delete",
+            "organization/acme",
+            "--as=owner@acme.example",
+            check=False,
+        )
+
+        self.chapter("The org switcher")
+        self.say("carol belongs to both organizations:")
+        self.run("orgkeeper", "orgs", "--email", "carol@example.com")
+
+        self.chapter("Tiny goes quiet and is deactivated for inactivity")
+        self.create(
+            deployment(
+                "tiny-control-plane", "org-tiny", "tiny", "control-plane", "gateway-enterprise"
+            ),
+            show=False,
+        )
+        self.create(
+            deployment("tiny-gateway", "org-tiny", "tiny", "data-plane", "gateway-enterprise"),
+            show=False,
+        )
+        self.say(
+            "Tiny runs a control plane and a data plane; "
+            "nobody logs in and no API request arrives..."
+        )
+        self.wait(
+            "Tiny to be deactivated", lambda: self.phase("tiny") == "Deactivated", timeout=120
+        )
+        self.run("orgkeeper", "status", "tiny")
+        self.say(
+            "Every effect, object by object: the control plane is gone, "
+            "the data plane keeps running, frozen;"
+        )
+        self.run("kubectl", "get", "deployments", "-n", "org-tiny", "-L", "orgkeeper.dev/component")
+        self.run(
+            "kubectl",
+            "get",
+            "deployment",
+            "tiny-gateway",
+            "-n",
+            "org-tiny",
+            "-o",
+            'jsonpath={.metadata.annotations.orgkeeper\\.dev/frozen}{"\\n"}',
+        )
+        self.say("members lost their teams and roles there (and only there):")
+        self.run("kubectl", "get", "memberships", "-n", "org-tiny")
+        self.run("orgkeeper", "orgs", "--email", "carol@example.com")
+        self.say("and the owner e-mail is locked:")
+        self.create(
+            org("tiny-again", "Tiny Again", "Free", "us", "founder@tiny.example"),
+            as_user="founder@tiny.example",
+        )
+
+        self.chapter("Support reactivates Tiny")
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        self.run(
+            "kubectl",
+            "patch",
+            "organization",
+            "tiny",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"reactivationRequestedAt": now}}),
+        )
+        self.wait(
+            "Tiny to be active", lambda: self.phase("tiny") == "Active" and self.ready("tiny")
+        )
+        self.wait(
+            "roles to come back",
+            lambda: all(
+                (m.get("status") or {}).get("state") == "Active"
+                for m in self.get("memberships", "-n", "org-tiny").get("items", [])
+            ),
+        )
+        self.run("kubectl", "get", "organizations")
+        self.run("kubectl", "get", "memberships", "-n", "org-tiny")
+        self.say(
+            "Billing and roles are back and the data plane is unfrozen; "
+            "the decommissioned control plane is not recreated."
+        )
+
+    def closing(self, stopped: bool) -> None:
+        self.chapter("Your turn")
+        if stopped:
+            self.say("The demo's control plane and operator have been stopped.")
+            return
+        self.say(f"export KUBECONFIG={self.cluster.kubeconfig}")
+        self.say(f"alias kubectl={self.kubectl_path}")
+        self.say("kubectl get orgkeeper -A")
+        self.say(".venv/bin/orgkeeper status acme")
+        self.say(
+            "When done: make cluster-down   "
+            "(stops the operator and the control plane, and removes their data)"
+        )
+
+
+def org(name: str, display: str, plan: str, region: str, owner: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": {"displayName": display, "plan": plan, "region": region, "owner": owner},
+    }
+
+
+def member(name: str, namespace: str, email: str, teams: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "kind": "Membership",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"email": email, "teams": teams},
+    }
+
+
+def deployment(
+    name: str, namespace: str, organization: str, component: str, product: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "orgkeeper.dev/organization": organization,
+                "orgkeeper.dev/component": component,
+                "orgkeeper.dev/product": product,
+            },
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "gateway", "image": "kong/kong-gateway:3.9"}]},
+            },
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orgkeeper.demo", description=__doc__)
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the cluster lives"
+    )
+    parser.add_argument(
+        "--stop", action="store_true", help="stop the control plane and operator at the end"
+    )
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.state_dir)
+    cluster.stop()  # a demo always starts from a fresh control plane
+    print(
+        "starting a local control plane (the first run builds it from Go modules) ...", flush=True
+    )
+    cluster.start()
+    demo = Demo(cluster)
+    try:
+        demo.install()
+        demo.story()
+    except BaseException:
+        print(f"\noperator log: {cluster.state_dir / 'logs' / 'orgkeeper.log'}", file=sys.stderr)
+        if args.stop:
+            cluster.stop()
+        raise
+    if args.stop:
+        cluster.stop()
+    demo.closing(stopped=args.stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
