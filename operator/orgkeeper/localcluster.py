@@ -45,6 +45,8 @@ ADMIN_USER = "orgkeeper-admin"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
+ATTACHED = ("orgkeeper",)  # processes `spawn`ed beside the control plane
+
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -272,7 +274,7 @@ class LocalCluster:
                 )
             )
         )
-        self._spawn(
+        self.spawn(
             "etcd",
             [
                 str(paths["etcd"]),
@@ -286,7 +288,7 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        self._spawn(
+        self.spawn(
             "kube-apiserver",
             [
                 str(paths["kube-apiserver"]),
@@ -299,6 +301,9 @@ class LocalCluster:
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 "--authorization-mode=RBAC",
+                # As in hardened clusters: setting blockOwnerDeletion needs update on the owner's
+                # finalizers, so the operator's RBAC is proven against it.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -311,7 +316,7 @@ class LocalCluster:
             ],
         )
         self._wait_ready(server, "/readyz", timeout)
-        self._spawn(
+        self.spawn(
             "kube-controller-manager",
             [
                 str(paths["kube-controller-manager"]),
@@ -331,16 +336,20 @@ class LocalCluster:
         )
         self._wait_for_controllers(timeout)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.state_dir / "logs" / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives `make cluster-up`; stopped by pid file
-        )
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Path:
+        """Starts a process that outlives the caller and stops with the cluster; its log path."""
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # outlives `make cluster-up`; stopped by pid file
+            )
         self._pidfile(name).write_text(str(process.pid))
+        return log_path
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -392,7 +401,8 @@ class LocalCluster:
     def stop(self) -> None:
         """Stops the processes (TERM, then KILL) and removes the state directory."""
         pids = []
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        # Anything started beside the cluster (the demo's operator) stops first.
+        for name in (*ATTACHED, "kube-controller-manager", "kube-apiserver", "etcd"):
             pidfile = self._pidfile(name)
             if self._alive(name):
                 pid = int(pidfile.read_text())
