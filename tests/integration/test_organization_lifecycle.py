@@ -5,6 +5,7 @@ Every test acts as real users through impersonation; RBAC answers come from the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -238,6 +239,22 @@ def test_one_person_in_two_orgs_is_bound_independently(
         m for m in admin.list("memberships", f"org-{orgs[1]}") if m["spec"]["email"] == carol
     ]
     assert other["status"]["state"] == "Active"
+
+
+def test_a_membership_is_labelled_as_it_is_created(
+    admin: Kube, as_user: AsUser, org_name: str
+) -> None:
+    owner = f"owner@{org_name}.test"
+    create_org(as_user, org_name, owner)
+    wait_org(admin, org_name)
+    created = as_user(owner).create(
+        "memberships", membership("dora", "Dora@Example.test", "portal-admin"), f"org-{org_name}"
+    )
+    labels = created["metadata"]["labels"]
+    assert labels["orgkeeper.dev/organization"] == org_name
+    assert (
+        labels["orgkeeper.dev/email-hash"] == hashlib.sha256(b"dora@example.test").hexdigest()[:16]
+    )
 
 
 def test_membership_admission_rules(admin: Kube, as_user: AsUser, org_name: str) -> None:

@@ -33,5 +33,27 @@ def status_wire(status: BaseModel, *, omit: Sequence[str] = ()) -> dict[str, Any
     return {key: value for key, value in wire.items() if key not in omit}
 
 
-def differs(desired: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
-    return any(current.get(key) != value for key, value in desired.items())
+def differs(patch: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Would a JSON merge patch change `current`? (null removes, objects merge, lists replace.)"""
+    for key, value in patch.items():
+        present = current.get(key)
+        if value is None:
+            if key in current:
+                return True
+        elif isinstance(value, Mapping):
+            if isinstance(present, Mapping):
+                if differs(value, present):
+                    return True
+            elif _without_nulls(value):
+                return True
+        elif _without_nulls(value) != present:
+            return True
+    return False
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value

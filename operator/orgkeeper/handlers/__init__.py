@@ -8,7 +8,7 @@ from __future__ import annotations
 import kopf
 
 from ..settings import Settings
-from . import admission, indexes, organization, startup
+from . import admission, indexes, mutation, organization, startup
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
@@ -17,3 +17,4 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     organization.register(registry)
     if settings.webhook_mode != "off":
         admission.register(registry)
+        mutation.register(registry)
