@@ -268,3 +268,31 @@ async def _deliver(
         refs=[w.ref for ns, group in targets.items() if ns not in conflicts for w in group],
         conflicts=conflicts,
     )
+
+
+async def withdraw_copies(
+    runtime: Runtime, organization: str, workloads: Sequence[WorkloadRecord]
+) -> None:
+    """When the org goes: its license copies and annotations leave the workloads' namespaces."""
+    kube = runtime.kube
+    writes: list[Awaitable[Any]] = []
+    for namespace in sorted({w.namespace for w in workloads}):
+        for product in PRODUCTS:
+            secret_name = names.propagated_license_secret(product)
+            secret = await kube.run(kube.read_secret, namespace, secret_name)
+            if secret is not None and _owned_by_us(secret, organization):
+                writes.append(kube.run(kube.delete_secret, namespace, secret_name))
+    ours = (names.ANNOTATION_LICENSE_FINGERPRINT, names.ANNOTATION_FROZEN)
+    for workload in workloads:
+        if any(key in workload.annotations for key in ours):
+            removal = dict.fromkeys(ours)
+            writes.append(
+                kube.run(
+                    kube.annotate_workload,
+                    workload.kind,
+                    workload.namespace,
+                    workload.name,
+                    removal,
+                )
+            )
+    await bounded(writes)

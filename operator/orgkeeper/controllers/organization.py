@@ -46,6 +46,8 @@ async def reconcile_organization(
     """
     kube, settings = runtime.kube, runtime.settings
     meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return []  # going away: the delete handler withdraws, garbage collection does the rest
     name, generation = meta["name"], int(meta.get("generation", 0))
     current_status = dict(body.get("status") or {})
     now = now_utc()

@@ -10,8 +10,9 @@ from typing import Any, cast
 import kopf
 
 from .. import names
+from ..controllers.license import withdraw_copies
 from ..controllers.organization import Indexed, reconcile_organization
-from ..controllers.records import values
+from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Event, Runtime
 from .indexes import (
     MEMBER_BINDING_LABELS,
@@ -63,11 +64,7 @@ async def organization_loop(
             members=values(kwargs["memberships_by_namespace"], namespace),
             bindings=values(kwargs["member_bindings_by_namespace"], namespace),
             licenses=values(kwargs["licenses_by_namespace"], namespace),
-            workloads=[
-                record
-                for kind in WORKLOADS
-                for record in values(kwargs[f"{kind.lower()}s_by_organization"], name)
-            ],
+            workloads=_workloads(kwargs, name),
         )
         changed_at = runtime.take_change_time(name)
         started = time.monotonic()
@@ -84,6 +81,19 @@ async def organization_loop(
         runtime.metrics.reconcile_seconds.labels("Organization").observe(time.monotonic() - started)
         backoff = 1.0
         post(body, events)
+
+
+async def organization_deleted(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Everything orgkeeper made outside the org's namespace goes too (the rest is owned)."""
+    await withdraw_copies(memo.runtime, name, _workloads(kwargs, name))
+
+
+def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecord]:
+    return [
+        record
+        for kind in WORKLOADS
+        for record in values(indexes[f"{kind.lower()}s_by_organization"], organization)
+    ]
 
 
 def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
@@ -112,6 +122,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     loop = kopf.daemon(*ORGANIZATIONS, when=in_region, cancellation_timeout=1.0, registry=registry)
     loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
+    kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
     on_membership = kopf.on.event(*MEMBERSHIPS, id="membership_changed", registry=registry)
     on_membership(namespaced_object_changed)
     on_binding = kopf.on.event(
