@@ -94,6 +94,11 @@ class Demo:
             time.sleep(0.5)
         raise SystemExit(f"demo: timed out waiting for {what}")
 
+    def can_i_delete(self, org: str, user: str, *, show: bool = True) -> bool:
+        """`kubectl auth can-i delete organization/<org> --as <user>`."""
+        args = ("kubectl", "auth", "can-i", "delete", f"organization/{org}", f"--as={user}")
+        return self.run(*args, show=show, check=False).returncode == 0
+
     def ready(self, org: str) -> bool:
         conditions = (self.get("organization", org).get("status") or {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -205,24 +210,8 @@ class Demo:
             "kubectl", "get", "rolebindings", "-n", "org-acme", "-l", "orgkeeper.dev/membership"
         )
         self.say("Only the Owner may delete the organization; an admin may not:")
-        self.run(
-            "kubectl",
-            "auth",
-            "can-i",
-            "delete",
-            "organization/acme",
-            "--as=owner@acme.example",
-            check=False,
-        )
-        self.run(
-            "kubectl",
-            "auth",
-            "can-i",
-            "delete",
-            "organization/acme",
-            "--as=alice@acme.example",
-            check=False,
-        )
+        self.can_i_delete("acme", "owner@acme.example")
+        self.can_i_delete("acme", "alice@acme.example")
 
         self.chapter("A data plane receives its license, implicitly")
         self.run("kubectl", "create", "namespace", "edge-eu")
@@ -288,38 +277,10 @@ class Demo:
         self.run("kubectl", "get", "organization", "acme")
         self.wait(
             "RBAC to follow",
-            lambda: (
-                self.run(
-                    "kubectl",
-                    "auth",
-                    "can-i",
-                    "delete",
-                    "organization/acme",
-                    "--as=alice@acme.example",
-                    show=False,
-                    check=False,
-                ).returncode
-                == 0
-            ),
+            lambda: self.can_i_delete("acme", "alice@acme.example", show=False),
         )
-        self.run(
-            "kubectl",
-            "auth",
-            "can-i",
-            "delete",
-            "organization/acme",
-            "--as=alice@acme.example",
-            check=False,
-        )
-        self.run(
-            "kubectl",
-            "auth",
-            "can-i",
-            "delete",
-            "organization/acme",
-            "--as=owner@acme.example",
-            check=False,
-        )
+        self.can_i_delete("acme", "alice@acme.example")
+        self.can_i_delete("acme", "owner@acme.example")
 
         self.chapter("The org switcher")
         self.say("carol belongs to both organizations:")

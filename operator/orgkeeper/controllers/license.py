@@ -19,7 +19,7 @@ from ..domain.license import Delivery, Evaluated
 from ..kube import managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Event, Runtime
-from .writes import bounded, differs, status_wire
+from .writes import annotate, bounded, differs, status_wire
 
 
 @dataclass
@@ -69,17 +69,23 @@ async def reconcile_licenses(
     documents: dict[str, bytes] = {}
     for record in licenses:
         document, missing = await _document(runtime, record)
-        item = license_domain.evaluate(
-            record.name,
-            record.product,
-            record.source,
-            record.created,
-            document,
-            organization=organization,
-            public_key=public,
-            now=now,
-            missing=missing,
-        )
+
+        def judge(
+            document: bytes | None, missing: str = "", record: LicenseRecord = record
+        ) -> Evaluated:
+            return license_domain.evaluate(
+                record.name,
+                record.product,
+                record.source,
+                record.created,
+                document,
+                organization=organization,
+                public_key=public,
+                now=now,
+                missing=missing,
+            )
+
+        item = judge(document, missing)
         why = (
             license_domain.needs_issuing(item, now=now, rotate_after=settings.license_rotate_after)
             if record.source == "Provisioned" and record.secret_name
@@ -103,16 +109,7 @@ async def reconcile_licenses(
                 managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
                 exists=item.reason != "SecretMissing",
             )
-            item = license_domain.evaluate(
-                record.name,
-                record.product,
-                record.source,
-                record.created,
-                document,
-                organization=organization,
-                public_key=public,
-                now=now,
-            )
+            item = judge(document)
             if why != "issued" and item.verified is not None:
                 reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
                 message = f"{why} the {record.product} license: {item.verified.fingerprint}"
@@ -240,13 +237,7 @@ async def _deliver(
         for workload in group:
             if workload.annotations.get(names.ANNOTATION_LICENSE_FINGERPRINT) != fingerprint:
                 writes.append(
-                    kube.run(
-                        kube.annotate_workload,
-                        workload.kind,
-                        workload.namespace,
-                        workload.name,
-                        {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint},
-                    )
+                    annotate(runtime, workload, {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint})
                 )
 
     # Namespaces where the org still runs something but no data plane needs this product.

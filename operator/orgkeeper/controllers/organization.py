@@ -24,7 +24,7 @@ from ..kube import OwnerRef, owner_of
 from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, WorkloadRecord
 from .runtime import Event, Runtime
-from .writes import bounded, differs, now_utc, status_wire
+from .writes import annotate, bounded, differs, now_utc, status_wire
 
 
 @dataclass(frozen=True)
@@ -205,15 +205,7 @@ async def sync_workloads(
             )
         elif workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
             value = "true" if deactivated else None
-            writes.append(
-                kube.run(
-                    kube.annotate_workload,
-                    workload.kind,
-                    workload.namespace,
-                    workload.name,
-                    {names.ANNOTATION_FROZEN: value},
-                )
-            )
+            writes.append(annotate(runtime, workload, {names.ANNOTATION_FROZEN: value}))
     await bounded(writes)
 
 

@@ -9,6 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .records import WorkloadRecord
+from .runtime import Runtime
+
 WRITE_CONCURRENCY = 16
 
 
@@ -21,6 +24,16 @@ async def bounded(calls: Sequence[Awaitable[Any]], limit: int = WRITE_CONCURRENC
             await call
 
     await asyncio.gather(*(one(call) for call in calls))
+
+
+def annotate(
+    runtime: Runtime, workload: WorkloadRecord, annotations: Mapping[str, str | None]
+) -> Awaitable[None]:
+    """Sets (None: removes) annotations on a workload orgkeeper doesn't own."""
+    kube = runtime.kube
+    return kube.run(
+        kube.annotate_workload, workload.kind, workload.namespace, workload.name, annotations
+    )
 
 
 def now_utc() -> datetime:
