@@ -1,4 +1,4 @@
-"""One operator per geo can share a cluster: `--region eu` leaves other regions' orgs alone."""
+"""An operator with `--region eu` and no webhooks: geos share a cluster, rules become conditions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from conftest import install_orgkeeper
 from orgkeeper.localcluster import LocalCluster
 from support.kube import Kube, api_client
 from support.operator import OperatorProcess
-from support.orgs import organization, wait_org
+from support.orgs import (
+    condition,
+    is_condition,
+    membership,
+    organization,
+    wait_members_bound,
+    wait_org,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +50,40 @@ def test_an_eu_operator_ignores_a_us_org(eu_only: tuple[Kube, OperatorProcess]) 
     # and passed over, not merely not reached yet.
     assert "status" not in admin.get("organizations", "stateside")
     assert admin.core.list_namespace(field_selector="metadata.name=org-stateside").items == []
+
+
+def test_without_webhooks_the_rules_show_as_conditions(
+    eu_only: tuple[Kube, OperatorProcess],
+) -> None:
+    """With no admission webhooks, what would have been refused is reported, not applied."""
+    admin, _ = eu_only
+    owner, alice, victor = "owner@quiet.test", "alice@quiet.test", "victor@quiet.test"
+    admin.create("organizations", organization("quiet", owner, region="eu"))
+    wait_org(admin, "quiet")
+    admin.create("memberships", membership("alice", alice, "organization-admin"), "org-quiet")
+    admin.create("memberships", membership("victor", victor, "analytics-viewer"), "org-quiet")
+    wait_members_bound(
+        admin, "quiet", {alice: ["organization-admin"], victor: ["analytics-viewer"]}
+    )
+
+    admin.patch("organizations", "quiet", {"spec": {"owner": victor}})
+    org = wait_org(admin, "quiet", "OwnerValid", "False", "TransferRejected")
+    assert org["status"]["owner"] == owner
+    assert (
+        "add organization-admin to their Membership first"
+        in condition(org, "OwnerValid")["message"]
+    )
+    assert is_condition(org, "Ready", "False", "TransferRejected")
+
+    admin.patch("organizations", "quiet", {"spec": {"owner": owner}})
+    wait_org(admin, "quiet")
+    (owner_membership,) = [
+        m for m in admin.list("memberships", "org-quiet") if m["spec"]["email"] == owner
+    ]
+    admin.delete("memberships", owner_membership["metadata"]["name"], "org-quiet")
+    org = wait_org(admin, "quiet", "OwnerValid", "False", "OwnerLeft")
+    assert "transfer ownership by setting spec.owner" in condition(org, "OwnerValid")["message"]
+
+    admin.patch("organizations", "quiet", {"spec": {"owner": alice}})
+    org = wait_org(admin, "quiet")
+    assert org["status"]["owner"] == alice
