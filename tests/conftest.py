@@ -12,6 +12,8 @@ import pytest
 from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, binaries
+from support import identity
+from support.identity import ServiceAccountIdentity
 from support.kube import Kube, api_client, load_yaml_documents, wait_for
 from support.operator import OperatorProcess
 
@@ -85,21 +87,49 @@ def admin(cluster: LocalCluster) -> Kube:
 
 
 @pytest.fixture(scope="session")
+def operator_identity(
+    cluster: LocalCluster, admin: Kube, tmp_path_factory: pytest.TempPathFactory
+) -> ServiceAccountIdentity:
+    """The operator's ServiceAccount, bound by exactly the RBAC of manifests/, and its token."""
+    identity.apply(cluster, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
+    kubeconfig = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    return identity.issue_token(cluster, admin, kubeconfig)
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+    cluster: LocalCluster,
+    operator_identity: ServiceAccountIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """`orgkeeper run` with test settings and its admission webhooks registered."""
-    process = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    admission = client.AdmissionregistrationV1Api(api_client(cluster.kubeconfig))
-    wait_for(
-        "the operator's webhooks to be registered",
-        lambda: any(
-            f":{process.webhook_port}/" in (hook.client_config.url or "")
-            for config in admission.list_validating_webhook_configuration().items
-            for hook in config.webhooks or []
-        ),
+    """`orgkeeper run` as its ServiceAccount, serving the webhooks of manifests/ (on loopback).
+
+    As in a cluster: `--webhook-mode serve`, the ValidatingWebhookConfiguration of manifests/,
+    and the operator's own CA patched into it; only the Service is replaced by a URL.
+    """
+    process = OperatorProcess(
+        cluster,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        webhook_mode="serve",
+        kubeconfig=operator_identity.kubeconfig,
+        extra_args=("--webhook-host=127.0.0.1",),
     )
+    (configuration,) = [
+        doc for doc in identity.render() if doc["kind"] == "ValidatingWebhookConfiguration"
+    ]
+    identity.apply(cluster, [identity.loopback_webhooks(configuration, process.webhook_port)])
+    admission = client.AdmissionregistrationV1Api(api_client(cluster.kubeconfig))
     try:
+        process.start()
+        wait_for(
+            "the operator to put its CA into its webhook configuration",
+            lambda: all(
+                hook.client_config.ca_bundle
+                for hook in admission.read_validating_webhook_configuration(
+                    identity.WEBHOOK_CONFIGURATION
+                ).webhooks
+            ),
+        )
         yield process
     finally:
         process.stop()
@@ -108,7 +138,7 @@ def operator(
             cluster,
             "delete",
             "validatingwebhookconfiguration",
-            "orgkeeper.dev",
+            identity.WEBHOOK_CONFIGURATION,
             "--ignore-not-found",
         )
 

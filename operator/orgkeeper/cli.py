@@ -94,8 +94,9 @@ def _add_run(commands: Any) -> None:
         env="ORGKEEPER_WEBHOOK_MODE",
         default=defaults.webhook_mode,
         choices=["managed", "serve", "off"],
-        help="managed: serve the admission webhooks and register them (self-signed TLS); "
-        "serve: only serve them (configuration from manifests/); off: no webhooks",
+        help="managed: serve the admission webhooks and register them by URL (for a cluster "
+        "that reaches this process directly); serve: serve them behind the Service of "
+        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks",
     )
     flag(
         "webhook-port",
@@ -105,8 +106,20 @@ def _add_run(commands: Any) -> None:
     )
     flag(
         "webhook-host",
-        "host name the API server uses to reach the webhooks (default: the address)",
+        "host name the API server uses to reach the webhooks (default: the address; with "
+        "serve, the Service's name)",
         default=None,
+    )
+    flag(
+        "webhook-cert-dir",
+        "directory with the webhook's tls.crt, tls.key and ca.crt, e.g. a cert-manager Secret "
+        "(default: a CA generated at start)",
+        default=None,
+    )
+    flag(
+        "webhook-service",
+        "with serve: the Service in --namespace in front of the webhooks (certificate names)",
+        default=defaults.webhook_service,
     )
     flag(
         "health-port",
@@ -136,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         webhook_mode=args.webhook_mode,
         webhook_port=int(args.webhook_port),
         webhook_host=args.webhook_host,
+        webhook_cert_dir=args.webhook_cert_dir,
+        webhook_service=args.webhook_service,
         health_port=int(args.health_port),
         metrics_port=int(args.metrics_port),
         inactivity_window=args.inactivity_window,
@@ -144,6 +159,13 @@ def _run(args: argparse.Namespace) -> int:
         license_validity=args.license_validity,
         license_rotate_after=args.license_rotate_after,
     )
+    if settings.webhook_cert_dir and settings.webhook_mode != "off":
+        from .pki import mounted_webhook_tls
+
+        try:  # a wrong mount fails here, in one line, not in kopf's startup retries
+            mounted_webhook_tls(Path(settings.webhook_cert_dir))
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
     return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
 
 

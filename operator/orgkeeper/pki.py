@@ -1,9 +1,10 @@
-"""X.509 helpers for the local control plane and the admission webhook's self-signed TLS."""
+"""X.509 helpers for the local control plane and the admission webhook's TLS."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -79,3 +80,30 @@ def webhook_tls(directory: Path, hosts: tuple[str, ...]) -> tuple[Path, Path, by
     key_path.write_bytes(pem_key(key))
     key_path.chmod(0o600)
     return cert_path, key_path, ca_cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class MountedTLS:
+    """A serving certificate in a directory, as cert-manager (or any TLS Secret volume) lays it."""
+
+    certificate: Path
+    key: Path
+    authority: Path | None  # ca.crt: what the API server must trust; None when not mounted
+
+
+def mounted_webhook_tls(directory: Path) -> MountedTLS:
+    """tls.crt and tls.key (required) and ca.crt (optional) in `directory`; clear errors if not."""
+    cert_path, key_path, ca_path = (directory / n for n in ("tls.crt", "tls.key", "ca.crt"))
+    missing = [path.name for path in (cert_path, key_path) if not path.is_file()]
+    if missing:
+        raise ValueError(
+            f"the webhook certificate directory {directory} has no {' or '.join(missing)}; "
+            "mount a kubernetes.io/tls Secret there (cert-manager writes tls.crt, tls.key and "
+            "ca.crt) or leave --webhook-cert-dir unset to generate a certificate at start"
+        )
+    for path in (cert_path, *([ca_path] if ca_path.is_file() else [])):
+        try:
+            x509.load_pem_x509_certificates(path.read_bytes())
+        except ValueError:
+            raise ValueError(f"{path} is not a PEM certificate") from None
+    return MountedTLS(cert_path, key_path, ca_path if ca_path.is_file() else None)

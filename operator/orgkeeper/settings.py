@@ -44,5 +44,11 @@ class Settings:
     webhook_mode: str = "managed"
     webhook_port: int = 9443
     webhook_host: str | None = None
+    # A directory with tls.crt and tls.key (and ca.crt), as cert-manager mounts them; without it
+    # the webhook server generates a CA of its own at start.
+    webhook_cert_dir: str | None = None
+    # The Service in `namespace` that fronts the webhook server in a cluster (`serve` mode): its
+    # DNS names go into the generated certificate.
+    webhook_service: str = "orgkeeper-webhook"
     health_port: int = 8080
     metrics_port: int = 9090

@@ -232,7 +232,14 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
         ),
         timeout=90,
     )
-    assert rotated.fingerprint == license_status(admin, live, "gateway-enterprise")["fingerprint"]
+    # The copy is delivered before the License's status is written, within the same reconcile.
+    wait_for(
+        "the live License's status to show the delivered fingerprint",
+        lambda: (
+            license_status(admin, live, "gateway-enterprise").get("fingerprint")
+            == rotated.fingerprint
+        ),
+    )
     assert rotated.payload.issued_at > first_live.payload.issued_at
     wait_for(
         "the frozen org's license to rotate too",

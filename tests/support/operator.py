@@ -29,6 +29,8 @@ class OperatorProcess:
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    # Whose credentials the operator runs with; the cluster admin's unless given.
+    kubeconfig: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -54,7 +56,7 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv(),
-            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig or self.cluster.kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

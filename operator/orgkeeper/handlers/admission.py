@@ -101,12 +101,22 @@ def validate_membership(
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
+    # Each id is the webhook's URL path (kopf serves /<id>); a Service reference in a
+    # ValidatingWebhookConfiguration only takes DNS-label paths, hence no underscores.
     on_org_write = kopf.on.validate(
-        *ORGANIZATIONS, operations=["CREATE", "UPDATE"], registry=registry
+        *ORGANIZATIONS,
+        id="validate-organization",
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
     )
-    on_org_delete = kopf.on.validate(*ORGANIZATIONS, operations=["DELETE"], registry=registry)
+    on_org_delete = kopf.on.validate(
+        *ORGANIZATIONS, id="validate-organization-delete", operations=["DELETE"], registry=registry
+    )
     on_membership = kopf.on.validate(
-        *MEMBERSHIPS, operations=["CREATE", "UPDATE", "DELETE"], registry=registry
+        *MEMBERSHIPS,
+        id="validate-membership",
+        operations=["CREATE", "UPDATE", "DELETE"],
+        registry=registry,
     )
     # kopf's callback protocols don't list index and review kwargs; they arrive all the same.
     on_org_write(validate_organization)  # type: ignore[arg-type]

@@ -1,0 +1,163 @@
+"""`--webhook-mode serve`: the webhook's TLS and caBundle, on a control plane of their own.
+
+The operator runs as its ServiceAccount with the manifests' RBAC, as in a cluster; the
+webhook configuration is the manifests' with its Service reference made a loopback URL.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from kubernetes import client
+
+from conftest import install_orgkeeper
+from orgkeeper.localcluster import LocalCluster
+from orgkeeper.pki import certificate, pem_key, subject_name
+from support import identity
+from support.identity import ServiceAccountIdentity
+from support.kube import Kube, api_client, rejection, wait_for
+from support.operator import OperatorProcess
+from support.orgs import membership, organization, wait_members_bound, wait_org
+
+
+@dataclass
+class Bare:
+    cluster: LocalCluster
+    admin: Kube
+    operator_identity: ServiceAccountIdentity
+    logs: Path
+
+    def operator(self, name: str, *extra: str) -> OperatorProcess:
+        return OperatorProcess(
+            self.cluster,
+            self.logs / f"{name}.log",
+            webhook_mode="serve",
+            kubeconfig=self.operator_identity.kubeconfig,
+            extra_args=("--webhook-host=127.0.0.1", *extra),
+        )
+
+    def apply_webhooks(self, port: int) -> None:
+        (configuration,) = [
+            doc for doc in identity.render() if doc["kind"] == "ValidatingWebhookConfiguration"
+        ]
+        identity.apply(self.cluster, [identity.loopback_webhooks(configuration, port)])
+
+    def ca_bundles(self) -> list[str | None]:
+        admission = client.AdmissionregistrationV1Api(self.admin.api)
+        found = admission.read_validating_webhook_configuration(identity.WEBHOOK_CONFIGURATION)
+        return [
+            self.admin.api.sanitize_for_serialization(hook.client_config).get("caBundle")
+            for hook in found.webhooks
+        ]
+
+    def remove_webhooks(self) -> None:
+        identity.kubectl(
+            self.cluster,
+            "delete",
+            "validatingwebhookconfiguration",
+            identity.WEBHOOK_CONFIGURATION,
+            "--ignore-not-found",
+        )
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bare]:
+    """CRDs and the operator's identity from manifests/, and no webhook configuration yet."""
+    local = LocalCluster(tmp_path_factory.mktemp("tls-cluster"))
+    local.start()
+    try:
+        install_orgkeeper(local)
+        identity.apply(local, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
+        admin = Kube(api_client(local.kubeconfig))
+        work = tmp_path_factory.mktemp("tls")
+        yield Bare(local, admin, identity.issue_token(local, admin, work / "kubeconfig"), work)
+    finally:
+        local.stop()
+
+
+def new_org(bare: Bare, name: str) -> tuple[str, str]:
+    owner, bob = f"owner@{name}.test", f"bob@{name}.test"
+    bare.admin.create("organizations", organization(name, owner))
+    wait_org(bare.admin, name)
+    bare.admin.create("memberships", membership("bob", bob, "analytics-viewer"), f"org-{name}")
+    wait_members_bound(bare.admin, name, {owner: ["organization-admin"], bob: ["analytics-viewer"]})
+    return owner, bob
+
+
+def transfer(bare: Bare, name: str, to: str) -> None:
+    bare.admin.patch("organizations", name, {"spec": {"owner": to}})
+
+
+def test_the_operator_starts_without_its_webhook_configuration_and_picks_it_up(
+    bare: Bare,
+) -> None:
+    process = bare.operator("no-configuration").start()
+    try:
+        wait_for(
+            "the operator to say its webhook configuration is missing",
+            lambda: (
+                "ValidatingWebhookConfiguration orgkeeper.dev does not exist" in process.log_text()
+            ),
+        )
+        # Without admission the operator still works, and keeps the rules as conditions: a
+        # transfer to a non-admin gets in, but the previous Owner stays effective.
+        owner, bob = new_org(bare, "plain")
+        transfer(bare, "plain", bob)
+        org = wait_org(bare.admin, "plain", "OwnerValid", "False")
+        assert org["status"]["owner"] == owner
+        transfer(bare, "plain", owner)
+        wait_org(bare.admin, "plain")
+
+        # The configuration appears (kubectl apply -k): the operator gives it its CA, and the
+        # same transfer is now refused at admission, with the reason.
+        bare.apply_webhooks(process.webhook_port)
+        wait_for("the CA in every webhook", lambda: all(bare.ca_bundles()))
+        status, message = rejection(lambda: transfer(bare, "plain", bob))
+        assert status == 403
+        assert "not a member of the organization-admin team" in message
+    finally:
+        process.stop()
+        bare.remove_webhooks()
+
+
+def write_certificates(directory: Path) -> bytes:
+    """A CA and a serving certificate for 127.0.0.1, laid out as cert-manager mounts them."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(subject_name("test-issuer"), ca_key, None, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    served = certificate(
+        subject_name("127.0.0.1"), key, (ca, ca_key), server_names=("127.0.0.1", "localhost")
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = ca.public_bytes(serialization.Encoding.PEM)
+    (directory / "tls.crt").write_bytes(served.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(pem_key(key))
+    (directory / "ca.crt").write_bytes(authority)
+    return authority
+
+
+def test_a_mounted_certificate_is_served_and_its_ca_published(bare: Bare) -> None:
+    authority = write_certificates(bare.logs / "webhook-tls")
+    process = bare.operator("mounted", f"--webhook-cert-dir={bare.logs / 'webhook-tls'}")
+    bare.apply_webhooks(process.webhook_port)
+    try:
+        process.start()
+        expected = base64.b64encode(authority).decode()
+        wait_for(
+            "the mounted ca.crt in every webhook",
+            lambda: bare.ca_bundles() == [expected] * 3,
+        )
+        _, bob = new_org(bare, "mounted")
+        # The API server reached the webhook over TLS with the mounted certificate.
+        status, message = rejection(lambda: transfer(bare, "mounted", bob))
+        assert status == 403
+        assert "not a member of the organization-admin team" in message
+    finally:
+        process.stop()
+        bare.remove_webhooks()

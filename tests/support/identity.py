@@ -1,0 +1,120 @@
+"""The operator's own identity on the test control plane, from manifests/ as a cluster gets it.
+
+The namespace, ServiceAccount and RBAC of `kubectl kustomize manifests/` are applied as they
+are; a token for the ServiceAccount comes from the TokenRequest API, as the kubelet would mount
+it in the operator's Pod. The webhook configuration is applied too, with each Service
+reference turned into a loopback URL (no Pods run here): paths and rules stay the manifests'.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from orgkeeper.localcluster import LocalCluster, binaries
+from support.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+NAMESPACE = "orgkeeper-system"
+SERVICE_ACCOUNT = "orgkeeper"
+USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+WEBHOOK_CONFIGURATION = "orgkeeper.dev"
+IDENTITY_KINDS = frozenset(
+    {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+)
+RBAC_KINDS = frozenset({"ClusterRole", "Role"})
+
+
+@dataclass(frozen=True)
+class ServiceAccountIdentity:
+    user: str
+    kubeconfig: Path
+
+
+def kubectl(
+    cluster: LocalCluster | None, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The built kubectl; against `cluster` when given. Fails with kubectl's own message."""
+    env = dict(os.environ)
+    if cluster is not None:
+        env["KUBECONFIG"] = str(cluster.kubeconfig)
+    done = subprocess.run(
+        [str(binaries(build=False)["kubectl"]), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
+    return done
+
+
+def render(directory: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a directory: what `kubectl apply -k` would send."""
+    rendered = kubectl(None, "kustomize", str(directory)).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def of_kinds(documents: list[dict[str, Any]], kinds: frozenset[str]) -> list[dict[str, Any]]:
+    return [doc for doc in documents if doc["kind"] in kinds]
+
+
+def apply(cluster: LocalCluster, documents: list[dict[str, Any]]) -> str:
+    """Server-side apply, as `kubectl apply --server-side` (warnings are returned)."""
+    manifest = yaml.safe_dump_all(documents)
+    return kubectl(
+        cluster, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest
+    ).stderr
+
+
+def loopback_webhooks(configuration: dict[str, Any], port: int) -> dict[str, Any]:
+    """The manifests' webhook configuration, each Service reference made https://127.0.0.1."""
+    local = copy.deepcopy(configuration)
+    for webhook in local["webhooks"]:
+        service = webhook["clientConfig"].pop("service")
+        webhook["clientConfig"]["url"] = f"https://127.0.0.1:{port}{service.get('path', '/')}"
+    return local
+
+
+def issue_token(
+    cluster: LocalCluster, admin: Kube, kubeconfig: Path, *, seconds: int = 7200
+) -> ServiceAccountIdentity:
+    """A token for the operator's ServiceAccount (TokenRequest API) in a kubeconfig of its own."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+    )
+    issued = admin.core.create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, request)
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": issued.status.token}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    kubeconfig.chmod(0o600)
+    return ServiceAccountIdentity(USER, kubeconfig)

@@ -1,0 +1,250 @@
+"""manifests/ agrees with the code: the Deployment's flags, the webhooks kopf serves, the names
+the operator writes, the image's user. (tests/integration/test_security.py checks the RBAC and
+Pod Security against a real API server.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kopf._cogs.structs.references import Resource
+from kopf._core.engines.admission import build_webhooks
+
+from orgkeeper import names
+from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
+from orgkeeper.handlers import admission
+from orgkeeper.handlers.startup import WEBHOOK_CONFIGURATION
+from orgkeeper.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def base() -> list[dict[str, Any]]:
+    """Every object of the kustomize base, file by file as kustomization.yaml lists them."""
+    (kustomization,) = documents(MANIFESTS / "kustomization.yaml")
+    return [doc for item in kustomization["resources"] for doc in documents(MANIFESTS / item)]
+
+
+def the(kind: str, docs: list[dict[str, Any]] | None = None, name: str | None = None) -> Any:
+    found = [
+        doc
+        for doc in (docs if docs is not None else base())
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def container() -> dict[str, Any]:
+    (only,) = the("Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def flag(name: str) -> str:
+    """The value the Deployment gives `orgkeeper run --<name>`."""
+    values = [arg.split("=", 1)[1] for arg in container()["args"] if arg.startswith(f"--{name}=")]
+    assert len(values) == 1, f"--{name} is not set once in the Deployment's args"
+    return values[0]
+
+
+def port(name: str) -> int:
+    (found,) = [p["containerPort"] for p in container()["ports"] if p["name"] == name]
+    return int(found)
+
+
+def test_every_yaml_file_of_the_base_is_in_the_kustomization() -> None:
+    (kustomization,) = documents(MANIFESTS / "kustomization.yaml")
+    listed = {MANIFESTS / item for item in kustomization["resources"]}
+    own_roots = {p.parent for p in MANIFESTS.rglob("kustomization.yaml")} - {MANIFESTS}
+    skipped = {MANIFESTS / "samples", *own_roots}  # examples; other kustomize roots
+    present = {
+        path
+        for path in MANIFESTS.rglob("*.yaml")
+        if path.name != "kustomization.yaml" and not any(d in path.parents for d in skipped)
+    }
+    assert present == listed
+
+
+def test_the_deployment_runs_one_operator_replaced_not_rolled() -> None:
+    spec = the("Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_probes_use_kopfs_health_endpoint_on_the_health_port() -> None:
+    main = container()
+    assert int(flag("health-port")) == port("health")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+
+
+def test_resources_are_requested_and_limited() -> None:
+    resources = container()["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    assert set(resources["limits"]) == {"cpu", "memory"}
+
+
+def test_the_pod_is_hardened_as_pod_security_restricted_demands() -> None:
+    pod = the("Deployment")["spec"]["template"]["spec"]
+    main = container()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = main["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security.get("privileged") is not True
+    assert not any(pod.get(host) for host in ("hostNetwork", "hostPID", "hostIPC"))
+    # The only writable path is an emptyDir on /tmp (the generated webhook certificate).
+    (tmp,) = [m for m in main["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+    assert "emptyDir" in volume
+
+
+def test_the_pod_runs_as_the_images_numeric_user() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text().splitlines()
+    (user,) = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    uid, gid = (int(part) for part in user.split(":"))
+    context = the("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
+    assert uid != 0
+
+
+def test_metrics_are_announced_for_scraping_on_the_metrics_port() -> None:
+    annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == int(flag("metrics-port")) == port("metrics")
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_the_webhook_service_reaches_the_operator_in_serve_mode() -> None:
+    deployment, service = the("Deployment"), the("Service")
+    assert flag("webhook-mode") == "serve"
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] == "webhook"
+    assert port("webhook") == int(flag("webhook-port"))
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["metadata"]["name"] == Settings().webhook_service
+    # The operator's own namespace comes from the Pod (certificate names, signing key).
+    (namespace_env,) = [e for e in container()["env"] if e["name"] == "ORGKEEPER_NAMESPACE"]
+    assert namespace_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "orgkeeper"
+
+
+def test_the_webhook_configuration_matches_the_handlers_kopf_serves() -> None:
+    """Same names, paths and rules kopf itself would register, behind the Service."""
+    registry = kopf.OperatorRegistry()
+    admission.register(registry)
+    service = the("Service")
+    client_config: Any = {
+        "service": {
+            "name": service["metadata"]["name"],
+            "namespace": service["metadata"]["namespace"],
+            "port": service["spec"]["ports"][0]["port"],
+        }
+    }
+    resources = [
+        Resource(GROUP, VERSION, "organizations", namespaced=False),
+        Resource(GROUP, VERSION, "memberships", namespaced=True),
+    ]
+    expected = build_webhooks(
+        registry._webhooks.get_all_handlers(),
+        resources=resources,
+        name_suffix=WEBHOOK_CONFIGURATION,
+        client_config=client_config,
+    )
+    configuration = the("ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["name"] == WEBHOOK_CONFIGURATION
+
+    def essentials(hook: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": hook["name"],
+            "service": hook["clientConfig"]["service"],
+            "rules": [
+                {key: rule[key] for key in ("apiGroups", "apiVersions", "resources", "operations")}
+                for rule in hook["rules"]
+            ],
+            "sideEffects": hook["sideEffects"],
+            "failurePolicy": hook["failurePolicy"],
+        }
+
+    assert [essentials(h) for h in configuration["webhooks"]] == [essentials(h) for h in expected]
+    for hook in configuration["webhooks"]:
+        assert hook["failurePolicy"] == "Fail"
+        assert 1 <= hook["timeoutSeconds"] <= 15  # an API request waits this long at most
+        assert "caBundle" not in hook["clientConfig"]  # the operator or cert-manager fills it
+
+
+def operator_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for kind in ("ClusterRole", "Role")
+        for rule in the(kind, name="orgkeeper-operator")["rules"]
+    ]
+
+
+def named(resource: str, verb: str) -> set[str]:
+    """resourceNames of the operator's rules that grant `verb` on `resource` by name only."""
+    return {
+        name
+        for rule in operator_rules()
+        if resource in rule["resources"] and verb in rule["verbs"]
+        for name in rule.get("resourceNames") or ["<any>"]
+    }
+
+
+def test_the_secrets_it_may_patch_or_delete_are_the_ones_it_writes() -> None:
+    written = {
+        names.SIGNING_KEY_SECRET,
+        *(names.provisioned_license_secret(product) for product in PRODUCTS),
+        *(names.propagated_license_secret(product) for product in PRODUCTS),
+    }
+    assert named("secrets", "patch") == named("secrets", "delete") == written
+
+
+def test_it_may_bind_exactly_the_team_roles() -> None:
+    shipped = {doc["metadata"]["name"] for doc in documents(MANIFESTS / "rbac" / "teams.yaml")}
+    teams = {names.team_cluster_role(team) for team in TEAMS}
+    assert teams <= shipped
+    assert named("clusterroles", "bind") == teams
+
+
+def test_by_name_rules_name_what_the_code_uses() -> None:
+    assert named("configmaps", "patch") == {names.VERIFICATION_KEY_CONFIG_MAP}
+    assert named("validatingwebhookconfigurations", "patch") == {WEBHOOK_CONFIGURATION}
+
+
+@pytest.fixture
+def component() -> dict[str, Any]:
+    (kustomization,) = documents(MANIFESTS / "cert-manager" / "kustomization.yaml")
+    return dict(kustomization)
+
+
+def test_the_cert_manager_option_wires_certificate_secret_and_ca_injection(
+    component: dict[str, Any],
+) -> None:
+    issued = documents(MANIFESTS / "cert-manager" / "certificate.yaml")
+    cert = the("Certificate", issued)
+    patches = {p["target"]["kind"]: yaml.safe_load(p["patch"]) for p in component["patches"]}
+    annotations = patches["ValidatingWebhookConfiguration"]["metadata"]["annotations"]
+    namespace, name = cert["metadata"]["namespace"], cert["metadata"]["name"]
+    assert annotations["cert-manager.io/inject-ca-from"] == f"{namespace}/{name}"
+    pod = patches["Deployment"]["spec"]["template"]["spec"]
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+    (patched,) = pod["containers"]
+    (mount,) = patched["volumeMounts"]
+    (env,) = patched["env"]
+    assert env == {"name": "ORGKEEPER_WEBHOOK_CERT_DIR", "value": mount["mountPath"]}
+    service = the("Service")
+    dns = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert dns in cert["spec"]["dnsNames"]
