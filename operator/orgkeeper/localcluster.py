@@ -349,7 +349,27 @@ class LocalCluster:
                 start_new_session=True,  # outlives `make cluster-up`; stopped by pid file
             )
         self._pidfile(name).write_text(str(process.pid))
+        # What `restart` needs to start it again as it was.
+        self._argvfile(name).write_text(json.dumps({"argv": argv, "env": env}))
         return log_path
+
+    def _argvfile(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.json"
+
+    def restart(self, name: str, *, grace: float = 5.0, timeout: float = 120.0) -> None:
+        """Stops one spawned process (TERM, KILL after `grace` seconds) and starts it again with
+        the same flags and ports, as a supervisor would.
+
+        For etcd and kube-apiserver, returns once the API server is ready again (it checks etcd).
+        """
+        pidfile = self._pidfile(name)
+        if not pidfile.is_file():
+            raise ControlPlaneError(f"{name} was not started by this cluster")
+        started = json.loads(self._argvfile(name).read_text())
+        _terminate(int(pidfile.read_text()), grace)
+        self.spawn(name, started["argv"], started["env"])
+        if name in ("etcd", "kube-apiserver"):
+            self._wait_ready(self.server, "/readyz", timeout)
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -400,23 +420,28 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stops the processes (TERM, then KILL) and removes the state directory."""
-        pids = []
-        # Anything started beside the cluster (the demo's operator) stops first.
+        # One after the other, each gone before the next: anything started beside the cluster
+        # (the demo's operator) first, etcd last. A kube-apiserver whose etcd went away first
+        # spends its whole grace period retrying before it exits.
         for name in (*ATTACHED, "kube-controller-manager", "kube-apiserver", "etcd"):
-            pidfile = self._pidfile(name)
             if self._alive(name):
-                pid = int(pidfile.read_text())
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                pids.append(pid)
-        deadline = time.monotonic() + 15
-        for pid in pids:
-            while time.monotonic() < deadline and _pid_alive(pid):
-                time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+                _terminate(int(self._pidfile(name).read_text()))
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+
+
+def _terminate(pid: int, grace: float = 15.0) -> None:
+    """TERM to the process group, KILL after `grace` seconds; returns once the process is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
 
 
 def _pid_alive(pid: int) -> bool:
