@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cache/cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo
+.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,3 +56,7 @@ run: venv ## the operator against the current cluster
 
 demo: controlplane ## the main job, told with real objects on a fresh local control plane
 	$(BIN)/python -m orgkeeper.demo
+
+bench: controlplane ## convergence against size, side by side with a floor client (about 15 min)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/run.py

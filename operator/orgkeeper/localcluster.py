@@ -233,6 +233,20 @@ class LocalCluster:
     def _pidfile(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.pid"
 
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl against this cluster, as the admin."""
+        return subprocess.run(
+            [str(binaries(build=False)["kubectl"]), *args],
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def pid(self, name: str) -> int | None:
+        """The process id of a running component (or spawned process), None if it isn't."""
+        return int(self._pidfile(name).read_text()) if self._alive(name) else None
+
     def running(self) -> bool:
         return all(
             self._alive(name) for name in ("etcd", "kube-apiserver", "kube-controller-manager")
