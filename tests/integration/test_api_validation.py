@@ -134,3 +134,17 @@ def test_bad_license_is_refused_naming_the_field(admin: Kube, org_namespace: str
     status, message = rejection(lambda: admin.create("licenses", without_ref, org_namespace))
     assert status == 422
     assert "spec.secretRef is required when source is SecretRef" in message, message
+
+    # A Secret name or key no Secret can have would only fail later, in the operator.
+    for ref, field in (
+        ({"name": "Not A Name"}, "spec.secretRef.name"),
+        ({"name": "contract", "key": "a key"}, "spec.secretRef.key"),
+    ):
+        bad_ref = copy.deepcopy(sample("license"))
+        bad_ref["metadata"].pop("namespace")
+        bad_ref["spec"]["secretRef"] = ref
+        status, message = rejection(
+            lambda body=bad_ref: admin.create("licenses", body, org_namespace)
+        )
+        assert status == 422
+        assert field in message and "should match" in message, message

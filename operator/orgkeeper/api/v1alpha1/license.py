@@ -21,13 +21,27 @@ from .common import (
 LicenseSource = Literal["Provisioned", "SecretRef"]
 
 
+# What the API server accepts as a Secret's name and as a key of its data: a name or key no
+# Secret can have is refused here, not left for the operator to fail on.
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the License's namespace."""
 
     name: str = Field(
-        min_length=1, max_length=253, description="Name of the Secret holding the license."
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_NAME_PATTERN,
+        description="Name of the Secret holding the license (a DNS subdomain, as any Secret).",
     )
-    key: str = Field(default="license", max_length=253, description="Key within the Secret.")
+    key: str = Field(
+        default="license",
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="Key within the Secret (letters, digits, '-', '_' and '.').",
+    )
 
 
 class LicenseSpec(ApiModel):
