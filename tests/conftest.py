@@ -114,33 +114,18 @@ def operator(
         kubeconfig=operator_identity.kubeconfig,
         extra_args=("--webhook-host=127.0.0.1",),
     )
-    (configuration,) = [
-        doc for doc in identity.render() if doc["kind"] == "ValidatingWebhookConfiguration"
-    ]
-    identity.apply(cluster, [identity.loopback_webhooks(configuration, process.webhook_port)])
-    admission = client.AdmissionregistrationV1Api(api_client(cluster.kubeconfig))
+    identity.apply(cluster, identity.loopback_webhooks(identity.render(), process.webhook_port))
+    admin = Kube(api_client(cluster.kubeconfig))
     try:
         process.start()
         wait_for(
-            "the operator to put its CA into its webhook configuration",
-            lambda: all(
-                hook.client_config.ca_bundle
-                for hook in admission.read_validating_webhook_configuration(
-                    identity.WEBHOOK_CONFIGURATION
-                ).webhooks
-            ),
+            "the operator to put its CA into its webhook configurations",
+            lambda: all(all(hooks) for hooks in identity.ca_bundles(admin).values()),
         )
         yield process
     finally:
         process.stop()
-        # Without the operator its webhooks would refuse every write (failurePolicy: Fail).
-        kubectl(
-            cluster,
-            "delete",
-            "validatingwebhookconfiguration",
-            identity.WEBHOOK_CONFIGURATION,
-            "--ignore-not-found",
-        )
+        identity.remove_webhooks(cluster)
 
 
 @pytest.fixture

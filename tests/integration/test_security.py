@@ -231,6 +231,19 @@ DENIED = [
     Access("create Pods", "create", "pods", namespace=identity.NAMESPACE),
     Access("create webhook configurations", "create", "validatingwebhookconfigurations", ADMISSION),
     Access(
+        "create mutating webhook configurations",
+        "create",
+        "mutatingwebhookconfigurations",
+        ADMISSION,
+    ),
+    Access(
+        "patch another mutating webhook configuration",
+        "patch",
+        "mutatingwebhookconfigurations",
+        ADMISSION,
+        name="someone-else",
+    ),
+    Access(
         "patch another webhook configuration",
         "patch",
         "validatingwebhookconfigurations",
@@ -258,6 +271,13 @@ ALLOWED = [
         "patch its own webhook configuration",
         "patch",
         "validatingwebhookconfigurations",
+        ADMISSION,
+        name="orgkeeper.dev",
+    ),
+    Access(
+        "patch its own mutating webhook configuration",
+        "patch",
+        "mutatingwebhookconfigurations",
         ADMISSION,
         name="orgkeeper.dev",
     ),

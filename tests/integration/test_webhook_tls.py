@@ -7,6 +7,7 @@ webhook configuration is the manifests' with its Service reference made a loopba
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from kubernetes import client
 
 from conftest import install_orgkeeper
 from orgkeeper.localcluster import LocalCluster
@@ -43,27 +43,14 @@ class Bare:
         )
 
     def apply_webhooks(self, port: int) -> None:
-        (configuration,) = [
-            doc for doc in identity.render() if doc["kind"] == "ValidatingWebhookConfiguration"
-        ]
-        identity.apply(self.cluster, [identity.loopback_webhooks(configuration, port)])
+        identity.apply(self.cluster, identity.loopback_webhooks(identity.render(), port))
 
     def ca_bundles(self) -> list[str | None]:
-        admission = client.AdmissionregistrationV1Api(self.admin.api)
-        found = admission.read_validating_webhook_configuration(identity.WEBHOOK_CONFIGURATION)
-        return [
-            self.admin.api.sanitize_for_serialization(hook.client_config).get("caBundle")
-            for hook in found.webhooks
-        ]
+        """Every webhook's caBundle, of both configurations."""
+        return [b for hooks in identity.ca_bundles(self.admin).values() for b in hooks]
 
     def remove_webhooks(self) -> None:
-        identity.kubectl(
-            self.cluster,
-            "delete",
-            "validatingwebhookconfiguration",
-            identity.WEBHOOK_CONFIGURATION,
-            "--ignore-not-found",
-        )
+        identity.remove_webhooks(self.cluster)
 
 
 @pytest.fixture(scope="module")
@@ -142,22 +129,53 @@ def write_certificates(directory: Path) -> bytes:
     return authority
 
 
+def audit_lines(bare: Bare) -> list[str]:
+    return bare.cluster.audit_log.read_text().splitlines()
+
+
+def configuration_calls(bare: Bare, verb: str, since: int) -> list[str]:
+    """The operator's requests with `verb` on its webhook configurations, from line `since`."""
+    calls = []
+    for line in audit_lines(bare)[since:]:
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (
+            event["user"].get("username") == identity.USER
+            and event["verb"] == verb
+            and ref.get("name") == identity.WEBHOOK_CONFIGURATION
+        ):
+            calls.append(ref["resource"])
+    return calls
+
+
 def test_a_mounted_certificate_is_served_and_its_ca_published(bare: Bare) -> None:
     authority = write_certificates(bare.logs / "webhook-tls")
     process = bare.operator("mounted", f"--webhook-cert-dir={bare.logs / 'webhook-tls'}")
     bare.apply_webhooks(process.webhook_port)
+    since = len(audit_lines(bare))
     try:
         process.start()
         expected = base64.b64encode(authority).decode()
         wait_for(
             "the mounted ca.crt in every webhook",
-            lambda: bare.ca_bundles() == [expected] * 3,
+            lambda: bare.ca_bundles() == [expected] * 4,
         )
         _, bob = new_org(bare, "mounted")
-        # The API server reached the webhook over TLS with the mounted certificate.
+        # The API server reached the webhooks over TLS with the mounted certificate.
         status, message = rejection(lambda: transfer(bare, "mounted", bob))
         assert status == 403
         assert "not a member of the organization-admin team" in message
+        assert bare.admin.get("memberships", "bob", "org-mounted")["metadata"]["labels"]
+
+        # Re-checked every interval, written once: a configuration already right is left alone.
+        wait_for(
+            "the operator to re-check its webhook configurations",
+            lambda: len(configuration_calls(bare, "get", since)) >= 6,
+        )
+        assert sorted(configuration_calls(bare, "patch", since)) == [
+            "mutatingwebhookconfigurations",
+            "validatingwebhookconfigurations",
+        ]
     finally:
         process.stop()
         bare.remove_webhooks()

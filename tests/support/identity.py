@@ -26,7 +26,8 @@ MANIFESTS = REPO / "manifests"
 NAMESPACE = "orgkeeper-system"
 SERVICE_ACCOUNT = "orgkeeper"
 USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
-WEBHOOK_CONFIGURATION = "orgkeeper.dev"
+WEBHOOK_CONFIGURATION = "orgkeeper.dev"  # the name of both webhook configurations
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 IDENTITY_KINDS = frozenset(
     {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 )
@@ -77,13 +78,38 @@ def apply(cluster: LocalCluster, documents: list[dict[str, Any]]) -> str:
     ).stderr
 
 
-def loopback_webhooks(configuration: dict[str, Any], port: int) -> dict[str, Any]:
-    """The manifests' webhook configuration, each Service reference made https://127.0.0.1."""
-    local = copy.deepcopy(configuration)
-    for webhook in local["webhooks"]:
-        service = webhook["clientConfig"].pop("service")
-        webhook["clientConfig"]["url"] = f"https://127.0.0.1:{port}{service.get('path', '/')}"
-    return local
+def loopback_webhooks(rendered: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+    """The manifests' webhook configurations, each Service reference made https://127.0.0.1."""
+    configurations = copy.deepcopy(of_kinds(rendered, frozenset(WEBHOOK_KINDS)))
+    assert len(configurations) == len(WEBHOOK_KINDS)
+    for configuration in configurations:
+        for webhook in configuration["webhooks"]:
+            service = webhook["clientConfig"].pop("service")
+            path = service.get("path", "/")
+            webhook["clientConfig"]["url"] = f"https://127.0.0.1:{port}{path}"
+    return configurations
+
+
+def ca_bundles(admin: Kube) -> dict[str, list[str | None]]:
+    """The caBundle of every webhook, per configuration kind (as the API server stores it)."""
+    admission = client.AdmissionregistrationV1Api(admin.api)
+    found = {
+        "ValidatingWebhookConfiguration": admission.read_validating_webhook_configuration,
+        "MutatingWebhookConfiguration": admission.read_mutating_webhook_configuration,
+    }
+    return {
+        kind: [
+            admin.api.sanitize_for_serialization(hook.client_config).get("caBundle")
+            for hook in read(WEBHOOK_CONFIGURATION).webhooks
+        ]
+        for kind, read in found.items()
+    }
+
+
+def remove_webhooks(cluster: LocalCluster) -> None:
+    """Without the operator its webhooks would refuse writes (failurePolicy: Fail)."""
+    for kind in WEBHOOK_KINDS:
+        kubectl(cluster, "delete", kind.lower(), WEBHOOK_CONFIGURATION, "--ignore-not-found")
 
 
 def issue_token(

@@ -12,10 +12,11 @@ import pytest
 import yaml
 from kopf._cogs.structs.references import Resource
 from kopf._core.engines.admission import build_webhooks
+from kopf._core.intents.causes import WebhookType
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
-from orgkeeper.handlers import admission
+from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.startup import WEBHOOK_CONFIGURATION
 from orgkeeper.settings import Settings
 
@@ -140,10 +141,20 @@ def test_the_webhook_service_reaches_the_operator_in_serve_mode() -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "orgkeeper"
 
 
-def test_the_webhook_configuration_matches_the_handlers_kopf_serves() -> None:
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("ValidatingWebhookConfiguration", WebhookType.VALIDATING),
+        ("MutatingWebhookConfiguration", WebhookType.MUTATING),
+    ],
+)
+def test_the_webhook_configurations_match_the_handlers_kopf_serves(
+    kind: str, reason: WebhookType
+) -> None:
     """Same names, paths and rules kopf itself would register, behind the Service."""
     registry = kopf.OperatorRegistry()
     admission.register(registry)
+    mutation.register(registry)
     service = the("Service")
     client_config: Any = {
         "service": {
@@ -157,12 +168,12 @@ def test_the_webhook_configuration_matches_the_handlers_kopf_serves() -> None:
         Resource(GROUP, VERSION, "memberships", namespaced=True),
     ]
     expected = build_webhooks(
-        registry._webhooks.get_all_handlers(),
+        [h for h in registry._webhooks.get_all_handlers() if h.reason == reason],
         resources=resources,
         name_suffix=WEBHOOK_CONFIGURATION,
         client_config=client_config,
     )
-    configuration = the("ValidatingWebhookConfiguration")
+    configuration = the(kind)
     assert configuration["metadata"]["name"] == WEBHOOK_CONFIGURATION
 
     def essentials(hook: dict[str, Any]) -> dict[str, Any]:
@@ -174,12 +185,13 @@ def test_the_webhook_configuration_matches_the_handlers_kopf_serves() -> None:
                 for rule in hook["rules"]
             ],
             "sideEffects": hook["sideEffects"],
-            "failurePolicy": hook["failurePolicy"],
         }
 
     assert [essentials(h) for h in configuration["webhooks"]] == [essentials(h) for h in expected]
     for hook in configuration["webhooks"]:
-        assert hook["failurePolicy"] == "Fail"
+        # The safety rules refuse what they can't check; labelling is repaired by the reconcile.
+        expected_policy = "Fail" if reason is WebhookType.VALIDATING else "Ignore"
+        assert hook["failurePolicy"] == expected_policy
         assert 1 <= hook["timeoutSeconds"] <= 15  # an API request waits this long at most
         assert "caBundle" not in hook["clientConfig"]  # the operator or cert-manager fills it
 
@@ -221,6 +233,7 @@ def test_it_may_bind_exactly_the_team_roles() -> None:
 def test_by_name_rules_name_what_the_code_uses() -> None:
     assert named("configmaps", "patch") == {names.VERIFICATION_KEY_CONFIG_MAP}
     assert named("validatingwebhookconfigurations", "patch") == {WEBHOOK_CONFIGURATION}
+    assert named("mutatingwebhookconfigurations", "patch") == {WEBHOOK_CONFIGURATION}
 
 
 @pytest.fixture
@@ -235,9 +248,10 @@ def test_the_cert_manager_option_wires_certificate_secret_and_ca_injection(
     issued = documents(MANIFESTS / "cert-manager" / "certificate.yaml")
     cert = the("Certificate", issued)
     patches = {p["target"]["kind"]: yaml.safe_load(p["patch"]) for p in component["patches"]}
-    annotations = patches["ValidatingWebhookConfiguration"]["metadata"]["annotations"]
     namespace, name = cert["metadata"]["namespace"], cert["metadata"]["name"]
-    assert annotations["cert-manager.io/inject-ca-from"] == f"{namespace}/{name}"
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        annotations = patches[kind]["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == f"{namespace}/{name}"
     pod = patches["Deployment"]["spec"]["template"]["spec"]
     (volume,) = pod["volumes"]
     assert volume["secret"]["secretName"] == cert["spec"]["secretName"]

@@ -22,8 +22,10 @@ from ..pki import mounted_webhook_tls, webhook_tls
 from ..settings import Settings
 
 PREFIX = "orgkeeper.dev"
-# The ValidatingWebhookConfiguration: kopf's own in `managed` mode, manifests/' in `serve` mode.
+# The name of both webhook configurations (Validating and Mutating): kopf's own in `managed`
+# mode, those of manifests/ in `serve` mode.
 WEBHOOK_CONFIGURATION = PREFIX
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 # How often, at most, `serve` mode re-checks the configuration's caBundle (a re-applied or
 # re-created configuration gets it back).
 CA_BUNDLE_RECHECK_SECONDS = 60.0
@@ -170,15 +172,25 @@ class CABundle(Enum):
     ABSENT = "absent"
 
 
-def patch_ca_bundle(api: client.ApiClient, name: str, bundle: str) -> CABundle:
-    """Puts `bundle` into every webhook of the ValidatingWebhookConfiguration `name`.
+def patch_ca_bundle(api: client.ApiClient, kind: str, name: str, bundle: str) -> CABundle:
+    """Puts `bundle` into every webhook of the webhook configuration `kind`/`name`.
 
     One JSON patch that first tests each webhook's name, so a configuration changed meanwhile
     is refused (422) rather than patched at the wrong index. Blocking: run it in a thread.
     """
     admission = client.AdmissionregistrationV1Api(api)
+    read, patch = {
+        "ValidatingWebhookConfiguration": (
+            admission.read_validating_webhook_configuration,
+            admission.patch_validating_webhook_configuration,
+        ),
+        "MutatingWebhookConfiguration": (
+            admission.read_mutating_webhook_configuration,
+            admission.patch_mutating_webhook_configuration,
+        ),
+    }[kind]
     try:
-        current = admission.read_validating_webhook_configuration(name)
+        current = read(name)
     except ApiException as error:
         if error.status == 404:
             return CABundle.ABSENT
@@ -194,38 +206,40 @@ def patch_ca_bundle(api: client.ApiClient, name: str, bundle: str) -> CABundle:
         ]
     if not operations:
         return CABundle.CURRENT
-    admission.patch_validating_webhook_configuration(name, operations, field_manager="orgkeeper")
+    patch(name, operations, field_manager="orgkeeper")
     return CABundle.PATCHED
 
 
 async def keep_ca_bundle(
     api: client.ApiClient, server: ServingWebhookServer, interval: float
 ) -> None:
-    """`serve` mode: once the server listens, its CA goes into the webhook configuration.
+    """`serve` mode: once the server listens, its CA goes into both webhook configurations.
 
-    Re-checked every `interval` and after every certificate renewal. A missing configuration is
-    not an error: the operator runs without admission checks (a transfer that got in is still
-    refused as OwnerValid=False) and picks the configuration up when it appears.
+    Re-checked every `interval` and after every certificate renewal; a configuration already
+    right is not written. A missing configuration is not an error: the operator runs without
+    admission checks (a transfer that got in is still refused as OwnerValid=False) and picks
+    the configuration up when it appears.
     """
-    reported: str | None = None  # the last state logged, so a steady state logs once
+    reported: dict[str, str] = {}  # the last state logged per kind: a steady state logs once
     while True:
         await server.serving.wait()
         server.serving.clear()
-        state = await _check_ca_bundle(api, server.ca_bundle)
-        if state != reported:
-            _log_ca_bundle_state(state)
-            reported = state
+        for kind in WEBHOOK_KINDS:
+            state = await _check_ca_bundle(api, kind, server.ca_bundle)
+            if state != reported.get(kind):
+                _log_ca_bundle_state(kind, state)
+                reported[kind] = state
         # Check again after the interval, or at once when a renewed certificate is served.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.serving.wait(), timeout=interval)
         server.serving.set()
 
 
-async def _check_ca_bundle(api: client.ApiClient, bundle: str | None) -> str:
+async def _check_ca_bundle(api: client.ApiClient, kind: str, bundle: str | None) -> str:
     if bundle is None:
         return "no-ca"
     try:
-        outcome = await asyncio.to_thread(patch_ca_bundle, api, WEBHOOK_CONFIGURATION, bundle)
+        outcome = await asyncio.to_thread(patch_ca_bundle, api, kind, WEBHOOK_CONFIGURATION, bundle)
     except ApiException as error:
         if error.status == 403:
             return "forbidden"
@@ -237,28 +251,31 @@ async def _check_ca_bundle(api: client.ApiClient, bundle: str | None) -> str:
     return outcome.value
 
 
-def _log_ca_bundle_state(state: str) -> None:
+def _log_ca_bundle_state(kind: str, state: str) -> None:
     name = WEBHOOK_CONFIGURATION
     if state == CABundle.PATCHED.value:
-        logger.info("Put the webhook server's CA into ValidatingWebhookConfiguration %s.", name)
+        logger.info("Put the webhook server's CA into %s %s.", kind, name)
     elif state == CABundle.ABSENT.value:
         logger.warning(
-            "ValidatingWebhookConfiguration %s does not exist, so its rules are not enforced at "
-            "admission; apply manifests/ to enforce them. The operator runs on regardless.",
+            "%s %s does not exist, so its rules are not applied at admission; apply "
+            "manifests/ to apply them. The operator runs on regardless.",
+            kind,
             name,
         )
     elif state == "no-ca":
         logger.info(
-            "The webhook certificate directory has no ca.crt: the caBundle of "
-            "ValidatingWebhookConfiguration %s is left to whoever issued the certificate "
-            "(cert-manager's CA injector, with the inject-ca-from annotation).",
+            "The webhook certificate directory has no ca.crt: the caBundle of %s %s is left "
+            "to whoever issued the certificate (cert-manager's CA injector, with the "
+            "inject-ca-from annotation).",
+            kind,
             name,
         )
     elif state == "forbidden":
         logger.error(
-            "Not allowed to read or patch ValidatingWebhookConfiguration %s: grant get and "
-            "patch on it by name, as manifests/rbac/operator.yaml does.",
+            "Not allowed to read or patch %s %s: grant get and patch on it by name, as "
+            "manifests/rbac/operator.yaml does.",
+            kind,
             name,
         )
     elif state.startswith("failed"):
-        logger.warning("Could not update the caBundle of %s (%s); retrying.", name, state)
+        logger.warning("Could not update the caBundle of %s %s (%s); retrying.", kind, name, state)
