@@ -274,3 +274,54 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
         assert (
             key_pem not in text and base64.b64decode(key_pem).decode().splitlines()[1] not in text
         )
+
+
+def test_a_provisioned_license_cannot_take_over_another_ones_secret(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """A second Provisioned License naming the Secret of the org's gateway license, for another
+    product, is refused (SecretInUse) instead of rewriting that Secret at every reconcile."""
+    org = f"shared-{unique}"
+    ns = f"org-{org}"
+    new_org(admin, as_user, org)
+    before = license_status(admin, org, "gateway-enterprise")["fingerprint"]
+    admin.create(
+        "licenses",
+        {
+            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "kind": "License",
+            "metadata": {"name": "mesh-too"},
+            "spec": {
+                "product": "mesh",
+                "source": "Provisioned",
+                "secretRef": {"name": "license-gateway-enterprise"},
+            },
+        },
+        ns,
+    )
+    lic = wait_for(
+        "the second License to be refused",
+        lambda: (
+            is_condition(found := admin.get("licenses", "mesh-too", ns), "Ready", "False") and found
+        ),
+    )
+    ready = next(c for c in lic["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "SecretInUse", ready
+    assert "License gateway-enterprise" in ready["message"], ready
+    # A later reconcile (woken by a new member) leaves the gateway license as it was.
+    admin.create(
+        "memberships",
+        {
+            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "kind": "Membership",
+            "metadata": {"name": "late"},
+            "spec": {"email": f"late@{org}.test", "teams": ["portal-admin"]},
+        },
+        ns,
+    )
+    wait_for(
+        "the new member bound",
+        lambda: (admin.get("memberships", "late", ns).get("status") or {}).get("state") == "Active",
+    )
+    assert license_status(admin, org, "gateway-enterprise")["fingerprint"] == before
+    assert is_condition(admin.get("licenses", "gateway-enterprise", ns), "Ready", "True", "Active")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping, Sequence
@@ -65,32 +66,50 @@ async def reconcile_licenses(
     outcome = LicenseOutcome()
     public = key.public_key()
 
+    def judge(record: LicenseRecord, document: bytes | None, missing: str = "") -> Evaluated:
+        return license_domain.evaluate(
+            record.name,
+            record.product,
+            record.source,
+            record.created,
+            document,
+            organization=organization,
+            public_key=public,
+            now=now,
+            missing=missing,
+        )
+
+    found = {record.name: await _document(runtime, record) for record in licenses}
+    # One Secret holds one provisioned payload. Of the Provisioned Licenses naming the same
+    # Secret, one issues into it: the one whose payload it holds, else the oldest. The others
+    # never do (each would otherwise overwrite the other's payload at every reconcile).
+    issuers: dict[str, LicenseRecord] = {}
+    for record in sorted(
+        licenses,
+        key=lambda r: (not judge(r, *found[r.name]).valid, r.created, r.name),
+    ):
+        if record.source == "Provisioned" and record.secret_name:
+            issuers.setdefault(record.secret_name, record)
+
     evaluated: dict[str, Evaluated] = {}
     documents: dict[str, bytes] = {}
     for record in licenses:
-        document, missing = await _document(runtime, record)
-
-        def judge(
-            document: bytes | None, missing: str = "", record: LicenseRecord = record
-        ) -> Evaluated:
-            return license_domain.evaluate(
-                record.name,
-                record.product,
-                record.source,
-                record.created,
-                document,
-                organization=organization,
-                public_key=public,
-                now=now,
-                missing=missing,
-            )
-
-        item = judge(document, missing)
+        document, missing = found[record.name]
+        item = judge(record, document, missing)
+        issuer = issuers.get(record.secret_name or "")
+        issues = record.source == "Provisioned" and issuer is not None and issuer is record
         why = (
             license_domain.needs_issuing(item, now=now, rotate_after=settings.license_rotate_after)
-            if record.source == "Provisioned" and record.secret_name
+            if issues
             else None
         )
+        if record.source == "Provisioned" and issuer is not None and not issues and not item.valid:
+            item = dataclasses.replace(
+                item,
+                reason="SecretInUse",
+                message=f"Secret {record.secret_name} holds the provisioned license of License "
+                f"{issuer.name}; name a Secret of its own in spec.secretRef",
+            )
         if why is not None and record.secret_name:
             payload = licensing.LicensePayload(
                 organization=organization,
@@ -109,7 +128,7 @@ async def reconcile_licenses(
                 managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
                 exists=item.reason != "SecretMissing",
             )
-            item = judge(document)
+            item = judge(record, document)
             if why != "issued" and item.verified is not None:
                 reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
                 message = f"{why} the {record.product} license: {item.verified.fingerprint}"
