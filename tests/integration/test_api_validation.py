@@ -139,6 +139,7 @@ def test_bad_license_is_refused_naming_the_field(admin: Kube, org_namespace: str
     for ref, field in (
         ({"name": "Not A Name"}, "spec.secretRef.name"),
         ({"name": "contract", "key": "a key"}, "spec.secretRef.key"),
+        ({"name": "contract", "key": ".."}, "spec.secretRef.key"),
     ):
         bad_ref = copy.deepcopy(sample("license"))
         bad_ref["metadata"].pop("namespace")

@@ -24,7 +24,8 @@ LicenseSource = Literal["Provisioned", "SecretRef"]
 # What the API server accepts as a Secret's name and as a key of its data: a name or key no
 # Secret can have is refused here, not left for the operator to fail on.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# Keys: [-._a-zA-Z0-9]+ but neither "." nor "..", nor starting with "..".
+SECRET_KEY_PATTERN = r"^(?:[-_a-zA-Z0-9]|\.[-_a-zA-Z0-9])[-._a-zA-Z0-9]*$"
 
 
 class SecretKeyRef(ApiModel):
@@ -40,7 +41,7 @@ class SecretKeyRef(ApiModel):
         default="license",
         max_length=253,
         pattern=SECRET_KEY_PATTERN,
-        description="Key within the Secret (letters, digits, '-', '_' and '.').",
+        description="Key within the Secret (letters, digits, '-', '_' and '.'; not '.' or '..').",
     )
 
 
