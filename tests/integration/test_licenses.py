@@ -325,3 +325,55 @@ def test_a_provisioned_license_cannot_take_over_another_ones_secret(
     )
     assert license_status(admin, org, "gateway-enterprise")["fingerprint"] == before
     assert is_condition(admin.get("licenses", "gateway-enterprise", ns), "Ready", "True", "Active")
+
+
+def test_a_provisioned_license_in_a_secret_orgkeeper_may_not_write_is_reported(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """orgkeeper may patch only the Secrets it names itself: a Provisioned License naming an
+    existing Secret of the user's is Ready=False (SecretNotWritable), the Secret stays as it was,
+    and the rest of the org keeps converging."""
+    org = f"custom-{unique}"
+    ns = f"org-{org}"
+    new_org(admin, as_user, org)
+    admin.core.create_namespaced_secret(ns, secret_body("customer-data", b"not a license"))
+    admin.create(
+        "licenses",
+        {
+            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "kind": "License",
+            "metadata": {"name": "custom"},
+            "spec": {
+                "product": "mesh",
+                "source": "Provisioned",
+                "secretRef": {"name": "customer-data"},
+            },
+        },
+        ns,
+    )
+    lic = wait_for(
+        "the License to say its Secret can't be written",
+        lambda: (
+            is_condition(
+                found := admin.get("licenses", "custom", ns), "Ready", "False", "SecretNotWritable"
+            )
+            and found
+        ),
+    )
+    ready = next(c for c in lic["status"]["conditions"] if c["type"] == "Ready")
+    assert "name the Secret license-mesh in spec.secretRef" in ready["message"], ready
+    assert secret_document(admin, ns, "customer-data") == b"not a license"
+    admin.create(
+        "memberships",
+        {
+            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "kind": "Membership",
+            "metadata": {"name": "late"},
+            "spec": {"email": f"late@{org}.test", "teams": ["portal-admin"]},
+        },
+        ns,
+    )
+    wait_for(
+        "the org to keep converging",
+        lambda: (admin.get("memberships", "late", ns).get("status") or {}).get("state") == "Active",
+    )

@@ -17,7 +17,7 @@ from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..domain import license as license_domain
 from ..domain.license import Delivery, Evaluated
-from ..kube import managed_labels
+from ..kube import is_status, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Event, Runtime
 from .writes import annotate, bounded, differs, status_wire
@@ -119,20 +119,36 @@ async def reconcile_licenses(
                 issued_at=now,
                 expires_at=now + settings.license_validity,
             )
-            document = licensing.sign(payload, key)
-            await kube.run(
-                kube.write_secret,
-                record.namespace,
-                record.secret_name,
-                {record.secret_key: document},
-                managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
-                exists=item.reason != "SecretMissing",
-            )
-            item = judge(record, document)
-            if why != "issued" and item.verified is not None:
-                reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
-                message = f"{why} the {record.product} license: {item.verified.fingerprint}"
-                outcome.events.append(Event("Normal", reason, message, _involved(record)))
+            issued = licensing.sign(payload, key)
+            try:
+                await kube.run(
+                    kube.write_secret,
+                    record.namespace,
+                    record.secret_name,
+                    {record.secret_key: issued},
+                    managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
+                    exists=item.reason != "SecretMissing",
+                )
+            except Exception as error:
+                # Refused for this License alone (RBAC lets orgkeeper patch only the Secrets it
+                # names itself): said on the License, while the rest of the org converges.
+                if not is_status(error, 403, 422):
+                    raise
+                own = names.provisioned_license_secret(record.product)
+                item = dataclasses.replace(
+                    item,
+                    reason="SecretNotWritable",
+                    message=f"orgkeeper may not write Secret {record.secret_name} "
+                    f"(HTTP {getattr(error, 'status', '?')}); name the Secret {own} in "
+                    "spec.secretRef for a Provisioned license",
+                )
+            else:
+                document = issued
+                item = judge(record, document)
+                if why != "issued" and item.verified is not None:
+                    reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
+                    message = f"{why} the {record.product} license: {item.verified.fingerprint}"
+                    outcome.events.append(Event("Normal", reason, message, _involved(record)))
         evaluated[record.name] = item
         if document is not None:
             documents[record.name] = document
