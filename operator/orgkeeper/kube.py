@@ -10,6 +10,7 @@ import asyncio
 import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -70,6 +71,14 @@ def managed_labels(organization: str, **extra: str) -> dict[str, str]:
         names.LABEL_ORGANIZATION: organization,
         **extra,
     }
+
+
+class CABundle(Enum):
+    """What putting a CA bundle into a webhook configuration did."""
+
+    PATCHED = "patched"
+    CURRENT = "current"
+    ABSENT = "absent"
 
 
 class KubeApi:
@@ -416,3 +425,42 @@ class KubeApi:
             self.core.patch_namespaced_config_map(
                 name, namespace, body, field_manager=FIELD_MANAGER
             )
+
+    # --- admission webhook configurations (`--webhook-mode serve`) -------------------
+
+    def put_webhook_ca_bundle(self, kind: str, name: str, bundle: str) -> CABundle:
+        """Puts `bundle` into every webhook of the webhook configuration `kind`/`name`.
+
+        One JSON patch that first tests each webhook's name, so a configuration changed meanwhile
+        is refused (422) rather than patched at the wrong index. Blocking: run it in a thread.
+        """
+        admission = client.AdmissionregistrationV1Api(self.api_client)
+        read, patch = {
+            "ValidatingWebhookConfiguration": (
+                admission.read_validating_webhook_configuration,
+                admission.patch_validating_webhook_configuration,
+            ),
+            "MutatingWebhookConfiguration": (
+                admission.read_mutating_webhook_configuration,
+                admission.patch_mutating_webhook_configuration,
+            ),
+        }[kind]
+        try:
+            current = read(name)
+        except ApiException as error:
+            if error.status == 404:
+                return CABundle.ABSENT
+            raise
+        wire = self.api_client.sanitize_for_serialization(current)
+        operations: list[dict[str, Any]] = []
+        for index, webhook in enumerate(wire.get("webhooks") or []):
+            if (webhook.get("clientConfig") or {}).get("caBundle") == bundle:
+                continue
+            operations += [
+                {"op": "test", "path": f"/webhooks/{index}/name", "value": webhook["name"]},
+                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle},
+            ]
+        if not operations:
+            return CABundle.CURRENT
+        patch(name, operations, field_manager=FIELD_MANAGER)
+        return CABundle.PATCHED

@@ -17,7 +17,7 @@ from kopf._core.intents.causes import WebhookType
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
-from orgkeeper.handlers.startup import WEBHOOK_CONFIGURATION
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

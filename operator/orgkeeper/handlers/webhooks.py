@@ -1,0 +1,174 @@
+"""The admission webhook server: its TLS, and (`serve` mode) the caBundle it is trusted by."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from ..kube import CABundle, KubeApi
+from ..pki import mounted_webhook_tls, webhook_tls
+from ..settings import Settings
+
+PREFIX = "orgkeeper.dev"
+
+# The name of both webhook configurations (Validating and Mutating): kopf's own in `managed`
+# mode, those of manifests/ in `serve` mode.
+WEBHOOK_CONFIGURATION = PREFIX
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+# How often, at most, `serve` mode re-checks the configuration's caBundle (a re-applied or
+# re-created configuration gets it back).
+CA_BUNDLE_RECHECK_SECONDS = 60.0
+
+logger = logging.getLogger(__name__)
+
+
+def webhook_server(settings: Settings) -> kopf.WebhookServer:
+    """kopf's HTTPS server for the admission webhooks, with a mounted or a generated certificate.
+
+    `managed`: kopf registers the webhooks by URL, with the CA of this server as caBundle.
+    `serve`: the configuration comes from manifests/ (a Service in front of the Pod); the server
+    also reports each CA it serves under, for `keep_ca_bundle` to patch into it.
+    """
+    serve = settings.webhook_mode == "serve"
+    server_class = ServingWebhookServer if serve else kopf.WebhookServer
+    host = settings.webhook_host or (_service_host(settings) if serve else settings.listen_address)
+    if settings.webhook_cert_dir:
+        mounted = mounted_webhook_tls(Path(settings.webhook_cert_dir))
+        return server_class(
+            addr=settings.listen_address,
+            port=settings.webhook_port,
+            host=host,
+            certfile=str(mounted.certificate),
+            pkeyfile=str(mounted.key),
+            # Without ca.crt kopf would offer the serving certificate itself as the CA bundle;
+            # then the caBundle is left to whoever issued the certificate.
+            cafile=str(mounted.authority) if mounted.authority else None,
+        )
+    hosts = serving_names(settings) if serve else tuple({settings.listen_address, host})
+    certificate, key, authority = webhook_tls(
+        Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")), hosts=hosts
+    )
+    return server_class(
+        addr=settings.listen_address,
+        port=settings.webhook_port,
+        host=host,
+        certfile=str(certificate),
+        pkeyfile=str(key),
+        cadata=authority,
+    )
+
+
+def _service_host(settings: Settings) -> str:
+    return f"{settings.webhook_service}.{settings.namespace}.svc"
+
+
+def serving_names(settings: Settings) -> tuple[str, ...]:
+    """The names the API server may use to reach the webhooks in `serve` mode (certificate SANs).
+
+    --webhook-host first when given, then the Service's DNS names, then the listen address unless
+    it is a catch-all one (0.0.0.0, ::).
+    """
+    names = [settings.webhook_host] if settings.webhook_host else []
+    service = _service_host(settings)
+    names += [service, f"{service}.cluster.local"]
+    with contextlib.suppress(ValueError):
+        if not ipaddress.ip_address(settings.listen_address).is_unspecified:
+            names.append(settings.listen_address)
+    return tuple(dict.fromkeys(names))
+
+
+class ServingWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server that also tells which CA bundle it currently serves under.
+
+    kopf yields a client config each time the server (re)starts listening: at start, and after
+    a mounted certificate was renewed. Its caBundle (base64 PEM) is what the API server needs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ca_bundle: str | None = None
+        self.serving = asyncio.Event()  # set once listening; again after every restart
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for client_config in super().__call__(fn):
+            self.ca_bundle = client_config.get("caBundle") if self.cadata or self.cafile else None
+            self.serving.set()
+            yield client_config
+
+
+async def keep_ca_bundle(kube: KubeApi, server: ServingWebhookServer, interval: float) -> None:
+    """`serve` mode: once the server listens, its CA goes into both webhook configurations.
+
+    Re-checked every `interval` and after every certificate renewal; a configuration already
+    right is not written. A missing configuration is not an error: the operator runs without
+    admission checks (a transfer that got in is still refused as OwnerValid=False) and picks
+    the configuration up when it appears.
+    """
+    reported: dict[str, str] = {}  # the last state logged per kind: a steady state logs once
+    while True:
+        await server.serving.wait()
+        server.serving.clear()
+        for kind in WEBHOOK_KINDS:
+            state = await _check_ca_bundle(kube, kind, server.ca_bundle)
+            if state != reported.get(kind):
+                _log_ca_bundle_state(kind, state)
+                reported[kind] = state
+        # Check again after the interval, or at once when a renewed certificate is served.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.serving.wait(), timeout=interval)
+        server.serving.set()
+
+
+async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
+    if bundle is None:
+        return "no-ca"
+    try:
+        outcome = await kube.run(kube.put_webhook_ca_bundle, kind, WEBHOOK_CONFIGURATION, bundle)
+    except ApiException as error:
+        if error.status == 403:
+            return "forbidden"
+        if error.status in (409, 422):
+            return "changed"  # changed meanwhile: the next round sees the new one
+        return f"failed: {error.status} {error.reason}"
+    except Exception as error:  # the API server unreachable, say; the next round retries
+        return f"failed: {error}"
+    return outcome.value
+
+
+def _log_ca_bundle_state(kind: str, state: str) -> None:
+    name = WEBHOOK_CONFIGURATION
+    if state == CABundle.PATCHED.value:
+        logger.info("Put the webhook server's CA into %s %s.", kind, name)
+    elif state == CABundle.ABSENT.value:
+        logger.warning(
+            "%s %s does not exist, so its rules are not applied at admission; apply "
+            "manifests/ to apply them. The operator runs on regardless.",
+            kind,
+            name,
+        )
+    elif state == "no-ca":
+        logger.info(
+            "The webhook certificate directory has no ca.crt: the caBundle of %s %s is left "
+            "to whoever issued the certificate (cert-manager's CA injector, with the "
+            "inject-ca-from annotation).",
+            kind,
+            name,
+        )
+    elif state == "forbidden":
+        logger.error(
+            "Not allowed to read or patch %s %s: grant get and patch on it by name, as "
+            "manifests/rbac/operator.yaml does.",
+            kind,
+            name,
+        )
+    elif state.startswith("failed"):
+        logger.warning("Could not update the caBundle of %s %s (%s); retrying.", kind, name, state)
