@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cache/cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo bench
+.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo bench faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ unit: venv ## tests that need no cluster
 
 test: venv controlplane lint ## the whole suite, as CI runs it
 	$(BIN)/pytest
+
+faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org
+	ORGKEEPER_FAULT_TRIALS=20 ORGKEEPER_FAULT_MEMBERS=500 ORGKEEPER_FAULT_EXAMPLES=100 \
+		$(BIN)/pytest -m faults -o timeout=3600 tests/faults
 
 cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cluster/kubeconfig
 	$(BIN)/python -m orgkeeper.localcluster up

@@ -1,0 +1,114 @@
+"""The fault suite's own control plane and operator, so it can kill and restart them freely.
+
+The session `cluster` and `operator` of tests/integration are never touched: this package
+starts a second LocalCluster (torn down when the package is done) and runs `orgkeeper run`
+processes of its own against it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from orgkeeper.localcluster import LocalCluster, binaries
+from support.kube import Kube, api_client, load_yaml_documents, wait_for
+
+from .operators import Operators
+from .report import REPORT_PATH, TALLY, TRIALS
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TALLY.rows:
+        return
+    path = TALLY.write(REPORT_PATH)
+    terminalreporter.section(f"fault suite ({TRIALS} trial(s) per fault)")
+    terminalreporter.write_line(TALLY.table())
+    terminalreporter.write_line(f"written to {path.relative_to(REPO)}")
+
+
+def kubectl(cluster: LocalCluster, *args: str) -> str:
+    done = subprocess.run(
+        [str(binaries(build=False)["kubectl"]), *args],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+@pytest.fixture(scope="package")
+def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A control plane of the fault suite's own, with CRDs and team roles installed."""
+    local = LocalCluster(tmp_path_factory.mktemp("fault-cluster"))
+    local.start()
+    try:
+        kubectl(local, "apply", "--server-side", "-f", str(REPO / "crds"))
+        kubectl(
+            local, "apply", "--server-side", "-f", str(REPO / "manifests" / "rbac" / "teams.yaml")
+        )
+        kubectl(
+            local,
+            "create",
+            "clusterrolebinding",
+            "orgkeeper-organization-creators",
+            "--clusterrole=orgkeeper-organization-creator",
+            "--group=system:authenticated",
+        )
+        extensions = client.ApiextensionsV1Api(api_client(local.kubeconfig))
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            (crd,) = load_yaml_documents(path)
+            name = crd["metadata"]["name"]
+            wait_for(
+                f"CRD {name} to be Established",
+                lambda name=name: any(
+                    c.type == "Established" and c.status == "True"
+                    for c in (
+                        extensions.read_custom_resource_definition(name).status.conditions or []
+                    )
+                ),
+            )
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="package")
+def fault_admin(fault_cluster: LocalCluster) -> Kube:
+    return Kube(api_client(fault_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="package")
+def operators(
+    fault_cluster: LocalCluster, fault_admin: Kube, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operators]:
+    """The suite's operator (one at a time): killed, restarted or replaced by the tests."""
+    running = Operators(fault_cluster, fault_admin, tmp_path_factory.mktemp("fault-operator"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def as_user(fault_cluster: LocalCluster) -> Callable[[str], Kube]:
+    """The fault cluster as a given user sees it (impersonation)."""
+    return lambda user: Kube(api_client(fault_cluster.kubeconfig, user=user))

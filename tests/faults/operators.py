@@ -1,0 +1,143 @@
+"""The fault suite's operator process: started, SIGKILLed, restarted, replaced with new settings.
+
+As the session operator of tests/integration, it runs as its ServiceAccount with exactly the
+RBAC of manifests/, in `--webhook-mode serve` behind the manifests' ValidatingWebhookConfiguration
+`orgkeeper.dev` (failurePolicy Fail; the Service reference made a loopback URL). That
+configuration stays whatever happens to the process, as it does in a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from orgkeeper.api.v1alpha1 import GROUP, VERSION
+from orgkeeper.localcluster import LocalCluster
+from support import identity
+from support.kube import Kube, wait_for
+from support.operator import OperatorProcess
+
+WEBHOOK_CONFIGURATION = "orgkeeper.dev"
+
+# The suite's defaults: periodic checks every 2s, but nothing that changes objects on a timer
+# (rotation, billing cycles, inactivity), so an idle operator writes nothing at all.
+DEFAULTS: dict[str, str] = {
+    "check_interval": "2s",
+    "inactivity_window": "30d",
+    "billing_cycle": "30d",
+    "license_rotate_after": "182d",
+}
+
+
+def loopback_webhooks(rendered: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+    """The manifests' webhook configurations, each Service reference made https://127.0.0.1."""
+    configurations = copy.deepcopy(
+        [doc for doc in rendered if doc["kind"].endswith("WebhookConfiguration")]
+    )
+    for configuration in configurations:
+        for webhook in configuration["webhooks"]:
+            service = webhook["clientConfig"].pop("service")
+            webhook["clientConfig"]["url"] = f"https://127.0.0.1:{port}{service.get('path', '/')}"
+    return configurations
+
+
+class Operators:
+    """One `orgkeeper run` at a time against the fault cluster."""
+
+    def __init__(self, cluster: LocalCluster, admin: Kube, directory: Path) -> None:
+        self.cluster = cluster
+        self.admin = admin
+        self.directory = directory
+        self.settings = dict(DEFAULTS)
+        identity.apply(cluster, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
+        self.identity = identity.issue_token(
+            cluster, admin, directory / "kubeconfig", seconds=12 * 3600
+        )
+        # Where the operator finds the API server; the flaky-API test points it at a proxy.
+        self.kubeconfig = self.identity.kubeconfig
+        self.process = self._new()
+        identity.apply(cluster, loopback_webhooks(identity.render(), self.process.webhook_port))
+
+    def _new(self, **ports: int) -> OperatorProcess:
+        return OperatorProcess(
+            self.cluster,
+            self.directory / "operator.log",
+            webhook_mode="serve",
+            kubeconfig=self.kubeconfig,
+            extra_args=("--webhook-host=127.0.0.1",),
+            **self.settings,
+            **ports,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process.process is not None
+        return self.process.process.pid
+
+    def alive(self) -> bool:
+        return self.process.process is not None and self.process.process.poll() is None
+
+    def log_size(self) -> int:
+        path = self.process.log_path
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        with self.process.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def start(self) -> None:
+        """Starts the operator and returns once its admission webhooks answer."""
+        self.process.start()
+        wait_for("the operator's admission webhooks to answer", self.webhooks_serve, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash: no cleanup."""
+        self.process.kill()
+
+    def restart_after_kill(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def replace(self, kubeconfig: Path | None = None, **settings: str) -> None:
+        """Stops this operator and starts one with other settings (same ports and log)."""
+        self.process.stop()
+        self.settings = {**DEFAULTS, **settings}
+        self.kubeconfig = kubeconfig or self.identity.kubeconfig
+        self.process = self._new(
+            health_port=self.process.health_port,
+            webhook_port=self.process.webhook_port,
+            metrics_port=self.process.metrics_port,
+        )
+        self.start()
+
+    def webhooks_serve(self) -> bool:
+        """A dry-run create goes through the webhooks: they are registered, up and trusted."""
+        probe = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Organization",
+            "metadata": {"name": "webhook-probe"},
+            "spec": {
+                "displayName": "probe",
+                "plan": "Free",
+                "region": "eu",
+                "owner": "probe@faults.test",
+            },
+        }
+        try:
+            self.admin.custom.create_cluster_custom_object(
+                GROUP, VERSION, "organizations", probe, dry_run="All"
+            )
+        except ApiException as error:
+            if error.status in (500, 502, 503, 504) or "webhook" in str(error.body):
+                return False
+            raise
+        admission = client.AdmissionregistrationV1Api(self.admin.api)
+        return bool(admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION).webhooks)

@@ -1,0 +1,173 @@
+"""Building the orgs the fault scenarios act on, and what "converged" means for them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubernetes import client
+
+from orgkeeper import names
+from orgkeeper.api.v1alpha1 import TEAMS
+from support.kube import Kube
+from support.orgs import membership, organization
+from support.workloads import create, workload
+
+from .state import Plane, Snapshot
+
+AsUser = Callable[[str], Kube]
+OWNER_TEAM = "organization-admin"
+
+
+def create_namespace(admin: Kube, name: str) -> str:
+    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+def data_plane(admin: Kube, org: str, edge: str, product: str = "mesh") -> Plane:
+    """A data-plane Deployment of `org` in the namespace `edge` (created too)."""
+    create_namespace(admin, edge)
+    create(admin, edge, workload("Deployment", "gateway", org, "data-plane", product))
+    return Plane("Deployment", edge, "gateway", product)
+
+
+def control_plane(admin: Kube, org: str) -> Plane:
+    namespace = names.org_namespace(org)
+    create(admin, namespace, workload("Deployment", "control", org, "control-plane"))
+    return Plane("Deployment", namespace, "control")
+
+
+def new_org(as_user: AsUser, org: str, owner: str, **spec: Any) -> None:
+    """The Owner creates it, as a signed-in user would."""
+    as_user(owner).create("organizations", organization(org, owner, **spec))
+
+
+def member_teams(index: int) -> list[str]:
+    """A spread of team sets: every team, some members in two."""
+    teams = [TEAMS[index % len(TEAMS)]]
+    if index % 3 == 0:
+        teams.append(TEAMS[(index + 2) % len(TEAMS)])
+    return teams
+
+
+def add_members(admin: Kube, org: str, count: int, start: int = 0) -> dict[str, list[str]]:
+    """`count` Memberships created concurrently by the admin; e-mail -> teams."""
+    namespace = names.org_namespace(org)
+    wanted = {f"member-{i}@{org}.test": member_teams(i) for i in range(start, start + count)}
+
+    def one(item: tuple[str, list[str]]) -> None:
+        email, teams = item
+        name = email.split("@")[0]
+        admin.create("memberships", membership(name, email, *teams), namespace)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, wanted.items()))
+    return wanted
+
+
+def wait_until(what: str, probe: Callable[[], list[str]], timeout: float) -> float:
+    """Polls a check that returns its problems until it has none; the seconds it took."""
+    started = time.monotonic()
+    problems: list[str] = ["not checked yet"]
+    while time.monotonic() - started < timeout:
+        problems = probe()
+        if not problems:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not reached after {timeout:.0f}s: " + "; ".join(problems[:8]))
+
+
+# --- what the policy says the state must be -----------------------------------------------
+
+
+def _ready(snap: Snapshot, type_: str = "Ready", reason: str | None = None) -> list[str]:
+    found = snap["organization"]["conditions"].get(type_)
+    if not found or found[0] != "True" or not found[2] or (reason and found[1] != reason):
+        return [f"organization {type_} is {found}"]
+    return []
+
+
+def expected_bindings(members: dict[str, Any], owner: str) -> dict[str, tuple[str, list[str]]]:
+    """Binding name -> (ClusterRole, users) for the teams every Membership holds."""
+    wanted: dict[str, tuple[str, list[str]]] = {}
+    for found in members.values():
+        teams = set(found["teams"]) | ({OWNER_TEAM} if found["email"] == owner else set())
+        for team in teams:
+            binding = names.member_binding(found["email"], team)
+            wanted[binding] = (names.team_cluster_role(team), [found["email"]])
+    return wanted
+
+
+def active_problems(snap: Snapshot, *, expected_members: int | None = None) -> list[str]:
+    """Active and bound exactly as the Memberships say; the Owner alone on the org's RBAC."""
+    if snap.get("organization") is None:
+        return ["no organization"]
+    org, members = snap["organization"], snap["memberships"]
+    owner = org["owner"]
+    problems = _ready(snap)
+    if org["phase"] != "Active":
+        problems.append(f"phase {org['phase']}")
+    if expected_members is not None and len(members) != expected_members:
+        problems.append(f"{len(members)} memberships, expected {expected_members}")
+    for name, found in members.items():
+        teams = sorted(set(found["teams"]) | ({OWNER_TEAM} if found["email"] == owner else set()))
+        if found["state"] != "Active" or found["effectiveTeams"] != teams:
+            problems.append(f"membership {name}: {found['state']} {found['effectiveTeams']}")
+        if not found["ready"] or not found["ready"][2]:
+            problems.append(f"membership {name}: Ready {found['ready']}")
+    bindings = {
+        name: (found["role"], found["users"]) for name, found in snap["roleBindings"].items()
+    }
+    wanted = expected_bindings(members, owner)
+    if bindings != wanted:
+        missing, extra = wanted.keys() - bindings.keys(), bindings.keys() - wanted.keys()
+        problems.append(f"bindings: {len(missing)} missing, {len(extra)} left over")
+    if snap["ownerBinding"] != [owner]:
+        problems.append(f"owner binding {snap['ownerBinding']}")
+    return problems
+
+
+def deactivated_problems(snap: Snapshot) -> list[str]:
+    if snap.get("organization") is None:
+        return ["no organization"]
+    org = snap["organization"]
+    problems = _ready(snap, "Deactivated", "Requested")
+    if org["phase"] != "Deactivated" or org["billing"] != "Stopped" or org["subscriptions"]:
+        problems.append(f"phase {org['phase']}, billing {org['billing']} {org['subscriptions']}")
+    if snap["roleBindings"]:
+        problems.append(f"{len(snap['roleBindings'])} member bindings left")
+    if snap["ownerBinding"] is not None:
+        problems.append("the Owner's binding is still there")
+    removed = [m for m in snap["memberships"].values() if m["state"] != "Removed"]
+    if removed:
+        problems.append(f"{len(removed)} memberships not Removed")
+    return problems
+
+
+def licenses_problems(snap: Snapshot) -> list[str]:
+    """One Ready, signed, consistent License per product; every data plane holds the active one."""
+    if snap.get("organization") is None:
+        return ["no organization"]
+    problems = []
+    for name, found in snap["licenses"].items():
+        if (
+            found["conditions"].get("Ready", [None])[0] != "True"
+            or not found["secretMatchesStatus"]
+        ):
+            problems.append(f"license {name}: {found}")
+    for name, found in snap["workloads"].items():
+        delivered = found["copy"] == "active" and found["fingerprintAnnotated"]
+        if found["exists"] and found["frozen"] is None and not delivered:
+            problems.append(f"workload {name}: {found}")
+    return problems
+
+
+def provisioned_problems(snap: Snapshot, products: Sequence[str]) -> list[str]:
+    problems = active_problems(snap) + licenses_problems(snap)
+    if snap.get("organization") and sorted(
+        found["product"] for found in snap["licenses"].values()
+    ) != sorted(products):
+        problems.append(f"licenses {sorted(snap['licenses'])}")
+    return problems

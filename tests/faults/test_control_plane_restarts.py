@@ -1,0 +1,71 @@
+"""kube-apiserver, then etcd, restarted while the operator converges an org: the same operator
+process (no restart of its own) notices and converges again within 90 seconds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from orgkeeper.localcluster import LocalCluster
+from support.kube import Kube
+from support.orgs import wait_org
+
+from .operators import Operators
+from .report import RESTARTS, TALLY, Trials
+from .scenarios import AsUser, active_problems, add_members, new_org, wait_until
+from .state import delete_and_wait_gone, snapshot
+
+CONVERGE_WITHIN = 90.0
+MEMBERS_BEFORE, MEMBERS_DURING, MEMBERS_AFTER = 5, 40, 5
+
+
+def test_control_plane_restarts_during_convergence(
+    fault_cluster: LocalCluster, fault_admin: Kube, as_user: AsUser, operators: Operators
+) -> None:
+    admin, trials = fault_admin, Trials()
+    for component in ("kube-apiserver", "etcd"):
+        fault = f"{component} restarted during convergence"
+        TALLY.note(
+            fault,
+            f"{MEMBERS_DURING} Memberships being bound, restart at U(0, 1s); "
+            f"{MEMBERS_AFTER} more and a spec change once it is back",
+        )
+        recoveries: list[float] = []
+        for index in range(RESTARTS):
+            with trials.trial(fault, index) as rng:
+                pid = operators.pid
+                org = f"restart-{uuid.uuid4().hex[:5]}"
+                owner = f"owner@{org}.test"
+                new_org(as_user, org, owner)
+                wait_org(admin, org)
+                add_members(admin, org, MEMBERS_BEFORE)
+                wait_until(
+                    "the org converged before the fault",
+                    lambda org=org: active_problems(
+                        snapshot(admin, org), expected_members=MEMBERS_BEFORE + 1
+                    ),
+                    timeout=60,
+                )
+                add_members(admin, org, MEMBERS_DURING, start=MEMBERS_BEFORE)
+                time.sleep(rng.uniform(0, 1.0))  # the seeded fault moment
+                fault_cluster.restart(component)
+                # Changes made once it is back must get through as well.
+                add_members(admin, org, MEMBERS_AFTER, start=MEMBERS_BEFORE + MEMBERS_DURING)
+                admin.patch("organizations", org, {"spec": {"displayName": "After the restart"}})
+                total = MEMBERS_BEFORE + MEMBERS_DURING + MEMBERS_AFTER + 1
+                took = wait_until(
+                    f"org {org} converged after {component} came back",
+                    lambda org=org, total=total: active_problems(
+                        snapshot(admin, org), expected_members=total
+                    ),
+                    timeout=CONVERGE_WITHIN,
+                )
+                assert operators.alive() and operators.pid == pid, (
+                    f"the operator restarted (pid {pid} -> {operators.pid}):\n"
+                    f"{operators.process.log_tail()}"
+                )
+                recoveries.append(took)
+                delete_and_wait_gone(admin, org)
+        if recoveries:
+            TALLY.note(fault, f"converged at most {max(recoveries):.1f}s after it was back")
+    trials.check()

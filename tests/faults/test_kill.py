@@ -1,0 +1,251 @@
+"""SIGKILL of the operator at seeded random moments; after a restart the state must equal an
+uninterrupted run's, object by object.
+
+Each scenario first runs once without a fault (the control): its converged state is checked
+against the policy and kept as the expected snapshot, and its duration bounds the window in
+which the trials' kill moments are drawn (uniformly, from the trial's seeded generator; that
+delay is the fault itself). Every org is deleted at the end and must be gone within a minute.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from orgkeeper import names
+from orgkeeper.api.v1alpha1 import PRODUCTS
+from support.kube import Kube
+
+from .operators import Operators
+from .report import MEMBERS, TALLY, TRIALS, Trials
+from .scenarios import (
+    AsUser,
+    active_problems,
+    add_members,
+    control_plane,
+    data_plane,
+    deactivated_problems,
+    licenses_problems,
+    new_org,
+    provisioned_problems,
+    wait_until,
+)
+from .state import (
+    Plane,
+    delete_and_wait_gone,
+    delete_namespaces,
+    identity_of,
+    normalized,
+    snapshot,
+    wait_equal,
+)
+
+# How long a restarted operator may take to converge, beyond its own start.
+RECOVERY_TIMEOUT = 60.0 + MEMBERS / 10
+
+
+def _suffix() -> str:
+    return uuid.uuid4().hex[:5]
+
+
+def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators: Operators) -> None:
+    admin, trials, leftovers = fault_admin, Trials(), []
+
+    def provision(org: str, kill_after: float | None) -> tuple[dict, float]:
+        owner, edge = f"owner@{org}.test", f"edge-{org}"
+        plane = data_plane(admin, org, edge)
+        leftovers.append(edge)
+        started = time.monotonic()
+        new_org(as_user, org, owner)
+        if kill_after is not None:
+            time.sleep(kill_after)  # the seeded fault moment
+            operators.restart_after_kill()
+        return {"owner": owner, "edge": edge, "plane": plane}, started
+
+    # The control: provisioning without a fault.
+    org = f"prov-{_suffix()}"
+    made, started = provision(org, None)
+    wait_until(
+        "the control org provisioned",
+        lambda: provisioned_problems(snapshot(admin, org, [made["plane"]]), PRODUCTS),
+        timeout=60,
+    )
+    window = time.monotonic() - started
+    TALLY.note(
+        "SIGKILL during provisioning",
+        f"kill at U(0, {window:.1f}s) after creation, the control's time to converge",
+    )
+    expected = normalized(
+        snapshot(admin, org, [made["plane"]]), identity_of(org, made["owner"], made["edge"])
+    )
+    delete_and_wait_gone(admin, org)
+
+    for index in range(TRIALS):
+        with trials.trial("SIGKILL during provisioning", index) as rng:
+            org = f"prov-{_suffix()}"
+            made, _ = provision(org, rng.uniform(0, window))
+            replace = identity_of(org, made["owner"], made["edge"])
+            wait_equal(
+                f"org {org} after a kill",
+                lambda org=org, made=made, replace=replace: normalized(
+                    snapshot(admin, org, [made["plane"]]), replace
+                ),
+                expected,
+                timeout=RECOVERY_TIMEOUT,
+            )
+            delete_and_wait_gone(admin, org)
+    delete_namespaces(admin, leftovers)
+    trials.check()
+
+
+def test_kill_during_deactivation_and_reactivation(
+    fault_admin: Kube, as_user: AsUser, operators: Operators
+) -> None:
+    """One big org, deactivated and reactivated again and again; a kill during each."""
+    admin, trials = fault_admin, Trials()
+    org = f"big-{_suffix()}"
+    owner, edge = f"owner@{org}.test", f"edge-{org}"
+    new_org(as_user, org, owner)
+    dp = data_plane(admin, org, edge)
+    wait_until(
+        "the org provisioned",
+        lambda: provisioned_problems(snapshot(admin, org, [dp]), PRODUCTS),
+        timeout=60,
+    )
+    add_members(admin, org, MEMBERS)
+    cp = control_plane(admin, org)
+    planes = [dp, cp]
+
+    def read() -> dict:
+        return snapshot(admin, org, planes)
+
+    def bound() -> list[str]:
+        found = read()
+        problems = active_problems(found, expected_members=MEMBERS + 1)
+        if found["organization"] and found["organization"]["counts"][2] != 1:
+            problems.append(f"control planes counted: {found['organization']['counts']}")
+        return problems
+
+    wait_until(f"{MEMBERS} members bound", bound, timeout=RECOVERY_TIMEOUT)
+
+    def switch(state: str) -> float:
+        admin.patch("organizations", org, {"spec": {"state": state}})
+        return time.monotonic()
+
+    # The control cycle: deactivation, then reactivation, without a fault.
+    started = switch("Deactivated")
+    wait_until("the control deactivation", lambda: deactivated_problems(read()), timeout=120)
+    deactivation_window = time.monotonic() - started
+    expected_deactivated = read()
+    started = switch("Active")
+    wait_until(
+        "the control reactivation",
+        lambda: active_problems(read(), expected_members=MEMBERS + 1),
+        timeout=120,
+    )
+    reactivation_window = time.monotonic() - started
+    for fault, window in (
+        (f"SIGKILL during deactivation ({MEMBERS} members)", deactivation_window),
+        (f"SIGKILL during reactivation ({MEMBERS} members)", reactivation_window),
+    ):
+        TALLY.note(fault, f"kill at U(0, {window:.1f}s) after the change, the control's time")
+    expected_active = read()
+    assert expected_deactivated["workloads"][f"Deployment/{dp.namespace}/gateway"]["frozen"]
+    assert not expected_active["workloads"][f"Deployment/{cp.namespace}/control"]["exists"]
+
+    for index in range(TRIALS):
+        # Control planes are decommissioned for good: each cycle gets a new one.
+        control_plane(admin, org)
+        wait_until("the control plane counted", bound, timeout=RECOVERY_TIMEOUT)
+        with trials.trial(f"SIGKILL during deactivation ({MEMBERS} members)", index) as rng:
+            switch("Deactivated")
+            time.sleep(rng.uniform(0, deactivation_window))  # the seeded fault moment
+            operators.restart_after_kill()
+            wait_equal("the deactivated org", read, expected_deactivated, timeout=RECOVERY_TIMEOUT)
+        with trials.trial(f"SIGKILL during reactivation ({MEMBERS} members)", index) as rng:
+            switch("Active")
+            time.sleep(rng.uniform(0, reactivation_window))  # the seeded fault moment
+            operators.restart_after_kill()
+            wait_equal("the reactivated org", read, expected_active, timeout=RECOVERY_TIMEOUT)
+
+    delete_and_wait_gone(admin, org)
+    delete_namespaces(admin, [edge])
+    trials.check()
+
+
+def test_kill_during_license_rotation(
+    fault_admin: Kube, as_user: AsUser, operators: Operators
+) -> None:
+    """An operator that rotates provisioned licenses 6 seconds after issuing them."""
+    admin, trials, leftovers = fault_admin, Trials(), []
+    rotate_after = 6.0
+    operators.replace(license_rotate_after=f"{rotate_after:.0f}s")
+    try:
+
+        def issued(org: str) -> dict[str, str]:
+            return {
+                lic["metadata"]["name"]: (lic.get("status") or {}).get("issuedAt", "")
+                for lic in admin.list("licenses", names.org_namespace(org))
+            }
+
+        def start(org: str) -> tuple[str, Plane, dict[str, str]]:
+            owner, edge = f"owner@{org}.test", f"edge-{org}"
+            plane = data_plane(admin, org, edge)
+            leftovers.append(edge)
+            new_org(as_user, org, owner)
+            wait_until(
+                f"org {org} provisioned",
+                lambda: provisioned_problems(snapshot(admin, org, [plane]), PRODUCTS),
+                timeout=60,
+            )
+            return owner, plane, issued(org)
+
+        def rotated(org: str, plane: Plane, first: dict[str, str]) -> list[str]:
+            now = issued(org)
+            problems = [
+                f"{name} not rotated" for name in first if not now.get(name, "") > first[name]
+            ]
+            return problems + licenses_problems(snapshot(admin, org, [plane]))
+
+        # The control: one rotation without a fault.
+        org = f"rot-{_suffix()}"
+        owner, plane, first = start(org)
+        wait_until(
+            "the control rotation", lambda: rotated(org, plane, first), timeout=rotate_after + 30
+        )
+        expected = normalized(
+            snapshot(admin, org, [plane]), identity_of(org, owner, plane.namespace)
+        )
+        delete_and_wait_gone(admin, org)
+        TALLY.note(
+            "SIGKILL during license rotation",
+            f"rotation due {rotate_after:.0f}s after issuing; kill at U({rotate_after - 2:.0f}s, "
+            f"{rotate_after + 3:.0f}s) after provisioning",
+        )
+
+        for index in range(TRIALS):
+            with trials.trial("SIGKILL during license rotation", index) as rng:
+                org = f"rot-{_suffix()}"
+                owner, plane, first = start(org)
+                # Rotation is due `rotate_after` after issuing and runs at the next check (2s).
+                time.sleep(rng.uniform(rotate_after - 2, rotate_after + 3))  # the fault moment
+                operators.restart_after_kill()
+                wait_until(
+                    f"org {org} rotated after a kill",
+                    lambda org=org, plane=plane, first=first: rotated(org, plane, first),
+                    timeout=RECOVERY_TIMEOUT,
+                )
+                replace = identity_of(org, owner, plane.namespace)
+                wait_equal(
+                    f"org {org} after a kill",
+                    lambda org=org, plane=plane, replace=replace: normalized(
+                        snapshot(admin, org, [plane]), replace
+                    ),
+                    expected,
+                    timeout=RECOVERY_TIMEOUT,
+                )
+                delete_and_wait_gone(admin, org)
+    finally:
+        operators.replace()
+    delete_namespaces(admin, leftovers)
+    trials.check()
