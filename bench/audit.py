@@ -36,7 +36,11 @@ def calls(log: Path, user: str, since: datetime, until: datetime) -> Iterator[Ca
     """The calls `user` made between the two moments (completed requests only)."""
     with log.open() as lines:
         for line in lines:
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line the API server is writing right now
+
             if entry.get("stage") != "ResponseComplete" or entry["user"]["username"] != user:
                 continue
             at = datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
