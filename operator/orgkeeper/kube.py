@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from urllib3.util.retry import Retry
 
 from . import names
 from .api.v1alpha1 import API_VERSION, GROUP, VERSION
@@ -50,6 +51,21 @@ def owner_of(kind: str, body: Mapping[str, Any]) -> OwnerRef:
     return OwnerRef(API_VERSION, kind, meta["name"], meta["uid"])
 
 
+# A busy or restarting API server answers 429 (with Retry-After), 500, 502, 503 or 504: each call
+# is tried again up to four times, backing off (at once, then 1s, 2s, 4s; or as Retry-After says),
+# before its error reaches the reconcile (which then backs off as a whole). Every write here is
+# idempotent (merge patches, creates that take 409 as done, deletes that take 404 as done), so
+# retrying one that got through is harmless.
+TRANSIENT_RETRIES = Retry(
+    total=4,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=None,  # every method
+    backoff_factor=0.5,
+    respect_retry_after_header=True,
+    raise_on_status=False,  # the last answer still comes back as an ApiException
+)
+
+
 def load_client(max_connections: int = 32) -> client.ApiClient:
     """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
     configuration = client.Configuration()
@@ -58,6 +74,7 @@ def load_client(max_connections: int = 32) -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = max_connections
+    configuration.retries = TRANSIENT_RETRIES
     return client.ApiClient(configuration)
 
 
