@@ -99,10 +99,6 @@ class Operators:
         """SIGKILL, as in a crash: no cleanup."""
         self.process.kill()
 
-    def restart_after_kill(self) -> None:
-        self.kill()
-        self.start()
-
     def stop(self) -> None:
         self.process.stop()
 

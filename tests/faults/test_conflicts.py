@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -138,7 +139,8 @@ def test_users_edit_while_the_operator_writes(fault_admin: Kube, as_user: AsUser
     trials.check()
 
 
-def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> None:
+def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> bool:
+    """One race; True if both transfers were admitted (the later one won)."""
     org = f"race-{_suffix()}"
     owner, alice, bob = (f"{who}@{org}.test" for who in ("owner", "alice", "bob"))
     namespace = names.org_namespace(org)
@@ -184,19 +186,25 @@ def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> None:
     assert [s.name for s in owner_binding.subjects] == [winner]
     admin.delete("organizations", org)
     wait_gone(admin, org)
+    return not any(isinstance(outcome, ApiException) for outcome in outcomes)
 
 
 def test_racing_ownership_transfers(fault_admin: Kube, as_user: AsUser) -> None:
     """The Owner and the platform admin transfer ownership at the same instant, to two
     different organization-admins: exactly one Owner results, an admin, with the RBAC to match."""
-    trials = Trials()
+    trials, both = Trials(), 0
     for index in range(TRIALS):
         with trials.trial("two ownership transfers racing", index) as rng:
-            transfer_trial(fault_admin, as_user, rng)
+            both += transfer_trial(fault_admin, as_user, rng)
+    TALLY.note(
+        "two ownership transfers racing",
+        f"the Owner and an admin patch spec.owner at once; both admitted in {both} of {TRIALS}",
+    )
     trials.check()
 
 
-def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> None:
+def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> str:
+    """One trial; how the Membership's deletion was answered."""
     org = f"gone-{_suffix()}"
     owner, namespace = f"owner@{org}.test", names.org_namespace(org)
     new_org(as_user, org, owner)
@@ -224,15 +232,23 @@ def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> None:
             lambda read=read: _absent(lambda: read(names.owner_role(org))),
             timeout=60,
         )
+    if isinstance(deleted_membership, ApiException):
+        return f"{'Owner' if owners_own else 'member'}: {deleted_membership.status}"
+    return f"{'Owner' if owners_own else 'member'}: deleted"
 
 
 def test_membership_and_org_deleted_together(fault_admin: Kube, as_user: AsUser) -> None:
     """The Owner deletes the org while an admin deletes a Membership (every other trial, the
     Owner's own): the org and its namespace go, nothing is left behind, no finalizer sticks."""
-    trials = Trials()
+    trials, answers = Trials(), Counter[str]()
     for index in range(TRIALS):
         with trials.trial("Membership and Organization deleted together", index):
-            deletion_trial(fault_admin, as_user, owners_own=index % 2 == 1)
+            answers[deletion_trial(fault_admin, as_user, owners_own=index % 2 == 1)] += 1
+    TALLY.note(
+        "Membership and Organization deleted together",
+        "org and namespace gone, Owner RBAC collected; the Membership's deletion: "
+        + ", ".join(f"{what} {n}x" for what, n in sorted(answers.items())),
+    )
     trials.check()
 
 

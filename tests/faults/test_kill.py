@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
@@ -50,6 +51,8 @@ def _suffix() -> str:
 
 def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators: Operators) -> None:
     admin, trials, leftovers = fault_admin, Trials(), []
+    expected: dict = {}
+    undone = [0]
 
     def provision(org: str, kill_after: float | None) -> tuple[dict, float]:
         owner, edge = f"owner@{org}.test", f"edge-{org}"
@@ -59,7 +62,11 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
         new_org(as_user, org, owner)
         if kill_after is not None:
             time.sleep(kill_after)  # the seeded fault moment
-            operators.restart_after_kill()
+            operators.kill()
+            # What the kill left: work undone unless it already equals the converged state.
+            at_kill = normalized(snapshot(admin, org, [plane]), identity_of(org, owner, edge))
+            undone[0] += at_kill != expected
+            operators.start()
         return {"owner": owner, "edge": edge, "plane": plane}, started
 
     # The control: provisioning without a fault.
@@ -75,8 +82,10 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
         "SIGKILL during provisioning",
         f"kill at U(0, {window:.1f}s) after creation, the control's time to converge",
     )
-    expected = normalized(
-        snapshot(admin, org, [made["plane"]]), identity_of(org, made["owner"], made["edge"])
+    expected.update(
+        normalized(
+            snapshot(admin, org, [made["plane"]]), identity_of(org, made["owner"], made["edge"])
+        )
     )
     delete_and_wait_gone(admin, org)
 
@@ -94,6 +103,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
                 timeout=RECOVERY_TIMEOUT,
             )
             delete_and_wait_gone(admin, org)
+    TALLY.note("SIGKILL during provisioning", f"{undone[0]} of {TRIALS} kills left work undone")
     delete_namespaces(admin, leftovers)
     trials.check()
 
@@ -153,20 +163,31 @@ def test_kill_during_deactivation_and_reactivation(
     assert expected_deactivated["workloads"][f"Deployment/{dp.namespace}/gateway"]["frozen"]
     assert not expected_active["workloads"][f"Deployment/{cp.namespace}/control"]["exists"]
 
+    undone: Counter[str] = Counter()
+
+    def kill_and_restart(expected: dict, fault: str) -> None:
+        operators.kill()
+        undone[fault] += read() != expected  # the state the kill left, the operator dead
+        operators.start()
+
+    deactivation = f"SIGKILL during deactivation ({MEMBERS} members)"
+    reactivation = f"SIGKILL during reactivation ({MEMBERS} members)"
     for index in range(TRIALS):
         # Control planes are decommissioned for good: each cycle gets a new one.
         control_plane(admin, org)
         wait_until("the control plane counted", bound, timeout=RECOVERY_TIMEOUT)
-        with trials.trial(f"SIGKILL during deactivation ({MEMBERS} members)", index) as rng:
+        with trials.trial(deactivation, index) as rng:
             switch("Deactivated")
             time.sleep(rng.uniform(0, deactivation_window))  # the seeded fault moment
-            operators.restart_after_kill()
+            kill_and_restart(expected_deactivated, deactivation)
             wait_equal("the deactivated org", read, expected_deactivated, timeout=RECOVERY_TIMEOUT)
-        with trials.trial(f"SIGKILL during reactivation ({MEMBERS} members)", index) as rng:
+        with trials.trial(reactivation, index) as rng:
             switch("Active")
             time.sleep(rng.uniform(0, reactivation_window))  # the seeded fault moment
-            operators.restart_after_kill()
+            kill_and_restart(expected_active, reactivation)
             wait_equal("the reactivated org", read, expected_active, timeout=RECOVERY_TIMEOUT)
+    for fault in (deactivation, reactivation):
+        TALLY.note(fault, f"{undone[fault]} of {TRIALS} kills left work undone")
 
     delete_and_wait_gone(admin, org)
     delete_namespaces(admin, [edge])
@@ -178,7 +199,7 @@ def test_kill_during_license_rotation(
 ) -> None:
     """An operator that rotates provisioned licenses 6 seconds after issuing them."""
     admin, trials, leftovers = fault_admin, Trials(), []
-    rotate_after = 6.0
+    rotate_after, undone = 6.0, 0
     operators.replace(license_rotate_after=f"{rotate_after:.0f}s")
     try:
 
@@ -210,7 +231,7 @@ def test_kill_during_license_rotation(
         # The control: one rotation without a fault.
         org = f"rot-{_suffix()}"
         owner, plane, first = start(org)
-        wait_until(
+        window = wait_until(
             "the control rotation", lambda: rotated(org, plane, first), timeout=rotate_after + 30
         )
         expected = normalized(
@@ -219,17 +240,18 @@ def test_kill_during_license_rotation(
         delete_and_wait_gone(admin, org)
         TALLY.note(
             "SIGKILL during license rotation",
-            f"rotation due {rotate_after:.0f}s after issuing; kill at U({rotate_after - 2:.0f}s, "
-            f"{rotate_after + 3:.0f}s) after provisioning",
+            f"rotation due {rotate_after:.0f}s after issuing, done {window:.1f}s after "
+            f"provisioning in the control; kill at U({window / 2:.1f}s, {window * 1.2:.1f}s)",
         )
 
         for index in range(TRIALS):
             with trials.trial("SIGKILL during license rotation", index) as rng:
                 org = f"rot-{_suffix()}"
                 owner, plane, first = start(org)
-                # Rotation is due `rotate_after` after issuing and runs at the next check (2s).
-                time.sleep(rng.uniform(rotate_after - 2, rotate_after + 3))  # the fault moment
-                operators.restart_after_kill()
+                time.sleep(rng.uniform(window / 2, window * 1.2))  # the seeded fault moment
+                operators.kill()
+                undone += bool(rotated(org, plane, first))  # not rotated, or half-way
+                operators.start()
                 wait_until(
                     f"org {org} rotated after a kill",
                     lambda org=org, plane=plane, first=first: rotated(org, plane, first),
@@ -245,6 +267,10 @@ def test_kill_during_license_rotation(
                     timeout=RECOVERY_TIMEOUT,
                 )
                 delete_and_wait_gone(admin, org)
+        TALLY.note(
+            "SIGKILL during license rotation",
+            f"{undone} of {TRIALS} kills came before the rotation was done",
+        )
     finally:
         operators.replace()
     delete_namespaces(admin, leftovers)
