@@ -287,6 +287,7 @@ class Bench:
         self.create_org(name)
         wait(f"{name} Ready", lambda: self.ready(name))
         planes = self.data_planes(name, f"edge{size}")
+        creating = now()
         self.create_members(namespace, size)
         created = now()
         converge = wait(
@@ -298,7 +299,7 @@ class Bench:
             ),
         )
         converged = now()
-        window = self.operator_calls(created, converged)
+        window = self.operator_calls(creating, converged)
         member_writes = sum(
             1 for c in window if c.kind == "write" and c.resource in ("memberships", "rolebindings")
         )
@@ -515,6 +516,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def save(results: dict[str, Any]) -> None:
+    """After every scenario, so a long run cut short keeps what it measured."""
+    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument(
@@ -536,12 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         for size in (int(s) for s in args.sizes.split(",")):
             print(f"one org of {size} memberships ...", flush=True)
             results["one_org"].append(bench.one_org(size))
+            save(results)
         if args.orgs:
             print(f"{args.orgs} orgs x {args.members_per_org} memberships ...", flush=True)
             results["many_orgs"] = bench.many_orgs(args.orgs, args.members_per_org, args.idle)
+            save(results)
     finally:
         cluster.stop()
-    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
     plot(results, OUT / "convergence.png")
     print(table(results))
     print(f"\nraw results: {OUT / 'results.json'}; plot: {OUT / 'convergence.png'}")
