@@ -126,13 +126,9 @@ class Trials:
             )
 
 
-def once(fault: str) -> contextlib.AbstractContextManager[random.Random]:
-    """A fault exercised once by a test: recorded, and raised if it fails."""
-    return _once(fault)
-
-
 @contextlib.contextmanager
-def _once(fault: str) -> Iterator[random.Random]:
+def once(fault: str) -> Iterator[random.Random]:
+    """A fault exercised once by a test: recorded, and raised if it fails."""
     trials = Trials()
     with trials.trial(fault, 0) as generator:
         yield generator

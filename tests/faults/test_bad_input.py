@@ -310,23 +310,49 @@ def settle(
     wait_quiet(f"the admitted {outcomes.kind}s", versions, QUIET_SECONDS, timeout=60)
     assert operators.alive() and operators.pid == pid, "the operator crashed or restarted"
     log = operators.log_since(log_offset)
-    assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]
+    assert "Traceback" not in log, log[max(0, log.index("Traceback") - 2000) :][:6000]
 
 
-def record(outcomes: Outcomes, admitted_status: Callable[[], dict[str, int]]) -> None:
-    fault = f"bad input: generated {outcomes.kind} bodies"
-    total = outcomes.rejected + len(outcomes.admitted)
-    bad = len(outcomes.bad_refusals)
-    for _ in range(total - bad):
-        TALLY.record(fault, True, 0.0)
-    for refusal in outcomes.bad_refusals:
-        TALLY.record(fault, False, 0.0, refusal[:300])
-    reasons = ", ".join(f"{n} {r}" for r, n in sorted(admitted_status().items()))
-    TALLY.note(
-        fault,
-        f"{outcomes.rejected} refused naming a field; {len(outcomes.admitted)} admitted and "
-        f"reconciled (Ready: {reasons or 'none'})",
-    )
+def check_and_record(
+    admin: Kube,
+    operators: Operators,
+    outcomes: Outcomes,
+    plural: str,
+    before: tuple[int, int, float],
+    org: str | None = None,
+) -> None:
+    """The checks after generation, each body one trial in the table (failures included)."""
+    offset, pid, started = before
+    problem: str | None = None
+    try:
+        extra = org_versions(admin, org) if org else dict
+        settle(admin, operators, outcomes, plural, offset, pid, extra)
+        if org:
+            still_works(admin, org)
+    except AssertionError as error:
+        problem = str(error).splitlines()[0][:300]
+        raise
+    finally:
+        fault = f"bad input: generated {outcomes.kind} bodies"
+        total = outcomes.rejected + len(outcomes.admitted)
+        each = (time.monotonic() - started) / max(total, 1)
+        for _ in range(outcomes.rejected - len(outcomes.bad_refusals)):
+            TALLY.record(fault, True, each)
+        for refusal in outcomes.bad_refusals:
+            TALLY.record(fault, False, each, refusal[:300])
+        for index, _ in enumerate(outcomes.admitted):
+            TALLY.record(fault, problem is None, each, (problem or "") if index == 0 else "")
+        reasons = (
+            ", ".join(f"{n} {r}" for r, n in sorted(ready_reasons(admin, plural, outcomes).items()))
+            if problem is None
+            else "not all reconciled"
+        )
+        TALLY.note(
+            fault,
+            f"{outcomes.rejected} refused naming a field; {len(outcomes.admitted)} admitted and "
+            f"reconciled (Ready: {reasons or 'none'})",
+        )
+    assert not outcomes.bad_refusals, "\n".join(outcomes.bad_refusals)
 
 
 def ready_reasons(admin: Kube, plural: str, outcomes: Outcomes) -> dict[str, int]:
@@ -363,7 +389,7 @@ def target_org(fault_admin: Kube) -> Any:
 
 def test_generated_organizations(fault_admin: Kube, operators: Operators) -> None:
     admin, outcomes = fault_admin, Outcomes("Organization")
-    offset, pid = operators.log_size(), operators.pid
+    before = operators.log_size(), operators.pid, time.monotonic()
     run = uuid.uuid4().hex[:4]
     counter = [0]
 
@@ -382,9 +408,7 @@ def test_generated_organizations(fault_admin: Kube, operators: Operators) -> Non
 
     try:
         one()
-        assert not outcomes.bad_refusals, "\n".join(outcomes.bad_refusals)
-        settle(admin, operators, outcomes, "organizations", offset, pid)
-        record(outcomes, lambda: ready_reasons(admin, "organizations", outcomes))
+        check_and_record(admin, operators, outcomes, "organizations", before)
     finally:
         for _, name in outcomes.admitted:
             admin.delete("organizations", name)
@@ -395,7 +419,7 @@ def test_generated_organizations(fault_admin: Kube, operators: Operators) -> Non
 def test_generated_memberships(fault_admin: Kube, operators: Operators, target_org: str) -> None:
     admin, outcomes = fault_admin, Outcomes("Membership")
     namespace = names.org_namespace(target_org)
-    offset, pid = operators.log_size(), operators.pid
+    before = operators.log_size(), operators.pid, time.monotonic()
     counter = [0]
 
     @seed(SEED)
@@ -416,16 +440,13 @@ def test_generated_memberships(fault_admin: Kube, operators: Operators, target_o
         send(outcomes, lambda: admin.create("memberships", body, namespace), body)
 
     one()
-    assert not outcomes.bad_refusals, "\n".join(outcomes.bad_refusals)
-    settle(admin, operators, outcomes, "memberships", offset, pid, org_versions(admin, target_org))
-    still_works(admin, target_org)
-    record(outcomes, lambda: ready_reasons(admin, "memberships", outcomes))
+    check_and_record(admin, operators, outcomes, "memberships", before, target_org)
 
 
 def test_generated_licenses(fault_admin: Kube, operators: Operators, target_org: str) -> None:
     admin, outcomes = fault_admin, Outcomes("License")
     namespace = names.org_namespace(target_org)
-    offset, pid = operators.log_size(), operators.pid
+    before = operators.log_size(), operators.pid, time.monotonic()
     counter = [0]
 
     @seed(SEED)
@@ -446,10 +467,7 @@ def test_generated_licenses(fault_admin: Kube, operators: Operators, target_org:
         send(outcomes, lambda: admin.create("licenses", body, namespace), body)
 
     one()
-    assert not outcomes.bad_refusals, "\n".join(outcomes.bad_refusals)
-    settle(admin, operators, outcomes, "licenses", offset, pid, org_versions(admin, target_org))
-    still_works(admin, target_org)
-    record(outcomes, lambda: ready_reasons(admin, "licenses", outcomes))
+    check_and_record(admin, operators, outcomes, "licenses", before, target_org)
 
 
 def org_versions(admin: Kube, org: str) -> Callable[[], dict[str, str]]:
