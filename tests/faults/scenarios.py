@@ -67,7 +67,9 @@ def add_members(admin: Kube, org: str, count: int, start: int = 0) -> dict[str, 
     return wanted
 
 
-def wait_until(what: str, probe: Callable[[], list[str]], timeout: float) -> float:
+def wait_until(
+    what: str, probe: Callable[[], list[str]], timeout: float, interval: float = 0.25
+) -> float:
     """Polls a check that returns its problems until it has none; the seconds it took."""
     started = time.monotonic()
     problems: list[str] = ["not checked yet"]
@@ -75,7 +77,7 @@ def wait_until(what: str, probe: Callable[[], list[str]], timeout: float) -> flo
         problems = probe()
         if not problems:
             return time.monotonic() - started
-        time.sleep(0.25)
+        time.sleep(interval)
     raise AssertionError(f"{what} not reached after {timeout:.0f}s: " + "; ".join(problems[:8]))
 
 

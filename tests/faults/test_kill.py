@@ -54,51 +54,52 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
     expected: dict = {}
     undone = [0]
 
-    def provision(org: str, kill_after: float | None) -> tuple[dict, float]:
-        owner, edge = f"owner@{org}.test", f"edge-{org}"
-        plane = data_plane(admin, org, edge)
-        leftovers.append(edge)
+    def provision(org: str, kill_after: float | None) -> tuple[list[Plane], float]:
+        """The org, created where data planes of each product already wait for licenses."""
+        owner = f"owner@{org}.test"
+        planes = [
+            data_plane(admin, org, f"edge-{org}-{i}", product) for i, product in enumerate(PRODUCTS)
+        ]
+        leftovers.extend(plane.namespace for plane in planes)
         started = time.monotonic()
         new_org(as_user, org, owner)
         if kill_after is not None:
             time.sleep(kill_after)  # the seeded fault moment
             operators.kill()
             # What the kill left: work undone unless it already equals the converged state.
-            at_kill = normalized(snapshot(admin, org, [plane]), identity_of(org, owner, edge))
-            undone[0] += at_kill != expected
+            undone[0] += read(org, planes) != expected
             operators.start()
-        return {"owner": owner, "edge": edge, "plane": plane}, started
+        return planes, started
+
+    def read(org: str, planes: list[Plane]) -> dict:
+        # The edge namespaces are named after the org, so replacing its name covers them.
+        return normalized(snapshot(admin, org, planes), identity_of(org, f"owner@{org}.test"))
 
     # The control: provisioning without a fault.
     org = f"prov-{_suffix()}"
-    made, started = provision(org, None)
+    planes, started = provision(org, None)
     wait_until(
         "the control org provisioned",
-        lambda: provisioned_problems(snapshot(admin, org, [made["plane"]]), PRODUCTS),
+        lambda: provisioned_problems(snapshot(admin, org, planes), PRODUCTS),
         timeout=60,
+        interval=0.05,
     )
     window = time.monotonic() - started
     TALLY.note(
         "SIGKILL during provisioning",
-        f"kill at U(0, {window:.1f}s) after creation, the control's time to converge",
+        f"3 data planes waiting; kill at U(0, {window:.1f}s) after creation, the control's "
+        "time to converge",
     )
-    expected.update(
-        normalized(
-            snapshot(admin, org, [made["plane"]]), identity_of(org, made["owner"], made["edge"])
-        )
-    )
+    expected.update(read(org, planes))
     delete_and_wait_gone(admin, org)
 
     for index in range(TRIALS):
         with trials.trial("SIGKILL during provisioning", index) as rng:
             org = f"prov-{_suffix()}"
-            made, _ = provision(org, rng.uniform(0, window))
-            replace = identity_of(org, made["owner"], made["edge"])
+            planes, _ = provision(org, rng.uniform(0, window))
             wait_equal(
                 f"org {org} after a kill",
-                lambda org=org, made=made, replace=replace: normalized(
-                    snapshot(admin, org, [made["plane"]]), replace
-                ),
+                lambda org=org, planes=planes: read(org, planes),
                 expected,
                 timeout=RECOVERY_TIMEOUT,
             )
