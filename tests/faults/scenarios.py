@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +10,7 @@ from kubernetes import client
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import TEAMS
-from support.kube import Kube
+from support.kube import Kube, timed_wait_for
 from support.orgs import membership, organization
 from support.workloads import create, workload
 
@@ -71,14 +70,20 @@ def wait_until(
     what: str, probe: Callable[[], list[str]], timeout: float, interval: float = 0.25
 ) -> float:
     """Polls a check that returns its problems until it has none; the seconds it took."""
-    started = time.monotonic()
-    problems: list[str] = ["not checked yet"]
-    while time.monotonic() - started < timeout:
+    problems = ["not checked yet"]
+
+    def solved() -> bool:
+        nonlocal problems
         problems = probe()
-        if not problems:
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached after {timeout:.0f}s: " + "; ".join(problems[:8]))
+        return not problems
+
+    return timed_wait_for(
+        what,
+        solved,
+        timeout=timeout,
+        interval=interval,
+        details=lambda: "; ".join(problems[:8]),
+    )
 
 
 # --- what the policy says the state must be -----------------------------------------------

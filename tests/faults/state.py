@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import licensing, names
-from support.kube import Kube
+from support.kube import Kube, timed_wait_for, wait_for
 from support.licenses import public_key
 
 Snapshot = dict[str, Any]
@@ -223,33 +222,45 @@ def wait_equal(
     interval: float = 0.5,
 ) -> float:
     """Polls until `read()` equals `expected`; the seconds it took. Fails with the differences."""
-    started = time.monotonic()
-    deadline = started + timeout
     found: Snapshot = {}
-    while True:
+
+    def matches() -> bool:
+        nonlocal found
         try:
             found = read()
         except ApiException as error:
+            # Kept as what was found, so a timeout on an error shows it among the differences.
             found = {"error": f"{error.status} {error.reason}"}
-        if found == expected:
-            return time.monotonic() - started
-        if time.monotonic() > deadline:
-            lines = "\n  ".join(differences(expected, found))
-            raise AssertionError(f"{what}: not as expected after {timeout:.0f}s:\n  {lines}")
-        time.sleep(interval)
+        return found == expected
+
+    return timed_wait_for(
+        f"{what} to be as expected",
+        matches,
+        timeout=timeout,
+        interval=interval,
+        details=lambda: "still differs in\n  " + "\n  ".join(differences(expected, found)),
+    )
 
 
 def wait_gone(admin: Kube, org: str, timeout: float = 60.0) -> float:
     """Deletes nothing: waits for a deleted Organization to disappear (no stuck finalizer)."""
-    started = time.monotonic()
-    while _gone(lambda: admin.get("organizations", org)) is not None:
-        if time.monotonic() - started > timeout:
-            left = admin.get("organizations", org)["metadata"].get("finalizers")
-            raise AssertionError(
-                f"Organization {org} still there {timeout:.0f}s after deletion (finalizers {left})"
-            )
-        time.sleep(0.25)
-    return time.monotonic() - started
+    finalizers: Any = None
+
+    def gone() -> bool:
+        nonlocal finalizers
+        body = _gone(lambda: admin.get("organizations", org))
+        if body is None:
+            return True
+        finalizers = body["metadata"].get("finalizers")
+        return False
+
+    return timed_wait_for(
+        f"Organization {org} to disappear after deletion",
+        gone,
+        timeout=timeout,
+        interval=0.25,
+        details=lambda: f"finalizers {finalizers}",
+    )
 
 
 def delete_and_wait_gone(admin: Kube, org: str, timeout: float = 60.0) -> float:
@@ -265,12 +276,18 @@ def delete_namespaces(admin: Kube, namespaces: Iterable[str]) -> None:
 
 def wait_namespaces_gone(admin: Kube, namespaces: Iterable[str], timeout: float = 180.0) -> None:
     pending = set(namespaces)
-    deadline = time.monotonic() + timeout
-    while pending:
+
+    def all_gone() -> bool:
+        nonlocal pending
         pending = {
             ns for ns in pending if _gone(lambda ns=ns: admin.core.read_namespace(ns)) is not None
         }
-        if pending and time.monotonic() > deadline:
-            raise AssertionError(f"namespaces still there after {timeout:.0f}s: {sorted(pending)}")
-        if pending:
-            time.sleep(0.5)
+        return not pending
+
+    wait_for(
+        "namespaces to disappear",
+        all_gone,
+        timeout=timeout,
+        interval=0.5,
+        details=lambda: f"still there: {sorted(pending)}",
+    )

@@ -115,9 +115,17 @@ def rejection(call: Callable[[], object]) -> tuple[int, str]:
 
 
 def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.2
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    details: Callable[[], str] | None = None,
 ) -> T:
-    """Polls `probe` until it returns something truthy; fails with `what` after `timeout`."""
+    """Polls `probe` until it returns something truthy; fails with `what` after `timeout`.
+
+    `details`, if given, says what the probes last found; the failure message ends with it.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -131,4 +139,19 @@ def wait_for(
     raise AssertionError(
         f"timed out after {timeout:.0f}s waiting for {what}"
         + (f" (last error: {last_error})" if last_error else "")
+        + (f": {details()}" if details else "")
     )
+
+
+def timed_wait_for(
+    what: str,
+    probe: Callable[[], object],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    details: Callable[[], str] | None = None,
+) -> float:
+    """`wait_for`, returning the seconds it took (the fault report shows them)."""
+    started = time.monotonic()
+    wait_for(what, probe, timeout=timeout, interval=interval, details=details)
+    return time.monotonic() - started
