@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Mapping, Sequence
+import functools
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from urllib3.util.retry import Retry
 
@@ -24,6 +27,10 @@ from .domain.membership import Binding
 T = TypeVar("T")
 FIELD_MANAGER = "orgkeeper"
 RBAC_GROUP = "rbac.authorization.k8s.io"
+MAX_CONNECTIONS = 32
+LIST_PAGE_SIZE = 500
+# Servers end a watch after this; the informer resumes from the last version it saw.
+WATCH_SECONDS = 240
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ TRANSIENT_RETRIES = Retry(
 )
 
 
-def load_client(max_connections: int = 32) -> client.ApiClient:
+def load_client(max_connections: int = MAX_CONNECTIONS) -> client.ApiClient:
     """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
     configuration = client.Configuration()
     try:
@@ -98,6 +105,18 @@ class CABundle(Enum):
     ABSENT = "absent"
 
 
+@dataclass(frozen=True)
+class Collection:
+    """Every object of a kind in all namespaces (maybe by label): what an informer follows."""
+
+    list_call: Callable[..., Any]
+    args: tuple[str, ...] = ()
+    label_selector: str | None = None
+
+    def selector(self) -> dict[str, str]:
+        return {"label_selector": self.label_selector} if self.label_selector else {}
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -105,9 +124,52 @@ class KubeApi:
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
+        # As many threads as pooled connections: asyncio's default executor has only
+        # cpu_count + 4, which would cap every cascade's write concurrency at that.
+        self.executor = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="kube")
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(call, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+
+    # --- informers: whole collections, paged, then their changes ------------------------
+
+    def memberships(self) -> Collection:
+        return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "memberships"))
+
+    def member_role_bindings(self) -> Collection:
+        selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_MEMBERSHIP}"
+        return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
+
+    def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
+        """One page of a list, as the server's JSON (skipping the client's model classes)."""
+        response = collection.list_call(
+            *collection.args,
+            limit=LIST_PAGE_SIZE,
+            _continue=continue_token,
+            _preload_content=False,
+            **collection.selector(),
+        )
+        page: dict[str, Any] = json.loads(response.data)
+        return page
+
+    def watch_events(
+        self, collection: Collection, version: str, stream: watch.Watch
+    ) -> Iterator[dict[str, Any]]:
+        """Changes after `version` as raw events, until the server ends the watch.
+
+        A version too old for the server raises ApiException 410; `stream.stop()` ends it early.
+        """
+        events: Iterator[dict[str, Any]] = stream.stream(
+            collection.list_call,
+            *collection.args,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            deserialize=False,
+            **collection.selector(),
+        )
+        return events
 
     # --- namespaces ---------------------------------------------------------------------
 
@@ -193,7 +255,8 @@ class KubeApi:
 
     def create_member_binding(
         self, namespace: str, organization: str, binding: Binding, owner: OwnerRef
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Creates (or re-points) the binding; returns it as the server now has it."""
         body = {
             "metadata": {
                 "name": binding.name,
@@ -215,14 +278,18 @@ class KubeApi:
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": binding.user}],
         }
         try:
-            self.rbac.create_namespaced_role_binding(namespace, body, field_manager=FIELD_MANAGER)
+            written = self.rbac.create_namespaced_role_binding(
+                namespace, body, field_manager=FIELD_MANAGER
+            )
         except ApiException as error:
             if error.status != 409:
                 raise
             # Subjects may change (SSO switch); roleRef can't, and the name encodes the team.
-            self.rbac.patch_namespaced_role_binding(
+            written = self.rbac.patch_namespaced_role_binding(
                 binding.name, namespace, {"subjects": body["subjects"]}, field_manager=FIELD_MANAGER
             )
+        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(written)
+        return wire
 
     def delete_role_binding(self, namespace: str, name: str) -> None:
         try:
@@ -244,8 +311,9 @@ class KubeApi:
 
     def patch_labels(
         self, plural: str, namespace: str, name: str, labels: Mapping[str, str]
-    ) -> None:
-        self.custom.patch_namespaced_custom_object(
+    ) -> dict[str, Any]:
+        """Adds or replaces the labels; returns the patched object."""
+        patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
             GROUP,
             VERSION,
             namespace,
@@ -254,24 +322,28 @@ class KubeApi:
             {"metadata": {"labels": dict(labels)}},
             field_manager=FIELD_MANAGER,
         )
+        return patched
 
     def patch_status(
         self, plural: str, name: str, status: Mapping[str, Any], namespace: str | None = None
-    ) -> None:
-        """A merge patch of .status; a vanished object is not an error."""
+    ) -> dict[str, Any] | None:
+        """A merge patch of .status; returns the patched object, None if it has vanished."""
         body = {"status": dict(status)}
         try:
             if namespace is None:
-                self.custom.patch_cluster_custom_object_status(
+                patched = self.custom.patch_cluster_custom_object_status(
                     GROUP, VERSION, plural, name, body, field_manager=FIELD_MANAGER
                 )
             else:
-                self.custom.patch_namespaced_custom_object_status(
+                patched = self.custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, namespace, plural, name, body, field_manager=FIELD_MANAGER
                 )
         except ApiException as error:
             if error.status != 404:
                 raise
+            return None
+        result: dict[str, Any] = patched
+        return result
 
     # --- data-plane and control-plane workloads -----------------------------------------
 

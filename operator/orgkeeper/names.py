@@ -24,6 +24,11 @@ def org_namespace(organization: str) -> str:
     return f"org-{organization}"
 
 
+def organization_of_namespace(namespace: str | None) -> str | None:
+    prefix = org_namespace("")
+    return namespace[len(prefix) :] if namespace and namespace.startswith(prefix) else None
+
+
 def email_hash(email: str) -> str:
     """First 16 hex digits of sha256 of the lower-cased e-mail (the label value)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]

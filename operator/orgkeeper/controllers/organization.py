@@ -21,6 +21,7 @@ from ..domain import organization as org_domain
 from ..domain.membership import Binding, Member, OrgContext
 from ..domain.organization import deactivation_message
 from ..kube import OwnerRef, owner_of
+from .informer import Informer
 from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, WorkloadRecord
 from .runtime import Event, Runtime
@@ -29,7 +30,7 @@ from .writes import annotate, bounded, differs, now_utc, status_wire
 
 @dataclass(frozen=True)
 class Indexed:
-    """What kopf's indexes hold for one org: its namespace's objects and its workloads."""
+    """What the caches hold for one org: its namespace's objects and its workloads."""
 
     members: Sequence[MemberRecord] = ()
     bindings: Sequence[BindingRecord] = ()
@@ -301,9 +302,10 @@ async def sync_members(
         found = existing.get(binding_name)
         if found is None or found.users != (binding.user,) or found.role != binding.cluster_role:
             owner = OwnerRef("orgkeeper.dev/v1alpha1", "Membership", record.name, record.uid)
-            writes.append(kube.run(kube.create_member_binding, namespace, org.name, binding, owner))
+            create = kube.run(kube.create_member_binding, namespace, org.name, binding, owner)
+            writes.append(_taken_in(runtime.bindings, create))
     for binding_name in existing.keys() - desired.keys():
-        writes.append(kube.run(kube.delete_role_binding, namespace, binding_name))
+        writes.append(_deleted_binding(runtime, namespace, binding_name))
 
     for record in members:
         labels = {
@@ -311,17 +313,29 @@ async def sync_members(
             names.LABEL_EMAIL_HASH: names.email_hash(record.email),
         }
         if any(record.labels.get(k) != v for k, v in labels.items()):
-            writes.append(
-                kube.run(kube.patch_labels, "memberships", namespace, record.name, labels)
-            )
+            label = kube.run(kube.patch_labels, "memberships", namespace, record.name, labels)
+            writes.append(_taken_in(runtime.members, label))
         previous = MembershipStatus.model_validate(record.status)
         status = membership_domain.membership_status(
             record.member(), org, previous, generation=record.generation, now=now
         )
         wire = status_wire(status, omit=("lastLoginTime",))
         if differs(wire, record.status):
-            writes.append(kube.run(kube.patch_status, "memberships", record.name, wire, namespace))
+            patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
+            writes.append(_taken_in(runtime.members, patch))
     await bounded(writes)
+
+
+async def _deleted_binding(runtime: Runtime, namespace: str, name: str) -> None:
+    await runtime.kube.run(runtime.kube.delete_role_binding, namespace, name)
+    runtime.bindings.forget(namespace, name)
+
+
+async def _taken_in(informer: Informer[Any], write: Awaitable[Mapping[str, Any] | None]) -> None:
+    """Awaits a write and puts its answer in the cache, so the next reconcile doesn't redo it."""
+    written = await write
+    if written is not None:
+        informer.observe(written)
 
 
 async def ensure_licenses(

@@ -10,9 +10,12 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .. import names
 from ..kube import KubeApi
 from ..metrics import OperatorMetrics
 from ..settings import Settings
+from .informer import Informer
+from .records import BindingRecord, MemberRecord
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,32 @@ class Runtime:
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
     # When the oldest change not yet reconciled arrived, per org (for propagation lag).
     changed_at: dict[str, float] = field(default_factory=dict)
+    # Memberships and member RoleBindings, cluster-wide (started by the startup handler).
+    members: Informer[MemberRecord] = field(init=False)
+    bindings: Informer[BindingRecord] = field(init=False)
+
+    def __post_init__(self) -> None:
+        kube = self.kube
+        self.members = Informer(
+            "Memberships", kube, kube.memberships(), MemberRecord.from_body, self.namespace_changed
+        )
+        self.bindings = Informer(
+            "member RoleBindings",
+            kube,
+            kube.member_role_bindings(),
+            BindingRecord.from_body,
+            self.namespace_changed,
+        )
+
+    def namespace_changed(self, namespace: str) -> None:
+        """A Membership or member RoleBinding changed: the org of its namespace reconciles."""
+        organization = names.organization_of_namespace(namespace)
+        if organization:
+            self.poke(organization)
+
+    async def caches_synced(self) -> None:
+        await self.members.synced.wait()
+        await self.bindings.synced.wait()
 
     def trigger(self, organization: str) -> asyncio.Event:
         return self.triggers.setdefault(organization, asyncio.Event())

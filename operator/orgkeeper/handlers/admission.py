@@ -6,12 +6,15 @@ from typing import Any
 
 import kopf
 
+from .. import names
 from ..controllers.records import MemberRecord, OrgRecord, values
 from ..controllers.runtime import Runtime
 from ..domain import admission
-from ..domain.membership import same_email
+from ..domain.membership import Member, same_email
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
-from .organization import organization_of_namespace
+
+# Below the webhooks' 10s timeout, so a request at startup gets this answer, not a timeout.
+CACHE_WAIT_SECONDS = 5.0
 
 
 def _refuse(message: str | None) -> None:
@@ -24,18 +27,23 @@ def _org(organizations: kopf.Index[str, Any], name: str | None) -> OrgRecord | N
     return found[0] if found else None
 
 
-def _members(memberships: kopf.Index[str, Any], namespace: str) -> list[Any]:
-    return [record.member() for record in values(memberships, namespace)]
+async def _members(runtime: Runtime, namespace: str) -> list[Member]:
+    """The namespace's Memberships, once the operator has listed them all."""
+    if not await runtime.members.wait_synced(CACHE_WAIT_SECONDS):
+        raise kopf.AdmissionError(
+            "orgkeeper is still loading Memberships after a start; try again in a few seconds",
+            code=503,
+        )
+    return [record.member() for record in runtime.members.in_namespace(namespace)]
 
 
-def validate_organization(
+async def validate_organization(
     spec: kopf.Spec,
     old: kopf.Body | None,
     name: str,
     operation: str,
     memo: kopf.Memo,
     organizations_by_name: kopf.Index[str, Any],
-    memberships_by_namespace: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
@@ -52,7 +60,7 @@ def validate_organization(
         _refuse(admission.locked_email_refusal(owner, locking))
     elif old is not None:
         previous = (old.get("status") or {}).get("owner") or old["spec"].get("owner")
-        members = _members(memberships_by_namespace, f"org-{name}")
+        members = await _members(runtime, names.org_namespace(name))
         _refuse(admission.transfer_refusal(owner, previous, members))
 
 
@@ -74,18 +82,17 @@ def validate_organization_delete(
     )
 
 
-def validate_membership(
+async def validate_membership(
     body: kopf.Body,
     name: str,
     namespace: str | None,
     operation: str,
     memo: kopf.Memo,
     organizations_by_name: kopf.Index[str, Any],
-    memberships_by_namespace: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
-    org = _org(organizations_by_name, organization_of_namespace(namespace))
+    org = _org(organizations_by_name, names.organization_of_namespace(namespace))
     if org is None or org.deleting or not runtime.serves_region(org.region):
         return  # no org (or it is going away): nothing to protect
     record = MemberRecord.from_body(body)
@@ -94,7 +101,7 @@ def validate_membership(
         return
     _refuse(
         admission.duplicate_email_refusal(
-            record.email, name, _members(memberships_by_namespace, namespace or "")
+            record.email, name, await _members(runtime, namespace or "")
         )
     )
     _refuse(admission.owner_team_removal_refusal(record.email, record.teams, org.owner))

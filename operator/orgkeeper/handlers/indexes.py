@@ -1,6 +1,8 @@
 """kopf indexes: in-memory views of the watched objects, so reconciles and webhooks don't list.
 
-kopf hands each index to handlers as a keyword argument named after its function.
+kopf hands each index to handlers as a keyword argument named after its function. The kinds
+that come by the thousand (Memberships, member RoleBindings) live in the Runtime's informers
+instead (see controllers/informer.py).
 """
 
 from __future__ import annotations
@@ -11,50 +13,27 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..controllers.records import (
-    BindingRecord,
-    LicenseRecord,
-    MemberRecord,
-    OrgRecord,
-    WorkloadRecord,
-)
+from ..controllers.records import LicenseRecord, OrgRecord, WorkloadRecord
 
 ORGANIZATIONS = ("orgkeeper.dev", "v1alpha1", "organizations")
 MEMBERSHIPS = ("orgkeeper.dev", "v1alpha1", "memberships")
 LICENSES = ("orgkeeper.dev", "v1alpha1", "licenses")
-ROLE_BINDINGS = ("rbac.authorization.k8s.io", "v1", "rolebindings")
 WORKLOADS = {
     "Deployment": ("apps", "v1", "deployments"),
     "StatefulSet": ("apps", "v1", "statefulsets"),
     "DaemonSet": ("apps", "v1", "daemonsets"),
 }
 ORGANIZATION_LABELLED: Mapping[str, Any] = {names.LABEL_ORGANIZATION: kopf.PRESENT}
-MEMBER_BINDING_LABELS: Mapping[str, Any] = {
-    names.LABEL_MANAGED_BY: names.MANAGED_BY,
-    names.LABEL_MEMBERSHIP: kopf.PRESENT,
-}
 
 
 def organizations_by_name(body: kopf.Body, name: str, **_: Any) -> dict[str, OrgRecord]:
     return {name: OrgRecord.from_body(body)}
 
 
-def memberships_by_namespace(
-    body: kopf.Body, namespace: str | None, **_: Any
-) -> dict[str, MemberRecord]:
-    return {namespace or "": MemberRecord.from_body(body)}
-
-
 def licenses_by_namespace(
     body: kopf.Body, namespace: str | None, **_: Any
 ) -> dict[str, LicenseRecord]:
     return {namespace or "": LicenseRecord.from_body(body)}
-
-
-def member_bindings_by_namespace(
-    body: kopf.Body, namespace: str | None, **_: Any
-) -> dict[str, BindingRecord]:
-    return {namespace or "": BindingRecord.from_body(body)}
 
 
 def workloads_by_organization(kind: str) -> Any:
@@ -67,11 +46,7 @@ def workloads_by_organization(kind: str) -> Any:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     kopf.index(*ORGANIZATIONS, registry=registry)(organizations_by_name)
-    kopf.index(*MEMBERSHIPS, registry=registry)(memberships_by_namespace)
     kopf.index(*LICENSES, registry=registry)(licenses_by_namespace)
-    kopf.index(*ROLE_BINDINGS, labels=MEMBER_BINDING_LABELS, registry=registry)(
-        member_bindings_by_namespace
-    )
     # One index per workload kind; reconciles read them together (see workloads_of).
     for kind, resource in WORKLOADS.items():
         kopf.index(

@@ -12,11 +12,10 @@ import kopf
 
 from .. import names
 from .indexes import MEMBERSHIPS
-from .organization import organization_of_namespace
 
 
 def label_membership(spec: kopf.Spec, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
-    organization = organization_of_namespace(namespace)
+    organization = names.organization_of_namespace(namespace)
     email = spec.get("email")
     if organization and isinstance(email, str):
         patch.setdefault("metadata", {}).setdefault("labels", {}).update(

@@ -14,21 +14,9 @@ from ..controllers.license import withdraw_copies
 from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Event, Runtime
-from .indexes import (
-    MEMBER_BINDING_LABELS,
-    MEMBERSHIPS,
-    ORGANIZATION_LABELLED,
-    ORGANIZATIONS,
-    ROLE_BINDINGS,
-    WORKLOADS,
-)
+from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS
 
 MAX_BACKOFF = 60.0
-
-
-def organization_of_namespace(namespace: str | None) -> str | None:
-    prefix = names.org_namespace("")
-    return namespace[len(prefix) :] if namespace and namespace.startswith(prefix) else None
 
 
 def post(body: kopf.Body, events: list[Event]) -> None:
@@ -56,13 +44,14 @@ async def organization_loop(
     trigger.set()
     backoff = 1.0
     namespace = names.org_namespace(name)
+    await runtime.caches_synced()  # an empty cache would look like members gone
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(trigger.wait(), timeout=interval)
         trigger.clear()
         indexed = Indexed(
-            members=values(kwargs["memberships_by_namespace"], namespace),
-            bindings=values(kwargs["member_bindings_by_namespace"], namespace),
+            members=runtime.members.in_namespace(namespace),
+            bindings=runtime.bindings.in_namespace(namespace),
             licenses=values(kwargs["licenses_by_namespace"], namespace),
             workloads=_workloads(kwargs, name),
         )
@@ -103,13 +92,6 @@ def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> Non
         memo.runtime.poke(name)
 
 
-def namespaced_object_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A Membership or member RoleBinding changed: its org reconciles."""
-    organization = organization_of_namespace(namespace)
-    if organization:
-        memo.runtime.poke(organization)
-
-
 def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses)."""
     organization = labels.get(names.LABEL_ORGANIZATION)
@@ -123,12 +105,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
-    on_membership = kopf.on.event(*MEMBERSHIPS, id="membership_changed", registry=registry)
-    on_membership(namespaced_object_changed)
-    on_binding = kopf.on.event(
-        *ROLE_BINDINGS, labels=MEMBER_BINDING_LABELS, id="member_binding_changed", registry=registry
-    )
-    on_binding(namespaced_object_changed)
     for kind, resource in WORKLOADS.items():
         on_workload = kopf.on.event(
             *resource, labels=ORGANIZATION_LABELLED, id=f"{kind.lower()}_changed", registry=registry

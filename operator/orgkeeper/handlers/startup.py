@@ -1,9 +1,9 @@
-"""The startup handlers: every kopf setting, the signing key, metrics, the webhook server."""
+"""The startup handlers: every kopf setting, the signing key, metrics, the webhook server,
+and the background tasks (informers, the webhook CA keeper)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -30,26 +30,28 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.startup(registry=registry)
-    async def keep_webhook_ca_bundle(
+    async def start_background_tasks(
         settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any
     ) -> None:
         runtime: Runtime = memo.runtime
+        tasks = [
+            asyncio.create_task(informer.run(), name=f"informer of {informer.what}")
+            for informer in (runtime.members, runtime.bindings)
+        ]
         server = settings.admission.server
         if isinstance(server, ServingWebhookServer):
             interval = min(
                 runtime.settings.check_interval.total_seconds(), CA_BUNDLE_RECHECK_SECONDS
             )
-            memo.ca_bundle_keeper = asyncio.create_task(
-                keep_ca_bundle(runtime.kube, server, interval)
-            )
+            tasks.append(asyncio.create_task(keep_ca_bundle(runtime.kube, server, interval)))
+        memo.background_tasks = tasks
 
     @kopf.on.cleanup(registry=registry)
-    async def stop_keeping_webhook_ca_bundle(memo: kopf.Memo, **_: Any) -> None:
-        task: asyncio.Task[None] | None = memo.get("ca_bundle_keeper")
-        if task is not None:
+    async def stop_background_tasks(memo: kopf.Memo, **_: Any) -> None:
+        tasks: list[asyncio.Task[None]] = memo.get("background_tasks", [])
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
