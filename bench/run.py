@@ -289,7 +289,6 @@ class Bench:
         planes = self.data_planes(name, f"edge{size}")
         creating = now()
         self.create_members(namespace, size)
-        created = now()
         converge = wait(
             f"{name} converged",
             lambda: (
@@ -350,31 +349,6 @@ class Bench:
             self.core.create_namespace({"metadata": {"name": plane}})
         self.create_members(namespace, size)
 
-        def binding(i: int) -> Callable[[], Any]:
-            return lambda: self.rbac.create_namespaced_role_binding(
-                namespace,
-                {
-                    "metadata": {"name": f"m{i}-analytics-viewer", "labels": {"bench": "floor"}},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": "orgkeeper-analytics-viewer",
-                    },
-                    "subjects": [
-                        {
-                            "apiGroup": "rbac.authorization.k8s.io",
-                            "kind": "User",
-                            "name": f"user{i}@{namespace}.bench",
-                        }
-                    ],
-                },
-            )
-
-        def state(i: int, value: str) -> Callable[[], Any]:
-            return lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "memberships", f"m{i}", {"status": {"state": value}}
-            )
-
         def copy(plane: str) -> Callable[[], Any]:
             return lambda: self.core.create_namespaced_secret(
                 plane,
@@ -386,8 +360,8 @@ class Bench:
 
         converge = parallel(
             [
-                *(binding(i) for i in range(size)),
-                *(state(i, "Active") for i in range(size)),
+                *(self._floor_binding(namespace, i) for i in range(size)),
+                *(self._floor_state(namespace, i, "Active") for i in range(size)),
                 *(copy(p) for p in planes),
             ]
         )
@@ -399,13 +373,41 @@ class Bench:
                     )
                     for i in range(size)
                 ),
-                *(state(i, "Removed") for i in range(size)),
+                *(self._floor_state(namespace, i, "Removed") for i in range(size)),
             ]
         )
         reactivate = parallel(
-            [*(binding(i) for i in range(size)), *(state(i, "Active") for i in range(size))]
+            [
+                *(self._floor_binding(namespace, i) for i in range(size)),
+                *(self._floor_state(namespace, i, "Active") for i in range(size)),
+            ]
         )
         return {"converge": converge, "deactivate": deactivate, "reactivate": reactivate}
+
+    def _floor_binding(self, namespace: str, i: int) -> Callable[[], Any]:
+        return lambda: self.rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"m{i}-analytics-viewer", "labels": {"bench": "floor"}},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "orgkeeper-analytics-viewer",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": f"user{i}@{namespace}.bench",
+                    }
+                ],
+            },
+        )
+
+    def _floor_state(self, namespace: str, i: int, value: str) -> Callable[[], Any]:
+        return lambda: self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "memberships", f"m{i}", {"status": {"state": value}}
+        )
 
     # --- scenario B: many orgs, restart, idle ---------------------------------------------------
 
@@ -413,10 +415,13 @@ class Bench:
         names = [f"many{i}" for i in range(orgs)]
         parallel([lambda n=n: self.create_org(n) for n in names])
         wait("every org Ready", lambda: all(self.ready(n) for n in names))
-        parallel([lambda n=n: self.create_members(f"org-{n}", members) for n in names])
+        creating = now()
+        for name in names:
+            self.create_members(f"org-{name}", members)
+        created = now()
         total = orgs * (members + 1)
-        wait(
-            "every member bound",
+        converge = wait(
+            "every member bound and Active",
             lambda: (
                 len(
                     self.rbac.list_role_binding_for_all_namespaces(
@@ -424,12 +429,15 @@ class Bench:
                     ).items
                 )
                 >= total
+                and all(self.states(f"org-{n}") == {"Active"} for n in names)
             ),
         )
-        wait(
-            "every membership Active",
-            lambda: all(self.states(f"org-{n}") == {"Active"} for n in names),
+        converged = now()
+        window = self.operator_calls(creating, converged)
+        member_writes = sum(
+            1 for c in window if c.kind == "write" and c.resource in ("memberships", "rolebindings")
         )
+        floor_create, floor_converge = self.floor_many(orgs, members)
         rss = self.operator_rss_mib()
 
         every = len(self.existing_orgs())
@@ -447,6 +455,11 @@ class Bench:
         return {
             "orgs": orgs,
             "memberships": orgs * members,
+            # Both sides from their first Membership create, at the same client concurrency.
+            "converge": (created - creating).total_seconds() + converge,
+            "floor_converge": floor_create + floor_converge,
+            "converge_after_last_create": converge,
+            "writes_per_membership": member_writes / (orgs * members),
             "rss_mib": rss,
             "rss_after_restart_mib": self.operator_rss_mib(),
             "startup_seconds": startup,
@@ -456,6 +469,27 @@ class Bench:
             "idle_calls": audit.summary(idle_calls),
             "idle_writes": audit.writes_by_resource(idle_calls),
         }
+
+    def floor_many(self, orgs: int, members: int) -> tuple[float, float]:
+        """Seconds to create `orgs` x `members` Memberships, then for their minimal writes."""
+        namespaces = [f"floor-many{i}" for i in range(orgs)]
+        for namespace in namespaces:
+            self.core.create_namespace({"metadata": {"name": namespace}})
+        started = time.monotonic()
+        for namespace in namespaces:
+            self.create_members(namespace, members)
+        create = time.monotonic() - started
+        return create, parallel(
+            [
+                call
+                for namespace in namespaces
+                for i in range(members)
+                for call in (
+                    self._floor_binding(namespace, i),
+                    self._floor_state(namespace, i, "Active"),
+                )
+            ]
+        )
 
     def existing_orgs(self) -> list[str]:
         return [
@@ -485,6 +519,9 @@ def table(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"{many['orgs']} orgs, {many['memberships']} memberships: "
+            f"converge {many['converge']:.1f}s / floor {many['floor_converge']:.1f}s = "
+            f"{many['converge'] / many['floor_converge']:.2f}x, "
+            f"{many['writes_per_membership']:.2f} writes per membership; "
             f"operator RSS {many['rss_mib']:.0f} MiB; "
             f"restart to converged {many['startup_seconds']:.1f}s "
             f"with {many['startup_calls']['writes']} writes; "
