@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,23 +206,21 @@ class Bench:
         self.custom.create_cluster_custom_object(GROUP, VERSION, "organizations", body)
 
     def create_members(self, namespace: str, count: int, team: str = "analytics-viewer") -> None:
-        parallel(
-            (
-                lambda i=i: self.custom.create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    "memberships",
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "Membership",
-                        "metadata": {"name": f"m{i}"},
-                        "spec": {"email": f"user{i}@{namespace}.bench", "teams": [team]},
-                    },
-                )
+        def create(i: int) -> object:
+            return self.custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "memberships",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Membership",
+                    "metadata": {"name": f"m{i}"},
+                    "spec": {"email": f"user{i}@{namespace}.bench", "teams": [team]},
+                },
             )
-            for i in range(count)
-        )
+
+        parallel(partial(create, i) for i in range(count))
 
     def data_planes(self, org: str, prefix: str) -> list[str]:
         namespaces = [f"{prefix}-{i}" for i in range(DATA_PLANE_NAMESPACES)]
@@ -413,7 +412,7 @@ class Bench:
 
     def many_orgs(self, orgs: int, members: int, idle: float) -> dict[str, Any]:
         names = [f"many{i}" for i in range(orgs)]
-        parallel([lambda n=n: self.create_org(n) for n in names])
+        parallel([partial(self.create_org, n) for n in names])
         wait("every org Ready", lambda: all(self.ready(n) for n in names))
         creating = now()
         for name in names:

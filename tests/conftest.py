@@ -6,6 +6,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from kubernetes import client
 from orgkeeper.localcluster import LocalCluster, binaries
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.kube import Kube, api_client, load_yaml_documents, wait_for
+from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
 from support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,13 +60,7 @@ def _apply_crds(local: LocalCluster, admin: Kube) -> None:
     for path in sorted(CRD_DIR.glob("*.yaml")):
         (crd,) = load_yaml_documents(path)
         name = crd["metadata"]["name"]
-        wait_for(
-            f"CRD {name} to be Established",
-            lambda name=name: any(
-                c.type == "Established" and c.status == "True"
-                for c in (extensions.read_custom_resource_definition(name).status.conditions or [])
-            ),
-        )
+        wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
 
 
 def kubectl(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, binaries
-from support.kube import Kube, api_client, load_yaml_documents, wait_for
+from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
 
 from .operators import Operators
 from .report import REPORT_PATH, TALLY, TRIALS
@@ -76,15 +77,7 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         for path in sorted((REPO / "crds").glob("*.yaml")):
             (crd,) = load_yaml_documents(path)
             name = crd["metadata"]["name"]
-            wait_for(
-                f"CRD {name} to be Established",
-                lambda name=name: any(
-                    c.type == "Established" and c.status == "True"
-                    for c in (
-                        extensions.read_custom_resource_definition(name).status.conditions or []
-                    )
-                ),
-            )
+            wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
         yield local
     finally:
         local.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -23,9 +23,27 @@ from support.operator import OperatorProcess
 
 WEBHOOK_CONFIGURATION = "orgkeeper.dev"
 
+
+class Settings(TypedDict, total=False):
+    """The OperatorProcess settings the suite sets (durations, as `orgkeeper run` takes them)."""
+
+    check_interval: str
+    inactivity_window: str
+    billing_cycle: str
+    license_rotate_after: str
+
+
+class Ports(TypedDict, total=False):
+    """The OperatorProcess ports a replacement keeps."""
+
+    health_port: int
+    webhook_port: int
+    metrics_port: int
+
+
 # The suite's defaults: periodic checks every 2s, but nothing that changes objects on a timer
 # (rotation, billing cycles, inactivity), so an idle operator writes nothing at all.
-DEFAULTS: dict[str, str] = {
+DEFAULTS: Settings = {
     "check_interval": "2s",
     "inactivity_window": "30d",
     "billing_cycle": "30d",
@@ -52,7 +70,7 @@ class Operators:
         self.cluster = cluster
         self.admin = admin
         self.directory = directory
-        self.settings = dict(DEFAULTS)
+        self.settings: Settings = DEFAULTS.copy()
         identity.apply(cluster, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
         self.identity = identity.issue_token(
             cluster, admin, directory / "kubeconfig", seconds=12 * 3600
@@ -62,7 +80,7 @@ class Operators:
         self.process = self._new()
         identity.apply(cluster, loopback_webhooks(identity.render(), self.process.webhook_port))
 
-    def _new(self, **ports: int) -> OperatorProcess:
+    def _new(self, **ports: Unpack[Ports]) -> OperatorProcess:
         return OperatorProcess(
             self.cluster,
             self.directory / "operator.log",
@@ -102,7 +120,7 @@ class Operators:
     def stop(self) -> None:
         self.process.stop()
 
-    def replace(self, kubeconfig: Path | None = None, **settings: str) -> None:
+    def replace(self, kubeconfig: Path | None = None, **settings: Unpack[Settings]) -> None:
         """Stops this operator and starts one with other settings (same ports and log)."""
         self.process.stop()
         self.settings = {**DEFAULTS, **settings}

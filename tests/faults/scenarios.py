@@ -45,7 +45,7 @@ def new_org(as_user: AsUser, org: str, owner: str, **spec: Any) -> None:
 
 def member_teams(index: int) -> list[str]:
     """A spread of team sets: every team, some members in two."""
-    teams = [TEAMS[index % len(TEAMS)]]
+    teams: list[str] = [TEAMS[index % len(TEAMS)]]
     if index % 3 == 0:
         teams.append(TEAMS[(index + 2) % len(TEAMS)])
     return teams

@@ -14,6 +14,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -133,12 +134,8 @@ def snapshot(admin: Kube, org: str, planes: Iterable[Plane] = ()) -> Snapshot:
         }
     workloads = {}
     for plane in planes:
-        found = _gone(lambda plane=plane: _read_workload(admin, plane))
-        copy = _gone(
-            lambda plane=plane: admin.core.read_namespaced_secret(
-                names.propagated_license_secret(plane.product), plane.namespace
-            )
-        )
+        found = _gone(partial(_read_workload, admin, plane))
+        copy = _gone(partial(_read_license_copy, admin, plane))
         annotations = (found.metadata.annotations or {}) if found is not None else {}
         expected = active.get(plane.product)
         workloads[f"{plane.kind}/{plane.namespace}/{plane.name}"] = {
@@ -171,6 +168,13 @@ def _read_workload(admin: Kube, plane: Plane) -> Any:
         "DaemonSet": admin.apps.read_namespaced_daemon_set,
     }[plane.kind]
     return read(plane.name, plane.namespace)
+
+
+def _read_license_copy(admin: Kube, plane: Plane) -> Any:
+    """The Secret orgkeeper copies the active license of the plane's product into."""
+    return admin.core.read_namespaced_secret(
+        names.propagated_license_secret(plane.product), plane.namespace
+    )
 
 
 def normalized(value: Snapshot, replacements: Mapping[str, str]) -> Snapshot:
@@ -271,7 +275,7 @@ def delete_and_wait_gone(admin: Kube, org: str, timeout: float = 60.0) -> float:
 def delete_namespaces(admin: Kube, namespaces: Iterable[str]) -> None:
     """Deletes the namespaces a scenario made itself (the org namespaces go with their orgs)."""
     for namespace in namespaces:
-        _gone(lambda namespace=namespace: admin.core.delete_namespace(namespace))
+        _gone(partial(admin.core.delete_namespace, namespace))
 
 
 def wait_namespaces_gone(admin: Kube, namespaces: Iterable[str], timeout: float = 180.0) -> None:
@@ -280,7 +284,7 @@ def wait_namespaces_gone(admin: Kube, namespaces: Iterable[str], timeout: float 
     def all_gone() -> bool:
         nonlocal pending
         pending = {
-            ns for ns in pending if _gone(lambda ns=ns: admin.core.read_namespace(ns)) is not None
+            ns for ns in pending if _gone(partial(admin.core.read_namespace, ns)) is not None
         }
         return not pending
 

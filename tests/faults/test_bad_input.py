@@ -456,8 +456,10 @@ def test_generated_licenses(fault_admin: Kube, operators: Operators, target_org:
         counter[0] += 1
         ref = spec.get("secretRef")
         if content is not None and isinstance(ref, dict) and _secret_name(ref.get("name")):
-            key = ref.get("key") if isinstance(ref.get("key"), str) else "license"
-            _put_secret(admin, namespace, ref["name"], key, content)
+            key = ref.get("key")
+            _put_secret(
+                admin, namespace, ref["name"], key if isinstance(key, str) else "license", content
+            )
         body = {
             "apiVersion": "orgkeeper.dev/v1alpha1",
             "kind": "License",

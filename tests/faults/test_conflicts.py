@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -75,7 +76,7 @@ def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
     def edit(email: str, generator: random.Random) -> None:
         name = email.split("@")[0]
         for _ in range(EDIT_ROUNDS):
-            teams = sorted(generator.sample(TEAMS, generator.randint(0, 3)))
+            teams: list[str] = sorted(generator.sample(TEAMS, generator.randint(0, 3)))
             while True:
                 current = admin.get("memberships", name, namespace)
                 current["spec"]["teams"] = teams
@@ -229,7 +230,7 @@ def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> str:
     for read in (admin.rbac.read_cluster_role_binding, admin.rbac.read_cluster_role):
         wait_for(
             f"the Owner's cluster RBAC of {org} to be collected",
-            lambda read=read: _absent(lambda: read(names.owner_role(org))),
+            partial(_absent, partial(read, names.owner_role(org))),
             timeout=60,
         )
     if isinstance(deleted_membership, ApiException):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 
 from orgkeeper.localcluster import LocalCluster
 from support.kube import Kube
@@ -17,6 +18,11 @@ from .state import delete_and_wait_gone, snapshot
 
 CONVERGE_WITHIN = 90.0
 MEMBERS_BEFORE, MEMBERS_DURING, MEMBERS_AFTER = 5, 40, 5
+
+
+def _problems(admin: Kube, org: str, members: int) -> list[str]:
+    """What keeps the org from being converged with `members` Memberships (none once it is)."""
+    return active_problems(snapshot(admin, org), expected_members=members)
 
 
 def test_control_plane_restarts_during_convergence(
@@ -41,9 +47,7 @@ def test_control_plane_restarts_during_convergence(
                 add_members(admin, org, MEMBERS_BEFORE)
                 wait_until(
                     "the org converged before the fault",
-                    lambda org=org: active_problems(
-                        snapshot(admin, org), expected_members=MEMBERS_BEFORE + 1
-                    ),
+                    partial(_problems, admin, org, MEMBERS_BEFORE + 1),
                     timeout=60,
                 )
                 add_members(admin, org, MEMBERS_DURING, start=MEMBERS_BEFORE)
@@ -55,9 +59,7 @@ def test_control_plane_restarts_during_convergence(
                 total = MEMBERS_BEFORE + MEMBERS_DURING + MEMBERS_AFTER + 1
                 took = wait_until(
                     f"org {org} converged after {component} came back",
-                    lambda org=org, total=total: active_problems(
-                        snapshot(admin, org), expected_members=total
-                    ),
+                    partial(_problems, admin, org, total),
                     timeout=CONVERGE_WITHIN,
                 )
                 assert operators.alive() and operators.pid == pid, (

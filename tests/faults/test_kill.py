@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
+from functools import partial
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
@@ -33,6 +35,7 @@ from .scenarios import (
 )
 from .state import (
     Plane,
+    Snapshot,
     delete_and_wait_gone,
     delete_namespaces,
     identity_of,
@@ -50,8 +53,9 @@ def _suffix() -> str:
 
 
 def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators: Operators) -> None:
-    admin, trials, leftovers = fault_admin, Trials(), []
-    expected: dict = {}
+    admin, trials = fault_admin, Trials()
+    leftovers: list[str] = []
+    expected: Snapshot = {}
     undone = [0]
 
     def provision(org: str, kill_after: float | None) -> tuple[list[Plane], float]:
@@ -71,7 +75,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
             operators.start()
         return planes, started
 
-    def read(org: str, planes: list[Plane]) -> dict:
+    def read(org: str, planes: list[Plane]) -> Snapshot:
         # The edge namespaces are named after the org, so replacing its name covers them.
         return normalized(snapshot(admin, org, planes), identity_of(org, f"owner@{org}.test"))
 
@@ -99,7 +103,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
             planes, _ = provision(org, rng.uniform(0, window))
             wait_equal(
                 f"org {org} after a kill",
-                lambda org=org, planes=planes: read(org, planes),
+                partial(read, org, planes),
                 expected,
                 timeout=RECOVERY_TIMEOUT,
             )
@@ -127,7 +131,7 @@ def test_kill_during_deactivation_and_reactivation(
     cp = control_plane(admin, org)
     planes = [dp, cp]
 
-    def read() -> dict:
+    def read() -> Snapshot:
         return snapshot(admin, org, planes)
 
     def bound() -> list[str]:
@@ -166,7 +170,7 @@ def test_kill_during_deactivation_and_reactivation(
 
     undone: Counter[str] = Counter()
 
-    def kill_and_restart(expected: dict, fault: str) -> None:
+    def kill_and_restart(expected: Snapshot, fault: str) -> None:
         operators.kill()
         undone[fault] += read() != expected  # the state the kill left, the operator dead
         operators.start()
@@ -199,7 +203,8 @@ def test_kill_during_license_rotation(
     fault_admin: Kube, as_user: AsUser, operators: Operators
 ) -> None:
     """An operator that rotates provisioned licenses 6 seconds after issuing them."""
-    admin, trials, leftovers = fault_admin, Trials(), []
+    admin, trials = fault_admin, Trials()
+    leftovers: list[str] = []
     rotate_after, undone = 6.0, 0
     operators.replace(license_rotate_after=f"{rotate_after:.0f}s")
     try:
@@ -229,6 +234,10 @@ def test_kill_during_license_rotation(
             ]
             return problems + licenses_problems(snapshot(admin, org, [plane]))
 
+        def state(org: str, plane: Plane, replace: Mapping[str, str]) -> Snapshot:
+            """The org's snapshot, with the names that differ between its trials replaced."""
+            return normalized(snapshot(admin, org, [plane]), replace)
+
         # The control: one rotation without a fault.
         org = f"rot-{_suffix()}"
         owner, plane, first = start(org)
@@ -255,15 +264,13 @@ def test_kill_during_license_rotation(
                 operators.start()
                 wait_until(
                     f"org {org} rotated after a kill",
-                    lambda org=org, plane=plane, first=first: rotated(org, plane, first),
+                    partial(rotated, org, plane, first),
                     timeout=RECOVERY_TIMEOUT,
                 )
                 replace = identity_of(org, owner, plane.namespace)
                 wait_equal(
                     f"org {org} after a kill",
-                    lambda org=org, plane=plane, replace=replace: normalized(
-                        snapshot(admin, org, [plane]), replace
-                    ),
+                    partial(state, org, plane, replace),
                     expected,
                     timeout=RECOVERY_TIMEOUT,
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,6 @@ def test_bad_license_is_refused_naming_the_field(admin: Kube, org_namespace: str
         bad_ref = copy.deepcopy(sample("license"))
         bad_ref["metadata"].pop("namespace")
         bad_ref["spec"]["secretRef"] = ref
-        status, message = rejection(
-            lambda body=bad_ref: admin.create("licenses", body, org_namespace)
-        )
+        status, message = rejection(partial(admin.create, "licenses", bad_ref, org_namespace))
         assert status == 422
         assert field in message and "should match" in message, message

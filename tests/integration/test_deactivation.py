@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -21,9 +21,10 @@ AsUser = Callable[[str], Kube]
 
 
 def member_bindings(admin: Kube, namespace: str) -> list[Any]:
-    return admin.rbac.list_namespaced_role_binding(
+    bindings = admin.rbac.list_namespaced_role_binding(
         namespace, label_selector="orgkeeper.dev/membership"
-    ).items
+    )
+    return cast("list[Any]", bindings.items)
 
 
 def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
@@ -32,11 +33,10 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     name, other = f"deact-{unique}", f"other-{unique}"
     owner, alice, bob = (f"{who}@{name}.test" for who in ("owner", "alice", "bob"))
     namespace, edge = f"org-{name}", f"edge-{unique}"
-    for org in (name, other):
-        as_user(f"owner@{org}.test" if org == other else owner).create(
-            "organizations", organization(org, f"owner@{org}.test" if org == other else owner)
-        )
-        wait_org(admin, org)
+    for org_name in (name, other):
+        org_owner = f"owner@{org_name}.test" if org_name == other else owner
+        as_user(org_owner).create("organizations", organization(org_name, org_owner))
+        wait_org(admin, org_name)
     admin.create("memberships", membership("alice", alice, "organization-admin"), namespace)
     admin.create("memberships", membership("bob", bob, "analytics-viewer"), namespace)
     admin.create("memberships", membership("alice", alice, "portal-admin"), f"org-{other}")
@@ -130,13 +130,16 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         {alice: ["organization-admin"], bob: ["analytics-viewer"], owner: ["organization-admin"]},
     )
     assert allowed(admin, alice, "create", "memberships", namespace=namespace)
-    wait_for(
-        "data planes to be unfrozen",
-        lambda: all(
-            "orgkeeper.dev/frozen" not in (read(admin, *plane).metadata.annotations or {})
-            for plane in data_planes
-        ),
-    )
+
+    def unfrozen() -> bool:
+        for plane in data_planes:
+            found = read(admin, *plane)
+            assert found is not None, f"data plane {plane} is gone"
+            if "orgkeeper.dev/frozen" in (found.metadata.annotations or {}):
+                return False
+        return True
+
+    wait_for("data planes to be unfrozen", unfrozen)
     assert all(read(admin, *plane) is None for plane in control_planes)
 
 

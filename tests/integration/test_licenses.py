@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -40,7 +41,7 @@ def namespace(admin: Kube, name: str) -> str:
     return name
 
 
-def license_status(admin: Kube, org: str, name: str) -> dict:
+def license_status(admin: Kube, org: str, name: str) -> dict[str, Any]:
     return admin.get("licenses", name, f"org-{org}").get("status") or {}
 
 
@@ -75,6 +76,7 @@ def test_a_new_data_plane_gets_a_verifiable_license(
     ) - datetime.fromisoformat(status["issuedAt"].replace("Z", "+00:00")) == timedelta(days=365)
 
     deployment = read(admin, "Deployment", edge, "gateway")
+    assert deployment is not None, f"Deployment {edge}/gateway is gone"
     assert deployment.metadata.annotations["orgkeeper.dev/license-fingerprint"] == copy.fingerprint
     (secret,) = admin.core.list_namespaced_secret(
         edge, field_selector="metadata.name=orgkeeper-license-mesh"
@@ -157,7 +159,9 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
         "the expired license to be refused",
         lambda: is_condition(admin.get("licenses", "expired", ns), "Valid", "False", "Expired"),
     )
-    assert delivered(admin, edge, "ingress-controller").fingerprint == provisioned.fingerprint
+    current = delivered(admin, edge, "ingress-controller")
+    assert current is not None, f"the license copy in {edge} is gone"
+    assert current.fingerprint == provisioned.fingerprint
 
     # A newer valid contract wins (issued two minutes ahead so the 30s test rotation can't beat it).
     newer = licensing.sign(
@@ -249,9 +253,9 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
         ),
         timeout=90,
     )
-    assert (
-        delivered(admin, frozen_edge, "gateway-enterprise").fingerprint == first_frozen.fingerprint
-    )
+    frozen_copy = delivered(admin, frozen_edge, "gateway-enterprise")
+    assert frozen_copy is not None, f"the license copy in {frozen_edge} is gone"
+    assert frozen_copy.fingerprint == first_frozen.fingerprint
     events = admin.core.list_namespaced_event(
         f"org-{live}", field_selector="involvedObject.name=gateway-enterprise"
     ).items

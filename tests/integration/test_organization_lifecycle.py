@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -25,7 +26,7 @@ def org_name(unique: str) -> str:
     return f"acme-{unique}"
 
 
-def create_org(as_user: AsUser, name: str, owner: str, **spec: object) -> None:
+def create_org(as_user: AsUser, name: str, owner: str, **spec: Any) -> None:
     as_user(owner).create("organizations", organization(name, owner, **spec))
 
 

@@ -236,9 +236,11 @@ def test_server_side_apply_of_the_samples_twice_is_a_no_op(
 
 def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
     runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
-    runtime.globals().obj = runtime.table_from(obj, recursive=True)
+    runtime.globals()["obj"] = runtime.table_from(obj, recursive=True)
     result = runtime.execute(HEALTH_LUA)
-    return {key: result[key] for key in ("status", "message") if result[key] is not None}
+    # types-lupa says execute() returns `object`, though what it returns is the Lua value itself
+    # (the stubs' own Lua values are Any): here HEALTH_LUA's table, which takes string keys.
+    return {key: result[key] for key in ("status", "message") if result[key] is not None}  # type: ignore[index]
 
 
 def test_argocd_health_check_reads_real_statuses(admin: Kube, as_user: AsUser, unique: str) -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 from kubernetes import client, config
@@ -60,22 +60,32 @@ class Kube:
         self, plural: str, body: dict[str, Any], namespace: str | None = None
     ) -> dict[str, Any]:
         if namespace is None:
-            return self.custom.create_cluster_custom_object(GROUP, VERSION, plural, body)  # type: ignore[no-any-return]
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)  # type: ignore[no-any-return]
+            created = self.custom.create_cluster_custom_object(GROUP, VERSION, plural, body)
+        else:
+            created = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
+        return cast("dict[str, Any]", created)
 
     def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         if namespace is None:
-            return self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)  # type: ignore[no-any-return]
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)  # type: ignore[no-any-return]
+            found = self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        else:
+            found = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        return cast("dict[str, Any]", found)
 
     def patch(
         self, plural: str, name: str, body: dict[str, Any], namespace: str | None = None
     ) -> dict[str, Any]:
         if namespace is None:
-            return self.custom.patch_cluster_custom_object(GROUP, VERSION, plural, name, body)  # type: ignore[no-any-return]
-        return self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, name, body
-        )  # type: ignore[no-any-return]
+            patched = self.custom.patch_cluster_custom_object(GROUP, VERSION, plural, name, body)
+        else:
+            patched = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        return cast("dict[str, Any]", patched)
 
     def delete(self, plural: str, name: str, namespace: str | None = None) -> None:
         if namespace is None:
@@ -93,6 +103,14 @@ class Kube:
                 GROUP, VERSION, namespace, plural, **kwargs
             )
         return list(result["items"])
+
+
+def crd_established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    """Whether the CustomResourceDefinition `name` is Established (its kind is served)."""
+    return any(
+        c.type == "Established" and c.status == "True"
+        for c in (extensions.read_custom_resource_definition(name).status.conditions or [])
+    )
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
@@ -116,13 +134,16 @@ def rejection(call: Callable[[], object]) -> tuple[int, str]:
 
 def wait_for(
     what: str,
-    probe: Callable[[], T | None],
+    probe: Callable[[], T | Literal[False] | None],
     *,
     timeout: float = 30.0,
     interval: float = 0.2,
     details: Callable[[], str] | None = None,
 ) -> T:
     """Polls `probe` until it returns something truthy; fails with `what` after `timeout`.
+
+    A probe says "not yet" with None or False (as `cond and value` does); the first truthy
+    value it returns is what `wait_for` returns.
 
     `details`, if given, says what the probes last found; the failure message ends with it.
     """

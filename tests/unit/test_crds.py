@@ -1,6 +1,7 @@
 """The committed CRDs are exactly what the API models generate."""
 
 from pathlib import Path
+from typing import Any
 
 from orgkeeper import crdgen
 from orgkeeper.api.v1alpha1 import KINDS
@@ -33,7 +34,7 @@ def test_every_kind_has_status_subresource_short_names_and_category() -> None:
         assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Ready", "Age"}
 
 
-def _all_nodes(schema: dict) -> list[dict]:
+def _all_nodes(schema: dict[str, Any]) -> list[dict[str, Any]]:
     nodes = [schema]
     for sub in schema.get("properties", {}).values():
         nodes += _all_nodes(sub)

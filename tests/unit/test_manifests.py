@@ -51,7 +51,9 @@ def container() -> dict[str, Any]:
 
 def flag(name: str) -> str:
     """The value the Deployment gives `orgkeeper run --<name>`."""
-    values = [arg.split("=", 1)[1] for arg in container()["args"] if arg.startswith(f"--{name}=")]
+    values: list[str] = [
+        arg.split("=", 1)[1] for arg in container()["args"] if arg.startswith(f"--{name}=")
+    ]
     assert len(values) == 1, f"--{name} is not set once in the Deployment's args"
     return values[0]
 
