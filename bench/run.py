@@ -141,7 +141,12 @@ class Bench:
                 # Periodic checks inside the idle window, so it shows what they cost.
                 "--check-interval=60s",
             ],
-            env={**os.environ, "KUBECONFIG": str(self.operator_kubeconfig)},
+            # MALLOC_ARENA_MAX as the image (Dockerfile) runs it.
+            env={
+                **os.environ,
+                "KUBECONFIG": str(self.operator_kubeconfig),
+                "MALLOC_ARENA_MAX": "2",
+            },
         )
         wait(
             "the operator",

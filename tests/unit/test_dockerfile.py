@@ -102,6 +102,7 @@ def test_the_environment_and_entrypoint(stages: list[Stage]) -> None:
     env = runtime.env()
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PATH"].split(":")[0] == "/opt/orgkeeper/bin"
+    assert env["MALLOC_ARENA_MAX"] == "2", "the memory the bench measures"
     (entrypoint,) = runtime.all("ENTRYPOINT")
     assert json.loads(entrypoint) == ["orgkeeper", "run"], "exec form, so signals reach kopf"
     (exposed,) = runtime.all("EXPOSE")

@@ -95,19 +95,19 @@ class Informer(Generic[R]):
 
     async def _list(self) -> str:
         """Replaces the cache with a fresh list; returns the list's resourceVersion."""
-        bodies: list[dict[str, Any]] = []
+        # Records are made page by page: holding every raw page at once would set the peak
+        # memory of a restart (and Python keeps a peak's pages).
+        fresh: dict[str, dict[str, tuple[int, R]]] = {}
         token: str | None = None
         while True:
             page = await self.kube.run(self.kube.list_page, self.collection, token)
-            bodies += page.get("items") or []
+            for body in page.get("items") or []:
+                meta = body["metadata"]
+                held = (_version(body), self.record(body))
+                fresh.setdefault(meta["namespace"], {})[meta["name"]] = held
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
                 break
-        fresh: dict[str, dict[str, tuple[int, R]]] = {}
-        for body in bodies:
-            meta = body["metadata"]
-            held = (_version(body), self.record(body))
-            fresh.setdefault(meta["namespace"], {})[meta["name"]] = held
         changed = {
             namespace
             for namespace in fresh.keys() | self._objects.keys()

@@ -17,6 +17,8 @@ from ..settings import Settings
 from .informer import Informer
 from .records import BindingRecord, MemberRecord
 
+RECONCILE_CONCURRENCY = 8
+
 
 @dataclass(frozen=True)
 class Event:
@@ -38,6 +40,10 @@ class Runtime:
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
     # When the oldest change not yet reconciled arrived, per org (for propagation lag).
     changed_at: dict[str, float] = field(default_factory=dict)
+    # How many orgs reconcile at once: a restart wakes them all, and each holds API answers.
+    reconcile_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY)
+    )
     # Memberships and member RoleBindings, cluster-wide (started by the startup handler).
     members: Informer[MemberRecord] = field(init=False)
     bindings: Informer[BindingRecord] = field(init=False)

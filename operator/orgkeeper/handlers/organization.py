@@ -43,25 +43,23 @@ async def organization_loop(
     trigger = runtime.trigger(name)
     trigger.set()
     backoff = 1.0
-    namespace = names.org_namespace(name)
     await runtime.caches_synced()  # an empty cache would look like members gone
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(trigger.wait(), timeout=interval)
         trigger.clear()
-        indexed = Indexed(
-            members=runtime.members.in_namespace(namespace),
-            bindings=runtime.bindings.in_namespace(namespace),
-            licenses=values(kwargs["licenses_by_namespace"], namespace),
-            workloads=_workloads(kwargs, name),
-        )
-        changed_at = runtime.take_change_time(name)
-        started = time.monotonic()
-        try:
-            events = await reconcile_organization(runtime, body, indexed, changed_at=changed_at)
-        except Exception as error:  # the loop must outlive any single failure
-            runtime.metrics.reconciles.labels("Organization", "error").inc()
-            logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, error)
+        async with runtime.reconcile_slots:
+            changed_at = runtime.take_change_time(name)
+            started = time.monotonic()
+            try:
+                events = await reconcile_organization(
+                    runtime, body, _observed(runtime, kwargs, name), changed_at=changed_at
+                )
+            except Exception as error:  # the loop must outlive any single failure
+                events = None
+                runtime.metrics.reconciles.labels("Organization", "error").inc()
+                logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, error)
+        if events is None:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
             trigger.set()
@@ -75,6 +73,17 @@ async def organization_loop(
 async def organization_deleted(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Everything orgkeeper made outside the org's namespace goes too (the rest is owned)."""
     await withdraw_copies(memo.runtime, name, _workloads(kwargs, name))
+
+
+def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:
+    """What the caches hold for the org now (taken once it has a reconcile slot)."""
+    namespace = names.org_namespace(organization)
+    return Indexed(
+        members=runtime.members.in_namespace(namespace),
+        bindings=runtime.bindings.in_namespace(namespace),
+        licenses=values(indexes["licenses_by_namespace"], namespace),
+        workloads=_workloads(indexes, organization),
+    )
 
 
 def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecord]:
