@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.util.retry import Retry
 
 from . import names
@@ -105,6 +108,22 @@ class CABundle(Enum):
     ABSENT = "absent"
 
 
+class WatchStop:
+    """Ends a watch blocked in a read, from another thread, by shutting its socket down."""
+
+    def __init__(self) -> None:
+        self.response: Any = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        connection = getattr(self.response, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass(frozen=True)
 class Collection:
     """Every object of a kind in all namespaces (maybe by label): what an informer follows."""
@@ -151,25 +170,43 @@ class KubeApi:
             **collection.selector(),
         )
         page: dict[str, Any] = json.loads(response.data)
+        if not isinstance(page.get("items"), list):
+            raise ApiException(status=500, reason=f"a list without items: {page.get('kind')}")
         return page
 
     def watch_events(
-        self, collection: Collection, version: str, stream: watch.Watch
+        self, collection: Collection, version: str, stop: WatchStop
     ) -> Iterator[dict[str, Any]]:
         """Changes after `version` as raw events, until the server ends the watch.
 
-        A version too old for the server raises ApiException 410; `stream.stop()` ends it early.
+        A version too old for the server raises ApiException 410; `stop.stop()` ends it early.
         """
-        events: Iterator[dict[str, Any]] = stream.stream(
-            collection.list_call,
+        response = collection.list_call(
             *collection.args,
+            watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_SECONDS,
-            deserialize=False,
+            _preload_content=False,
             **collection.selector(),
         )
-        return events
+        stop.response = response
+        try:
+            for line in iter_resp_lines(response):
+                if stop.stopped:
+                    return
+                if not line:
+                    continue
+                event: dict[str, Any] = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiException(
+                        status=status.get("code"),
+                        reason=f"{status.get('reason')}: {status.get('message')}",
+                    )
+                yield event
+        finally:
+            response.release_conn()
 
     # --- namespaces ---------------------------------------------------------------------
 

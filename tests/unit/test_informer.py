@@ -53,15 +53,15 @@ def informer(pages: Mapping[str, Mapping[str, Any]]) -> tuple[Informer[str], lis
     return cache, changed
 
 
-def test_a_list_follows_every_page_and_returns_its_version() -> None:
+def test_a_list_follows_every_page_and_takes_its_version() -> None:
     cache, changed = informer(
         {
             "": page(body("org-a", "m1", 5), version=9, more="next"),
             "next": page(body("org-b", "m2", 7), version=9),
         }
     )
-    version = asyncio.run(cache._list())
-    assert version == "9"
+    asyncio.run(cache._list())
+    assert cache.version == "9"
     assert cache.in_namespace("org-a") == ["m1=a@x.io"]
     assert cache.in_namespace("org-b") == ["m2=a@x.io"]
     assert sorted(changed) == ["org-a", "org-b"]
@@ -84,8 +84,10 @@ def test_watch_events_add_change_and_delete() -> None:
     cache._take({"type": "MODIFIED", "object": body("org-a", "m1", 6, email="b@x.io")})
     assert cache.in_namespace("org-a") == ["m1=b@x.io"]
     cache._take({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "8"}}})
+    assert cache.version == "8", "a broken watch resumes from the bookmark"
     cache._take({"type": "DELETED", "object": body("org-a", "m1", 9)})
     assert cache.in_namespace("org-a") == []
+    assert cache.version == "9"
     assert changed == ["org-a", "org-a", "org-a"]
 
 

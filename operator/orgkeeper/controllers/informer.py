@@ -16,9 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from kubernetes import watch
-
-from ..kube import Collection, KubeApi, is_status
+from ..kube import Collection, KubeApi, WatchStop, is_status
 
 R = TypeVar("R")
 MAX_BACKOFF = 30.0
@@ -52,6 +50,8 @@ class Informer(Generic[R]):
         self.record = record
         self.on_change = on_change
         self.synced = asyncio.Event()
+        # The last resourceVersion taken in (list or event): where a broken watch resumes.
+        self.version: str | None = None
         self._objects: dict[str, dict[str, tuple[int, R]]] = {}
 
     def in_namespace(self, namespace: str) -> list[R]:
@@ -76,32 +76,36 @@ class Informer(Generic[R]):
         return True
 
     async def run(self) -> None:
-        """Lists, then watches, for as long as the operator runs; errors back off and list again."""
+        """Lists, then watches, for as long as the operator runs.
+
+        A watch that breaks resumes from the last version taken in; one too old for the
+        server (410 Gone) lists again. Failures back off, up to MAX_BACKOFF.
+        """
         backoff = 1.0
         while True:
             try:
-                version: str | None = await self._list()
+                if self.version is None:
+                    await self._list()
+                if self.version is not None and await self._watch(self.version):
+                    self.version = None
                 backoff = 1.0
-                while version is not None:
-                    version = await self._watch(version)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the cache must outlive any API failure
-                logger.warning(
-                    "%s: listing or watching failed, again in %.0fs: %s", self.what, backoff, error
-                )
+                step = "listing" if self.version is None else "watching"
+                logger.warning("%s: %s failed, again in %.0fs: %s", self.what, step, backoff, error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _list(self) -> str:
-        """Replaces the cache with a fresh list; returns the list's resourceVersion."""
+    async def _list(self) -> None:
+        """Replaces the cache with a fresh list, and takes the list's resourceVersion."""
         # Records are made page by page: holding every raw page at once would set the peak
         # memory of a restart (and Python keeps a peak's pages).
         fresh: dict[str, dict[str, tuple[int, R]]] = {}
         token: str | None = None
         while True:
             page = await self.kube.run(self.kube.list_page, self.collection, token)
-            for body in page.get("items") or []:
+            for body in page["items"]:
                 meta = body["metadata"]
                 held = (_version(body), self.record(body))
                 fresh.setdefault(meta["namespace"], {})[meta["name"]] = held
@@ -114,51 +118,48 @@ class Informer(Generic[R]):
             if fresh.get(namespace) != self._objects.get(namespace)
         }
         self._objects = fresh
+        self.version = str(page["metadata"]["resourceVersion"])
         self.synced.set()
         self._notify(changed)
-        return str(page["metadata"]["resourceVersion"])
 
-    async def _watch(self, version: str) -> str | None:
-        """Follows changes from `version` until the server ends the watch.
+    async def _watch(self, version: str) -> bool:
+        """Follows changes from `version` until the server ends the watch; True if expired.
 
-        Returns the last version seen, or None when it was too old (410 Gone: list again).
-        The blocking stream runs in a thread of its own and hands each event to the loop.
+        The blocking stream runs in a thread of its own and hands each event to the loop,
+        in order, ahead of the outcome.
         """
         loop = asyncio.get_running_loop()
-        ended: asyncio.Future[str | None] = loop.create_future()
-        stream = watch.Watch()
+        ended: asyncio.Future[bool] = loop.create_future()
+        stop = WatchStop()
 
-        def finish(outcome: str | None, error: BaseException | None) -> None:
+        def finish(expired: bool, error: BaseException | None) -> None:
             if ended.done():
                 return
             if error is None:
-                ended.set_result(outcome)
+                ended.set_result(expired)
             else:
                 ended.set_exception(error)
 
         def follow() -> None:
-            latest: str | None = version
-            error: BaseException | None = None
+            expired, error = False, None
             try:
-                for event in self.kube.watch_events(self.collection, version, stream):
-                    latest = str(event["object"]["metadata"]["resourceVersion"])
+                for event in self.kube.watch_events(self.collection, version, stop):
                     loop.call_soon_threadsafe(self._take, event)
             except Exception as failure:
-                if is_status(failure, 410):
-                    latest = None
-                else:
-                    error = failure
+                expired = is_status(failure, 410)
+                error = None if expired else failure
             with contextlib.suppress(RuntimeError):  # the loop has closed: we are exiting
-                loop.call_soon_threadsafe(finish, latest, error)
+                loop.call_soon_threadsafe(finish, expired, error)
 
         threading.Thread(target=follow, name=f"watch {self.what}", daemon=True).start()
         try:
             return await ended
         finally:
-            stream.stop()
+            stop.stop()
 
     def _take(self, event: Mapping[str, Any]) -> None:
         body = event["object"]
+        self.version = str(body["metadata"]["resourceVersion"])
         if event["type"] == "BOOKMARK":
             return
         if event["type"] == "DELETED":
