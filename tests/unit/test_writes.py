@@ -1,6 +1,10 @@
-"""Writing only what differs: merge-patch semantics of the comparison."""
+"""Writing only what differs (merge-patch semantics), a bounded number at a time."""
 
-from orgkeeper.controllers.writes import differs
+import asyncio
+
+import pytest
+
+from orgkeeper.controllers.writes import bounded, differs
 
 
 def test_equal_status_does_not_differ() -> None:
@@ -45,3 +49,33 @@ def test_a_changed_value_differs() -> None:
         {"conditions": [{"type": "Ready", "status": "False"}]},
         {"conditions": [{"type": "Ready", "status": "True"}]},
     )
+
+
+def test_bounded_runs_every_call_at_most_limit_at_a_time() -> None:
+    running, most, done = 0, 0, []
+
+    async def call(index: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        done.append(index)
+
+    asyncio.run(bounded([call(i) for i in range(50)], limit=4))
+    assert most == 4
+    assert sorted(done) == list(range(50))
+
+
+def test_bounded_finishes_the_other_calls_then_raises_the_first_error() -> None:
+    done: list[int] = []
+
+    async def call(index: int) -> None:
+        await asyncio.sleep(0)
+        if index in (3, 7):
+            raise ValueError(f"call {index} failed")
+        done.append(index)
+
+    with pytest.raises(ValueError, match="call 3 failed"):
+        asyncio.run(bounded([call(i) for i in range(10)], limit=2))
+    assert sorted(done) == [0, 1, 2, 4, 5, 6, 8, 9]

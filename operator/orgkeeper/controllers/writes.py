@@ -16,14 +16,24 @@ WRITE_CONCURRENCY = 16
 
 
 async def bounded(calls: Sequence[Awaitable[Any]], limit: int = WRITE_CONCURRENCY) -> None:
-    """Runs the calls concurrently, at most `limit` at a time; the first error is raised."""
-    gate = asyncio.Semaphore(limit)
+    """Runs the calls, at most `limit` at a time; the first error is raised once all are done.
 
-    async def one(call: Awaitable[Any]) -> None:
-        async with gate:
-            await call
+    `limit` workers take the calls in turn, so a cascade of thousands holds `limit` tasks,
+    not one per call; every call is awaited even after one fails.
+    """
+    pending = iter(calls)
+    errors: list[BaseException] = []
 
-    await asyncio.gather(*(one(call) for call in calls))
+    async def worker() -> None:
+        for call in pending:
+            try:
+                await call
+            except Exception as error:
+                errors.append(error)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(calls)))))
+    if errors:
+        raise errors[0]
 
 
 def annotate(

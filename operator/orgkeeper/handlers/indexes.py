@@ -26,18 +26,18 @@ WORKLOADS = {
 ORGANIZATION_LABELLED: Mapping[str, Any] = {names.LABEL_ORGANIZATION: kopf.PRESENT}
 
 
-def organizations_by_name(body: kopf.Body, name: str, **_: Any) -> dict[str, OrgRecord]:
+async def organizations_by_name(body: kopf.Body, name: str, **_: Any) -> dict[str, OrgRecord]:
     return {name: OrgRecord.from_body(body)}
 
 
-def licenses_by_namespace(
+async def licenses_by_namespace(
     body: kopf.Body, namespace: str | None, **_: Any
 ) -> dict[str, LicenseRecord]:
     return {namespace or "": LicenseRecord.from_body(body)}
 
 
 def workloads_by_organization(kind: str) -> Any:
-    def index(body: kopf.Body, **_: Any) -> dict[str, WorkloadRecord]:
+    async def index(body: kopf.Body, **_: Any) -> dict[str, WorkloadRecord]:
         record = WorkloadRecord.from_body(kind, body)
         return {record.organization: record}
 

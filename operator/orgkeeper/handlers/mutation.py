@@ -14,7 +14,9 @@ from .. import names
 from .indexes import MEMBERSHIPS
 
 
-def label_membership(spec: kopf.Spec, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
+async def label_membership(
+    spec: kopf.Spec, namespace: str | None, patch: kopf.Patch, **_: Any
+) -> None:
     organization = names.organization_of_namespace(namespace)
     email = spec.get("email")
     if organization and isinstance(email, str):

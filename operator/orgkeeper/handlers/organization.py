@@ -94,14 +94,16 @@ def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecor
     ]
 
 
-def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
+# Event handlers and indexes are async: kopf runs sync ones in worker threads, and a poke
+# sets an asyncio.Event, which only the event loop's own thread may do.
+async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         memo.runtime.forget(name)
     else:
         memo.runtime.poke(name)
 
 
-def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses)."""
     organization = labels.get(names.LABEL_ORGANIZATION)
     if organization:
