@@ -441,8 +441,9 @@ class Bench:
         member_writes = sum(
             1 for c in window if c.kind == "write" and c.resource in ("memberships", "rolebindings")
         )
+        # Memory before the floor adds its own Memberships (which the operator caches too).
+        rss, held = self.operator_rss_mib(), self.memberships_held()
         floor_create, floor_converge = self.floor_many(orgs, members)
-        rss = self.operator_rss_mib()
 
         every = len(self.existing_orgs())
         self.stop_operator()
@@ -452,6 +453,7 @@ class Bench:
         wait("every org reconciled after the restart", lambda: self.metric(reconciled) >= every)
         startup = time.monotonic() - started
         startup_calls = self.operator_calls(restarted, now())
+        rss_restarted, held_restarted = self.operator_rss_mib(), self.memberships_held()
 
         idle_from = now()
         time.sleep(idle)  # the measurement itself: what the operator does when nothing changes
@@ -465,7 +467,10 @@ class Bench:
             "converge_after_last_create": converge,
             "writes_per_membership": member_writes / (orgs * members),
             "rss_mib": rss,
-            "rss_after_restart_mib": self.operator_rss_mib(),
+            "memberships_held": held,
+            "rss_after_restart_mib": rss_restarted,
+            "memberships_held_after_restart": held_restarted,
+            "rss_after_idle_mib": self.operator_rss_mib(),
             "startup_seconds": startup,
             "startup_calls": audit.summary(startup_calls),
             "startup_writes": audit.writes_by_resource(startup_calls),
@@ -494,6 +499,11 @@ class Bench:
                 )
             ]
         )
+
+    def memberships_held(self) -> int:
+        """Every Membership in the cluster: the operator's informer holds them all."""
+        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "memberships")
+        return len(listed["items"])
 
     def existing_orgs(self) -> list[str]:
         return [
@@ -526,7 +536,9 @@ def table(results: dict[str, Any]) -> str:
             f"converge {many['converge']:.1f}s / floor {many['floor_converge']:.1f}s = "
             f"{many['converge'] / many['floor_converge']:.2f}x, "
             f"{many['writes_per_membership']:.2f} writes per membership; "
-            f"operator RSS {many['rss_mib']:.0f} MiB; "
+            f"operator RSS {many['rss_mib']:.0f} MiB holding {many['memberships_held']} "
+            f"Memberships ({many['rss_after_restart_mib']:.0f} MiB holding "
+            f"{many['memberships_held_after_restart']} after a restart); "
             f"restart to converged {many['startup_seconds']:.1f}s "
             f"with {many['startup_calls']['writes']} writes; "
             f"{many['idle_calls']['writes']} writes and {many['idle_calls']['reads']} reads "
@@ -565,7 +577,9 @@ def save(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument(
-        "--sizes", default="100,1000,5000", help="memberships in one org, comma-separated"
+        "--sizes",
+        default="100,1000,5000",
+        help="memberships in one org, comma-separated ('' for none)",
     )
     parser.add_argument("--orgs", type=int, default=200)
     parser.add_argument("--members-per-org", type=int, default=50)
@@ -580,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.install()
         bench.start_operator()
         results: dict[str, Any] = {"when": now().isoformat(), "one_org": []}
-        for size in (int(s) for s in args.sizes.split(",")):
+        for size in (int(s) for s in args.sizes.split(",") if s):
             print(f"one org of {size} memberships ...", flush=True)
             results["one_org"].append(bench.one_org(size))
             save(results)
@@ -590,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
             save(results)
     finally:
         cluster.stop()
-    plot(results, OUT / "convergence.png")
+    if results["one_org"]:
+        plot(results, OUT / "convergence.png")
     print(table(results))
     print(f"\nraw results: {OUT / 'results.json'}; plot: {OUT / 'convergence.png'}")
     return 0

@@ -1,5 +1,5 @@
 """The startup handlers: every kopf setting, the signing key, metrics, the webhook server,
-and the background tasks (informers, the webhook CA keeper)."""
+and the background tasks (informers, memory trimming, the webhook CA keeper)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import kopf
 
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key
+from ..memory import trim_periodically
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -38,6 +39,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             asyncio.create_task(informer.run(), name=f"informer of {informer.what}")
             for informer in (runtime.members, runtime.bindings)
         ]
+        tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
         server = settings.admission.server
         if isinstance(server, ServingWebhookServer):
             interval = min(
