@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
-from orgkeeper.api.v1alpha1 import PRODUCTS, TEAMS
+from orgkeeper.api.v1alpha1 import API_VERSION, PRODUCTS, TEAMS
 from support.kube import Kube, wait_for
 from support.orgs import membership, organization, wait_members_bound, wait_org
 
@@ -387,6 +387,13 @@ def target_org(fault_admin: Kube) -> Any:
     wait_gone(fault_admin, org)
 
 
+def generated_body(
+    kind: str, name: str, spec: dict[str, Any], namespace: str | None = None
+) -> dict[str, Any]:
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+
+
 def test_generated_organizations(fault_admin: Kube, operators: Operators) -> None:
     admin, outcomes = fault_admin, Outcomes("Organization")
     before = operators.log_size(), operators.pid, time.monotonic()
@@ -398,12 +405,7 @@ def test_generated_organizations(fault_admin: Kube, operators: Operators) -> Non
     @given(spec=ORG_SPEC, name=NAME)
     def one(spec: dict[str, Any], name: str) -> None:
         counter[0] += 1
-        body = {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
-            "kind": "Organization",
-            "metadata": {"name": name or f"hx-{run}-{counter[0]}"},
-            "spec": spec,
-        }
+        body = generated_body("Organization", name or f"hx-{run}-{counter[0]}", spec)
         send(outcomes, lambda: admin.create("organizations", body), body)
 
     try:
@@ -431,12 +433,7 @@ def test_generated_memberships(fault_admin: Kube, operators: Operators, target_o
             # One Membership per e-mail in an org (admission): keep generated ones apart.
             local, _, domain = spec["email"].partition("@")
             spec = {**spec, "email": f"{local}{counter[0]}@{domain}"}
-        body = {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
-            "kind": "Membership",
-            "metadata": {"name": name or f"hm-{counter[0]}", "namespace": namespace},
-            "spec": spec,
-        }
+        body = generated_body("Membership", name or f"hm-{counter[0]}", spec, namespace)
         send(outcomes, lambda: admin.create("memberships", body, namespace), body)
 
     one()
@@ -460,12 +457,7 @@ def test_generated_licenses(fault_admin: Kube, operators: Operators, target_org:
             _put_secret(
                 admin, namespace, ref["name"], key if isinstance(key, str) else "license", content
             )
-        body = {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
-            "kind": "License",
-            "metadata": {"name": name or f"hl-{counter[0]}", "namespace": namespace},
-            "spec": spec,
-        }
+        body = generated_body("License", name or f"hl-{counter[0]}", spec, namespace)
         send(outcomes, lambda: admin.create("licenses", body, namespace), body)
 
     one()
