@@ -52,8 +52,8 @@ cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cl
 cluster-down: venv ## stop the local control plane and remove its data
 	$(BIN)/python -m orgkeeper.localcluster down
 
-install: controlplane ## CRDs and ClusterRoles into the current cluster
-	$(BIN)/python -m orgkeeper.localcluster kubectl -- apply --server-side -f crds/ -f manifests/rbac/teams.yaml
+install: controlplane ## CRDs, ClusterRoles and admission policies into the current cluster
+	$(BIN)/python -m orgkeeper.localcluster install
 
 run: venv ## the operator against the current cluster
 	$(BIN)/orgkeeper run --verbose

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper.localcluster import LocalCluster, binaries, install_arguments
 from support import identity
 from support.identity import ServiceAccountIdentity
 from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
@@ -41,9 +41,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def install_orgkeeper(local: LocalCluster) -> None:
-    """CRDs, team ClusterRoles, and the right of every signed-in user to create an org."""
-    _apply_crds(local, Kube(api_client(local.kubeconfig)))
-    kubectl(local, "apply", "--server-side", "-f", str(REPO / "manifests" / "rbac" / "teams.yaml"))
+    """What `make install` applies, and the right of every signed-in user to create an org."""
+    kubectl(local, *install_arguments())
+    _wait_for_crds(Kube(api_client(local.kubeconfig)))
     kubectl(
         local,
         "create",
@@ -54,8 +54,7 @@ def install_orgkeeper(local: LocalCluster) -> None:
     )
 
 
-def _apply_crds(local: LocalCluster, admin: Kube) -> None:
-    kubectl(local, "apply", "--server-side", "-f", str(CRD_DIR))
+def _wait_for_crds(admin: Kube) -> None:
     extensions = client.ApiextensionsV1Api(admin.api)
     for path in sorted(CRD_DIR.glob("*.yaml")):
         (crd,) = load_yaml_documents(path)

@@ -125,6 +125,11 @@ def custom_resource_definition(kind: Kind) -> dict[str, Any]:
                                 "status": status,
                             },
                             "required": ["spec"],
+                            **(
+                                {"x-kubernetes-validations": list(kind.validations)}
+                                if kind.validations
+                                else {}
+                            ),
                         }
                     },
                 }

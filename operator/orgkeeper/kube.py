@@ -153,6 +153,9 @@ class KubeApi:
 
     # --- informers: whole collections, paged, then their changes ------------------------
 
+    def organizations(self) -> Collection:
+        return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "organizations"))
+
     def memberships(self) -> Collection:
         return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "memberships"))
 
@@ -431,6 +434,25 @@ class KubeApi:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    # --- authorization ------------------------------------------------------------------
+
+    def may(self, user: Mapping[str, Any], verb: str, organization: str) -> bool:
+        """Whether the API server's authorizers let `user` (an admission request's userInfo)
+        do `verb` on Organization `organization` (a SubjectAccessReview)."""
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=user.get("username"),
+                uid=user.get("uid"),
+                groups=list(user.get("groups") or []),
+                extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
+                resource_attributes=client.V1ResourceAttributes(
+                    group=GROUP, resource="organizations", name=organization, verb=verb
+                ),
+            )
+        )
+        answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
+        return bool(answer.status and answer.status.allowed)
 
     # --- activity, recorded by `orgkeeper activity` ------------------------------------
 

@@ -45,6 +45,15 @@ ADMIN_USER = "orgkeeper-admin"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
+# What `make install` and the test session apply (one recipe): CRDs, the team and support
+# ClusterRoles, and the admission policies that hold without the operator.
+INSTALL_MANIFESTS = (
+    "crds",
+    "manifests/rbac/teams.yaml",
+    "manifests/rbac/support.yaml",
+    "manifests/policies",
+)
+
 ATTACHED = ("orgkeeper",)  # processes `spawn`ed beside the control plane
 
 AUDIT_POLICY = {
@@ -53,6 +62,12 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived"],
     "rules": [{"level": "Metadata"}],
 }
+
+
+def install_arguments() -> list[str]:
+    """`kubectl` arguments that install orgkeeper's cluster-wide pieces (INSTALL_MANIFESTS)."""
+    files = [arg for path in INSTALL_MANIFESTS for arg in ("-f", str(REPO_ROOT / path))]
+    return ["apply", "--server-side", *files]
 
 
 class ControlPlaneError(RuntimeError):
@@ -481,7 +496,7 @@ def running_cluster(state_dir: Path) -> Iterator[LocalCluster]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orgkeeper.localcluster", description=__doc__)
-    parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl"])
+    parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl", "install"])
     parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
@@ -497,10 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             cluster.stop()
             print("control plane stopped")
-        elif args.action == "kubectl":
+        elif args.action in ("kubectl", "install"):
             kubectl = str(binaries(build=False)["kubectl"])
             os.environ.setdefault("KUBECONFIG", str(cluster.kubeconfig))
-            os.execv(kubectl, [kubectl, *args.kubectl_args])
+            given = install_arguments() if args.action == "install" else args.kubectl_args
+            os.execv(kubectl, [kubectl, *given])
         else:
             print("running" if cluster.running() else "stopped")
             return 0 if cluster.running() else 1

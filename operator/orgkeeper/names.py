@@ -24,6 +24,11 @@ def org_namespace(organization: str) -> str:
     return f"org-{organization}"
 
 
+# A namespace name is a DNS label (at most 63 characters), so org-<name> leaves 59 for the name.
+ORGANIZATION_NAME_MAX = 63 - len(org_namespace(""))
+ORGANIZATION_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
 def organization_of_namespace(namespace: str | None) -> str | None:
     prefix = org_namespace("")
     return namespace[len(prefix) :] if namespace and namespace.startswith(prefix) else None

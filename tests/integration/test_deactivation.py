@@ -35,7 +35,8 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     namespace, edge = f"org-{name}", f"edge-{unique}"
     for org_name in (name, other):
         org_owner = f"owner@{org_name}.test" if org_name == other else owner
-        as_user(org_owner).create("organizations", organization(org_name, org_owner))
+        # Enterprise (a contract, no inactivity rule): support creates it for its Owner.
+        admin.create("organizations", organization(org_name, org_owner))
         wait_org(admin, org_name)
     admin.create("memberships", membership("alice", alice, "organization-admin"), namespace)
     admin.create("memberships", membership("bob", bob, "analytics-viewer"), namespace)
@@ -102,7 +103,7 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     assert any(e.reason == "Deactivated" for e in events)
 
     # The owner e-mail is locked until support unlocks it.
-    again = organization(f"again-{unique}", owner)
+    again = organization(f"again-{unique}", owner, plan="Plus")
     status_code, message = rejection(lambda: as_user(owner).create("organizations", again))
     assert status_code == 403
     assert f"the e-mail {owner} is locked by deactivated organization {name}" in message, message
@@ -116,7 +117,8 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     wait_org(admin, f"again-{unique}")
 
     # Reactivation restores roles and billing and unfreezes; control planes stay gone.
-    admin.patch("organizations", name, {"spec": {"state": "Active"}})
+    # The unlock belongs to this deactivation: support clears it as it reactivates.
+    admin.patch("organizations", name, {"spec": {"state": "Active", "unlockOwnerEmail": False}})
     org = wait_org(admin, name, timeout=60)
     assert org["status"]["phase"] == "Active"
     assert (

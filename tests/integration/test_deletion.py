@@ -20,7 +20,7 @@ def test_deleting_an_org_removes_what_it_made_and_nothing_else(
 ) -> None:
     name, owner = f"gone-{unique}", f"owner@gone-{unique}.test"
     edge = f"edge-{unique}"
-    as_user(owner).create("organizations", organization(name, owner))
+    as_user(owner).create("organizations", organization(name, owner, plan="Plus"))
     wait_org(admin, name)
     admin.create(
         "memberships", membership("alice", f"alice@{name}.test", "portal-admin"), f"org-{name}"

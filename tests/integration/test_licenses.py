@@ -32,7 +32,9 @@ AsUser = Callable[[str], Kube]
 
 
 def new_org(admin: Kube, as_user: AsUser, name: str) -> None:
-    as_user(f"owner@{name}.test").create("organizations", organization(name, f"owner@{name}.test"))
+    as_user(f"owner@{name}.test").create(
+        "organizations", organization(name, f"owner@{name}.test", plan="Plus")
+    )
     wait_org(admin, name)
 
 

@@ -394,7 +394,7 @@ def test_the_operator_does_its_whole_job_as_its_service_account_and_is_never_ref
     """Provision, bind, license a data plane, deactivate: no request of the operator refused."""
     name, owner, alice = f"sec-{unique}", f"owner@sec-{unique}.test", f"alice@sec-{unique}.test"
     since = len(audit_lines(cluster))
-    as_user(owner).create("organizations", organization(name, owner))
+    as_user(owner).create("organizations", organization(name, owner, plan="Plus"))
     wait_org(admin, name)
     member = membership("alice", alice, "analytics-viewer")
     as_user(owner).create("memberships", member, f"org-{name}")

@@ -165,7 +165,9 @@ def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
     admin: Kube, as_user: AsUser, operator: OperatorProcess, unique: str
 ) -> None:
     name = f"metered-{unique}"
-    as_user(f"owner@{name}.test").create("organizations", organization(name, f"owner@{name}.test"))
+    as_user(f"owner@{name}.test").create(
+        "organizations", organization(name, f"owner@{name}.test", plan="Plus")
+    )
     wait_org(admin, name)
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}"))
@@ -246,7 +248,9 @@ def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
 def test_argocd_health_check_reads_real_statuses(admin: Kube, as_user: AsUser, unique: str) -> None:
     name, stopped = f"healthy-{unique}", f"stopped-{unique}"
     for org in (name, stopped):
-        as_user(f"owner@{org}.test").create("organizations", organization(org, f"owner@{org}.test"))
+        as_user(f"owner@{org}.test").create(
+            "organizations", organization(org, f"owner@{org}.test", plan="Plus")
+        )
     assert (
         argocd_health(
             organization("fresh", "o@fresh.test") | {"metadata": {"name": "fresh", "generation": 1}}

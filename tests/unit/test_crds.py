@@ -3,8 +3,8 @@
 from pathlib import Path
 from typing import Any
 
-from orgkeeper import crdgen
-from orgkeeper.api.v1alpha1 import KINDS
+from orgkeeper import crdgen, names
+from orgkeeper.api.v1alpha1 import KINDS, ORGANIZATION
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -58,3 +58,21 @@ def test_schemas_are_structural_and_bounded() -> None:
             assert field.get("description"), f"{kind.kind}.spec.{name} has no description"
             if field["type"] == "string" and "enum" not in field and "format" not in field:
                 assert "maxLength" in field, f"{kind.kind}.spec.{name} is unbounded"
+
+
+def test_organization_names_must_make_a_valid_org_namespace() -> None:
+    """L3: a CEL rule on the root refuses names that can't form org-<name>, naming the name."""
+    crd = crdgen.custom_resource_definition(ORGANIZATION)
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (rule,) = root["x-kubernetes-validations"]
+    assert "size(self.metadata.name) <= 59" in rule["rule"]
+    assert f"matches('{names.ORGANIZATION_NAME_PATTERN}')" in rule["rule"]
+    assert "'metadata.name: ' + self.metadata.name" in rule["messageExpression"]
+    assert len(names.org_namespace("x" * names.ORGANIZATION_NAME_MAX)) == 63
+
+
+def test_only_organizations_carry_a_rule_on_the_root() -> None:
+    for kind in KINDS:
+        root = crdgen.custom_resource_definition(kind)["spec"]["versions"][0]["schema"]
+        has_rule = "x-kubernetes-validations" in root["openAPIV3Schema"]
+        assert has_rule is (kind is ORGANIZATION)

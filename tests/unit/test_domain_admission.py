@@ -9,6 +9,7 @@ from orgkeeper.domain.admission import (
     delete_organization_refusal,
     duplicate_email_refusal,
     locked_email_refusal,
+    owner_left,
     owner_membership_delete_refusal,
     owner_team_removal_refusal,
     transfer_refusal,
@@ -61,6 +62,49 @@ def test_transfer_to_someone_outside_organization_admin_is_refused(new_owner: st
     assert refusal is not None
     assert new_owner in refusal
     assert "add organization-admin to their Membership first" in refusal
+
+
+def test_the_owner_may_only_transfer_to_an_admin_and_the_refusal_says_who_may() -> None:
+    refusal = transfer_refusal(DEV, OWNER, MEMBERS, support=True)
+    assert refusal is not None
+    assert refusal.startswith("spec.owner: ")
+    assert "the Owner may transfer ownership only to an organization-admin" in refusal
+
+
+@pytest.mark.parametrize("new_owner", [DEV, "newcomer@example.com"])
+def test_once_the_owner_left_support_may_transfer_to_any_email(new_owner: str) -> None:
+    left = MEMBERS[1:]
+    assert owner_left(OWNER, left)
+    assert transfer_refusal(new_owner, OWNER, left, support=True) is None
+
+
+def test_once_the_owner_left_others_still_transfer_only_to_an_admin() -> None:
+    left = MEMBERS[1:]
+    assert transfer_refusal(ADMIN, OWNER, left) is None
+    refusal = transfer_refusal("newcomer@example.com", OWNER, left)
+    assert refusal is not None
+    assert f"the Owner {OWNER} left, so support (orgkeeper-support) may also" in refusal
+
+
+def test_owner_left_is_false_while_the_owner_has_a_membership() -> None:
+    assert not owner_left(OWNER, MEMBERS)
+    assert not owner_left(None, ())
+
+
+@pytest.mark.parametrize("support", [False, True])
+def test_a_transfer_to_a_locked_email_is_refused_even_for_support(support: bool) -> None:
+    """L9: a locked e-mail can't become an Owner by transfer either, even an admin's."""
+    refusal = transfer_refusal(
+        ADMIN, OWNER, MEMBERS[1:], locking_organizations=["old-acme"], support=support
+    )
+    assert refusal is not None
+    assert refusal.startswith("spec.owner: ")
+    assert f"{ADMIN}: the e-mail is locked by deactivated organization old-acme" in refusal
+    assert "only support (orgkeeper-support) releases it" in refusal
+
+
+def test_keeping_the_owner_is_allowed_even_when_their_email_is_locked() -> None:
+    assert transfer_refusal(OWNER, OWNER, MEMBERS, locking_organizations=["old"]) is None
 
 
 # delete_organization_refusal
@@ -183,6 +227,8 @@ def test_an_owner_email_locked_by_a_deactivated_org_is_refused() -> None:
     assert OWNER in refusal
     assert "old-acme" in refusal
     assert "spec.unlockOwnerEmail: true" in refusal
+    assert refusal.startswith("spec.owner: ")
+    assert "only support (orgkeeper-support) releases it" in refusal
 
 
 def test_locked_email_refusal_lists_the_locking_organizations_sorted() -> None:

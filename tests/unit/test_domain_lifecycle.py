@@ -73,7 +73,7 @@ def reactivated(at: datetime) -> OrganizationStatus:
 
 
 def test_last_activity_of_an_org_without_logins_is_its_creation() -> None:
-    assert last_activity(CREATED, [], None, reactivated_at=None) == CREATED
+    assert last_activity(CREATED, [], reactivated_at=None) == CREATED
 
 
 def test_last_activity_is_the_latest_login() -> None:
@@ -82,34 +82,55 @@ def test_last_activity_is_the_latest_login() -> None:
         CREATED + timedelta(days=40),
         CREATED + timedelta(days=9),
     ]
-    assert last_activity(CREATED, logins, None, reactivated_at=None) == CREATED + timedelta(days=40)
+    assert last_activity(CREATED, logins, reactivated_at=None) == CREATED + timedelta(days=40)
 
 
 def test_last_activity_ignores_members_that_never_logged_in() -> None:
     login = CREATED + timedelta(days=5)
-    assert last_activity(CREATED, [None, login, None], None, reactivated_at=None) == login
+    assert last_activity(CREATED, [None, login, None], reactivated_at=None) == login
 
 
 def test_last_activity_with_only_never_logged_in_members_is_the_creation() -> None:
-    assert last_activity(CREATED, [None, None], None, reactivated_at=None) == CREATED
+    assert last_activity(CREATED, [None, None], reactivated_at=None) == CREATED
 
 
-def test_last_activity_counts_a_reactivation_request_after_the_last_login() -> None:
+def test_last_activity_counts_a_reactivation_after_the_last_login() -> None:
     login = CREATED + timedelta(days=5)
     reactivation = CREATED + timedelta(days=200)
-    assert last_activity(CREATED, [login], reactivation, reactivated_at=None) == reactivation
+    assert last_activity(CREATED, [login], reactivated_at=reactivation) == reactivation
 
 
-def test_last_activity_keeps_a_login_later_than_the_reactivation_request() -> None:
+def test_last_activity_keeps_a_login_later_than_the_reactivation() -> None:
     reactivation = CREATED + timedelta(days=200)
     login = reactivation + timedelta(hours=2)
-    assert last_activity(CREATED, [login, None], reactivation, reactivated_at=None) == login
+    assert last_activity(CREATED, [login, None], reactivated_at=reactivation) == login
+
+
+def test_a_future_reactivation_request_does_not_keep_an_active_org_from_going_inactive() -> None:
+    """M1: reactivationRequestedAt a year ahead on an Active org is no activity."""
+    org_spec = spec(reactivation_requested_at=NOW + timedelta(days=365))
+    plan = reconcile(org_spec, ACTIVE_STATUS, now=NOW)
+    assert plan.target == "Deactivated" and plan.started
+    assert plan.deactivation == Deactivation(at=NOW, reason="Inactive")
+
+
+def test_a_future_reactivation_request_does_not_undo_the_next_inactivity() -> None:
+    """Nor does it reactivate the deactivation that follows, until its time has come."""
+    org_spec = spec(reactivation_requested_at=NOW + timedelta(days=365))
+    plan = decide(org_spec, deactivated("Inactive", at=NOW), idle=True, now=NOW)
+    assert (plan.target, plan.reactivated) == ("Deactivated", False)
+
+
+def test_a_reactivation_request_a_little_ahead_of_the_clock_counts() -> None:
+    org_spec = spec(reactivation_requested_at=NOW + timedelta(minutes=2))
+    plan = decide(org_spec, deactivated("Inactive"), idle=False, now=NOW)
+    assert plan.reactivated
 
 
 def test_last_activity_is_never_before_creation() -> None:
     """Clock skew or a stale login must not make an org look older than it is."""
     before = CREATED - timedelta(days=10)
-    assert last_activity(CREATED, [before], before, reactivated_at=None) == CREATED
+    assert last_activity(CREATED, [before], reactivated_at=before) == CREATED
 
 
 # inactive
@@ -328,12 +349,7 @@ def reconcile(
     org_spec: OrganizationSpec, status: OrganizationStatus, *, now: datetime
 ) -> Lifecycle:
     """What the controller does: idle from last activity and requests, then decide."""
-    last = last_activity(
-        CREATED,
-        [None],
-        org_spec.reactivation_requested_at,
-        reactivated_at=reactivated_at(status),
-    )
+    last = last_activity(CREATED, [None], reactivated_at=reactivated_at(status))
     idle = inactive(org_spec, requests(), last, now=now, window=WINDOW)
     return decide(org_spec, status, idle=idle, now=now)
 
@@ -343,7 +359,7 @@ def test_support_reactivation_of_an_inactive_org_lasts_past_the_next_reconcile()
     org_spec = spec(reactivation_requested_at=requested_at)
     first = reconcile(org_spec, deactivated("Inactive"), now=NOW)
     assert first.reactivated
-    second = reconcile(org_spec, ACTIVE_STATUS, now=NOW + timedelta(minutes=1))
+    second = reconcile(org_spec, reactivated(NOW), now=NOW + timedelta(minutes=1))
     assert second == Lifecycle("Active", None)
 
 

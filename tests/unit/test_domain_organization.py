@@ -29,6 +29,7 @@ from orgkeeper.domain.organization import (
     billing,
     decide_owner,
     organization_status,
+    owner_membership_needed,
     roll_billing_cycle,
     trial,
 )
@@ -111,6 +112,45 @@ def test_transfer_outside_organization_admin_is_rejected_and_the_previous_owner_
         None,
     )
     assert "add organization-admin to their Membership first" in decision.message
+
+
+@pytest.mark.parametrize(
+    "requested", [DEV, "newcomer@example.com"], ids=["non-admin-member", "newcomer"]
+)
+def test_once_the_owner_left_a_transfer_to_anyone_moves_ownership(requested: str) -> None:
+    """Only support may set spec.owner then (admission), to any e-mail."""
+    decision = decide_owner(requested, OWNER, MEMBERS[1:])
+    assert (decision.effective, decision.valid, decision.reason, decision.transferred_from) == (
+        requested,
+        True,
+        "OwnershipTransferred",
+        OWNER,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec_owner", "previous", "members", "needed"),
+    [
+        (OWNER, None, (), True),
+        (OWNER, None, MEMBERS, False),
+        (OWNER, OWNER, MEMBERS[1:], False),
+        ("newcomer@example.com", OWNER, MEMBERS[1:], True),
+        ("newcomer@example.com", OWNER, MEMBERS, False),
+        (DEV, OWNER, MEMBERS[1:], False),
+    ],
+    ids=[
+        "first-owner",
+        "first-owner-already-member",
+        "owner-left-no-transfer",
+        "support-transfer-to-newcomer",
+        "transfer-while-owner-is-member",
+        "support-transfer-to-member",
+    ],
+)
+def test_the_owners_membership_is_created_for_a_first_owner_or_a_support_transfer(
+    spec_owner: str, previous: str | None, members: Sequence[Member], needed: bool
+) -> None:
+    assert owner_membership_needed(spec_owner, previous, members) is needed
 
 
 def test_unchanged_owner_is_matched_case_insensitively() -> None:

@@ -18,6 +18,7 @@ from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
+from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
 from orgkeeper.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,3 +265,65 @@ def test_the_cert_manager_option_wires_certificate_secret_and_ca_injection(
     service = the("Service")
     dns = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
     assert dns in cert["spec"]["dnsNames"]
+
+
+def test_support_is_a_shipped_cluster_role_with_the_support_verb() -> None:
+    support = the("ClusterRole", name="orgkeeper-support")
+    assert support["rules"] == [
+        {
+            "apiGroups": [GROUP],
+            "resources": ["organizations"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "support"],
+        }
+    ]
+
+
+def policy_variable(policy: str, name: str) -> str:
+    (expression,) = [
+        v["expression"]
+        for v in the("ValidatingAdmissionPolicy", name=policy)["spec"]["variables"]
+        if v["name"] == name
+    ]
+    return str(expression)
+
+
+def test_the_sign_up_policy_uses_the_operators_default_sso_prefix() -> None:
+    prefix = policy_variable("orgkeeper-organization-authority", "ssoUsernamePrefix")
+    assert prefix == f"'{Settings().sso_username_prefix}'"
+
+
+@pytest.mark.parametrize(
+    "policy", ["orgkeeper-organization-authority", "orgkeeper-namespace-organization-label"]
+)
+def test_each_admission_policy_is_bound_to_deny_and_fails_closed(policy: str) -> None:
+    spec = the("ValidatingAdmissionPolicy", name=policy)["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    binding = the("ValidatingAdmissionPolicyBinding", name=policy)["spec"]
+    assert binding == {"policyName": policy, "validationActions": ["Deny"]}
+    for validation in spec["validations"]:
+        assert validation["reason"] == "Forbidden"
+        message = validation.get("message") or validation["messageExpression"]
+        assert "support (orgkeeper-support)" in message  # who may do it instead
+
+
+def test_the_organization_policy_leaves_the_status_subresource_alone() -> None:
+    """The operator writes status (a subresource): only the main resource is matched."""
+    spec = the("ValidatingAdmissionPolicy", name="orgkeeper-organization-authority")["spec"]
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["organizations"]
+
+
+def test_make_install_and_the_tests_apply_one_list_with_support_and_policies() -> None:
+    arguments = install_arguments()
+    files = [Path(arg) for arg in arguments if arg not in ("apply", "--server-side", "-f")]
+    assert files == [REPO / path for path in INSTALL_MANIFESTS]
+    assert {MANIFESTS / "rbac" / "support.yaml", MANIFESTS / "policies"} <= set(files)
+    assert "localcluster install" in (REPO / "Makefile").read_text()
+
+
+def test_the_validating_webhooks_stay_registered_when_the_operator_stops() -> None:
+    """kopf's managed mode removes all but persistent webhooks when it exits (N1)."""
+    registry = kopf.OperatorRegistry()
+    admission.register(registry)
+    hooks = registry._webhooks.get_all_handlers()
+    assert hooks and all(h.persistent for h in hooks if h.reason == WebhookType.VALIDATING)

@@ -33,6 +33,8 @@ def _version(body: Mapping[str, Any]) -> int:
 class Informer(Generic[R]):
     """Records of one kind by namespace and name, kept current by a watch.
 
+    Cluster-scoped objects are held under the namespace "".
+
     `on_change(namespace)` is called on the event loop for every change the cache takes in.
     """
 
@@ -56,6 +58,10 @@ class Informer(Generic[R]):
 
     def in_namespace(self, namespace: str) -> list[R]:
         return [record for _, record in self._objects.get(namespace, {}).values()]
+
+    def get(self, namespace: str, name: str) -> R | None:
+        held = self._objects.get(namespace, {}).get(name)
+        return held[1] if held is not None else None
 
     def __len__(self) -> int:
         return sum(len(objects) for objects in self._objects.values())
@@ -108,7 +114,7 @@ class Informer(Generic[R]):
             for body in page["items"]:
                 meta = body["metadata"]
                 held = (_version(body), self.record(body))
-                fresh.setdefault(meta["namespace"], {})[meta["name"]] = held
+                fresh.setdefault(meta.get("namespace", ""), {})[meta["name"]] = held
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
                 break
@@ -163,22 +169,23 @@ class Informer(Generic[R]):
         if event["type"] == "BOOKMARK":
             return
         if event["type"] == "DELETED":
-            meta = body["metadata"]
-            if self._objects.get(meta["namespace"], {}).pop(meta["name"], None) is not None:
-                self._notify([meta["namespace"]])
+            namespace, name = body["metadata"].get("namespace", ""), body["metadata"]["name"]
+            if self._objects.get(namespace, {}).pop(name, None) is not None:
+                self._notify([namespace])
         elif event["type"] in ("ADDED", "MODIFIED"):
             self._put(body, notify=True)
 
     def _put(self, body: Mapping[str, Any], *, notify: bool) -> None:
         meta = body["metadata"]
-        objects = self._objects.setdefault(meta["namespace"], {})
+        namespace = meta.get("namespace", "")
+        objects = self._objects.setdefault(namespace, {})
         version = _version(body)
         known = objects.get(meta["name"])
         if known is not None and version and known[0] >= version:
             return  # already taken in (written by the operator), or older than what is held
         objects[meta["name"]] = (version, self.record(body))
         if notify:
-            self._notify([meta["namespace"]])
+            self._notify([namespace])
 
     def _notify(self, namespaces: Iterable[str]) -> None:
         for namespace in namespaces:

@@ -71,11 +71,7 @@ async def reconcile_organization(
 
     events: list[Event] = []
     members = [record.member() for record in indexed.members]
-    if (
-        namespace_ready
-        and status.owner is None
-        and org_domain.find_member(members, spec.owner) is None
-    ):
+    if namespace_ready and org_domain.owner_membership_needed(spec.owner, status.owner, members):
         await kube.run(
             kube.create_custom, "memberships", namespace, _owner_membership(name, spec.owner)
         )
@@ -110,7 +106,6 @@ async def reconcile_organization(
         lifecycle.last_activity(
             _created(meta, now),
             [last_login],
-            spec.reactivation_requested_at,
             reactivated_at=lifecycle.reactivated_at(status),
         ),
         now=now,

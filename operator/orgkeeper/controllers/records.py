@@ -1,4 +1,5 @@
-"""What kopf's in-memory indexes keep of each watched object (small, immutable records)."""
+"""What the caches (kopf's indexes, the Runtime's informers) keep of each watched object:
+small, immutable records."""
 
 from __future__ import annotations
 
@@ -14,29 +15,21 @@ from ..domain.membership import Member
 
 @dataclass(frozen=True)
 class OrgRecord:
+    """What admission needs of an Organization (one per org, held by the Runtime's informer)."""
+
     name: str
-    uid: str
     region: str | None
-    spec_owner: str | None
-    owner: str | None
-    sso_only: bool
-    state: str | None
-    phase: str | None
+    owner: str | None  # the effective Owner (status), else the one asked for (spec)
     owner_email_locked: bool
     deleting: bool
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> OrgRecord:
-        spec, status, meta = body.get("spec", {}), body.get("status", {}), body["metadata"]
+        spec, status, meta = body.get("spec", {}), body.get("status") or {}, body["metadata"]
         return cls(
             name=meta["name"],
-            uid=meta.get("uid", ""),
             region=spec.get("region"),
-            spec_owner=spec.get("owner"),
             owner=status.get("owner") or spec.get("owner"),
-            sso_only=bool(spec.get("ssoOnly")),
-            state=spec.get("state"),
-            phase=status.get("phase"),
             owner_email_locked=bool(status.get("ownerEmailLocked")),
             deleting=bool(meta.get("deletionTimestamp")),
         )

@@ -15,7 +15,7 @@ from ..kube import KubeApi
 from ..metrics import OperatorMetrics
 from ..settings import Settings
 from .informer import Informer
-from .records import BindingRecord, MemberRecord
+from .records import BindingRecord, MemberRecord, OrgRecord
 
 RECONCILE_CONCURRENCY = 8
 
@@ -44,12 +44,18 @@ class Runtime:
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY)
     )
-    # Memberships and member RoleBindings, cluster-wide (started by the startup handler).
+    # Organizations (for admission), Memberships and member RoleBindings, cluster-wide
+    # (started by the startup handler on every replica, leader or not).
+    organizations: Informer[OrgRecord] = field(init=False)
     members: Informer[MemberRecord] = field(init=False)
     bindings: Informer[BindingRecord] = field(init=False)
 
     def __post_init__(self) -> None:
         kube = self.kube
+        # kopf's own handlers follow each org; this cache only answers admission.
+        self.organizations = Informer(
+            "Organizations", kube, kube.organizations(), OrgRecord.from_body, lambda _: None
+        )
         self.members = Informer(
             "Memberships", kube, kube.memberships(), MemberRecord.from_body, self.namespace_changed
         )
@@ -67,9 +73,13 @@ class Runtime:
         if organization:
             self.poke(organization)
 
+    def informers(self) -> tuple[Informer[Any], ...]:
+        return (self.organizations, self.members, self.bindings)
+
     async def caches_synced(self) -> None:
-        await self.members.synced.wait()
-        await self.bindings.synced.wait()
+        """Returns once every informer has listed its kind (their first sync)."""
+        for informer in self.informers():
+            await informer.synced.wait()
 
     def trigger(self, organization: str) -> asyncio.Event:
         return self.triggers.setdefault(organization, asyncio.Event())

@@ -9,18 +9,47 @@ from .membership import OWNER_TEAM, Member, same_email
 CLUSTER_ADMIN_GROUP = "system:masters"
 
 
+SUPPORT = "support (orgkeeper-support)"
+
+
+def owner_left(owner: str | None, members: Sequence[Member]) -> bool:
+    """The Owner has no Membership any more (they left without a transfer)."""
+    return owner is not None and not any(same_email(m.email, owner) for m in members)
+
+
 def transfer_refusal(
-    new_owner: str, old_owner: str | None, members: Sequence[Member]
+    new_owner: str,
+    old_owner: str | None,
+    members: Sequence[Member],
+    *,
+    locking_organizations: Collection[str] = (),
+    support: bool = False,
 ) -> str | None:
-    """Ownership may only move to someone already in organization-admin."""
+    """Ownership moves to an organization-admin; support may move it anywhere once the Owner
+    left. Never to an e-mail a deactivated org locks, as for a new org."""
     if old_owner is None or same_email(new_owner, old_owner):
         return None
+    if locking_organizations:
+        orgs = ", ".join(sorted(locking_organizations))
+        return (
+            f"spec.owner: ownership can't be transferred to {new_owner}: the e-mail is locked by "
+            f"deactivated organization {orgs}; only {SUPPORT} releases it, with "
+            "spec.unlockOwnerEmail: true on that organization; or pick another Owner"
+        )
     candidate = next((m for m in members if same_email(m.email, new_owner)), None)
     if candidate is not None and OWNER_TEAM in candidate.teams:
         return None
+    left = owner_left(old_owner, members)
+    if left and support:
+        return None
+    who = (
+        f"the Owner {old_owner} left, so {SUPPORT} may also transfer it to any e-mail"
+        if left
+        else "the Owner may transfer ownership only to an organization-admin"
+    )
     return (
-        f"ownership can't be transferred to {new_owner}: they are not a member of the "
-        f"organization-admin team; add organization-admin to their Membership first"
+        f"spec.owner: ownership can't be transferred to {new_owner}: they are not a member of "
+        f"the organization-admin team; add organization-admin to their Membership first ({who})"
     )
 
 
@@ -43,7 +72,8 @@ def owner_membership_delete_refusal(email: str, owner: str | None) -> str | None
         return None
     return (
         f"{email} is the Owner of this organization, so their Membership can't be deleted; "
-        "transfer ownership to another organization-admin first"
+        "transfer ownership to another organization-admin first (the Owner, or support, sets "
+        "spec.owner on the Organization)"
     )
 
 
@@ -51,8 +81,8 @@ def owner_team_removal_refusal(email: str, teams: Collection[str], owner: str | 
     if not same_email(email, owner) or OWNER_TEAM in teams:
         return None
     return (
-        f"{email} is the Owner and always holds organization-admin; transfer ownership first, "
-        "then remove the team"
+        f"spec.teams: {email} is the Owner and always holds organization-admin; transfer "
+        "ownership first (the Owner sets spec.owner on the Organization), then remove the team"
     )
 
 
@@ -61,8 +91,8 @@ def duplicate_email_refusal(email: str, name: str, members: Sequence[Member]) ->
     if other is None:
         return None
     return (
-        f"{email} already has Membership {other.name} in this organization; edit that one's "
-        "teams instead of creating another"
+        f"spec.email: {email} already has Membership {other.name} in this organization; edit "
+        "that one's teams instead of creating another (organization-admins may)"
     )
 
 
@@ -71,6 +101,7 @@ def locked_email_refusal(owner: str, locking_organizations: Collection[str]) -> 
         return None
     orgs = ", ".join(sorted(locking_organizations))
     return (
-        f"the e-mail {owner} is locked by deactivated organization {orgs}; set "
-        "spec.unlockOwnerEmail: true on it to release the e-mail, or use another owner"
+        f"spec.owner: the e-mail {owner} is locked by deactivated organization {orgs}; only "
+        f"{SUPPORT} releases it, by setting spec.unlockOwnerEmail: true on that organization; "
+        "or use another owner"
     )

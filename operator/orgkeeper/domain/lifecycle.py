@@ -23,20 +23,26 @@ class Lifecycle:
     reactivated: bool = False  # reactivation begins with this reconcile
 
 
+# A reactivation request stamped a little ahead of the operator's clock still counts.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 def last_activity(
     created: datetime,
     logins: Iterable[datetime | None],
-    reactivation_requested_at: datetime | None,
     *,
     reactivated_at: datetime | None,
 ) -> datetime:
-    """The latest of creation, any member's login, and a reactivation requested or done.
+    """The latest of creation, any member's login, and the last reactivation.
 
     A new org isn't idle, and neither is one just reactivated: its members could not log in
-    while it was deactivated.
+    while it was deactivated. spec.reactivationRequestedAt counts only through the
+    reactivation it causes (reactivated_at): as such it could be set ahead, to keep an
+    Active org from ever going inactive.
     """
     moments = [created, *(t for t in logins if t is not None)]
-    moments += [t for t in (reactivation_requested_at, reactivated_at) if t is not None]
+    if reactivated_at is not None:
+        moments.append(reactivated_at)
     return max(moments)
 
 
@@ -78,13 +84,22 @@ def decide(
         if idle:
             return Lifecycle("Deactivated", Deactivation(at=now, reason="Inactive"), started=True)
         return Lifecycle("Active", None)
-    if reactivation_requested(spec, current):
+    if reactivation_requested(spec, current, now):
         return Lifecycle("Active", None, reactivated=True)
     return Lifecycle("Deactivated", current)
 
 
-def reactivation_requested(spec: OrganizationSpec, deactivation: Deactivation) -> bool:
+def reactivation_requested(
+    spec: OrganizationSpec, deactivation: Deactivation, now: datetime
+) -> bool:
+    """A requested deactivation ends with spec.state Active; one for inactivity with a
+    reactivationRequestedAt after it began. A request dated in the future is not made yet:
+    else a stale future time would undo every later deactivation for inactivity."""
     if deactivation.reason == "Requested":
         return spec.state == "Active"
     requested = spec.reactivation_requested_at
-    return spec.state == "Active" and requested is not None and requested > deactivation.at
+    return (
+        spec.state == "Active"
+        and requested is not None
+        and deactivation.at < requested <= now + CLOCK_SKEW
+    )

@@ -68,12 +68,14 @@ def decide_owner(spec_owner: str, previous: str | None, members: Sequence[Member
                 previous,
                 False,
                 "OwnerLeft",
-                f"the Owner {previous} has no Membership any more; transfer ownership by setting "
-                "spec.owner to a member of organization-admin",
+                f"the Owner {previous} has no Membership any more; support (orgkeeper-support) "
+                "may transfer ownership by setting spec.owner to any e-mail",
             )
         return OwnerDecision(previous, True, "OwnerIsAdmin", f"{previous} owns the organization")
     candidate = find_member(members, spec_owner)
-    if candidate is None or OWNER_TEAM not in candidate.teams:
+    # Once the Owner left, only support may change spec.owner (admission), to any e-mail.
+    previous_left = find_member(members, previous) is None
+    if not previous_left and (candidate is None or OWNER_TEAM not in candidate.teams):
         return OwnerDecision(
             previous,
             False,
@@ -88,6 +90,18 @@ def decide_owner(spec_owner: str, previous: str | None, members: Sequence[Member
         f"ownership moved from {previous} to {spec_owner}",
         transferred_from=previous,
     )
+
+
+def owner_membership_needed(
+    spec_owner: str, previous: str | None, members: Sequence[Member]
+) -> bool:
+    """The Owner asked for has no Membership: a new org's first Owner, or someone support made
+    Owner after the previous one left. An Owner who left without a transfer gets none back."""
+    if find_member(members, spec_owner) is not None:
+        return False
+    if previous is None:
+        return True
+    return not same_email(spec_owner, previous) and find_member(members, previous) is None
 
 
 def context(name: str, spec: OrganizationSpec, owner: str, lifecycle: Lifecycle) -> OrgContext:

@@ -1,4 +1,12 @@
-"""Validating admission webhooks: the rules one object's schema can't check by itself."""
+"""Validating admission webhooks: the rules one object's schema can't check by itself.
+
+They read the Runtime's informers (Organizations, Memberships), never kopf's indexes, which
+pause on replicas that don't lead. Until both informers have listed their kind, every webhook
+answers 503: an empty cache would allow what the rules refuse.
+
+The rules that need no cache (who may set which field) live in the API server itself, as
+admission policies (manifests/policies/).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..controllers.records import MemberRecord, OrgRecord, values
+from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, same_email
@@ -22,19 +30,28 @@ def _refuse(message: str | None) -> None:
         raise kopf.AdmissionError(message, code=403)
 
 
-def _org(organizations: kopf.Index[str, Any], name: str | None) -> OrgRecord | None:
-    found = values(organizations, name) if name else []
-    return found[0] if found else None
+async def _synced(runtime: Runtime) -> None:
+    """Refuses (503) until the Organization and Membership caches hold the whole cluster."""
+    for informer in (runtime.organizations, runtime.members):
+        if not await informer.wait_synced(CACHE_WAIT_SECONDS):
+            raise kopf.AdmissionError(
+                f"orgkeeper is still loading {informer.what} after a start, and checks this "
+                "request against them; try again in a few seconds",
+                code=503,
+            )
 
 
-async def _members(runtime: Runtime, namespace: str) -> list[Member]:
-    """The namespace's Memberships, once the operator has listed them all."""
-    if not await runtime.members.wait_synced(CACHE_WAIT_SECONDS):
-        raise kopf.AdmissionError(
-            "orgkeeper is still loading Memberships after a start; try again in a few seconds",
-            code=503,
-        )
+def _members(runtime: Runtime, namespace: str) -> list[Member]:
     return [record.member() for record in runtime.members.in_namespace(namespace)]
+
+
+def _locking(runtime: Runtime, email: str) -> list[str]:
+    """Deactivated orgs whose owner e-mail lock holds `email`."""
+    return [
+        record.name
+        for record in runtime.organizations.in_namespace("")
+        if record.owner_email_locked and same_email(record.owner, email)
+    ]
 
 
 async def validate_organization(
@@ -42,34 +59,45 @@ async def validate_organization(
     old: kopf.Body | None,
     name: str,
     operation: str,
+    userinfo: kopf.UserInfo,
     memo: kopf.Memo,
-    organizations_by_name: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
     if not runtime.serves_region(spec.get("region")):
         return
+    await _synced(runtime)
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
-        locking = [
-            record.name
-            for store in organizations_by_name.values()
-            for record in store
-            if record.owner_email_locked and same_email(record.owner, owner)
-        ]
-        _refuse(admission.locked_email_refusal(owner, locking))
-    elif old is not None:
-        previous = (old.get("status") or {}).get("owner") or old["spec"].get("owner")
-        members = await _members(runtime, names.org_namespace(name))
-        _refuse(admission.transfer_refusal(owner, previous, members))
+        _refuse(admission.locked_email_refusal(owner, _locking(runtime, owner)))
+        return
+    if old is None:
+        return
+    previous = (old.get("status") or {}).get("owner") or old["spec"].get("owner")
+    if previous is None or same_email(owner, previous):
+        return
+    members = _members(runtime, names.org_namespace(name))
+    support = admission.owner_left(previous, members) and await runtime.kube.run(
+        runtime.kube.may, userinfo, "support", name
+    )
+    _refuse(
+        admission.transfer_refusal(
+            owner,
+            previous,
+            members,
+            locking_organizations=_locking(runtime, owner),
+            support=support,
+        )
+    )
 
 
-def validate_organization_delete(
+async def validate_organization_delete(
     body: kopf.Body, name: str, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any
 ) -> None:
     runtime: Runtime = memo.runtime
     if not runtime.serves_region(body["spec"].get("region")):
         return
+    await _synced(runtime)
     owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
     _refuse(
         admission.delete_organization_refusal(
@@ -88,21 +116,22 @@ async def validate_membership(
     namespace: str | None,
     operation: str,
     memo: kopf.Memo,
-    organizations_by_name: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
-    org = _org(organizations_by_name, names.organization_of_namespace(namespace))
+    await _synced(runtime)
+    organization = names.organization_of_namespace(namespace)
+    org: OrgRecord | None = (
+        runtime.organizations.get("", organization) if organization is not None else None
+    )
     if org is None or org.deleting or not runtime.serves_region(org.region):
-        return  # no org (or it is going away): nothing to protect
+        return  # no org (the cache holds them all), or it is going away: nothing to protect
     record = MemberRecord.from_body(body)
     if operation == "DELETE":
         _refuse(admission.owner_membership_delete_refusal(record.email, org.owner))
         return
     _refuse(
-        admission.duplicate_email_refusal(
-            record.email, name, await _members(runtime, namespace or "")
-        )
+        admission.duplicate_email_refusal(record.email, name, _members(runtime, namespace or ""))
     )
     _refuse(admission.owner_team_removal_refusal(record.email, record.teams, org.owner))
 
@@ -110,22 +139,30 @@ async def validate_membership(
 def register(registry: kopf.OperatorRegistry) -> None:
     # Each id is the webhook's URL path (kopf serves /<id>); a Service reference in a
     # ValidatingWebhookConfiguration only takes DNS-label paths, hence no underscores.
+    # persistent: kopf leaves them registered when the operator stops (`managed` mode), so
+    # they fail closed (failurePolicy Fail) while it is away instead of vanishing.
     on_org_write = kopf.on.validate(
         *ORGANIZATIONS,
         id="validate-organization",
         operations=["CREATE", "UPDATE"],
+        persistent=True,
         registry=registry,
     )
     on_org_delete = kopf.on.validate(
-        *ORGANIZATIONS, id="validate-organization-delete", operations=["DELETE"], registry=registry
+        *ORGANIZATIONS,
+        id="validate-organization-delete",
+        operations=["DELETE"],
+        persistent=True,
+        registry=registry,
     )
     on_membership = kopf.on.validate(
         *MEMBERSHIPS,
         id="validate-membership",
         operations=["CREATE", "UPDATE", "DELETE"],
+        persistent=True,
         registry=registry,
     )
-    # kopf's callback protocols don't list index and review kwargs; they arrive all the same.
+    # kopf's callback protocols don't list the review's kwargs (old, operation); they arrive.
     on_org_write(validate_organization)  # type: ignore[arg-type]
     on_org_delete(validate_organization_delete)
     on_membership(validate_membership)  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """kopf indexes: in-memory views of the watched objects, so reconciles and webhooks don't list.
 
 kopf hands each index to handlers as a keyword argument named after its function. The kinds
-that come by the thousand (Memberships, member RoleBindings) live in the Runtime's informers
-instead (see controllers/informer.py).
+that come by the thousand (Memberships, member RoleBindings), and the Organizations that
+admission reads on every replica, live in the Runtime's informers instead (see
+controllers/informer.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..controllers.records import LicenseRecord, OrgRecord, WorkloadRecord
+from ..controllers.records import LicenseRecord, WorkloadRecord
 
 ORGANIZATIONS = ("orgkeeper.dev", "v1alpha1", "organizations")
 MEMBERSHIPS = ("orgkeeper.dev", "v1alpha1", "memberships")
@@ -24,10 +25,6 @@ WORKLOADS = {
     "DaemonSet": ("apps", "v1", "daemonsets"),
 }
 ORGANIZATION_LABELLED: Mapping[str, Any] = {names.LABEL_ORGANIZATION: kopf.PRESENT}
-
-
-async def organizations_by_name(body: kopf.Body, name: str, **_: Any) -> dict[str, OrgRecord]:
-    return {name: OrgRecord.from_body(body)}
 
 
 async def licenses_by_namespace(
@@ -45,7 +42,6 @@ def workloads_by_organization(kind: str) -> Any:
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    kopf.index(*ORGANIZATIONS, registry=registry)(organizations_by_name)
     kopf.index(*LICENSES, registry=registry)(licenses_by_namespace)
     # One index per workload kind; reconciles read them together (see workloads_of).
     for kind, resource in WORKLOADS.items():

@@ -128,6 +128,8 @@ class Kind:
     status: type[ApiModel]
     description: str
     printer_columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+    # CEL rules on the whole object (x-kubernetes-validations at the schema's root).
+    validations: tuple[dict[str, str], ...] = field(default_factory=tuple)
 
     @property
     def singular(self) -> str:

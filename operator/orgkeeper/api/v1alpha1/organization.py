@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ...names import ORGANIZATION_NAME_MAX, ORGANIZATION_NAME_PATTERN, org_namespace
 from .common import (
     ApiModel,
     Conditions,
@@ -155,6 +156,21 @@ class OrganizationStatus(ApiModel):
     )
 
 
+# The name becomes the namespace org-<name>: a DNS label, so no dots and at most 59 characters.
+NAME_RULE = {
+    "rule": (
+        f"self.metadata.name.matches('{ORGANIZATION_NAME_PATTERN}')"
+        f" && size(self.metadata.name) <= {ORGANIZATION_NAME_MAX}"
+    ),
+    "messageExpression": (
+        "'metadata.name: ' + self.metadata.name + ' can not be an Organization name: its"
+        f" namespace {org_namespace('')}' + self.metadata.name + ' must be a DNS label, so the"
+        f" name takes at most {ORGANIZATION_NAME_MAX} lower-case letters, digits and dashes"
+        " (no dots), starting and ending with a letter or digit; choose another name'"
+    ),
+    "reason": "FieldValueInvalid",
+}
+
 ORGANIZATION = Kind(
     kind="Organization",
     plural="organizations",
@@ -176,4 +192,5 @@ ORGANIZATION = Kind(
         PrinterColumn("Members", ".status.members", type="integer"),
         age_column(),
     ),
+    validations=(NAME_RULE,),
 )
