@@ -22,7 +22,7 @@ from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.orgs import is_condition, membership, organization, wait_members_bound, wait_org
 
 AsUser = Callable[[str], Kube]
 SUPPORT = "support (orgkeeper-support)"
@@ -189,9 +189,13 @@ def test_the_owner_changes_their_fields_and_support_the_rest(
     refused(patch_spec(me, name, reactivationRequestedAt=ahead), "spec.reactivationRequestedAt")
     refused(patch_spec(me, name, plan="Enterprise"), "spec.plan", f"only {SUPPORT} may set it")
     # Positive controls: the Owner's own fields.
-    patch_spec(me, name, displayName="Renamed", ssoOnly=True)()
-    patch_spec(me, name, plan="Free")()
-    patch_spec(me, name, plan="Plus", ssoOnly=False)()
+    patch_spec(me, name, displayName="Renamed", plan="Free")()
+    patch_spec(me, name, plan="Plus", ssoOnly=True)()
+    # SSO-only binds the Owner as oidc:<e-mail>: that session turns it off again.
+    sso = as_user(f"oidc:{owner}")
+    wait_for("the Owner's SSO binding", lambda: _may_patch(sso, name))
+    patch_spec(sso, name, ssoOnly=False)()
+    wait_for("the Owner's binding", lambda: _may_patch(me, name))
     # Enterprise is support's: on, and off again; the Owner can't leave it.
     patch_spec(support, name, plan="Enterprise")()
     refused(patch_spec(me, name, plan="Plus"), "spec.plan", "move an Organization off it")
@@ -271,9 +275,18 @@ def test_a_transfer_to_a_locked_email_is_refused(
         f"only {SUPPORT} releases it",
     )
     patch_spec(me, name, owner=alice)()
-    assert (
-        wait_org(admin, name, "OwnerValid", "True", "OwnershipTransferred")["status"]["owner"]
-        == alice
+    wait_owner(admin, name, alice)
+
+
+def wait_owner(admin: Kube, name: str, owner: str) -> None:
+    """Until the transfer took effect: status.owner moved and OwnerValid is True."""
+    wait_for(
+        f"{owner} to own {name}",
+        lambda: (
+            (org := admin.get("organizations", name))
+            and (org.get("status") or {}).get("owner") == owner
+            and is_condition(org, "OwnerValid", "True")
+        ),
     )
 
 
@@ -313,8 +326,7 @@ def test_support_transfers_an_org_whose_owner_left(
         f"the Owner {owner} left, so {SUPPORT} may also transfer it to any e-mail",
     )
     patch_spec(as_user(support_user), name, owner=newcomer)()
-    org = wait_org(admin, name, "OwnerValid", "True", "OwnershipTransferred")
-    assert org["status"]["owner"] == newcomer
+    wait_owner(admin, name, newcomer)
     # The new Owner got a Membership in organization-admin, as a first Owner does.
     wait_members_bound(admin, name, {newcomer: ["organization-admin"]})
     wait_org(admin, name)
