@@ -36,13 +36,13 @@ def test_the_org_switcher_lists_exactly_the_orgs_of_an_email(
     orgs = {f"north-{unique}": "portal-admin", f"south-{unique}": "analytics-viewer"}
     for name, team in orgs.items():
         as_user(f"owner@{name}.test").create(
-            "organizations", organization(name, f"owner@{name}.test", region="sg")
+            "organizations", organization(name, f"owner@{name}.test", plan="Plus", region="sg")
         )
         wait_org(admin, name)
         admin.create("memberships", membership("carol", carol, team), f"org-{name}")
         wait_members_bound(admin, name, {carol: [team]})
     as_user(f"owner@other-{unique}.test").create(
-        "organizations", organization(f"other-{unique}", f"owner@other-{unique}.test")
+        "organizations", organization(f"other-{unique}", f"owner@other-{unique}.test", plan="Plus")
     )
     admin.patch("organizations", f"south-{unique}", {"spec": {"state": "Deactivated"}})
     wait_org(admin, f"south-{unique}", "Deactivated", "True", timeout=60)
