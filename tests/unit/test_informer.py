@@ -108,3 +108,13 @@ def test_a_deleted_object_is_forgotten_before_its_event() -> None:
     cache.observe(body("org-a", "m1", 10))
     cache.forget("org-a", "m1")
     assert len(cache) == 0
+
+
+def test_cluster_scoped_objects_are_held_under_no_namespace() -> None:
+    org = {"metadata": {"name": "acme", "resourceVersion": "3"}, "spec": {"email": "o@x.io"}}
+    cache, _ = informer({"": page(org, version=4)})
+    asyncio.run(cache._list())
+    assert cache.get("", "acme") == "acme=o@x.io"
+    assert cache.get("", "other") is None
+    cache._take({"type": "DELETED", "object": org})
+    assert cache.get("", "acme") is None
