@@ -193,9 +193,9 @@ def test_the_owner_changes_their_fields_and_support_the_rest(
     patch_spec(me, name, plan="Plus", ssoOnly=True)()
     # SSO-only binds the Owner as oidc:<e-mail>: that session turns it off again.
     sso = as_user(f"oidc:{owner}")
-    wait_for("the Owner's SSO binding", lambda: _may_patch(sso, name))
+    wait_for("the Owner's SSO binding", lambda: may_patch(sso, name))
     patch_spec(sso, name, ssoOnly=False)()
-    wait_for("the Owner's binding", lambda: _may_patch(me, name))
+    wait_for("the Owner's binding", lambda: may_patch(me, name))
     # Enterprise is support's: on, and off again; the Owner can't leave it.
     patch_spec(support, name, plan="Enterprise")()
     refused(patch_spec(me, name, plan="Plus"), "spec.plan", "move an Organization off it")
@@ -228,13 +228,13 @@ def test_the_owner_changes_their_fields_and_support_the_rest(
     wait_org(admin, name, "Ready", "True", "Reconciled")
 
     # The next deactivation locks the e-mail again: the earlier unlock is spent.
-    wait_for("the Owner's rights back", lambda: _may_patch(me, name))
+    wait_for("the Owner's rights back", lambda: may_patch(me, name))
     patch_spec(me, name, state="Deactivated")()
     org = wait_org(admin, name, "Deactivated", "True", "Requested")
     assert org["status"]["ownerEmailLocked"] is True
 
 
-def _may_patch(kube: Kube, name: str) -> bool:
+def may_patch(kube: Kube, name: str) -> bool:
     review = client.V1SelfSubjectAccessReview(
         spec=client.V1SelfSubjectAccessReviewSpec(
             resource_attributes=client.V1ResourceAttributes(
@@ -400,7 +400,7 @@ def test_only_the_owner_or_support_label_a_namespace_for_an_org(
 
 @pytest.mark.parametrize("too_long", [False, True], ids=["dotted", "60-characters"])
 def test_an_organization_name_must_form_its_namespace(
-    admin: Kube, as_user: AsUser, unique: str, too_long: bool
+    admin: Kube, unique: str, too_long: bool
 ) -> None:
     bad = f"l3-{unique}".ljust(60, "x") if too_long else f"dotted.name-{unique}"
     refused(
