@@ -30,6 +30,11 @@ def _version(body: Mapping[str, Any]) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
+def _namespace(meta: Mapping[str, Any]) -> str:
+    """Where an object is held: its namespace; a cluster-scoped one (a Namespace) under its name."""
+    return str(meta.get("namespace") or meta["name"])
+
+
 class Informer(Generic[R]):
     """Records of one kind by namespace and name, kept current by a watch.
 
@@ -108,7 +113,7 @@ class Informer(Generic[R]):
             for body in page["items"]:
                 meta = body["metadata"]
                 held = (_version(body), self.record(body))
-                fresh.setdefault(meta["namespace"], {})[meta["name"]] = held
+                fresh.setdefault(_namespace(meta), {})[meta["name"]] = held
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
                 break
@@ -164,21 +169,21 @@ class Informer(Generic[R]):
             return
         if event["type"] == "DELETED":
             meta = body["metadata"]
-            if self._objects.get(meta["namespace"], {}).pop(meta["name"], None) is not None:
-                self._notify([meta["namespace"]])
+            if self._objects.get(_namespace(meta), {}).pop(meta["name"], None) is not None:
+                self._notify([_namespace(meta)])
         elif event["type"] in ("ADDED", "MODIFIED"):
             self._put(body, notify=True)
 
     def _put(self, body: Mapping[str, Any], *, notify: bool) -> None:
         meta = body["metadata"]
-        objects = self._objects.setdefault(meta["namespace"], {})
+        objects = self._objects.setdefault(_namespace(meta), {})
         version = _version(body)
         known = objects.get(meta["name"])
         if known is not None and version and known[0] >= version:
             return  # already taken in (written by the operator), or older than what is held
         objects[meta["name"]] = (version, self.record(body))
         if notify:
-            self._notify([meta["namespace"]])
+            self._notify([_namespace(meta)])
 
     def _notify(self, namespaces: Iterable[str]) -> None:
         for namespace in namespaces:

@@ -15,7 +15,7 @@ from ..kube import KubeApi
 from ..metrics import OperatorMetrics
 from ..settings import Settings
 from .informer import Informer
-from .records import BindingRecord, MemberRecord
+from .records import BindingRecord, MemberRecord, NamespaceRecord
 
 RECONCILE_CONCURRENCY = 8
 
@@ -47,6 +47,13 @@ class Runtime:
     # Memberships and member RoleBindings, cluster-wide (started by the startup handler).
     members: Informer[MemberRecord] = field(init=False)
     bindings: Informer[BindingRecord] = field(init=False)
+    # Namespaces labelled orgkeeper.dev/organization, and the org each label names as last
+    # seen (a relabelled namespace wakes the org it left as well as the one it joins).
+    namespaces: Informer[NamespaceRecord] = field(init=False)
+    claims: dict[str, str] = field(default_factory=dict)
+    # Per org, the warnings already told (ignored workloads, failing targets): each is posted
+    # once as an Event while it lasts, not at every reconcile.
+    told: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -60,6 +67,32 @@ class Runtime:
             BindingRecord.from_body,
             self.namespace_changed,
         )
+        self.namespaces = Informer(
+            "labelled Namespaces",
+            kube,
+            kube.labelled_namespaces(),
+            NamespaceRecord.from_body,
+            self.namespace_labelled,
+        )
+
+    def namespace_labelled(self, namespace: str) -> None:
+        """A labelled Namespace changed (or lost its label): the orgs it names reconcile."""
+        held = self.namespaces.in_namespace(namespace)
+        now = held[0].organization if held else None
+        before = self.claims.pop(namespace, None)
+        if now:
+            self.claims[namespace] = now
+        for organization in {before, now} - {None}:
+            self.poke(str(organization))
+
+    def claimed(self, organization: str) -> list[NamespaceRecord]:
+        """The Namespaces whose label names the org (whoever owns them)."""
+        return [
+            record
+            for namespace, claim in self.claims.items()
+            if claim == organization
+            for record in self.namespaces.in_namespace(namespace)
+        ]
 
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""
@@ -70,13 +103,19 @@ class Runtime:
     async def caches_synced(self) -> None:
         await self.members.synced.wait()
         await self.bindings.synced.wait()
+        await self.namespaces.synced.wait()
 
     def trigger(self, organization: str) -> asyncio.Event:
         return self.triggers.setdefault(organization, asyncio.Event())
 
     def poke(self, organization: str) -> None:
+        """Wakes the org's loop; a name with no loop (no such org here) is ignored, so labels
+        naming orgs that don't exist leave nothing behind."""
+        trigger = self.triggers.get(organization)
+        if trigger is None:
+            return
         self.changed_at.setdefault(organization, time.monotonic())
-        self.trigger(organization).set()
+        trigger.set()
 
     def take_change_time(self, organization: str) -> float:
         """The moment of the oldest change this reconcile answers (now, for a timed check)."""
@@ -85,6 +124,7 @@ class Runtime:
     def forget(self, organization: str) -> None:
         self.triggers.pop(organization, None)
         self.changed_at.pop(organization, None)
+        self.told.pop(organization, None)
         self.metrics.forget(organization)
 
     def serves_region(self, region: str | None) -> bool:

@@ -37,7 +37,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime: Runtime = memo.runtime
         tasks = [
             asyncio.create_task(informer.run(), name=f"informer of {informer.what}")
-            for informer in (runtime.members, runtime.bindings)
+            for informer in (runtime.members, runtime.bindings, runtime.namespaces)
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
         server = settings.admission.server

@@ -1,0 +1,239 @@
+"""Which namespaces an org owns, bounded state for unknown org names, bounded messages, and
+licenses reissued on a plan or region change (no cluster needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes import client
+
+from orgkeeper import licensing, names
+from orgkeeper.api.v1alpha1.license import LicenseStatus
+from orgkeeper.api.v1alpha1.organization import OrganizationSpec, OrganizationStatus
+from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
+from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.domain import license as license_domain
+from orgkeeper.domain import organization as org_domain
+from orgkeeper.domain.lifecycle import Lifecycle
+from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
+from orgkeeper.handlers.organization import workload_changed
+from orgkeeper.kube import KubeApi
+from orgkeeper.settings import Settings
+from orgkeeper.views import switcher_rows
+
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def runtime() -> Runtime:
+    return Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
+
+
+def test_pokes_for_orgs_that_do_not_exist_leave_nothing_behind() -> None:
+    async def scenario() -> Runtime:
+        served = runtime()
+        known = served.trigger("acme")  # acme's loop runs
+        memo = kopf.Memo(runtime=served)
+        for i in range(10_000):
+            labels = cast(kopf.Labels, {names.LABEL_ORGANIZATION: f"ghost-{i}"})
+            await workload_changed(labels=labels, memo=memo)
+        served.namespace_changed("org-ghost")
+        await workload_changed(
+            labels=cast(kopf.Labels, {names.LABEL_ORGANIZATION: "acme"}), memo=memo
+        )
+        assert known.is_set()
+        return served
+
+    served = asyncio.run(scenario())
+    assert list(served.triggers) == ["acme"]
+    assert list(served.changed_at) == ["acme"]
+
+
+def test_records_keep_only_the_keys_orgkeeper_reads() -> None:
+    fat = {"x": "a" * 250_000, "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    workload = WorkloadRecord.from_body(
+        "Deployment",
+        {
+            "metadata": {
+                "name": "gw",
+                "namespace": "edge",
+                "labels": {
+                    names.LABEL_ORGANIZATION: "acme",
+                    names.LABEL_COMPONENT: "data-plane",
+                    names.LABEL_PRODUCT: "mesh",
+                    **fat,
+                },
+                "annotations": {**fat, names.ANNOTATION_FROZEN: "true"},
+            }
+        },
+    )
+    assert dict(workload.annotations) == {names.ANNOTATION_FROZEN: "true"}
+    assert (workload.organization, workload.component, workload.product) == (
+        "acme",
+        "data-plane",
+        "mesh",
+    )
+    member = MemberRecord.from_body(
+        {
+            "metadata": {
+                "name": "m",
+                "namespace": "org-acme",
+                "labels": {**fat, names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: "h"},
+            },
+            "spec": {"email": "a@acme.test"},
+        }
+    )
+    assert dict(member.labels) == {names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: "h"}
+
+
+def test_a_namespace_belongs_to_its_owning_organization_else_to_its_label() -> None:
+    mallory = Claim("mallory", "", ())
+    labelled = Claim("edge", "acme", ())
+    org_beta = Claim("org-beta", "acme", (("beta", "uid-beta"),))  # relabelled by someone
+    owned = owned_namespaces(
+        "acme", "uid-acme", [mallory, labelled, org_beta], org_namespace_owned=True
+    )
+    assert owned == {"org-acme", "edge"}
+    assert belongs_to(org_beta, "beta", "uid-beta")
+    assert not belongs_to(org_beta, "acme", "uid-acme")
+    assert owned_namespaces("acme", "uid-acme", [], org_namespace_owned=False) == frozenset()
+    record = NamespaceRecord.from_body(
+        {
+            "metadata": {
+                "name": "org-beta",
+                "labels": {names.LABEL_ORGANIZATION: "acme"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "orgkeeper.dev/v1alpha1",
+                        "kind": "Organization",
+                        "name": "beta",
+                        "uid": "uid-beta",
+                    },
+                    {"apiVersion": "other.dev/v1", "kind": "Organization", "name": "x", "uid": "u"},
+                ],
+            }
+        }
+    )
+    assert record.owners == (("beta", "uid-beta"),)
+
+
+def test_the_ignored_workload_message_says_why_and_what_to_do() -> None:
+    assert ignored_message("mallory", "acme", None) == (
+        "namespace mallory does not belong to Organization acme: this workload is ignored "
+        "(no license, not counted); its Owner can label the namespace "
+        "orgkeeper.dev/organization=acme"
+    )
+    assert "belongs to Organization beta, not acme" in ignored_message("org-beta", "acme", "beta")
+
+
+def verified(plan: str, region: str, issued: datetime) -> license_domain.Evaluated:
+    key = Ed25519PrivateKey.generate()
+    payload = licensing.LicensePayload(
+        organization="acme",
+        product="mesh",
+        plan=plan,
+        region=region,
+        issued_at=issued,
+        expires_at=issued + timedelta(days=365),
+    )
+    document = licensing.sign(payload, key)
+    return license_domain.evaluate(
+        "mesh",
+        "mesh",
+        "Provisioned",
+        "",
+        document,
+        organization="acme",
+        public_key=key.public_key(),
+        now=NOW,
+    )
+
+
+def test_a_plan_or_region_change_reissues_a_provisioned_license() -> None:
+    current = verified("Enterprise", "eu", NOW - timedelta(days=1))
+    assert current.valid
+    rotate = timedelta(days=182)
+    same = license_domain.needs_issuing(
+        current, now=NOW, rotate_after=rotate, plan="Enterprise", region="eu"
+    )
+    assert same is None
+    assert (
+        license_domain.needs_issuing(
+            current, now=NOW, rotate_after=rotate, plan="Free", region="eu"
+        )
+        == "reissued"
+    )
+    assert (
+        license_domain.needs_issuing(
+            current, now=NOW, rotate_after=rotate, plan="Enterprise", region="us"
+        )
+        == "reissued"
+    )
+
+
+def test_five_hundred_conflicts_give_a_short_message() -> None:
+    item = verified("Enterprise", "eu", NOW - timedelta(days=1))
+    conflicts = [f"namespace-with-a-long-name-{i:04}" for i in range(500)]
+    status = license_domain.license_status(
+        item,
+        item,
+        license_domain.Delivery(conflicts=conflicts, namespaces=["edge"]),
+        LicenseStatus(),
+        generation=1,
+        now=NOW,
+    )
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "SecretConflict")
+    assert "and 497 more" in ready.message and len(ready.message) < 1000
+    assert status.propagated_to is not None and status.propagated_to.namespaces == ["edge"]
+
+
+def test_failed_targets_keep_ready_false_with_a_short_message() -> None:
+    spec = OrganizationSpec.model_validate(
+        {"displayName": "Acme", "plan": "Enterprise", "region": "eu", "owner": "o@acme.test"}
+    )
+    observed = org_domain.OrgObservation(
+        name="acme",
+        generation=3,
+        created=NOW,
+        spec=spec,
+        status=OrganizationStatus(),
+        namespace_ready=True,
+        licenses=frozenset({"gateway-enterprise", "ingress-controller", "mesh"}),
+        failed=tuple(f"Deployment ns-{i}/fat (Invalid: too long)" for i in range(40)),
+    )
+    decision = org_domain.decide_owner("o@acme.test", None, [])
+    status = org_domain.organization_status(
+        observed,
+        decision,
+        Lifecycle(target="Active", deactivation=None),
+        namespace="org-acme",
+        now=NOW,
+        billing_cycle=timedelta(days=30),
+        last_login=None,
+        effects_applied=False,
+    )
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "PartiallyApplied")
+    assert ready.message.startswith("40 target(s) failed") and "and 37 more" in ready.message
+    assert status.observed_generation == 3
+
+
+def test_the_org_switcher_takes_the_org_from_the_namespace_not_a_label() -> None:
+    membership: dict[str, Any] = {
+        "metadata": {
+            "name": "m",
+            "namespace": "org-acme",
+            "labels": {names.LABEL_ORGANIZATION: "victim"},
+        },
+        "spec": {"email": "a@acme.test", "teams": []},
+    }
+    orgs = {
+        name: {"spec": {"displayName": name, "region": "eu"}, "status": {"phase": "Active"}}
+        for name in ("acme", "victim")
+    }
+    (row,) = switcher_rows("a@acme.test", [membership], orgs)
+    assert row["organization"] == "acme"
