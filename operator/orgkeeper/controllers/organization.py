@@ -228,7 +228,7 @@ async def reconcile_organization(
         events += licensed.events
         failures += licensed.failures
         observed = dataclasses.replace(observed, licenses=frozenset(licensed.active_products))
-    events += _warnings(runtime, name, ignored, claims, failures)
+    events += _warnings(runtime, name, ignored, failures)
 
     desired = status_for(not failures)
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
@@ -273,24 +273,29 @@ async def sync_workloads(
     await attempt(writes, failures)
 
 
+def _holder(runtime: Runtime, namespace: str) -> str | None:
+    """The org a labelled namespace belongs to (its owner, else its label), if any."""
+    for record in runtime.namespaces.in_namespace(namespace):
+        return record.owners[0][0] if record.owners else record.organization
+    return None
+
+
 def _warnings(
     runtime: Runtime,
     organization: str,
     ignored: Sequence[WorkloadRecord],
-    claims: Sequence[Claim],
     failures: Sequence[Failure],
 ) -> list[Event]:
     """Warning Events for what newly went wrong: each once while it lasts (not every check)."""
     told = runtime.told.get(organization, frozenset())
     now_told: set[str] = set()
     events: list[Event] = []
-    owners_of = {c.namespace: c.owners[0][0] for c in claims if c.owners}
     for workload in ignored:
         key = f"ignored:{workload.uid}"
         now_told.add(key)
         if key not in told:
             message = namespace_domain.ignored_message(
-                workload.namespace, organization, owners_of.get(workload.namespace)
+                workload.namespace, organization, _holder(runtime, workload.namespace)
             )
             events.append(Event("Warning", "NamespaceNotOwned", message, workload_ref(workload)))
     for failure in failures:
