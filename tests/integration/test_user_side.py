@@ -167,8 +167,9 @@ def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
     name = f"metered-{unique}"
     as_user(f"owner@{name}.test").create("organizations", organization(name, f"owner@{name}.test"))
     wait_org(admin, name)
+    labels = {"orgkeeper.dev/organization": name}  # given to the org by the admin
     admin.core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}"))
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}", labels=labels))
     )
     create(admin, f"edge-{unique}", workload("Deployment", "dp", name, "data-plane", "mesh"))
     wait_for(

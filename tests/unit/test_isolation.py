@@ -4,16 +4,25 @@ licenses reissued on a plan or region change (no cluster needed)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from orgkeeper import licensing, names
 from orgkeeper.api.v1alpha1.license import LicenseStatus
-from orgkeeper.api.v1alpha1.organization import OrganizationSpec, OrganizationStatus
+from orgkeeper.api.v1alpha1.organization import (
+    Activity,
+    ApiRequests,
+    Billing,
+    OrganizationSpec,
+    OrganizationStatus,
+)
+from orgkeeper.controllers.organization import _write_status
 from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain import license as license_domain
@@ -237,3 +246,55 @@ def test_the_org_switcher_takes_the_org_from_the_namespace_not_a_label() -> None
     }
     (row,) = switcher_rows("a@acme.test", [membership], orgs)
     assert row["organization"] == "acme"
+
+
+class RolloverApi:
+    """patch_status answers 409 once (requests were recorded meanwhile), then takes the patch."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[dict[str, Any], str | None]] = []
+        self.live_requests = 8  # 5 when the operator read the org, 3 more since
+
+    async def run(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        return call(*args, **kwargs)
+
+    def patch_status(
+        self, plural: str, name: str, status: dict[str, Any], *, resource_version: str | None
+    ) -> None:
+        self.patches.append((json.loads(json.dumps(status)), resource_version))
+        if len(self.patches) == 1:
+            raise ApiException(status=409, reason="Conflict")
+
+    def read_organization(self, name: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "resourceVersion": "11"},
+            "status": {
+                "billing": {"state": "Active", "cycleStart": "2026-11-01T00:00:00Z"},
+                "activity": {"apiRequests": {"currentCycle": self.live_requests}},
+            },
+        }
+
+
+def test_the_billing_cycle_rollover_loses_no_request() -> None:
+    """L4: the rollover is compare-and-swap; a 409 rolls over again from the server's counts."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    current = {
+        "billing": {"state": "Active", "cycleStart": "2026-11-01T00:00:00Z"},
+        "activity": {"apiRequests": {"currentCycle": 5, "previousCycle": 0}},
+    }
+    desired = OrganizationStatus(
+        billing=Billing(state="Active", cycle_start=start + timedelta(days=30)),
+        activity=Activity(api_requests=ApiRequests(current_cycle=0, previous_cycle=5)),
+    )
+    api = RolloverApi()
+    served = runtime()
+    served.kube = cast(KubeApi, api)
+    asyncio.run(
+        _write_status(
+            served, "acme", desired, current, version="10", now=start + timedelta(days=30, hours=1)
+        )
+    )
+    (first, first_version), (second, second_version) = api.patches
+    assert (first_version, second_version) == ("10", "11")
+    assert first["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 5}
+    assert second["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 8}
