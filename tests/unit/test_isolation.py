@@ -108,7 +108,8 @@ def test_a_namespace_belongs_to_its_owning_organization_else_to_its_label() -> N
     assert owned == {"org-acme", "edge"}
     assert belongs_to(org_beta, "beta", "uid-beta")
     assert not belongs_to(org_beta, "acme", "uid-acme")
-    assert owned_namespaces("acme", "uid-acme", [], org_namespace_owned=False) == frozenset()
+    squatted = Claim("org-acme", "acme", ())
+    assert owned_namespaces("acme", "uid-acme", [squatted], org_namespace_owned=False) == set()
     record = NamespaceRecord.from_body(
         {
             "metadata": {

@@ -31,10 +31,14 @@ def belongs_to(claim: Claim, organization: str, uid: str) -> bool:
 def owned_namespaces(
     organization: str, uid: str, claims: Iterable[Claim], *, org_namespace_owned: bool
 ) -> frozenset[str]:
-    """org-<name> when the org owns it, and the namespaces labelled for the org."""
+    """org-<name> when the org owns it, and the namespaces labelled for the org.
+
+    An org-<name> someone else created is never the org's, whatever its label says."""
     owned = {c.namespace for c in claims if belongs_to(c, organization, uid)}
     if org_namespace_owned:
         owned.add(names.org_namespace(organization))
+    else:
+        owned.discard(names.org_namespace(organization))
     return frozenset(owned)
 
 
