@@ -299,3 +299,33 @@ def test_the_billing_cycle_rollover_loses_no_request() -> None:
     assert (first_version, second_version) == ("10", "11")
     assert first["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 5}
     assert second["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 8}
+
+
+def test_a_relabelled_namespace_wakes_the_org_it_left_and_the_one_it_joins() -> None:
+    def labelled(org: str | None) -> dict[str, Any]:
+        labels = {names.LABEL_ORGANIZATION: org} if org else {}
+        return {"metadata": {"name": "edge", "resourceVersion": "1", "labels": labels}}
+
+    async def scenario() -> None:
+        served = runtime()
+        acme, beta = served.trigger("acme"), served.trigger("beta")
+        served.namespaces.observe(labelled("acme"))
+        served.namespace_labelled("edge")
+        assert acme.is_set() and not beta.is_set()
+        assert [r.name for r in served.claimed("acme")] == ["edge"]
+        acme.clear()
+        served.namespaces.forget("edge", "edge")
+        served.namespaces.observe(
+            {
+                **labelled("beta"),
+                "metadata": {**labelled("beta")["metadata"], "resourceVersion": "2"},
+            }
+        )
+        served.namespace_labelled("edge")
+        assert acme.is_set() and beta.is_set()
+        assert served.claimed("acme") == [] and [r.name for r in served.claimed("beta")] == ["edge"]
+        served.namespaces.forget("edge", "edge")  # the label removed: out of the selector
+        served.namespace_labelled("edge")
+        assert served.claims == {} and served.claimed_by == {}
+
+    asyncio.run(scenario())

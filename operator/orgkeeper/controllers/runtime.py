@@ -51,6 +51,7 @@ class Runtime:
     # seen (a relabelled namespace wakes the org it left as well as the one it joins).
     namespaces: Informer[NamespaceRecord] = field(init=False)
     claims: dict[str, str] = field(default_factory=dict)
+    claimed_by: dict[str, set[str]] = field(default_factory=dict)  # org -> its labelled ones
     # Per org, the warnings already told (ignored workloads, failing targets): each is posted
     # once as an Event while it lasts, not at every reconcile.
     told: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -80,8 +81,14 @@ class Runtime:
         held = self.namespaces.in_namespace(namespace)
         now = held[0].organization if held else None
         before = self.claims.pop(namespace, None)
+        if before is not None:
+            held_by = self.claimed_by.get(before, set())
+            held_by.discard(namespace)
+            if not held_by:
+                self.claimed_by.pop(before, None)
         if now:
             self.claims[namespace] = now
+            self.claimed_by.setdefault(now, set()).add(namespace)
         for organization in {before, now} - {None}:
             self.poke(str(organization))
 
@@ -89,8 +96,7 @@ class Runtime:
         """The Namespaces whose label names the org (whoever owns them)."""
         return [
             record
-            for namespace, claim in self.claims.items()
-            if claim == organization
+            for namespace in sorted(self.claimed_by.get(organization, ()))
             for record in self.namespaces.in_namespace(namespace)
         ]
 
