@@ -30,7 +30,7 @@ from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.lifecycle import Lifecycle
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
 from orgkeeper.handlers.organization import workload_changed
-from orgkeeper.kube import KubeApi
+from orgkeeper.kube import KubeApi, OwnerRef
 from orgkeeper.settings import Settings
 from orgkeeper.views import switcher_rows
 
@@ -329,3 +329,32 @@ def test_a_relabelled_namespace_wakes_the_org_it_left_and_the_one_it_joins() -> 
         assert served.claims == {} and served.claimed_by == {}
 
     asyncio.run(scenario())
+
+
+class SquattedCore:
+    """The namespace appears between the operator's read and its create (409)."""
+
+    def __init__(self, owner_uid: str) -> None:
+        self.owner_uid = owner_uid
+
+    def create_namespace(self, body: dict[str, Any], field_manager: str) -> None:
+        raise ApiException(status=409, reason="AlreadyExists")
+
+    def read_namespace(self, name: str) -> client.V1Namespace:
+        ref = client.V1OwnerReference(
+            api_version="orgkeeper.dev/v1alpha1",
+            kind="Organization",
+            name="acme",
+            uid=self.owner_uid,
+        )
+        return client.V1Namespace(metadata=client.V1ObjectMeta(name=name, owner_references=[ref]))
+
+
+def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() -> None:
+    """L1: a 409 on create is the org's namespace only if the org owns what is there."""
+    kube = KubeApi(client.ApiClient())
+    owner = OwnerRef("orgkeeper.dev/v1alpha1", "Organization", "acme", "uid-acme")
+    kube.core = cast(client.CoreV1Api, SquattedCore("someone-else"))
+    assert kube.create_namespace("org-acme", "acme", owner) is False
+    kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create
+    assert kube.create_namespace("org-acme", "acme", owner) is True
