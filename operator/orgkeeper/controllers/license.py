@@ -173,7 +173,8 @@ async def reconcile_licenses(
             active.get(product),
             documents=documents,
             workloads=workloads,
-            recorded=recorded_copies(licenses, product),
+            recorded=recorded_copies(licenses, product)
+            | runtime.copies.get((organization, product), frozenset()),
             deactivated=deactivated,
             outcome=outcome,
             changed_at=changed_at,
@@ -280,6 +281,10 @@ async def _deliver(
     refs = [w.ref for group in targets.values() for w in group]
 
     def finish(delivery: Delivery) -> Delivery:
+        if held:
+            runtime.copies[(organization, product)] = frozenset(held)
+        else:
+            runtime.copies.pop((organization, product), None)
         outcome.failures += failures
         failed = tuple(f.describe() for f in failures)
         return dataclasses.replace(delivery, failed=failed, namespaces=sorted(held))

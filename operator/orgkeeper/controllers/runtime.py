@@ -55,6 +55,9 @@ class Runtime:
     # Per org, the warnings already told (ignored workloads, failing targets): each is posted
     # once as an Event while it lasts, not at every reconcile.
     told: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Per (org, product), where its license copies were at the last reconcile: the License
+    # statuses record it too, but their cache may lag the write by a moment.
+    copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -131,6 +134,8 @@ class Runtime:
         self.triggers.pop(organization, None)
         self.changed_at.pop(organization, None)
         self.told.pop(organization, None)
+        for key in [key for key in self.copies if key[0] == organization]:
+            del self.copies[key]
         self.metrics.forget(organization)
 
     def serves_region(self, region: str | None) -> bool:
