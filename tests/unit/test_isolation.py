@@ -24,7 +24,7 @@ from orgkeeper.api.v1alpha1.organization import (
 )
 from orgkeeper.controllers.organization import _write_status
 from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
-from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.controllers.runtime import Runtime, ignored_key
 from orgkeeper.domain import license as license_domain
 from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.lifecycle import Lifecycle
@@ -41,24 +41,46 @@ def runtime() -> Runtime:
     return Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
 
 
+def changed(memo: kopf.Memo, org: str, namespace: str, uid: str, type: str = "MODIFIED") -> Any:
+    labels = cast(kopf.Labels, {names.LABEL_ORGANIZATION: org})
+    return workload_changed(labels=labels, namespace=namespace, uid=uid, type=type, memo=memo)
+
+
 def test_pokes_for_orgs_that_do_not_exist_leave_nothing_behind() -> None:
     async def scenario() -> Runtime:
         served = runtime()
         known = served.trigger("acme")  # acme's loop runs
         memo = kopf.Memo(runtime=served)
         for i in range(10_000):
-            labels = cast(kopf.Labels, {names.LABEL_ORGANIZATION: f"ghost-{i}"})
-            await workload_changed(labels=labels, memo=memo)
+            await changed(memo, f"ghost-{i}", "mallory", f"uid-{i}")
         served.namespace_changed("org-ghost")
-        await workload_changed(
-            labels=cast(kopf.Labels, {names.LABEL_ORGANIZATION: "acme"}), memo=memo
-        )
+        assert not known.is_set()
+        await changed(memo, "acme", "org-acme", "uid-acme")
         assert known.is_set()
         return served
 
     served = asyncio.run(scenario())
     assert list(served.triggers) == ["acme"]
     assert list(served.changed_at) == ["acme"]
+
+
+def test_a_workload_outside_the_orgs_namespaces_wakes_it_once() -> None:
+    async def scenario() -> None:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        await changed(memo, "acme", "mallory", "uid-stolen")
+        assert acme.is_set()  # to be told why it is ignored
+        acme.clear()
+        served.told["acme"] = frozenset({ignored_key("uid-stolen")})  # the reconcile told it
+        for _ in range(100):
+            await changed(memo, "acme", "mallory", "uid-stolen")
+        await changed(memo, "acme", "mallory", "uid-stolen", "DELETED")
+        assert not acme.is_set()
+        await changed(memo, "acme", "org-acme", "uid-own")
+        assert acme.is_set()
+
+    asyncio.run(scenario())
 
 
 def test_records_keep_only_the_keys_orgkeeper_reads() -> None:

@@ -27,7 +27,7 @@ from ..kube import OwnerRef, owner_of
 from .informer import Informer
 from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, NamespaceRecord, WorkloadRecord
-from .runtime import Event, Runtime
+from .runtime import Event, Runtime, ignored_key
 from .writes import (
     Failure,
     Target,
@@ -291,7 +291,7 @@ def _warnings(
     now_told: set[str] = set()
     events: list[Event] = []
     for workload in ignored:
-        key = f"ignored:{workload.uid}"
+        key = ignored_key(workload.uid)
         now_told.add(key)
         if key not in told:
             message = namespace_domain.ignored_message(

@@ -20,6 +20,11 @@ from .records import BindingRecord, MemberRecord, NamespaceRecord
 RECONCILE_CONCURRENCY = 8
 
 
+def ignored_key(uid: str | None) -> str:
+    """How a workload told it is ignored is remembered in Runtime.told."""
+    return f"ignored:{uid}"
+
+
 @dataclass(frozen=True)
 class Event:
     """A Kubernetes Event to post on the reconciled object, or on `involved` when given."""
@@ -102,6 +107,13 @@ class Runtime:
             for namespace in sorted(self.claimed_by.get(organization, ()))
             for record in self.namespaces.in_namespace(namespace)
         ]
+
+    def may_own(self, organization: str, namespace: str) -> bool:
+        """Whether the namespace is org-<name> or labelled for the org (the reconcile decides)."""
+        return (
+            namespace == names.org_namespace(organization)
+            or self.claims.get(namespace) == organization
+        )
 
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""

@@ -15,7 +15,7 @@ from ..api.v1alpha1 import PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
-from ..controllers.runtime import Event, Runtime
+from ..controllers.runtime import Event, Runtime, ignored_key
 from ..controllers.writes import explain
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import owner_of
@@ -129,13 +129,27 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
-async def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def workload_changed(
+    labels: kopf.Labels,
+    namespace: str | None,
+    uid: str | None,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses).
 
-    A label naming no org served here wakes nothing and is remembered nowhere."""
+    A label naming no org served here wakes nothing and is remembered nowhere. A workload in a
+    namespace the org doesn't own wakes it once, to be told why it is ignored: patching it over
+    and over can't keep the org's reconciles busy.
+    """
+    runtime: Runtime = memo.runtime
     organization = labels.get(names.LABEL_ORGANIZATION)
-    if organization:
-        memo.runtime.poke(organization)
+    if not organization:
+        return
+    untold = type != "DELETED" and ignored_key(uid) not in runtime.told.get(organization, ())
+    if untold or runtime.may_own(organization, namespace or ""):
+        runtime.poke(organization)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
