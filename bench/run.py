@@ -230,7 +230,9 @@ class Bench:
     def data_planes(self, org: str, prefix: str) -> list[str]:
         namespaces = [f"{prefix}-{i}" for i in range(DATA_PLANE_NAMESPACES)]
         for namespace in namespaces:
-            self.core.create_namespace({"metadata": {"name": namespace}})
+            # Given to the org (the namespace label): data planes count only where it owns.
+            labels = {"orgkeeper.dev/organization": org}
+            self.core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
             self.apps.create_namespaced_deployment(
                 namespace,
                 {

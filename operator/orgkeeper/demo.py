@@ -215,6 +215,11 @@ class Demo:
 
         self.chapter("A data plane receives its license, implicitly")
         self.run("kubectl", "create", "namespace", "edge-eu")
+        self.say(
+            "Workloads count only in namespaces the org owns: org-acme, and namespaces its "
+            "Owner or support labels orgkeeper.dev/organization=acme:"
+        )
+        self.run("kubectl", "label", "namespace", "edge-eu", "orgkeeper.dev/organization=acme")
         self.create(deployment("gateway", "edge-eu", "acme", "data-plane", "gateway-enterprise"))
         self.wait(
             "the license copy",

@@ -163,6 +163,10 @@ class KubeApi:
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_MEMBERSHIP}"
         return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
 
+    def labelled_namespaces(self) -> Collection:
+        """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
+        return Collection(self.core.list_namespace, (), names.LABEL_ORGANIZATION)
+
     def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
         """One page of a list, as the server's JSON (skipping the client's model classes)."""
         response = collection.list_call(
@@ -221,7 +225,9 @@ class KubeApi:
                 return None
             raise
 
-    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> None:
+    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
+        """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
+        (someone created it first: it is never adopted)."""
         body = {
             "metadata": {
                 "name": name,
@@ -234,6 +240,10 @@ class KubeApi:
         except ApiException as error:
             if error.status != 409:
                 raise
+            found = self.read_namespace(name)
+            refs = (found.metadata.owner_references or []) if found is not None else []
+            return any(ref.uid == owner.uid for ref in refs)
+        return True
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
@@ -297,7 +307,7 @@ class KubeApi:
         self, namespace: str, organization: str, binding: Binding, owner: OwnerRef
     ) -> dict[str, Any]:
         """Creates (or re-points) the binding; returns it as the server now has it."""
-        body = {
+        body: dict[str, Any] = {
             "metadata": {
                 "name": binding.name,
                 "labels": managed_labels(
@@ -324,9 +334,18 @@ class KubeApi:
         except ApiException as error:
             if error.status != 409:
                 raise
-            # Subjects may change (SSO switch); roleRef can't, and the name encodes the team.
+            # Subjects may change (SSO switch), labels and owner may have drifted (an unlabelled
+            # binding would leave the informer, and outlive its Membership); roleRef can't
+            # change, and the name encodes the team.
+            repair = {
+                "metadata": {
+                    "labels": body["metadata"]["labels"],
+                    "ownerReferences": body["metadata"]["ownerReferences"],
+                },
+                "subjects": body["subjects"],
+            }
             written = self.rbac.patch_namespaced_role_binding(
-                binding.name, namespace, {"subjects": body["subjects"]}, field_manager=FIELD_MANAGER
+                binding.name, namespace, repair, field_manager=FIELD_MANAGER
             )
         wire: dict[str, Any] = self.api_client.sanitize_for_serialization(written)
         return wire
@@ -365,10 +384,21 @@ class KubeApi:
         return patched
 
     def patch_status(
-        self, plural: str, name: str, status: Mapping[str, Any], namespace: str | None = None
+        self,
+        plural: str,
+        name: str,
+        status: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
-        """A merge patch of .status; returns the patched object, None if it has vanished."""
-        body = {"status": dict(status)}
+        """A merge patch of .status; returns the patched object, None if it has vanished.
+
+        With `resource_version`, compare-and-swap: 409 if the object changed since.
+        """
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             if namespace is None:
                 patched = self.custom.patch_cluster_custom_object_status(
@@ -528,10 +558,21 @@ class KubeApi:
         owners: Sequence[Mapping[str, Any]] = (),
         *,
         exists: bool,
+        resource_version: str | None = None,
     ) -> None:
-        """Creates the Secret, or replaces its data, labels and owners (merge patch)."""
+        """Creates the Secret, or replaces its data, labels and owners (merge patch).
+
+        With `resource_version`, only that version is patched (409 if it changed since read).
+        """
+        metadata: dict[str, Any] = {
+            "name": name,
+            "labels": dict(labels),
+            "ownerReferences": list(owners),
+        }
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
         body = {
-            "metadata": {"name": name, "labels": dict(labels), "ownerReferences": list(owners)},
+            "metadata": metadata,
             "type": "Opaque",
             "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
         }
@@ -540,9 +581,11 @@ class KubeApi:
         else:
             self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
 
-    def delete_secret(self, namespace: str, name: str) -> None:
+    def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
-            self.core.delete_namespaced_secret(name, namespace)
+            self.core.delete_namespaced_secret(name, namespace, body=options if uid else None)
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from .domain.membership import same_email
+from .names import organization_of_namespace
 
 
 def _parse(stamp: str | None) -> datetime | None:
@@ -26,7 +27,8 @@ def switcher_rows(
     for membership in memberships:
         if not same_email(membership["spec"].get("email"), email):
             continue
-        name = (membership["metadata"].get("labels") or {}).get("orgkeeper.dev/organization")
+        # The org is the one of the namespace: a label its org-admins can edit proves nothing.
+        name = organization_of_namespace(membership["metadata"].get("namespace"))
         org = orgs.get(name or "")
         if org is None:
             continue

@@ -20,14 +20,18 @@ AsUser = Callable[[str], Kube]
 OWNER_TEAM = "organization-admin"
 
 
-def create_namespace(admin: Kube, name: str) -> str:
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+def create_namespace(admin: Kube, name: str, org: str | None = None) -> str:
+    """A namespace; with `org`, given to that org (labelled orgkeeper.dev/organization)."""
+    labels = {names.LABEL_ORGANIZATION: org} if org else None
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
     return name
 
 
 def data_plane(admin: Kube, org: str, edge: str, product: str = "mesh") -> Plane:
-    """A data-plane Deployment of `org` in the namespace `edge` (created too)."""
-    create_namespace(admin, edge)
+    """A data-plane Deployment of `org` in the namespace `edge` (created too, given to `org`)."""
+    create_namespace(admin, edge, org)
     create(admin, edge, workload("Deployment", "gateway", org, "data-plane", product))
     return Plane("Deployment", edge, "gateway", product)
 

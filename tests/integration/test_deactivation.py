@@ -44,7 +44,10 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     wait_members_bound(admin, name, {alice: ["organization-admin"], bob: ["analytics-viewer"]})
     wait_members_bound(admin, other, {alice: ["portal-admin"]})
 
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=edge)))
+    labels = {"orgkeeper.dev/organization": name}  # the admin gives the namespace to the org
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
+    )
     control_planes = [
         ("Deployment", namespace, "cp-gateway"),
         ("StatefulSet", namespace, "cp-mesh"),
@@ -83,6 +86,23 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         found = read(admin, *plane)
         assert found is not None, plane
         assert found.metadata.annotations["orgkeeper.dev/frozen"] == "true", plane
+    # While deactivated: a control plane that reappears is decommissioned again, and a data
+    # plane that loses its frozen annotation gets it back.
+    create(admin, namespace, workload("Deployment", "cp-again", name, "control-plane"))
+    admin.apps.patch_namespaced_stateful_set(
+        "dp-b", edge, {"metadata": {"annotations": {"orgkeeper.dev/frozen": None}}}
+    )
+    wait_for(
+        "the reappeared control plane to be deleted",
+        lambda: read(admin, "Deployment", namespace, "cp-again") is None,
+    )
+    wait_for(
+        "the data plane to be frozen again",
+        lambda: (
+            (found := read(admin, "StatefulSet", edge, "dp-b")) is not None
+            and (found.metadata.annotations or {}).get("orgkeeper.dev/frozen") == "true"
+        ),
+    )
     assert member_bindings(admin, namespace) == []
     for member in admin.list("memberships", namespace):
         assert (

@@ -26,7 +26,11 @@ def test_deleting_an_org_removes_what_it_made_and_nothing_else(
         "memberships", membership("alice", f"alice@{name}.test", "portal-admin"), f"org-{name}"
     )
     wait_members_bound(admin, name, {f"alice@{name}.test": ["portal-admin"]})
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=edge)))
+    # A namespace the admin gives to the org: its data planes there get the license.
+    labels = {"orgkeeper.dev/organization": name}
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
+    )
     create(admin, edge, workload("Deployment", "gateway", name, "data-plane", "mesh"))
     admin.core.create_namespaced_secret(edge, secret_body("customer-config", b"keep me"))
     wait_for("the license copy", lambda: secret_document(admin, edge, "orgkeeper-license-mesh"))

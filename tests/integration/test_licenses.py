@@ -38,8 +38,12 @@ def new_org(admin: Kube, as_user: AsUser, name: str) -> None:
     wait_org(admin, name)
 
 
-def namespace(admin: Kube, name: str) -> str:
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+def namespace(admin: Kube, name: str, org: str) -> str:
+    """A namespace the admin gives to `org` (labelled orgkeeper.dev/organization=<org>)."""
+    labels = {"orgkeeper.dev/organization": org}
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
     return name
 
 
@@ -57,7 +61,7 @@ def test_a_new_data_plane_gets_a_verifiable_license(
 ) -> None:
     org = f"lic-{unique}"
     new_org(admin, as_user, org)
-    edge = namespace(admin, f"edge-{unique}")
+    edge = namespace(admin, f"edge-{unique}", org)
     create(admin, edge, workload("Deployment", "gateway", org, "data-plane", "mesh"))
 
     copy = wait_for("the license to reach the data plane", lambda: delivered(admin, edge, "mesh"))
@@ -84,12 +88,13 @@ def test_a_new_data_plane_gets_a_verifiable_license(
         edge, field_selector="metadata.name=orgkeeper-license-mesh"
     ).items
     assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "orgkeeper"
-    assert [(r.kind, r.name) for r in secret.metadata.owner_references] == [
-        ("Deployment", "gateway")
+    # Owned by the Organization: garbage collection removes it with the org.
+    assert [(r.kind, r.name, r.controller) for r in secret.metadata.owner_references] == [
+        ("Organization", org, True)
     ]
 
     # A Secret of that name that orgkeeper doesn't own is never touched.
-    other = namespace(admin, f"taken-{unique}")
+    other = namespace(admin, f"taken-{unique}", org)
     admin.core.create_namespaced_secret(
         other, secret_body("orgkeeper-license-mesh", b"customer data")
     )
@@ -127,7 +132,7 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
     org = f"contract-{unique}"
     ns = f"org-{org}"
     new_org(admin, as_user, org)
-    edge = namespace(admin, f"edge-{unique}")
+    edge = namespace(admin, f"edge-{unique}", org)
     create(admin, edge, workload("StatefulSet", "kic", org, "data-plane", "ingress-controller"))
     provisioned = wait_for(
         "the provisioned license to be delivered",
@@ -208,15 +213,14 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
 ) -> None:
     """The test operator rotates provisioned licenses after 30 seconds."""
     live, frozen = f"live-{unique}", f"frozen-{unique}"
-    edge = namespace(admin, f"edge-{unique}")
     for org in (live, frozen):
         new_org(admin, as_user, org)
-        create(
-            admin, edge, workload("DaemonSet", f"gw-{org}", org, "data-plane", "gateway-enterprise")
-        )
-    # Two orgs' data planes can't share one namespace's copy: the frozen org gets its own.
-    frozen_edge = namespace(admin, f"frozen-edge-{unique}")
-    admin.apps.delete_namespaced_daemon_set(f"gw-{frozen}", edge)
+    # A namespace belongs to one org: each has its own.
+    edge = namespace(admin, f"edge-{unique}", live)
+    create(
+        admin, edge, workload("DaemonSet", f"gw-{live}", live, "data-plane", "gateway-enterprise")
+    )
+    frozen_edge = namespace(admin, f"frozen-edge-{unique}", frozen)
     create(
         admin, frozen_edge, workload("DaemonSet", "gw", frozen, "data-plane", "gateway-enterprise")
     )

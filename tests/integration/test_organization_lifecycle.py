@@ -205,6 +205,28 @@ def test_rbac_follows_memberships_and_repairs_drift(
         "the deleted RoleBinding to come back",
         lambda: admin.rbac.read_namespaced_role_binding(binding.metadata.name, namespace),
     )
+    # Labels and owner stripped (the binding leaves the operator's label-selected cache, and
+    # would outlive its Membership): both are put back.
+    admin.rbac.patch_namespaced_role_binding(
+        binding.metadata.name,
+        namespace,
+        [
+            {"op": "remove", "path": "/metadata/labels"},
+            {"op": "remove", "path": "/metadata/ownerReferences"},
+        ],
+    )
+
+    def repaired() -> bool:
+        found = admin.rbac.read_namespaced_role_binding(binding.metadata.name, namespace)
+        labels = found.metadata.labels or {}
+        return (
+            labels.get("orgkeeper.dev/membership") == "alice"
+            and labels.get("orgkeeper.dev/team") == "control-plane-admin"
+            and [(r.kind, r.name) for r in found.metadata.owner_references or []]
+            == [("Membership", "alice")]
+        )
+
+    wait_for("the stripped RoleBinding to be labelled and owned again", repaired)
 
     as_user(owner).patch(
         "memberships", "alice", {"spec": {"teams": ["analytics-viewer"]}}, namespace

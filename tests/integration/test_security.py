@@ -400,7 +400,10 @@ def test_the_operator_does_its_whole_job_as_its_service_account_and_is_never_ref
     as_user(owner).create("memberships", member, f"org-{name}")
     wait_members_bound(admin, name, {owner: ["organization-admin"], alice: ["analytics-viewer"]})
     edge = f"edge-{unique}"
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=edge)))
+    labels = {"orgkeeper.dev/organization": name}  # given to the org by the admin
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
+    )
     create(admin, edge, workload("Deployment", "gw", name, "data-plane", "mesh"))
     create(admin, f"org-{name}", workload("Deployment", "cp", name, "control-plane"))
     wait_for(

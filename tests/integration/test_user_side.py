@@ -169,8 +169,9 @@ def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
         "organizations", organization(name, f"owner@{name}.test", plan="Plus")
     )
     wait_org(admin, name)
+    labels = {"orgkeeper.dev/organization": name}  # given to the org by the admin
     admin.core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}"))
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}", labels=labels))
     )
     create(admin, f"edge-{unique}", workload("Deployment", "dp", name, "data-plane", "mesh"))
     wait_for(

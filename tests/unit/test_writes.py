@@ -1,10 +1,11 @@
 """Writing only what differs (merge-patch semantics), a bounded number at a time."""
 
 import asyncio
+import json
 
-import pytest
+from kubernetes.client.rest import ApiException
 
-from orgkeeper.controllers.writes import bounded, differs
+from orgkeeper.controllers.writes import Failure, Target, attempt, bounded, differs
 
 
 def test_equal_status_does_not_differ() -> None:
@@ -67,7 +68,7 @@ def test_bounded_runs_every_call_at_most_limit_at_a_time() -> None:
     assert sorted(done) == list(range(50))
 
 
-def test_bounded_finishes_the_other_calls_then_raises_the_first_error() -> None:
+def test_bounded_finishes_every_call_and_returns_each_error() -> None:
     done: list[int] = []
 
     async def call(index: int) -> None:
@@ -76,6 +77,39 @@ def test_bounded_finishes_the_other_calls_then_raises_the_first_error() -> None:
             raise ValueError(f"call {index} failed")
         done.append(index)
 
-    with pytest.raises(ValueError, match="call 3 failed"):
-        asyncio.run(bounded([call(i) for i in range(10)], limit=2))
+    errors = asyncio.run(bounded([call(i) for i in range(10)], limit=2))
     assert sorted(done) == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert [str(e) if e else None for e in errors] == [
+        None if i not in (3, 7) else f"call {i} failed" for i in range(10)
+    ]
+
+
+def test_attempt_reports_each_failing_target_shortly_and_runs_the_rest() -> None:
+    body = json.dumps({"kind": "Status", "message": "metadata.annotations: Too long"})
+    refused = ApiException(status=422, reason="Unprocessable Entity")
+    refused.body = body
+    refused.headers = {"Audit-Id": "secret-header-value"}
+    done: list[str] = []
+
+    async def ok(name: str) -> None:
+        done.append(name)
+
+    async def fails() -> None:
+        raise refused
+
+    failures: list[Failure] = []
+    worked = asyncio.run(
+        attempt(
+            [
+                (Target("Deployment a/one"), ok("one")),
+                (Target("Deployment b/fat"), fails()),
+                (Target("Deployment c/two"), ok("two")),
+            ],
+            failures,
+        )
+    )
+    assert worked == [True, False, True]
+    assert sorted(done) == ["one", "two"]
+    (failure,) = failures
+    assert failure.describe() == "Deployment b/fat (Invalid: metadata.annotations: Too long)"
+    assert "secret-header-value" not in failure.describe()

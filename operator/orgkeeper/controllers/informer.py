@@ -30,6 +30,17 @@ def _version(body: Mapping[str, Any]) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
+def _namespace(meta: Mapping[str, Any]) -> str:
+    """Where an object is held: its namespace; a cluster-scoped one under ""."""
+    return str(meta.get("namespace") or "")
+
+
+def _changed(meta: Mapping[str, Any]) -> str:
+    """What `on_change` is told: the namespace, or a cluster-scoped object's own name (a
+    Namespace's change concerns the namespace of that name)."""
+    return str(meta.get("namespace") or meta["name"])
+
+
 class Informer(Generic[R]):
     """Records of one kind by namespace and name, kept current by a watch.
 
@@ -114,15 +125,20 @@ class Informer(Generic[R]):
             for body in page["items"]:
                 meta = body["metadata"]
                 held = (_version(body), self.record(body))
-                fresh.setdefault(meta.get("namespace", ""), {})[meta["name"]] = held
+                fresh.setdefault(_namespace(meta), {})[meta["name"]] = held
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
                 break
-        changed = {
-            namespace
-            for namespace in fresh.keys() | self._objects.keys()
-            if fresh.get(namespace) != self._objects.get(namespace)
-        }
+        changed: set[str] = set()
+        for namespace in fresh.keys() | self._objects.keys():
+            before, after = self._objects.get(namespace, {}), fresh.get(namespace, {})
+            if before == after:
+                continue
+            if namespace:
+                changed.add(namespace)
+            else:  # cluster-scoped: each object that changed is told by its own name
+                names = before.keys() | after.keys()
+                changed |= {n for n in names if before.get(n) != after.get(n)}
         self._objects = fresh
         self.version = str(page["metadata"]["resourceVersion"])
         self.synced.set()
@@ -169,23 +185,22 @@ class Informer(Generic[R]):
         if event["type"] == "BOOKMARK":
             return
         if event["type"] == "DELETED":
-            namespace, name = body["metadata"].get("namespace", ""), body["metadata"]["name"]
-            if self._objects.get(namespace, {}).pop(name, None) is not None:
-                self._notify([namespace])
+            meta = body["metadata"]
+            if self._objects.get(_namespace(meta), {}).pop(meta["name"], None) is not None:
+                self._notify([_changed(meta)])
         elif event["type"] in ("ADDED", "MODIFIED"):
             self._put(body, notify=True)
 
     def _put(self, body: Mapping[str, Any], *, notify: bool) -> None:
         meta = body["metadata"]
-        namespace = meta.get("namespace", "")
-        objects = self._objects.setdefault(namespace, {})
+        objects = self._objects.setdefault(_namespace(meta), {})
         version = _version(body)
         known = objects.get(meta["name"])
         if known is not None and version and known[0] >= version:
             return  # already taken in (written by the operator), or older than what is held
         objects[meta["name"]] = (version, self.record(body))
         if notify:
-            self._notify([namespace])
+            self._notify([_changed(meta)])
 
     def _notify(self, namespaces: Iterable[str]) -> None:
         for namespace in namespaces:

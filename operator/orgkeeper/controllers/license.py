@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,16 +17,18 @@ from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..domain import license as license_domain
 from ..domain.license import Delivery, Evaluated
-from ..kube import is_status, managed_labels
+from ..domain.namespaces import summary
+from ..kube import OwnerRef, is_status, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Event, Runtime
-from .writes import annotate, bounded, differs, status_wire
+from .writes import Failure, Target, annotate, attempt, differs, status_wire, workload_ref
 
 
 @dataclass
 class LicenseOutcome:
     active_products: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def _involved(record: LicenseRecord) -> dict[str, Any]:
@@ -52,7 +54,7 @@ async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | No
 async def reconcile_licenses(
     runtime: Runtime,
     *,
-    organization: str,
+    owner: OwnerRef,
     spec: OrganizationSpec,
     deactivated: bool,
     licenses: Sequence[LicenseRecord],
@@ -60,7 +62,9 @@ async def reconcile_licenses(
     now: datetime,
     changed_at: float,
 ) -> LicenseOutcome:
+    """`workloads`: the org's, in the namespaces it owns (the only ones served)."""
     kube, settings, key = runtime.kube, runtime.settings, runtime.signing_key
+    organization = owner.name
     if key is None:
         raise RuntimeError("the license signing key is not loaded")
     outcome = LicenseOutcome()
@@ -99,7 +103,13 @@ async def reconcile_licenses(
         issuer = issuers.get(record.secret_name or "")
         issues = record.source == "Provisioned" and issuer is not None and issuer is record
         why = (
-            license_domain.needs_issuing(item, now=now, rotate_after=settings.license_rotate_after)
+            license_domain.needs_issuing(
+                item,
+                now=now,
+                rotate_after=settings.license_rotate_after,
+                plan=spec.plan,
+                region=spec.region,
+            )
             if issues
             else None
         )
@@ -158,11 +168,13 @@ async def reconcile_licenses(
     deliveries: dict[str, Delivery] = {
         product: await _deliver(
             runtime,
-            organization,
+            owner,
             product,
             active.get(product),
             documents=documents,
             workloads=workloads,
+            recorded=recorded_copies(licenses, product)
+            | runtime.copies.get((organization, product), frozenset()),
             deactivated=deactivated,
             outcome=outcome,
             changed_at=changed_at,
@@ -176,149 +188,222 @@ async def reconcile_licenses(
     }
     runtime.metrics.reconciles.labels("License", "success").inc(len(licenses))
 
-    writes: list[Awaitable[Any]] = []
+    writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in licenses:
         item = evaluated[record.name]
         previous = LicenseStatus.model_validate(record.status)
+        chosen = active.get(record.product)
+        delivery = deliveries.get(record.product, Delivery())
+        if chosen is not None and chosen.name != record.name:
+            # The copies hold the active license's payload: its status keeps their record.
+            delivery = dataclasses.replace(delivery, namespaces=())
         status = license_domain.license_status(
-            item,
-            active.get(record.product),
-            deliveries.get(record.product, Delivery()),
-            previous,
-            generation=record.generation,
-            now=now,
+            item, chosen, delivery, previous, generation=record.generation, now=now
         )
         wire = status_wire(status)
         if differs(wire, record.status):
+            target = Target(f"License {record.namespace}/{record.name}", (_involved(record),))
             writes.append(
-                kube.run(kube.patch_status, "licenses", record.name, wire, record.namespace)
+                (
+                    target,
+                    kube.run(kube.patch_status, "licenses", record.name, wire, record.namespace),
+                )
             )
-    await bounded(writes)
+    await attempt(writes, outcome.failures)
     return outcome
 
 
-def _owned_by_us(secret: Any, organization: str) -> bool:
-    labels = secret.metadata.labels or {}
-    return (
-        labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
-        and labels.get(names.LABEL_ORGANIZATION) == organization
-    )
+def recorded_copies(licenses: Sequence[LicenseRecord], product: str) -> set[str]:
+    """Where the product's License statuses say a copy was delivered (survives a restart)."""
+    return {
+        namespace
+        for record in licenses
+        if record.product == product
+        for namespace in (record.status.get("propagatedTo") or {}).get("namespaces") or []
+    }
+
+
+def ours(secret: Any, organization_uid: str) -> bool:
+    """A copy is orgkeeper's when its Organization owns it: decided by the owner's UID, which a
+    tenant can't take over as it can labels."""
+    return any(ref.uid == organization_uid for ref in secret.metadata.owner_references or [])
+
+
+async def _withdraw(runtime: Runtime, namespace: str, secret_name: str, uid: str) -> None:
+    """Deletes the copy there if it is the org's; anything else of that name is left alone."""
+    kube = runtime.kube
+    secret = await kube.run(kube.read_secret, namespace, secret_name)
+    if secret is not None and ours(secret, uid):
+        await kube.run(kube.delete_secret, namespace, secret_name, secret.metadata.uid)
 
 
 async def _deliver(
     runtime: Runtime,
-    organization: str,
+    owner: OwnerRef,
     product: str,
     active: Evaluated | None,
     *,
     documents: Mapping[str, bytes],
     workloads: Sequence[WorkloadRecord],
+    recorded: Iterable[str],
     deactivated: bool,
     outcome: LicenseOutcome,
     changed_at: float,
 ) -> Delivery:
-    """Keeps orgkeeper-license-<product> in every namespace with a data plane of the product."""
+    """Keeps orgkeeper-license-<product> in every namespace with a data plane of the product.
+
+    `workloads` are the org's, in namespaces it owns; `recorded` are the namespaces the
+    License statuses say hold a copy. Copies where no data plane needs one any more go (also
+    while the org is deactivated), from that record, so a relabelled or deleted data plane, or
+    a detached namespace, leaves nothing behind. A failure in one namespace is reported and
+    never stops the others.
+    """
     kube = runtime.kube
+    organization = owner.name
     secret_name = names.propagated_license_secret(product)
     targets: dict[str, list[WorkloadRecord]] = defaultdict(list)
     for workload in workloads:
         if workload.component == names.COMPONENT_DATA_PLANE and workload.product == product:
             targets[workload.namespace].append(workload)
+    failures: list[Failure] = []
+
+    def secret_target(namespace: str) -> Target:
+        involved = tuple(workload_ref(w) for w in targets.get(namespace, ()))
+        return Target(f"Secret {namespace}/{secret_name}", involved)
+
+    stale = sorted(set(recorded) - targets.keys())
+    removed = await attempt(
+        [(secret_target(ns), _withdraw(runtime, ns, secret_name, owner.uid)) for ns in stale],
+        failures,
+    )
+    kept = {ns for ns, done in zip(stale, removed, strict=True) if not done}
+    held = (set(recorded) & targets.keys()) | kept
     refs = [w.ref for group in targets.values() for w in group]
+
+    def finish(delivery: Delivery) -> Delivery:
+        if held:
+            runtime.copies[(organization, product)] = frozenset(held)
+        else:
+            runtime.copies.pop((organization, product), None)
+        outcome.failures += failures
+        failed = tuple(f.describe() for f in failures)
+        return dataclasses.replace(delivery, failed=failed, namespaces=sorted(held))
+
     if deactivated:
-        return Delivery(refs=refs, frozen=True)  # frozen: nothing new reaches them
+        return finish(Delivery(refs=refs, frozen=True))  # frozen: nothing new reaches them
     if active is None or active.verified is None:
-        return Delivery()  # no valid license: the copies already delivered stay as they are
+        return finish(Delivery())  # no valid license: the copies delivered stay as they are
 
     document = documents[active.name]
     fingerprint = active.verified.fingerprint
+    labels = managed_labels(organization, **{names.LABEL_PRODUCT: product})
     conflicts: list[str] = []
     delivered: list[str] = []
-    writes: list[Awaitable[Any]] = []
-    for namespace, group in sorted(targets.items()):
-        secret = await kube.run(kube.read_secret, namespace, secret_name)
-        if secret is not None and not _owned_by_us(secret, organization):
-            conflicts.append(namespace)
-            continue
-        owners = [
-            {"apiVersion": "apps/v1", "kind": w.kind, "name": w.name, "uid": w.uid}
-            for w in sorted(group, key=lambda w: (w.kind, w.name))
-        ]
-        labels = managed_labels(organization, **{names.LABEL_PRODUCT: product})
-        current_owners = (
-            [
-                {"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid}
-                for r in (secret.metadata.owner_references or [])
-            ]
-            if secret is not None
-            else []
-        )
-        current = (
-            base64.b64decode((secret.data or {}).get("license", "")) if secret is not None else None
-        )
-        if secret is None or current != document or current_owners != owners:
-            writes.append(
-                kube.run(
-                    kube.write_secret,
-                    namespace,
-                    secret_name,
-                    {"license": document},
-                    labels,
-                    owners,
-                    exists=secret is not None,
-                )
-            )
-            delivered.append(namespace)
-        for workload in group:
-            if workload.annotations.get(names.ANNOTATION_LICENSE_FINGERPRINT) != fingerprint:
-                writes.append(
-                    annotate(runtime, workload, {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint})
-                )
+    current_in: set[str] = set()
 
-    # Namespaces where the org still runs something but no data plane needs this product.
-    for namespace in sorted({w.namespace for w in workloads} - targets.keys()):
+    async def place(namespace: str) -> None:
         secret = await kube.run(kube.read_secret, namespace, secret_name)
-        if secret is not None and _owned_by_us(secret, organization):
-            writes.append(kube.run(kube.delete_secret, namespace, secret_name))
-    await bounded(writes)
+        if secret is not None and not ours(secret, owner.uid):
+            conflicts.append(namespace)
+            return
+        if secret is not None:
+            held.add(namespace)
+            found = base64.b64decode((secret.data or {}).get("license", ""))
+            found_labels = secret.metadata.labels or {}
+            owners = [
+                (r.kind, r.name, r.uid, bool(r.controller))
+                for r in secret.metadata.owner_references or []
+            ]
+            if (
+                found == document
+                and owners == [(owner.kind, owner.name, owner.uid, True)]
+                and all(found_labels.get(k) == v for k, v in labels.items())
+            ):
+                current_in.add(namespace)
+                return
+        await kube.run(
+            kube.write_secret,
+            namespace,
+            secret_name,
+            {"license": document},
+            labels,
+            [owner.to_wire()],
+            exists=secret is not None,
+            # Only the copy just read is replaced: one swapped in meanwhile is refused (409).
+            resource_version=secret.metadata.resource_version if secret is not None else None,
+        )
+        held.add(namespace)
+        current_in.add(namespace)
+        delivered.append(namespace)
+
+    await attempt([(secret_target(ns), place(ns)) for ns in sorted(targets)], failures)
+    for namespace in conflicts:
+        failures.append(
+            Failure(
+                secret_target(namespace),
+                "SecretConflict",
+                "a Secret of that name that orgkeeper does not own is in the way; "
+                "rename or delete it so the license can be delivered",
+            )
+        )
+    annotations = [
+        (
+            Target(f"{w.kind} {w.ref}", (workload_ref(w),)),
+            annotate(runtime, w, {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint}),
+        )
+        for namespace in sorted(current_in)
+        for w in targets[namespace]
+        if w.annotations.get(names.ANNOTATION_LICENSE_FINGERPRINT) != fingerprint
+    ]
+    await attempt(annotations, failures)
     if delivered:
         runtime.metrics.propagation_lag.labels(product).observe(time.monotonic() - changed_at)
         outcome.events.append(
             Event(
                 "Normal",
                 "LicensePropagated",
-                f"{product} license {fingerprint[:19]} delivered to {', '.join(delivered)}",
+                f"{product} license {fingerprint[:19]} delivered to {summary(sorted(delivered))}",
             )
         )
-    return Delivery(
-        refs=[w.ref for ns, group in targets.items() if ns not in conflicts for w in group],
-        conflicts=conflicts,
+    return finish(
+        Delivery(
+            refs=[w.ref for ns in sorted(current_in) for w in targets[ns]],
+            conflicts=sorted(conflicts),
+        )
     )
 
 
 async def withdraw_copies(
-    runtime: Runtime, organization: str, workloads: Sequence[WorkloadRecord]
-) -> None:
-    """When the org goes: its license copies and annotations leave the workloads' namespaces."""
-    kube = runtime.kube
-    writes: list[Awaitable[Any]] = []
-    for namespace in sorted({w.namespace for w in workloads}):
+    runtime: Runtime,
+    owner: OwnerRef,
+    recorded: Iterable[str],
+    workloads: Sequence[WorkloadRecord],
+) -> list[Failure]:
+    """When the org goes: its license copies and annotations leave the namespaces it owned.
+
+    Best effort: the copies are owned by the Organization, so garbage collection removes any
+    left behind (even with the operator down).
+    """
+    failures: list[Failure] = []
+    namespaces = sorted(set(recorded) | {w.namespace for w in workloads})
+    calls: list[tuple[Target, Awaitable[Any]]] = []
+    for namespace in namespaces:
         for product in PRODUCTS:
             secret_name = names.propagated_license_secret(product)
-            secret = await kube.run(kube.read_secret, namespace, secret_name)
-            if secret is not None and _owned_by_us(secret, organization):
-                writes.append(kube.run(kube.delete_secret, namespace, secret_name))
-    ours = (names.ANNOTATION_LICENSE_FINGERPRINT, names.ANNOTATION_FROZEN)
-    for workload in workloads:
-        if any(key in workload.annotations for key in ours):
-            removal = dict.fromkeys(ours)
-            writes.append(
-                kube.run(
-                    kube.annotate_workload,
-                    workload.kind,
-                    workload.namespace,
-                    workload.name,
-                    removal,
+            calls.append(
+                (
+                    Target(f"Secret {namespace}/{secret_name}"),
+                    _withdraw(runtime, namespace, secret_name, owner.uid),
                 )
             )
-    await bounded(writes)
+    ours_keys = (names.ANNOTATION_LICENSE_FINGERPRINT, names.ANNOTATION_FROZEN)
+    for workload in workloads:
+        if any(key in workload.annotations for key in ours_keys):
+            calls.append(
+                (
+                    Target(f"{workload.kind} {workload.ref}"),
+                    annotate(runtime, workload, dict.fromkeys(ours_keys)),
+                )
+            )
+    await attempt(calls, failures)
+    return failures

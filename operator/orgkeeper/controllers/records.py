@@ -3,14 +3,25 @@ small, immutable records."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import names
-from ..api.v1alpha1 import TEAMS
+from ..api.v1alpha1 import GROUP, TEAMS
 from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
+
+MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH)
+BINDING_LABELS = (
+    names.LABEL_MANAGED_BY,
+    names.LABEL_ORGANIZATION,
+    names.LABEL_MEMBERSHIP,
+    names.LABEL_EMAIL_HASH,
+    names.LABEL_TEAM,
+)
+WORKLOAD_ANNOTATIONS = (names.ANNOTATION_FROZEN, names.ANNOTATION_LICENSE_FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class MemberRecord:
             generation=int(meta.get("generation", 0)),
             email=str(spec.get("email", "")),
             teams=tuple(t for t in TEAMS if t in (spec.get("teams") or [])),
-            labels=dict(meta.get("labels") or {}),
+            labels=_only(meta.get("labels"), MEMBER_LABELS),
             status=dict(body.get("status") or {}),
         )
 
@@ -70,6 +81,8 @@ class BindingRecord:
     namespace: str
     users: tuple[str, ...]
     role: str
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    owners: tuple[str, ...] = ()  # ownerReference UIDs
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> BindingRecord:
@@ -79,6 +92,8 @@ class BindingRecord:
             namespace=meta["namespace"],
             users=tuple(s.get("name", "") for s in body.get("subjects") or []),
             role=body.get("roleRef", {}).get("name", ""),
+            labels=_only(meta.get("labels"), BINDING_LABELS),
+            owners=tuple(ref.get("uid", "") for ref in meta.get("ownerReferences") or []),
         )
 
 
@@ -138,7 +153,7 @@ class WorkloadRecord:
             organization=labels.get(names.LABEL_ORGANIZATION, ""),
             component=labels.get(names.LABEL_COMPONENT, ""),
             product=labels.get(names.LABEL_PRODUCT, ""),
-            annotations=dict(meta.get("annotations") or {}),
+            annotations=_only(meta.get("annotations"), WORKLOAD_ANNOTATIONS),
         )
 
     @property
@@ -148,6 +163,35 @@ class WorkloadRecord:
     @property
     def frozen(self) -> bool:
         return self.annotations.get(names.ANNOTATION_FROZEN) == "true"
+
+
+@dataclass(frozen=True)
+class NamespaceRecord:
+    """A Namespace labelled orgkeeper.dev/organization: the org it claims, the orgs owning it."""
+
+    name: str
+    organization: str
+    owners: tuple[tuple[str, str], ...]  # (name, uid) of each owning Organization
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NamespaceRecord:
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            organization=(meta.get("labels") or {}).get(names.LABEL_ORGANIZATION, ""),
+            owners=tuple(
+                (ref.get("name", ""), ref.get("uid", ""))
+                for ref in meta.get("ownerReferences") or []
+                if ref.get("kind") == "Organization"
+                and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+            ),
+        )
+
+
+def _only(found: Mapping[str, str] | None, keys: Iterable[str]) -> dict[str, str]:
+    """The few keys orgkeeper reads; a cache holding every label or annotation grows with them."""
+    found = found or {}
+    return {key: found[key] for key in keys if key in found}
 
 
 def values(index: Mapping[str, Iterable[Any]], key: str) -> list[Any]:

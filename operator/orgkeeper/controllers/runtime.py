@@ -15,9 +15,14 @@ from ..kube import KubeApi
 from ..metrics import OperatorMetrics
 from ..settings import Settings
 from .informer import Informer
-from .records import BindingRecord, MemberRecord, OrgRecord
+from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
 
 RECONCILE_CONCURRENCY = 8
+
+
+def ignored_key(uid: str | None) -> str:
+    """How a workload told it is ignored is remembered in Runtime.told."""
+    return f"ignored:{uid}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,17 @@ class Runtime:
     organizations: Informer[OrgRecord] = field(init=False)
     members: Informer[MemberRecord] = field(init=False)
     bindings: Informer[BindingRecord] = field(init=False)
+    # Namespaces labelled orgkeeper.dev/organization, and the org each label names as last
+    # seen (a relabelled namespace wakes the org it left as well as the one it joins).
+    namespaces: Informer[NamespaceRecord] = field(init=False)
+    claims: dict[str, str] = field(default_factory=dict)
+    claimed_by: dict[str, set[str]] = field(default_factory=dict)  # org -> its labelled ones
+    # Per org, the warnings already told (ignored workloads, failing targets): each is posted
+    # once as an Event while it lasts, not at every reconcile.
+    told: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Per (org, product), where its license copies were at the last reconcile: the License
+    # statuses record it too, but their cache may lag the write by a moment.
+    copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -66,6 +82,41 @@ class Runtime:
             BindingRecord.from_body,
             self.namespace_changed,
         )
+        self.namespaces = Informer(
+            "labelled Namespaces",
+            kube,
+            kube.labelled_namespaces(),
+            NamespaceRecord.from_body,
+            self.namespace_labelled,
+        )
+
+    def namespace_labelled(self, namespace: str) -> None:
+        """A labelled Namespace changed (or lost its label): the orgs it names reconcile."""
+        held = self.namespaces.get("", namespace)
+        now = held.organization if held else None
+        before = self.claims.pop(namespace, None)
+        if before is not None:
+            held_by = self.claimed_by.get(before, set())
+            held_by.discard(namespace)
+            if not held_by:
+                self.claimed_by.pop(before, None)
+        if now:
+            self.claims[namespace] = now
+            self.claimed_by.setdefault(now, set()).add(namespace)
+        for organization in {before, now} - {None}:
+            self.poke(str(organization))
+
+    def claimed(self, organization: str) -> list[NamespaceRecord]:
+        """The Namespaces whose label names the org (whoever owns them)."""
+        held = (self.namespaces.get("", n) for n in sorted(self.claimed_by.get(organization, ())))
+        return [record for record in held if record is not None]
+
+    def may_own(self, organization: str, namespace: str) -> bool:
+        """Whether the namespace is org-<name> or labelled for the org (the reconcile decides)."""
+        return (
+            namespace == names.org_namespace(organization)
+            or self.claims.get(namespace) == organization
+        )
 
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""
@@ -74,7 +125,7 @@ class Runtime:
             self.poke(organization)
 
     def informers(self) -> tuple[Informer[Any], ...]:
-        return (self.organizations, self.members, self.bindings)
+        return (self.organizations, self.members, self.bindings, self.namespaces)
 
     async def caches_synced(self) -> None:
         """Returns once every informer has listed its kind (their first sync)."""
@@ -85,8 +136,13 @@ class Runtime:
         return self.triggers.setdefault(organization, asyncio.Event())
 
     def poke(self, organization: str) -> None:
+        """Wakes the org's loop; a name with no loop (no such org here) is ignored, so labels
+        naming orgs that don't exist leave nothing behind."""
+        trigger = self.triggers.get(organization)
+        if trigger is None:
+            return
         self.changed_at.setdefault(organization, time.monotonic())
-        self.trigger(organization).set()
+        trigger.set()
 
     def take_change_time(self, organization: str) -> float:
         """The moment of the oldest change this reconcile answers (now, for a timed check)."""
@@ -95,6 +151,9 @@ class Runtime:
     def forget(self, organization: str) -> None:
         self.triggers.pop(organization, None)
         self.changed_at.pop(organization, None)
+        self.told.pop(organization, None)
+        for key in [key for key in self.copies if key[0] == organization]:
+            del self.copies[key]
         self.metrics.forget(organization)
 
     def serves_region(self, region: str | None) -> bool:

@@ -3,37 +3,115 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from .records import WorkloadRecord
 from .runtime import Runtime
 
 WRITE_CONCURRENCY = 16
+DETAIL = 160
+
+logger = logging.getLogger(__name__)
 
 
-async def bounded(calls: Sequence[Awaitable[Any]], limit: int = WRITE_CONCURRENCY) -> None:
-    """Runs the calls, at most `limit` at a time; the first error is raised once all are done.
+async def bounded(
+    calls: Sequence[Awaitable[Any]], limit: int = WRITE_CONCURRENCY
+) -> list[Exception | None]:
+    """Runs the calls, at most `limit` at a time; returns each call's error (None: it worked).
 
     `limit` workers take the calls in turn, so a cascade of thousands holds `limit` tasks,
-    not one per call; every call is awaited even after one fails.
+    not one per call; one call failing never keeps the others from running and being told.
     """
-    pending = iter(calls)
-    errors: list[BaseException] = []
+    pending = iter(enumerate(calls))
+    errors: list[Exception | None] = [None] * len(calls)
 
     async def worker() -> None:
-        for call in pending:
+        for index, call in pending:
             try:
                 await call
             except Exception as error:
-                errors.append(error)
+                errors[index] = error
 
     await asyncio.gather(*(worker() for _ in range(min(limit, len(calls)))))
-    if errors:
-        raise errors[0]
+    return errors
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a write goes to: named in conditions, and the objects its failure is told on."""
+
+    what: str  # e.g. "Secret edge/orgkeeper-license-mesh"
+    involved: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    target: Target
+    reason: str  # short: Forbidden, Conflict, Invalid, ...
+    detail: str  # the API server's message, cut short (never a response's headers or body)
+
+    def describe(self) -> str:
+        return f"{self.target.what} ({self.reason}: {self.detail})"
+
+    @classmethod
+    def of(cls, target: Target, error: Exception) -> Failure:
+        reason, detail = explain(error)
+        return cls(target, reason, detail)
+
+
+REASONS = {
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    410: "Gone",
+    422: "Invalid",
+    429: "TooManyRequests",
+}
+
+
+def explain(error: Exception) -> tuple[str, str]:
+    """A short reason and message for an error (an ApiException's Status message only)."""
+    if isinstance(error, ApiException):
+        status = int(error.status or 0)
+        reason = REASONS.get(status, "ServerError" if status >= 500 else f"HTTP{status}")
+        try:
+            message = str(json.loads(error.body or "{}").get("message") or error.reason)
+        except (TypeError, ValueError, AttributeError):
+            message = str(error.reason or "")
+        return reason, message[:DETAIL]
+    return type(error).__name__, str(error)[:DETAIL]
+
+
+async def attempt(
+    calls: Sequence[tuple[Target, Awaitable[Any]]], failures: list[Failure]
+) -> list[bool]:
+    """Runs the writes bounded; each failure is logged and added to `failures` with its target.
+
+    Returns which calls worked, in order.
+    """
+    errors = await bounded([call for _, call in calls])
+    for (target, _), error in zip(calls, errors, strict=True):
+        if error is not None:
+            logger.warning("%s: write failed: %s", target.what, error)
+            failures.append(Failure.of(target, error))
+    return [error is None for error in errors]
+
+
+def workload_ref(workload: WorkloadRecord) -> dict[str, Any]:
+    """A workload as the object an Event is about."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": workload.kind,
+        "metadata": {"name": workload.name, "namespace": workload.namespace, "uid": workload.uid},
+    }
 
 
 def annotate(

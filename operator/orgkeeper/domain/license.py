@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..api.v1alpha1.common import Condition
-from ..api.v1alpha1.license import LicenseStatus, PropagatedTo
+from ..api.v1alpha1.license import MAX_COPY_NAMESPACES, LicenseStatus, PropagatedTo
 from ..licensing import LicenseError, VerifiedLicense, verify
 from . import conditions
+from .namespaces import summary
 
 MAX_REFS = 16
 
@@ -98,11 +99,27 @@ def _newer(a: Evaluated, b: Evaluated) -> bool:
     )
 
 
-def needs_issuing(current: Evaluated, *, now: datetime, rotate_after: timedelta) -> str | None:
-    """Why a Provisioned license needs a fresh payload (None: it doesn't)."""
+def needs_issuing(
+    current: Evaluated,
+    *,
+    now: datetime,
+    rotate_after: timedelta,
+    plan: str | None = None,
+    region: str | None = None,
+) -> str | None:
+    """Why a Provisioned license needs a fresh payload (None: it doesn't).
+
+    A payload naming another plan or region than the org's spec is reissued at once: data
+    planes must not run on a stale plan until the next rotation.
+    """
     if current.verified is None:
         return "issued" if current.reason == "SecretMissing" else "reissued"
-    if now - current.verified.payload.issued_at >= rotate_after:
+    payload = current.verified.payload
+    if (plan is not None and payload.plan != plan) or (
+        region is not None and payload.region != region
+    ):
+        return "reissued"
+    if now - payload.issued_at >= rotate_after:
         return "rotated"
     return None
 
@@ -112,8 +129,10 @@ class Delivery:
     """What happened to the copies of the active license of one product."""
 
     refs: Sequence[str] = ()
-    conflicts: Sequence[str] = ()
+    conflicts: Sequence[str] = ()  # namespaces where a Secret of that name isn't orgkeeper's
+    failed: Sequence[str] = ()  # targets a write to failed, each with a short reason
     frozen: bool = False
+    namespaces: Sequence[str] = ()  # where a copy of this license now is
 
 
 def license_status(
@@ -148,13 +167,20 @@ def license_status(
             f"valid, but License {newer} is the active one for {item.product}",
         )
     elif delivery.conflicts:
-        where = ", ".join(delivery.conflicts)
+        where = summary(sorted(delivery.conflicts))
         message = (
             f"a Secret of the same name that orgkeeper does not own exists in {where}; "
             "rename or delete it so the license can be delivered"
         )
         put("Propagated", False, "SecretConflict", message)
         put("Ready", False, "SecretConflict", message)
+    elif delivery.failed:
+        message = (
+            f"{len(delivery.failed)} delivery step(s) failed: {summary(delivery.failed)}; "
+            "retried at every check"
+        )
+        put("Propagated", False, "DeliveryFailed", message)
+        put("Ready", False, "DeliveryFailed", message)
     elif delivery.frozen:
         put(
             "Propagated",
@@ -180,8 +206,10 @@ def license_status(
         issued_at=verified.payload.issued_at if verified else None,
         expires_at=verified.payload.expires_at if verified else None,
         fingerprint=verified.fingerprint if verified else None,
-        propagated_to=PropagatedTo(count=len(delivery.refs), refs=sorted(delivery.refs)[:MAX_REFS])
-        if is_active
-        else PropagatedTo(),
+        propagated_to=PropagatedTo(
+            count=len(delivery.refs) if is_active else 0,
+            refs=sorted(delivery.refs)[:MAX_REFS] if is_active else [],
+            namespaces=sorted(delivery.namespaces)[:MAX_COPY_NAMESPACES],
+        ),
         active=is_active,
     )

@@ -21,6 +21,7 @@ from ..api.v1alpha1.organization import (
 from . import conditions
 from .lifecycle import Lifecycle
 from .membership import OWNER_TEAM, Member, OrgContext, same_email
+from .namespaces import summary
 
 PLUS_TRIAL = timedelta(days=30)
 PLUS_TRIAL_CREDITS = 500
@@ -41,6 +42,8 @@ class OrgObservation:
     licenses: Collection[str] = field(default_factory=frozenset)
     control_planes: int = 0
     data_planes: int = 0
+    # Targets (namespace, Secret, workload...) a write failed for, each with a short reason.
+    failed: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,10 @@ def organization_status(
                 "Deactivating",
                 f"applying the effects of deactivation ({reason})",
             )
-            put("Ready", False, "Deactivating", "deactivation is in progress")
+            if observed.failed:
+                put("Ready", False, "PartiallyApplied", partially_applied(observed.failed))
+            else:
+                put("Ready", False, "Deactivating", "deactivation is in progress")
     else:
         phase = "Active" if observed.namespace_ready else "Provisioning"
         put("Deactivated", False, "Active", "the organization is active")
@@ -255,6 +261,13 @@ def deactivation_message(lifecycle: Lifecycle, spec: OrganizationSpec) -> str:
     return f"deactivated; {effects}; {lock}; {how}"
 
 
+def partially_applied(failed: Sequence[str]) -> str:
+    return (
+        f"{len(failed)} target(s) failed, the rest of the policy is applied: "
+        f"{summary(failed)}; retried at every check"
+    )
+
+
 def readiness(
     observed: OrgObservation, owner: OwnerDecision, missing: Sequence[str]
 ) -> tuple[bool, str, str]:
@@ -270,4 +283,6 @@ def readiness(
         return False, owner.reason, owner.message
     if missing:
         return False, "LicensesMissing", f"waiting for licenses: {', '.join(missing)}"
+    if observed.failed:
+        return False, "PartiallyApplied", partially_applied(observed.failed)
     return True, "Reconciled", "the organization is provisioned and its policy applied"

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any, cast
 
 import kopf
 
 from .. import names
-from ..controllers.license import withdraw_copies
+from ..api.v1alpha1 import PRODUCTS
+from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
-from ..controllers.runtime import Event, Runtime
+from ..controllers.runtime import Event, Runtime, ignored_key
+from ..controllers.writes import explain
+from ..domain.namespaces import Claim, owned_namespaces
+from ..kube import owner_of
 from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS
 
 MAX_BACKOFF = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def post(body: kopf.Body, events: list[Event]) -> None:
@@ -34,7 +41,6 @@ async def organization_loop(
     name: str,
     body: kopf.Body,
     memo: kopf.Memo,
-    logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
     """Reconciles whenever poked, and every check interval to repair drift and find idle orgs."""
@@ -58,7 +64,15 @@ async def organization_loop(
             except Exception as error:  # the loop must outlive any single failure
                 events = None
                 runtime.metrics.reconciles.labels("Organization", "error").inc()
-                logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, error)
+                # Details go to the log only: kopf would post a WARNING from its own logger as
+                # an Event, raw API answers (headers, bodies) included.
+                log.warning(
+                    "Organization %s: reconcile failed, again in %.0fs: %s", name, backoff, error
+                )
+                if backoff == 1.0:  # the first of a run of failures, not every retry
+                    reason, detail = explain(error)
+                    message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
+                    post(body, [Event("Warning", "ReconcileFailed", message)])
         if events is None:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -70,9 +84,20 @@ async def organization_loop(
         post(body, events)
 
 
-async def organization_deleted(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Everything orgkeeper made outside the org's namespace goes too (the rest is owned)."""
-    await withdraw_copies(memo.runtime, name, _workloads(kwargs, name))
+async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """License copies and orgkeeper's annotations leave the namespaces the org owned (copies
+    are owned by the Organization too: garbage collection takes any left behind)."""
+    runtime: Runtime = memo.runtime
+    owner = owner_of("Organization", body)
+    namespace = names.org_namespace(name)
+    claims = [Claim(c.name, c.organization, c.owners) for c in runtime.claimed(name)]
+    owned = owned_namespaces(name, owner.uid, claims, org_namespace_owned=True)
+    licenses = values(kwargs["licenses_by_namespace"], namespace)
+    recorded = {ns for product in PRODUCTS for ns in recorded_copies(licenses, product)}
+    workloads = [w for w in _workloads(kwargs, name) if w.namespace in owned]
+    failures = await withdraw_copies(runtime, owner, recorded, workloads)
+    for failure in failures:
+        log.warning("Organization %s: cleanup left %s", name, failure.describe())
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:
@@ -83,6 +108,7 @@ def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> I
         bindings=runtime.bindings.in_namespace(namespace),
         licenses=values(indexes["licenses_by_namespace"], namespace),
         workloads=_workloads(indexes, organization),
+        claims=runtime.claimed(organization),
     )
 
 
@@ -103,11 +129,27 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
-async def workload_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses)."""
+async def workload_changed(
+    labels: kopf.Labels,
+    namespace: str | None,
+    uid: str | None,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses).
+
+    A label naming no org served here wakes nothing and is remembered nowhere. A workload in a
+    namespace the org doesn't own wakes it once, to be told why it is ignored: patching it over
+    and over can't keep the org's reconciles busy.
+    """
+    runtime: Runtime = memo.runtime
     organization = labels.get(names.LABEL_ORGANIZATION)
-    if organization:
-        memo.runtime.poke(organization)
+    if not organization:
+        return
+    untold = type != "DELETED" and ignored_key(uid) not in runtime.told.get(organization, ())
+    if untold or runtime.may_own(organization, namespace or ""):
+        runtime.poke(organization)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -18,6 +18,9 @@ from .common import (
     ready_column,
 )
 
+# Namespaces recorded as holding a copy of one license (status.propagatedTo.namespaces).
+MAX_COPY_NAMESPACES = 1000
+
 LicenseSource = Literal["Provisioned", "SecretRef"]
 
 
@@ -83,6 +86,13 @@ class PropagatedTo(ApiModel):
         default_factory=list,
         max_length=16,
         description="Up to 16 of them, as namespace/name.",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_COPY_NAMESPACES,
+        description="Namespaces holding a copy of this license (Secret "
+        "orgkeeper-license-<product>): orgkeeper removes a copy from there once no data plane "
+        "of the organization there needs it, even after a restart.",
     )
 
 

@@ -1,0 +1,426 @@
+"""Which namespaces an org owns, and isolation: a namespace the org doesn't own never gets its
+license nor affects it; a failing target in one it owns is reported and stops nothing else.
+
+Attackers act through impersonation: a stranger with the stock `admin` ClusterRole in their own
+namespace, and a tenant (control-plane-admin) of another org. Each refusal has a positive
+control beside it. "Nothing appears" is asserted once the org has provably reconciled past the
+change (a Warning Event it posts, a status field that moved).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from orgkeeper import licensing
+from support.kube import Kube, wait_for
+from support.licenses import public_key, secret_document
+from support.orgs import condition, membership, organization, wait_members_bound, wait_org
+from support.workloads import create, read, workload
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+AsUser = Callable[[str], Kube]
+LABEL = "orgkeeper.dev/organization"
+
+
+def new_org(admin: Kube, as_user: AsUser, name: str, **spec: Any) -> None:
+    owner = f"owner@{name}.test"
+    as_user(owner).create("organizations", organization(name, owner, **spec))
+    wait_org(admin, name)
+
+
+def namespace(admin: Kube, name: str, org: str | None = None) -> str:
+    """A namespace; with `org`, the admin gives it to that org (the namespace label)."""
+    labels = {LABEL: org} if org else None
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    return name
+
+
+def stranger(admin: Kube, ns: str, user: str) -> None:
+    """`user` holds the stock `admin` ClusterRole in `ns`, as any namespace owner would."""
+    admin.rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "namespace-admin"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+
+
+def events(kube: Kube, ns: str, name: str, reason: str) -> list[Any]:
+    return [
+        e
+        for e in kube.core.list_namespaced_event(
+            ns, field_selector=f"involvedObject.name={name}"
+        ).items
+        if e.reason == reason
+    ]
+
+
+def copies(kube: Kube, ns: str) -> list[str]:
+    return sorted(
+        s.metadata.name
+        for s in kube.core.list_namespaced_secret(ns).items
+        if s.metadata.name.startswith("orgkeeper-license-")
+    )
+
+
+def lic(admin: Kube, org: str, product: str) -> dict[str, Any]:
+    found: dict[str, Any] = admin.get("licenses", product, f"org-{org}")
+    return found
+
+
+def propagated(admin: Kube, org: str, product: str) -> dict[str, Any]:
+    return dict((lic(admin, org, product).get("status") or {}).get("propagatedTo") or {})
+
+
+def reconciled_past(
+    admin: Kube, as_user: AsUser, org: str, *, owner: bool = True
+) -> dict[str, Any]:
+    """Bumps the org's generation (as its Owner, or the admin) and waits until a reconcile has
+    seen it."""
+    found = (as_user(f"owner@{org}.test") if owner else admin).patch(
+        "organizations", org, {"spec": {"displayName": f"{org} renamed"}}
+    )
+    generation = found["metadata"]["generation"]
+    result: dict[str, Any] = wait_for(
+        f"{org} to reconcile generation {generation}",
+        lambda: (
+            (o := admin.get("organizations", org))
+            and (o.get("status") or {}).get("observedGeneration") == generation
+            and o
+        ),
+    )
+    return result
+
+
+def forged_secret(name: str, org: str, *, immutable: bool = False) -> dict[str, Any]:
+    """A Secret dressed as orgkeeper's copy: its labels, not its owner."""
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "orgkeeper", LABEL: org},
+        },
+        "data": {"license": base64.b64encode(b"mine").decode()},
+        "immutable": immutable,
+    }
+
+
+def fat(name: str, org: str, product: str) -> dict[str, Any]:
+    """A data plane whose annotations leave no room for orgkeeper's (262,144 bytes at most)."""
+    body = workload("Deployment", name, org, "data-plane", product)
+    body["spec"]["replicas"] = 0
+    # 1 + 262,099 bytes, plus the Deployment controller's revision annotation (34): any
+    # annotation orgkeeper adds (frozen: 24 bytes, fingerprint: 104) goes over the limit.
+    body["metadata"]["annotations"] = {"x": "a" * 262_099}
+    return body
+
+
+def test_a_strangers_namespace_never_gets_an_orgs_license(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """H1: anyone who can create a Deployment in their own namespace, labelled for acme."""
+    org, mallory = f"acme-{unique}", f"mallory@evil-{unique}.test"
+    new_org(admin, as_user, org)
+    theirs = namespace(admin, f"mallory-{unique}")
+    stranger(admin, theirs, mallory)
+    create(as_user(mallory), theirs, workload("Deployment", "stolen", org, "data-plane", "mesh"))
+    # Positive control: a namespace the admin gives to acme gets the copy.
+    edge = namespace(admin, f"edge-{unique}", org)
+    create(admin, edge, workload("Deployment", "gateway", org, "data-plane", "mesh"))
+    wait_for(
+        "the copy in acme's namespace",
+        lambda: secret_document(admin, edge, "orgkeeper-license-mesh"),
+    )
+
+    (told,) = wait_for(
+        "the stranger's workload to be told why it is ignored",
+        lambda: events(as_user(mallory), theirs, "stolen", "NamespaceNotOwned"),
+    )
+    assert told.type == "Warning"
+    assert told.message == (
+        f"namespace {theirs} does not belong to Organization {org}: this workload is ignored "
+        f"(no license, not counted); its Owner can label the namespace {LABEL}={org}"
+    )
+    status = reconciled_past(admin, as_user, org)["status"]
+    assert copies(admin, theirs) == []
+    assert status["dataPlanes"] == 1
+    assert propagated(admin, org, "mesh")["refs"] == [f"{edge}/gateway"]
+    assert propagated(admin, org, "mesh")["namespaces"] == [edge]
+    stolen = read(admin, "Deployment", theirs, "stolen")
+    assert stolen is not None
+    assert "orgkeeper.dev/license-fingerprint" not in (stolen.metadata.annotations or {})
+    # Told once, not at every reconcile.
+    assert len(events(admin, theirs, "stolen", "NamespaceNotOwned")) == 1
+
+
+def test_a_tenant_of_another_org_never_gets_an_orgs_license(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """H1, tenant variant: a control-plane-admin of beta labels a data plane in org-beta for
+    acme."""
+    acme, beta = f"acme-{unique}", f"beta-{unique}"
+    tenant = f"cpa@{beta}.test"
+    for org in (acme, beta):
+        new_org(admin, as_user, org)
+    admin.create("memberships", membership("cpa", tenant, "control-plane-admin"), f"org-{beta}")
+    wait_members_bound(admin, beta, {tenant: ["control-plane-admin"]})
+    create(
+        as_user(tenant),
+        f"org-{beta}",
+        workload("Deployment", "stolen", acme, "data-plane", "gateway-enterprise"),
+    )
+    # Positive control: beta's own data plane there gets beta's license.
+    create(
+        as_user(tenant),
+        f"org-{beta}",
+        workload("Deployment", "own", beta, "data-plane", "gateway-enterprise"),
+    )
+    own = wait_for(
+        "beta's copy in org-beta",
+        lambda: secret_document(admin, f"org-{beta}", "orgkeeper-license-gateway-enterprise"),
+    )
+    assert licensing.verify(own, public_key(admin)).payload.organization == beta
+
+    (told,) = wait_for(
+        "the tenant's workload to be told why it is ignored",
+        lambda: events(admin, f"org-{beta}", "stolen", "NamespaceNotOwned"),
+    )
+    assert f"namespace org-{beta} belongs to Organization {beta}, not {acme}" in told.message
+    status = reconciled_past(admin, as_user, acme)["status"]
+    assert status["dataPlanes"] == 0
+    assert propagated(admin, acme, "gateway-enterprise").get("refs", []) == []
+    assert propagated(admin, acme, "gateway-enterprise").get("namespaces", []) == []
+    # The only copy in org-beta is beta's own.
+    again = secret_document(admin, f"org-{beta}", "orgkeeper-license-gateway-enterprise")
+    assert again is not None
+    assert licensing.verify(again, public_key(admin)).payload.organization == beta
+
+
+def test_failing_targets_are_reported_and_the_org_still_converges(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """H2: a forged immutable copy and an annotation-stuffed data plane. In a namespace the org
+    doesn't own they are ignored; in one it owns they are reported, and stop nothing else."""
+    org, mallory = f"victim-{unique}", f"mallory@evil-{unique}.test"
+    new_org(admin, as_user, org)
+
+    # Foreign: simply ignored; the org stays Ready.
+    theirs = namespace(admin, f"mallory-{unique}")
+    stranger(admin, theirs, mallory)
+    attacker = as_user(mallory)
+    attacker.core.create_namespaced_secret(
+        theirs, forged_secret("orgkeeper-license-mesh", org, immutable=True)
+    )
+    create(attacker, theirs, workload("Deployment", "dp-mesh", org, "data-plane", "mesh"))
+    create(attacker, theirs, fat("fat", org, "gateway-enterprise"))
+    wait_for(
+        "the stuffed workload to be told it is ignored",
+        lambda: events(admin, theirs, "fat", "NamespaceNotOwned"),
+    )
+    found = reconciled_past(admin, as_user, org)
+    assert (condition(found, "Ready") or {}).get("status") == "True", found["status"]
+    assert secret_document(admin, theirs, "orgkeeper-license-mesh") == b"mine"
+
+    # Owned: the admin gives a namespace to the org, with the same traps in it.
+    edge = namespace(admin, f"edge-{unique}", org)
+    admin.core.create_namespaced_secret(
+        edge, forged_secret("orgkeeper-license-mesh", org, immutable=True)
+    )
+    create(admin, edge, workload("Deployment", "dp-mesh", org, "data-plane", "mesh"))
+    create(admin, edge, fat("fat", org, "gateway-enterprise"))
+    admin.create(
+        "memberships", membership("late", f"late@{org}.test", "portal-admin"), f"org-{org}"
+    )
+
+    renamed = as_user(f"owner@{org}.test").patch(
+        "organizations", org, {"spec": {"displayName": "renamed again"}}
+    )
+
+    def converged() -> dict[str, Any] | None:
+        o = admin.get("organizations", org)
+        status = o.get("status") or {}
+        ready = condition(o, "Ready") or {}
+        done = (
+            status.get("observedGeneration") == renamed["metadata"]["generation"]
+            and status.get("members") == 2
+            and ready.get("reason") == "PartiallyApplied"
+            and f"Deployment {edge}/fat" in ready.get("message", "")
+            and f"Secret {edge}/orgkeeper-license-mesh" in ready.get("message", "")
+        )
+        return o if done else None
+
+    found = wait_for(
+        "the org to converge and report its failing targets",
+        converged,
+        details=lambda: json.dumps(admin.get("organizations", org).get("status")),
+    )
+    ready = condition(found, "Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert len(ready["message"]) < 1000
+    assert found["status"]["dataPlanes"] == 2
+    wait_members_bound(admin, org, {f"late@{org}.test": ["portal-admin"]})
+    # Reported on the targets themselves, with a short message (no raw API answer).
+    (stuffed,) = wait_for(
+        "the stuffed data plane's Warning", lambda: events(admin, edge, "fat", "ApplyFailed")
+    )
+    assert "Invalid" in stuffed.message and "HTTP response headers" not in stuffed.message
+    wait_for("the conflict's Warning", lambda: events(admin, edge, "dp-mesh", "SecretConflict"))
+    # The forged Secret is neither overwritten nor deleted; the other product still arrives.
+    assert secret_document(admin, edge, "orgkeeper-license-mesh") == b"mine"
+    wait_for(
+        "the gateway copy beside the stuffed workload",
+        lambda: secret_document(admin, edge, "orgkeeper-license-gateway-enterprise"),
+    )
+    mesh = lic(admin, org, "mesh")
+    assert (condition(mesh, "Ready") or {}).get("reason") == "SecretConflict"
+
+
+def test_copies_go_when_their_data_plane_or_namespace_goes(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """M2: relabelled data plane, detached namespace, and while deactivated."""
+    org = f"tidy-{unique}"
+    new_org(admin, as_user, org)
+    relabelled, detached, frozen = (
+        namespace(admin, f"{what}-{unique}", org) for what in ("relabel", "detach", "frozen")
+    )
+    for ns in (relabelled, detached, frozen):
+        create(admin, ns, workload("Deployment", "gw", org, "data-plane", "mesh"))
+    wait_for(
+        "the three copies recorded",
+        lambda: (
+            propagated(admin, org, "mesh").get("namespaces")
+            == sorted([relabelled, detached, frozen])
+        ),
+    )
+    for ns in (relabelled, detached, frozen):
+        assert secret_document(admin, ns, "orgkeeper-license-mesh") is not None, ns
+
+    # The data plane loses the org label (it isn't deleted): the copy goes.
+    admin.apps.patch_namespaced_deployment(
+        "gw", relabelled, {"metadata": {"labels": {LABEL: None}}}
+    )
+    wait_for(
+        "the relabelled data plane's copy to go",
+        lambda: secret_document(admin, relabelled, "orgkeeper-license-mesh") is None,
+    )
+    # The namespace is taken back from the org: the copy goes, the workload is ignored.
+    admin.core.patch_namespace(detached, {"metadata": {"labels": {LABEL: None}}})
+    wait_for(
+        "the detached namespace's copy to go",
+        lambda: secret_document(admin, detached, "orgkeeper-license-mesh") is None,
+    )
+    wait_for(
+        "the record to follow",
+        lambda: propagated(admin, org, "mesh").get("namespaces") == [frozen],
+    )
+    # Positive control: the copy where a data plane still runs stays.
+    assert secret_document(admin, frozen, "orgkeeper-license-mesh") is not None
+
+    # Deactivated: data planes keep their copy while they run; once gone, the copy goes too.
+    as_user(f"owner@{org}.test").patch("organizations", org, {"spec": {"state": "Deactivated"}})
+    wait_org(admin, org, "Deactivated", "True", "Requested", timeout=60)
+    assert secret_document(admin, frozen, "orgkeeper-license-mesh") is not None
+    admin.apps.delete_namespaced_deployment("gw", frozen)
+    wait_for(
+        "the frozen namespace's copy to go once its data plane did",
+        lambda: secret_document(admin, frozen, "orgkeeper-license-mesh") is None,
+    )
+
+
+def test_a_secret_orgkeeper_does_not_own_is_never_touched(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """M5: labels don't make a Secret orgkeeper's; only the Organization's ownership does."""
+    org = f"forged-{unique}"
+    new_org(admin, as_user, org)
+    edge = namespace(admin, f"edge-{unique}", org)
+    admin.core.create_namespaced_secret(edge, forged_secret("orgkeeper-license-mesh", org))
+    create(admin, edge, workload("Deployment", "gw", org, "data-plane", "mesh"))
+    found = wait_for(
+        "the conflict to be reported",
+        lambda: (
+            (c := condition(lic(admin, org, "mesh"), "Propagated"))
+            and c["reason"] == "SecretConflict"
+            and c
+        ),
+    )
+    assert edge in found["message"]
+    assert secret_document(admin, edge, "orgkeeper-license-mesh") == b"mine"
+
+    # No data plane needs it any more: still not deleted (it was never orgkeeper's).
+    admin.apps.delete_namespaced_deployment("gw", edge)
+    wait_for(
+        "the License to be Ready again",
+        lambda: (condition(lic(admin, org, "mesh"), "Ready") or {}).get("reason") == "Active",
+    )
+    reconciled_past(admin, as_user, org)
+    assert secret_document(admin, edge, "orgkeeper-license-mesh") == b"mine"
+
+
+def test_a_squatted_org_namespace_is_reported_and_never_written_into(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """L1: someone created org-<name> first; the org doesn't adopt it."""
+    squatted, control = f"squat-{unique}", f"fine-{unique}"
+    namespace(admin, f"org-{squatted}")
+    owner = f"owner@{squatted}.test"
+    as_user(owner).create("organizations", organization(squatted, owner))
+    found = wait_org(admin, squatted, "Ready", "False", "NamespaceConflict")
+    ready = condition(found, "Ready")
+    assert ready is not None
+    assert f"namespace org-{squatted} belongs to something else" in ready["message"]
+    # Positive control: an org whose namespace is free gets everything.
+    new_org(admin, as_user, control)
+    assert len(admin.list("memberships", f"org-{control}")) == 1
+    assert len(admin.list("licenses", f"org-{control}")) == 3
+
+    # Its Owner got no RBAC either (nothing is set up until the namespace is the org's).
+    reconciled_past(admin, as_user, squatted, owner=False)
+    assert admin.list("memberships", f"org-{squatted}") == []
+    assert admin.list("licenses", f"org-{squatted}") == []
+    assert [
+        s.metadata.name
+        for s in admin.core.list_namespaced_secret(f"org-{squatted}").items
+        if "license" in s.metadata.name
+    ] == []
+    assert not admin.rbac.list_namespaced_role_binding(f"org-{squatted}").items
+
+
+def test_a_plan_change_reissues_the_license_at_once(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """L7: data planes don't keep a license naming the old plan until the next rotation."""
+    org = f"replan-{unique}"
+    new_org(admin, as_user, org)
+    edge = namespace(admin, f"edge-{unique}", org)
+    create(admin, edge, workload("Deployment", "gw", org, "data-plane", "mesh"))
+
+    def copy_of() -> licensing.VerifiedLicense | None:
+        document = secret_document(admin, edge, "orgkeeper-license-mesh")
+        return licensing.verify(document, public_key(admin)) if document else None
+
+    first = wait_for("the first copy", copy_of)
+    assert first.payload.plan == "Enterprise"
+    admin.patch("organizations", org, {"spec": {"plan": "Plus"}})
+    reissued = wait_for(
+        "a copy naming the new plan",
+        lambda: (c := copy_of()) is not None and c.payload.plan == "Plus" and c,
+        timeout=20,
+    )
+    # Sooner than the test operator's 30-second rotation: the plan change did it.
+    assert (reissued.payload.issued_at - first.payload.issued_at).total_seconds() < 30

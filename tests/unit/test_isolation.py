@@ -1,0 +1,382 @@
+"""Which namespaces an org owns, bounded state for unknown org names, bounded messages, and
+licenses reissued on a plan or region change (no cluster needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from orgkeeper import licensing, names
+from orgkeeper.api.v1alpha1.license import LicenseStatus
+from orgkeeper.api.v1alpha1.organization import (
+    Activity,
+    ApiRequests,
+    Billing,
+    OrganizationSpec,
+    OrganizationStatus,
+)
+from orgkeeper.controllers.organization import _write_status
+from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
+from orgkeeper.controllers.runtime import Runtime, ignored_key
+from orgkeeper.domain import license as license_domain
+from orgkeeper.domain import organization as org_domain
+from orgkeeper.domain.lifecycle import Lifecycle
+from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
+from orgkeeper.handlers.organization import workload_changed
+from orgkeeper.kube import KubeApi, OwnerRef
+from orgkeeper.settings import Settings
+from orgkeeper.views import switcher_rows
+
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def runtime() -> Runtime:
+    return Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
+
+
+def changed(memo: kopf.Memo, org: str, namespace: str, uid: str, type: str = "MODIFIED") -> Any:
+    labels = cast(kopf.Labels, {names.LABEL_ORGANIZATION: org})
+    return workload_changed(labels=labels, namespace=namespace, uid=uid, type=type, memo=memo)
+
+
+def test_pokes_for_orgs_that_do_not_exist_leave_nothing_behind() -> None:
+    async def scenario() -> Runtime:
+        served = runtime()
+        known = served.trigger("acme")  # acme's loop runs
+        memo = kopf.Memo(runtime=served)
+        for i in range(10_000):
+            await changed(memo, f"ghost-{i}", "mallory", f"uid-{i}")
+        served.namespace_changed("org-ghost")
+        assert not known.is_set()
+        await changed(memo, "acme", "org-acme", "uid-acme")
+        assert known.is_set()
+        return served
+
+    served = asyncio.run(scenario())
+    assert list(served.triggers) == ["acme"]
+    assert list(served.changed_at) == ["acme"]
+
+
+def test_a_workload_outside_the_orgs_namespaces_wakes_it_once() -> None:
+    async def scenario() -> None:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        await changed(memo, "acme", "mallory", "uid-stolen")
+        assert acme.is_set()  # to be told why it is ignored
+        acme.clear()
+        served.told["acme"] = frozenset({ignored_key("uid-stolen")})  # the reconcile told it
+        for _ in range(100):
+            await changed(memo, "acme", "mallory", "uid-stolen")
+        await changed(memo, "acme", "mallory", "uid-stolen", "DELETED")
+        assert not acme.is_set()
+        await changed(memo, "acme", "org-acme", "uid-own")
+        assert acme.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_records_keep_only_the_keys_orgkeeper_reads() -> None:
+    fat = {"x": "a" * 250_000, "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    workload = WorkloadRecord.from_body(
+        "Deployment",
+        {
+            "metadata": {
+                "name": "gw",
+                "namespace": "edge",
+                "labels": {
+                    names.LABEL_ORGANIZATION: "acme",
+                    names.LABEL_COMPONENT: "data-plane",
+                    names.LABEL_PRODUCT: "mesh",
+                    **fat,
+                },
+                "annotations": {**fat, names.ANNOTATION_FROZEN: "true"},
+            }
+        },
+    )
+    assert dict(workload.annotations) == {names.ANNOTATION_FROZEN: "true"}
+    assert (workload.organization, workload.component, workload.product) == (
+        "acme",
+        "data-plane",
+        "mesh",
+    )
+    member = MemberRecord.from_body(
+        {
+            "metadata": {
+                "name": "m",
+                "namespace": "org-acme",
+                "labels": {**fat, names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: "h"},
+            },
+            "spec": {"email": "a@acme.test"},
+        }
+    )
+    assert dict(member.labels) == {names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: "h"}
+
+
+def test_a_namespace_belongs_to_its_owning_organization_else_to_its_label() -> None:
+    mallory = Claim("mallory", "", ())
+    labelled = Claim("edge", "acme", ())
+    org_beta = Claim("org-beta", "acme", (("beta", "uid-beta"),))  # relabelled by someone
+    owned = owned_namespaces(
+        "acme", "uid-acme", [mallory, labelled, org_beta], org_namespace_owned=True
+    )
+    assert owned == {"org-acme", "edge"}
+    assert belongs_to(org_beta, "beta", "uid-beta")
+    assert not belongs_to(org_beta, "acme", "uid-acme")
+    squatted = Claim("org-acme", "acme", ())
+    assert owned_namespaces("acme", "uid-acme", [squatted], org_namespace_owned=False) == set()
+    record = NamespaceRecord.from_body(
+        {
+            "metadata": {
+                "name": "org-beta",
+                "labels": {names.LABEL_ORGANIZATION: "acme"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "orgkeeper.dev/v1alpha1",
+                        "kind": "Organization",
+                        "name": "beta",
+                        "uid": "uid-beta",
+                    },
+                    {"apiVersion": "other.dev/v1", "kind": "Organization", "name": "x", "uid": "u"},
+                ],
+            }
+        }
+    )
+    assert record.owners == (("beta", "uid-beta"),)
+
+
+def test_the_ignored_workload_message_says_why_and_what_to_do() -> None:
+    assert ignored_message("mallory", "acme", None) == (
+        "namespace mallory does not belong to Organization acme: this workload is ignored "
+        "(no license, not counted); its Owner can label the namespace "
+        "orgkeeper.dev/organization=acme"
+    )
+    assert "belongs to Organization beta, not acme" in ignored_message("org-beta", "acme", "beta")
+
+
+def verified(plan: str, region: str, issued: datetime) -> license_domain.Evaluated:
+    key = Ed25519PrivateKey.generate()
+    payload = licensing.LicensePayload(
+        organization="acme",
+        product="mesh",
+        plan=plan,
+        region=region,
+        issued_at=issued,
+        expires_at=issued + timedelta(days=365),
+    )
+    document = licensing.sign(payload, key)
+    return license_domain.evaluate(
+        "mesh",
+        "mesh",
+        "Provisioned",
+        "",
+        document,
+        organization="acme",
+        public_key=key.public_key(),
+        now=NOW,
+    )
+
+
+def test_a_plan_or_region_change_reissues_a_provisioned_license() -> None:
+    current = verified("Enterprise", "eu", NOW - timedelta(days=1))
+    assert current.valid
+    rotate = timedelta(days=182)
+    same = license_domain.needs_issuing(
+        current, now=NOW, rotate_after=rotate, plan="Enterprise", region="eu"
+    )
+    assert same is None
+    assert (
+        license_domain.needs_issuing(
+            current, now=NOW, rotate_after=rotate, plan="Free", region="eu"
+        )
+        == "reissued"
+    )
+    assert (
+        license_domain.needs_issuing(
+            current, now=NOW, rotate_after=rotate, plan="Enterprise", region="us"
+        )
+        == "reissued"
+    )
+
+
+def test_five_hundred_conflicts_give_a_short_message() -> None:
+    item = verified("Enterprise", "eu", NOW - timedelta(days=1))
+    conflicts = [f"namespace-with-a-long-name-{i:04}" for i in range(500)]
+    status = license_domain.license_status(
+        item,
+        item,
+        license_domain.Delivery(conflicts=conflicts, namespaces=["edge"]),
+        LicenseStatus(),
+        generation=1,
+        now=NOW,
+    )
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "SecretConflict")
+    assert "and 497 more" in ready.message and len(ready.message) < 1000
+    assert status.propagated_to is not None and status.propagated_to.namespaces == ["edge"]
+
+
+def test_failed_targets_keep_ready_false_with_a_short_message() -> None:
+    spec = OrganizationSpec.model_validate(
+        {"displayName": "Acme", "plan": "Enterprise", "region": "eu", "owner": "o@acme.test"}
+    )
+    observed = org_domain.OrgObservation(
+        name="acme",
+        generation=3,
+        created=NOW,
+        spec=spec,
+        status=OrganizationStatus(),
+        namespace_ready=True,
+        licenses=frozenset({"gateway-enterprise", "ingress-controller", "mesh"}),
+        failed=tuple(f"Deployment ns-{i}/fat (Invalid: too long)" for i in range(40)),
+    )
+    decision = org_domain.decide_owner("o@acme.test", None, [])
+    status = org_domain.organization_status(
+        observed,
+        decision,
+        Lifecycle(target="Active", deactivation=None),
+        namespace="org-acme",
+        now=NOW,
+        billing_cycle=timedelta(days=30),
+        last_login=None,
+        effects_applied=False,
+    )
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "PartiallyApplied")
+    assert ready.message.startswith("40 target(s) failed") and "and 37 more" in ready.message
+    assert status.observed_generation == 3
+
+
+def test_the_org_switcher_takes_the_org_from_the_namespace_not_a_label() -> None:
+    membership: dict[str, Any] = {
+        "metadata": {
+            "name": "m",
+            "namespace": "org-acme",
+            "labels": {names.LABEL_ORGANIZATION: "victim"},
+        },
+        "spec": {"email": "a@acme.test", "teams": []},
+    }
+    orgs = {
+        name: {"spec": {"displayName": name, "region": "eu"}, "status": {"phase": "Active"}}
+        for name in ("acme", "victim")
+    }
+    (row,) = switcher_rows("a@acme.test", [membership], orgs)
+    assert row["organization"] == "acme"
+
+
+class RolloverApi:
+    """patch_status answers 409 once (requests were recorded meanwhile), then takes the patch."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[dict[str, Any], str | None]] = []
+        self.live_requests = 8  # 5 when the operator read the org, 3 more since
+
+    async def run(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        return call(*args, **kwargs)
+
+    def patch_status(
+        self, plural: str, name: str, status: dict[str, Any], *, resource_version: str | None
+    ) -> None:
+        self.patches.append((json.loads(json.dumps(status)), resource_version))
+        if len(self.patches) == 1:
+            raise ApiException(status=409, reason="Conflict")
+
+    def read_organization(self, name: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "resourceVersion": "11"},
+            "status": {
+                "billing": {"state": "Active", "cycleStart": "2026-11-01T00:00:00Z"},
+                "activity": {"apiRequests": {"currentCycle": self.live_requests}},
+            },
+        }
+
+
+def test_the_billing_cycle_rollover_loses_no_request() -> None:
+    """L4: the rollover is compare-and-swap; a 409 rolls over again from the server's counts."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    current = {
+        "billing": {"state": "Active", "cycleStart": "2026-11-01T00:00:00Z"},
+        "activity": {"apiRequests": {"currentCycle": 5, "previousCycle": 0}},
+    }
+    desired = OrganizationStatus(
+        billing=Billing(state="Active", cycle_start=start + timedelta(days=30)),
+        activity=Activity(api_requests=ApiRequests(current_cycle=0, previous_cycle=5)),
+    )
+    api = RolloverApi()
+    served = runtime()
+    served.kube = cast(KubeApi, api)
+    asyncio.run(
+        _write_status(
+            served, "acme", desired, current, version="10", now=start + timedelta(days=30, hours=1)
+        )
+    )
+    (first, first_version), (second, second_version) = api.patches
+    assert (first_version, second_version) == ("10", "11")
+    assert first["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 5}
+    assert second["activity"]["apiRequests"] == {"currentCycle": 0, "previousCycle": 8}
+
+
+def test_a_relabelled_namespace_wakes_the_org_it_left_and_the_one_it_joins() -> None:
+    def labelled(org: str | None) -> dict[str, Any]:
+        labels = {names.LABEL_ORGANIZATION: org} if org else {}
+        return {"metadata": {"name": "edge", "resourceVersion": "1", "labels": labels}}
+
+    async def scenario() -> None:
+        served = runtime()
+        acme, beta = served.trigger("acme"), served.trigger("beta")
+        served.namespaces.observe(labelled("acme"))
+        served.namespace_labelled("edge")
+        assert acme.is_set() and not beta.is_set()
+        assert [r.name for r in served.claimed("acme")] == ["edge"]
+        acme.clear()
+        served.namespaces.forget("", "edge")
+        served.namespaces.observe(
+            {
+                **labelled("beta"),
+                "metadata": {**labelled("beta")["metadata"], "resourceVersion": "2"},
+            }
+        )
+        served.namespace_labelled("edge")
+        assert acme.is_set() and beta.is_set()
+        assert served.claimed("acme") == [] and [r.name for r in served.claimed("beta")] == ["edge"]
+        served.namespaces.forget("", "edge")  # the label removed: out of the selector
+        served.namespace_labelled("edge")
+        assert served.claims == {} and served.claimed_by == {}
+
+    asyncio.run(scenario())
+
+
+class SquattedCore:
+    """The namespace appears between the operator's read and its create (409)."""
+
+    def __init__(self, owner_uid: str) -> None:
+        self.owner_uid = owner_uid
+
+    def create_namespace(self, body: dict[str, Any], field_manager: str) -> None:
+        raise ApiException(status=409, reason="AlreadyExists")
+
+    def read_namespace(self, name: str) -> client.V1Namespace:
+        ref = client.V1OwnerReference(
+            api_version="orgkeeper.dev/v1alpha1",
+            kind="Organization",
+            name="acme",
+            uid=self.owner_uid,
+        )
+        return client.V1Namespace(metadata=client.V1ObjectMeta(name=name, owner_references=[ref]))
+
+
+def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() -> None:
+    """L1: a 409 on create is the org's namespace only if the org owns what is there."""
+    kube = KubeApi(client.ApiClient())
+    owner = OwnerRef("orgkeeper.dev/v1alpha1", "Organization", "acme", "uid-acme")
+    kube.core = cast(client.CoreV1Api, SquattedCore("someone-else"))
+    assert kube.create_namespace("org-acme", "acme", owner) is False
+    kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create
+    assert kube.create_namespace("org-acme", "acme", owner) is True
