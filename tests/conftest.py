@@ -6,16 +6,15 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster, binaries, install_arguments
+from orgkeeper.localcluster import LocalCluster, binaries
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
+from support.install import install_orgkeeper
+from support.kube import Kube, api_client, wait_for
 from support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,28 +37,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.stop()
-
-
-def install_orgkeeper(local: LocalCluster) -> None:
-    """What `make install` applies, and the right of every signed-in user to create an org."""
-    kubectl(local, *install_arguments())
-    _wait_for_crds(Kube(api_client(local.kubeconfig)))
-    kubectl(
-        local,
-        "create",
-        "clusterrolebinding",
-        "orgkeeper-organization-creators",
-        "--clusterrole=orgkeeper-organization-creator",
-        "--group=system:authenticated",
-    )
-
-
-def _wait_for_crds(admin: Kube) -> None:
-    extensions = client.ApiextensionsV1Api(admin.api)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        (crd,) = load_yaml_documents(path)
-        name = crd["metadata"]["name"]
-        wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
 
 
 def kubectl(

@@ -22,7 +22,13 @@ from typing import Any
 
 import yaml
 
-from .localcluster import DEFAULT_STATE_DIR, REPO_ROOT, LocalCluster, binaries, free_port
+from .localcluster import (
+    DEFAULT_STATE_DIR,
+    LocalCluster,
+    binaries,
+    free_port,
+    install_arguments,
+)
 
 # For the demo, 20 seconds without activity stand for the policy's 30 days.
 DEMO_SETTINGS = ("--inactivity-window=20s", "--billing-cycle=20s", "--check-interval=2s")
@@ -99,6 +105,28 @@ class Demo:
         args = ("kubectl", "auth", "can-i", "delete", f"organization/{org}", f"--as={user}")
         return self.run(*args, show=show, check=False).returncode == 0
 
+    @staticmethod
+    def refused(result: subprocess.CompletedProcess[str]) -> None:
+        """A step that must be refused (its message is what the demo shows)."""
+        if result.returncode == 0:
+            raise SystemExit(f"demo: {' '.join(result.args)} was not refused")
+
+    def patch_org(
+        self, name: str, spec: dict[str, Any], *, as_user: str
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "kubectl",
+            "patch",
+            "organization",
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+            f"--as={as_user}",
+            "--as-group=system:authenticated",
+            check=False,
+        )
+
     def ready(self, org: str) -> bool:
         conditions = (self.get("organization", org).get("status") or {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -110,16 +138,7 @@ class Demo:
 
     def install(self) -> None:
         self.chapter("A local control plane with orgkeeper installed")
-        self.run(
-            "kubectl",
-            "apply",
-            "--server-side",
-            "-f",
-            str(REPO_ROOT / "crds"),
-            "-f",
-            str(REPO_ROOT / "manifests" / "rbac" / "teams.yaml"),
-            show=False,
-        )
+        self.run("kubectl", *install_arguments(), show=False)
         self.run(
             "kubectl",
             "create",
@@ -169,11 +188,11 @@ class Demo:
     def story(self) -> None:
         self.chapter("Two organizations sign up")
         self.say(
-            "owner@acme.example creates ACME (Enterprise, eu); "
+            "Sign-up is self-service: owner@acme.example creates ACME (Plus, eu); "
             "founder@tiny.example creates Tiny (Free, us)."
         )
         self.create(
-            org("acme", "ACME Corporation", "Enterprise", "eu", "owner@acme.example"),
+            org("acme", "ACME Corporation", "Plus", "eu", "owner@acme.example"),
             as_user="owner@acme.example",
         )
         self.create(
@@ -183,6 +202,27 @@ class Demo:
         self.wait("both to be Ready", lambda: self.ready("acme") and self.ready("tiny"))
         self.say("Each got a namespace, the Owner's Membership and three signed Licenses:")
         self.run("kubectl", "get", "orgkeeper", "-A")
+
+        self.chapter("The boundary: a stranger can't act for someone else")
+        self.say("mallory@evil.example tries to sign up an org owned by owner@acme.example:")
+        self.refused(
+            self.create(
+                org("acme-2", "Not ACME", "Free", "eu", "owner@acme.example"),
+                as_user="mallory@evil.example",
+            )
+        )
+        self.say("The Owner may not choose Enterprise either: that is a contract, support's call.")
+        self.refused(self.patch_org("acme", {"plan": "Enterprise"}, as_user="owner@acme.example"))
+        self.say("Support (here the cluster admin, who holds the verb `support`) may:")
+        self.run(
+            "kubectl",
+            "patch",
+            "organization",
+            "acme",
+            "--type=merge",
+            "-p",
+            '{"spec":{"plan":"Enterprise"}}',
+        )
 
         self.chapter("Members join, and their teams become RBAC")
         for name, email, teams in (
@@ -214,12 +254,58 @@ class Demo:
         self.can_i_delete("acme", "alice@acme.example")
 
         self.chapter("A data plane receives its license, implicitly")
-        self.run("kubectl", "create", "namespace", "edge-eu")
         self.say(
             "Workloads count only in namespaces the org owns: org-acme, and namespaces its "
-            "Owner or support labels orgkeeper.dev/organization=acme:"
+            "Owner or support labels orgkeeper.dev/organization=acme. The platform team gives "
+            "the Owner the namespace edge-eu, and mallory the namespace mallory:"
         )
-        self.run("kubectl", "label", "namespace", "edge-eu", "orgkeeper.dev/organization=acme")
+        for namespace, user in (
+            ("edge-eu", "owner@acme.example"),
+            ("mallory", "mallory@evil.example"),
+        ):
+            self.run("kubectl", "create", "namespace", namespace, show=False)
+            self.run(
+                "kubectl",
+                "create",
+                "clusterrole",
+                f"label-{namespace}",
+                "--verb=get,patch",
+                "--resource=namespaces",
+                f"--resource-name={namespace}",
+                show=False,
+            )
+            self.run(
+                "kubectl",
+                "create",
+                "clusterrolebinding",
+                f"label-{namespace}",
+                f"--clusterrole=label-{namespace}",
+                f"--user={user}",
+                show=False,
+            )
+        self.say("mallory labels their namespace for ACME, to collect its license:")
+        self.refused(
+            self.run(
+                "kubectl",
+                "label",
+                "namespace",
+                "mallory",
+                "orgkeeper.dev/organization=acme",
+                "--as=mallory@evil.example",
+                "--as-group=system:authenticated",
+                check=False,
+            )
+        )
+        self.say("ACME's Owner labels edge-eu, and it joins the org:")
+        self.run(
+            "kubectl",
+            "label",
+            "namespace",
+            "edge-eu",
+            "orgkeeper.dev/organization=acme",
+            "--as=owner@acme.example",
+            "--as-group=system:authenticated",
+        )
         self.create(deployment("gateway", "edge-eu", "acme", "data-plane", "gateway-enterprise"))
         self.wait(
             "the license copy",
@@ -246,20 +332,9 @@ class Demo:
 
         self.chapter("Ownership transfer: only to an Organization Admin")
         self.say("The Owner tries to hand ACME to bob, an analytics-viewer:")
-        refused = self.run(
-            "kubectl",
-            "patch",
-            "organization",
-            "acme",
-            "--type=merge",
-            "-p",
-            '{"spec":{"owner":"bob@acme.example"}}',
-            "--as=owner@acme.example",
-            "--as-group=system:authenticated",
-            check=False,
+        self.refused(
+            self.patch_org("acme", {"owner": "bob@acme.example"}, as_user="owner@acme.example")
         )
-        if refused.returncode == 0:
-            raise SystemExit("demo: the transfer to a non-admin was not refused")
         self.say("...and to alice, an organization-admin:")
         self.run(
             "kubectl",
@@ -329,9 +404,11 @@ class Demo:
         self.run("kubectl", "get", "memberships", "-n", "org-tiny")
         self.run("orgkeeper", "orgs", "--email", "carol@example.com")
         self.say("and the owner e-mail is locked:")
-        self.create(
-            org("tiny-again", "Tiny Again", "Free", "us", "founder@tiny.example"),
-            as_user="founder@tiny.example",
+        self.refused(
+            self.create(
+                org("tiny-again", "Tiny Again", "Free", "us", "founder@tiny.example"),
+                as_user="founder@tiny.example",
+            )
         )
 
         self.chapter("Support reactivates Tiny")

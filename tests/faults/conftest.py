@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, binaries
-from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
+from support.install import install_orgkeeper
+from support.kube import Kube, api_client
 
 from .operators import Operators
 from .report import REPORT_PATH, TALLY, TRIALS
@@ -57,27 +56,11 @@ def kubectl(cluster: LocalCluster, *args: str) -> str:
 
 @pytest.fixture(scope="package")
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A control plane of the fault suite's own, with CRDs and team roles installed."""
+    """A control plane of the fault suite's own, with orgkeeper installed as `make install` does."""
     local = LocalCluster(tmp_path_factory.mktemp("fault-cluster"))
     local.start()
     try:
-        kubectl(local, "apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl(
-            local, "apply", "--server-side", "-f", str(REPO / "manifests" / "rbac" / "teams.yaml")
-        )
-        kubectl(
-            local,
-            "create",
-            "clusterrolebinding",
-            "orgkeeper-organization-creators",
-            "--clusterrole=orgkeeper-organization-creator",
-            "--group=system:authenticated",
-        )
-        extensions = client.ApiextensionsV1Api(api_client(local.kubeconfig))
-        for path in sorted((REPO / "crds").glob("*.yaml")):
-            (crd,) = load_yaml_documents(path)
-            name = crd["metadata"]["name"]
-            wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
+        install_orgkeeper(local)
         yield local
     finally:
         local.stop()

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from conftest import install_orgkeeper
 from orgkeeper import names
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster
+from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import is_condition, membership, organization, wait_members_bound, wait_org

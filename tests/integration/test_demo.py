@@ -23,6 +23,7 @@ def test_the_demo_runs_end_to_end_and_reads_well(tmp_path: Path) -> None:
     assert chapters == [
         "== A local control plane with orgkeeper installed ==",
         "== Two organizations sign up ==",
+        "== The boundary: a stranger can't act for someone else ==",
         "== Members join, and their teams become RBAC ==",
         "== A data plane receives its license, implicitly ==",
         "== Ownership transfer: only to an Organization Admin ==",
@@ -31,6 +32,12 @@ def test_the_demo_runs_end_to_end_and_reads_well(tmp_path: Path) -> None:
         "== Support reactivates Tiny ==",
         "== Your turn ==",
     ]
+    assert "spec.owner: sign-up is for yourself: you are signed in as mallory@evil.example" in out
+    assert "spec.plan: Enterprise is a contract: only support (orgkeeper-support)" in out
+    assert (
+        "mallory@evil.example may not claim namespace mallory for Organization acme; "
+        "only its Owner or support (orgkeeper-support) may set this label" in out
+    )
     assert "they are not a member of the organization-admin team" in out
     assert "the e-mail founder@tiny.example is locked by deactivated organization tiny" in out
     assert "Deactivated: Inactive at" in out

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import install_orgkeeper
 from orgkeeper.localcluster import LocalCluster
+from support.install import install_orgkeeper
 from support.kube import Kube, api_client
 from support.operator import OperatorProcess
 from support.orgs import (

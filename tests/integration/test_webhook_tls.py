@@ -16,11 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import install_orgkeeper
 from orgkeeper.localcluster import LocalCluster
 from orgkeeper.pki import certificate, pem_key, subject_name
 from support import identity
 from support.identity import ServiceAccountIdentity
+from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
