@@ -30,8 +30,9 @@ LABEL = "orgkeeper.dev/organization"
 
 
 def new_org(admin: Kube, as_user: AsUser, name: str, **spec: Any) -> None:
+    """The Owner signs up (self-service: Free or Plus)."""
     owner = f"owner@{name}.test"
-    as_user(owner).create("organizations", organization(name, owner, **spec))
+    as_user(owner).create("organizations", organization(name, owner, **{"plan": "Plus", **spec}))
     wait_org(admin, name)
 
 
@@ -379,7 +380,7 @@ def test_a_squatted_org_namespace_is_reported_and_never_written_into(
     squatted, control = f"squat-{unique}", f"fine-{unique}"
     namespace(admin, f"org-{squatted}")
     owner = f"owner@{squatted}.test"
-    as_user(owner).create("organizations", organization(squatted, owner))
+    as_user(owner).create("organizations", organization(squatted, owner, plan="Plus"))
     found = wait_org(admin, squatted, "Ready", "False", "NamespaceConflict")
     ready = condition(found, "Ready")
     assert ready is not None
@@ -415,11 +416,11 @@ def test_a_plan_change_reissues_the_license_at_once(
         return licensing.verify(document, public_key(admin)) if document else None
 
     first = wait_for("the first copy", copy_of)
-    assert first.payload.plan == "Enterprise"
-    admin.patch("organizations", org, {"spec": {"plan": "Plus"}})
+    assert first.payload.plan == "Plus"
+    as_user(f"owner@{org}.test").patch("organizations", org, {"spec": {"plan": "Free"}})
     reissued = wait_for(
         "a copy naming the new plan",
-        lambda: (c := copy_of()) is not None and c.payload.plan == "Plus" and c,
+        lambda: (c := copy_of()) is not None and c.payload.plan == "Free" and c,
         timeout=20,
     )
     # Sooner than the test operator's 30-second rotation: the plan change did it.
