@@ -4,6 +4,7 @@ and the background tasks (informers, memory trimming, the webhook CA keeper)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -56,9 +57,27 @@ def register(registry: kopf.OperatorRegistry) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as the official client: in-cluster, else $KUBECONFIG.
-        return kopf.login_via_client(**kwargs)
+        info = kopf.login_via_client(**kwargs)
+        runtime: Runtime = memo.runtime
+        return identified(info, runtime.kube.api_client.user_agent) if info else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _IdentifiedConnection(kopf.ConnectionInfo):
+    """kopf's credentials plus our User-Agent: kopf keeps a User-Agent it is given."""
+
+    user_agent: str
+
+    def as_http_headers(self) -> dict[str, str]:
+        return {**super().as_http_headers(), "User-Agent": self.user_agent}
+
+
+def identified(info: kopf.ConnectionInfo, user_agent: str) -> kopf.ConnectionInfo:
+    """The same connection, its requests sent as `user_agent` (the operator's, with identity)."""
+    fields = {field.name: getattr(info, field.name) for field in dataclasses.fields(info)}
+    return _IdentifiedConnection(**fields, user_agent=user_agent)
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
