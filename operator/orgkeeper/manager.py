@@ -14,6 +14,7 @@ import kopf
 from kopf._cogs.aiokits.aiotoggles import ToggleSet
 
 from .controllers.runtime import Runtime
+from .controllers.signing import load_or_create_signing_key
 from .handlers import register
 from .kube import KubeApi, load_client, user_agent
 from .leader import Elector, LeaseConfig, check_sharing
@@ -68,6 +69,10 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
     gauge = runtime.metrics.leader
 
     async def started_leading() -> None:
+        if runtime.signing_key is None:  # created, if absent, by a leader only
+            runtime.signing_key = await kube.run(
+                load_or_create_signing_key, kube, settings.namespace
+            )
         gauge.set(1)
         await follower.turn_to(False)  # watches re-list, daemons respawn
 

@@ -28,7 +28,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         configure_kopf(settings, runtime.settings)
-        runtime.signing_key = load_or_create_signing_key(runtime.kube, runtime.settings.namespace)
+        if not runtime.settings.leader_elect:  # else the leader loads it on taking the Lease
+            runtime.signing_key = load_or_create_signing_key(
+                runtime.kube, runtime.settings.namespace
+            )
         runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.startup(registry=registry)

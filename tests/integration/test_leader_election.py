@@ -1,0 +1,435 @@
+"""High availability: two `orgkeeper run --leader-elect` replicas, as the operator's ServiceAccount.
+
+They run on a control plane of their own (the session's operator elects no leader and would
+reconcile the same orgs), share one webhook certificate, and are told apart in the API server's
+audit log by their User-Agent, `orgkeeper/<version> (<identity>)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+
+from conftest import install_orgkeeper
+from orgkeeper import names
+from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper.pki import webhook_tls
+from support import identity
+from support.kube import Kube, api_client, wait_for
+from support.operator import OperatorProcess
+from support.orgs import membership, organization, wait_members_bound, wait_org
+
+NAMESPACE = "orgkeeper-system"
+LEASE = "orgkeeper"
+REPLICAS = ("replica-a", "replica-b")
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+MEMBERS = 100
+# What was measured, printed at the end of the module (README: "High availability").
+MEASURED: dict[str, float] = {}
+
+
+@dataclass
+class Pair:
+    cluster: LocalCluster
+    admin: Kube
+    replicas: dict[str, OperatorProcess]
+    ca: bytes  # the CA of the webhook certificate both replicas serve
+    kubeconfig: Path  # the ServiceAccount's
+    # When each replica was SIGTERMed (monotonic is useless against the audit log's clock).
+    terminated: dict[str, datetime] = field(default_factory=dict)
+
+    def holder(self) -> str:
+        lease = client.CoordinationV1Api(self.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
+        return str(lease.spec.holder_identity or "")
+
+    def leader(self) -> OperatorProcess:
+        return self.replicas[wait_for("a leader", lambda: self.holder() or None)]
+
+    def follower(self) -> OperatorProcess:
+        holder = self.holder()
+        (other,) = [name for name in REPLICAS if name != holder]
+        return self.replicas[other]
+
+    def name_of(self, process: OperatorProcess) -> str:
+        return next(name for name, p in self.replicas.items() if p is process)
+
+
+def replica(local: LocalCluster, directory: Path, name: str, certs: Path, kubeconfig: Path) -> Any:
+    return OperatorProcess(
+        local,
+        directory / f"{name}.log",
+        webhook_mode="serve",
+        kubeconfig=kubeconfig,
+        extra_args=(
+            "--leader-elect",
+            f"--identity={name}",
+            "--webhook-host=127.0.0.1",
+            # tls.crt and tls.key without ca.crt: both serve one certificate, and neither
+            # touches a webhook configuration (there is none on this control plane).
+            f"--webhook-cert-dir={certs}",
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    local = LocalCluster(tmp_path_factory.mktemp("ha-cluster"))
+    local.start()
+    try:
+        install_orgkeeper(local)
+        identity.apply(local, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
+        admin = Kube(api_client(local.kubeconfig))
+        directory = tmp_path_factory.mktemp("ha-operators")
+        account = identity.issue_token(local, admin, directory / "kubeconfig")
+        certs = directory / "webhook-tls"
+        _, _, ca = webhook_tls(certs, hosts=("127.0.0.1",))
+        replicas = {
+            name: replica(local, directory, name, certs, account.kubeconfig) for name in REPLICAS
+        }
+        found = Pair(local, admin, replicas, ca, account.kubeconfig)
+        try:
+            replicas["replica-a"].start()
+            wait_for("replica-a to take the Lease", lambda: found.holder() == "replica-a")
+            replicas["replica-b"].start()
+            yield found
+        finally:
+            for process in replicas.values():
+                process.stop()
+            print(f"\nhigh availability, measured: {MEASURED}")
+    finally:
+        local.stop()
+
+
+def metric(process: OperatorProcess, name: str) -> float:
+    url = f"http://127.0.0.1:{process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    (value,) = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(value)
+
+
+def test_one_replica_leads_and_only_it_reconciles(pair: Pair) -> None:
+    leader, follower = pair.leader(), pair.follower()
+    assert metric(leader, "orgkeeper_leader") == 1
+    assert metric(follower, "orgkeeper_leader") == 0
+    name = f"lead-{uuid.uuid4().hex[:5]}"
+    pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
+    wait_org(pair.admin, name)
+    lease = client.CoordinationV1Api(pair.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
+    assert lease.spec.lease_duration_seconds == 15
+
+
+def review(operation: str, user: str, old: dict[str, Any], new: dict[str, Any] | None) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": str(uuid.uuid4()),
+                "kind": {"group": "orgkeeper.dev", "version": "v1alpha1", "kind": "Organization"},
+                "resource": {
+                    "group": "orgkeeper.dev",
+                    "version": "v1alpha1",
+                    "resource": "organizations",
+                },
+                "name": old["metadata"]["name"],
+                "operation": operation,
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": new,
+                "oldObject": old,
+                "dryRun": False,
+            },
+        }
+    ).encode()
+
+
+def admit(pair: Pair, process: OperatorProcess, path: str, body: bytes) -> dict[str, Any]:
+    """An AdmissionReview posted to the replica's own webhook port, its certificate verified."""
+    context = ssl.create_default_context(cadata=pair.ca.decode())
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{process.webhook_port}/{path}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as reply:
+        answer: dict[str, Any] = json.loads(reply.read())["response"]
+    return answer
+
+
+def test_a_follower_answers_admission_on_its_own_port(pair: Pair) -> None:
+    name = f"adm-{uuid.uuid4().hex[:5]}"
+    owner, member = f"owner@{name}.test", f"dev@{name}.test"
+    pair.admin.create("organizations", organization(name, owner))
+    wait_org(pair.admin, name)
+    pair.admin.create(
+        "memberships",
+        membership("dev", member, "api-product-developer"),
+        names.org_namespace(name),
+    )
+    wait_members_bound(pair.admin, name, {member: ["api-product-developer"]})
+    org = pair.admin.get("organizations", name)
+    follower = pair.follower()
+
+    refused = admit(
+        pair, follower, "validate-organization-delete", review("DELETE", member, org, None)
+    )
+    assert refused["allowed"] is False
+    assert refused["status"]["code"] == 403
+    assert owner in refused["status"]["message"]
+    allowed = admit(
+        pair, follower, "validate-organization-delete", review("DELETE", owner, org, None)
+    )
+    assert allowed["allowed"] is True
+
+    # A transfer to a member who is not an Org Admin: the follower's Membership cache is warm.
+    transfer = {**org, "spec": {**org["spec"], "owner": member}}
+    refused = admit(pair, follower, "validate-organization", review("UPDATE", owner, org, transfer))
+    assert refused["allowed"] is False
+    assert "organization-admin" in refused["status"]["message"]
+    same = {**org, "spec": {**org["spec"], "displayName": "Renamed"}}
+    assert admit(pair, follower, "validate-organization", review("UPDATE", owner, org, same))[
+        "allowed"
+    ]
+
+
+def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
+    leader, follower = pair.leader(), pair.follower()
+    old, new = pair.name_of(leader), pair.name_of(follower)
+    pair.terminated[old] = audit_now()
+    started = time.monotonic()
+    leader.stop()  # SIGTERM: stop writing, release the Lease, exit
+    wait_for(f"{new} to take the Lease", lambda: pair.holder() == new, interval=0.05, timeout=10)
+    MEASURED["handover_seconds"] = elapsed = time.monotonic() - started
+    assert elapsed <= 5, f"the Lease passed from {old} to {new} in {elapsed:.1f}s"
+    assert metric(follower, "orgkeeper_leader") == 1
+    # The new leader reconciles.
+    name = f"hand-{uuid.uuid4().hex[:5]}"
+    pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
+    wait_org(pair.admin, name)
+    leader.start()  # back, as the follower
+    assert pair.holder() == new
+
+
+MEMBER_BINDINGS = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_MEMBERSHIP}"
+
+
+def member_bindings(admin: Kube, namespace: str) -> list[Any]:
+    listed = admin.rbac.list_namespaced_role_binding(namespace, label_selector=MEMBER_BINDINGS)
+    return list(listed.items)
+
+
+def kill_on_first_delete(
+    pair: Pair, leader: OperatorProcess, namespace: str, at: list[float]
+) -> None:
+    """SIGKILLs the leader the moment a member binding of `namespace` is deleted."""
+    listed = pair.admin.rbac.list_namespaced_role_binding(namespace, label_selector=MEMBER_BINDINGS)
+    stream = watch.Watch().stream(
+        pair.admin.rbac.list_namespaced_role_binding,
+        namespace,
+        label_selector=MEMBER_BINDINGS,
+        resource_version=listed.metadata.resource_version,
+        timeout_seconds=60,
+    )
+    for event in stream:
+        if event["type"] == "DELETED":
+            leader.kill()
+            at.append(time.monotonic())
+            return
+
+
+def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exactly(
+    pair: Pair,
+) -> None:
+    name = f"kill-{uuid.uuid4().hex[:5]}"
+    namespace = names.org_namespace(name)
+    owner = f"owner@{name}.test"
+    pair.admin.create("organizations", organization(name, owner))
+    wait_org(pair.admin, name)
+    emails = {f"m{i}@{name}.test": ["analytics-viewer"] for i in range(MEMBERS)}
+    for i, email in enumerate(emails):
+        pair.admin.create("memberships", membership(f"m{i}", email, "analytics-viewer"), namespace)
+    wait_members_bound(pair.admin, name, emails, timeout=120)
+    total = len(member_bindings(pair.admin, namespace))
+    assert total == MEMBERS + 1  # the Owner's organization-admin binding too
+
+    leader = pair.leader()
+    old, new = pair.name_of(leader), pair.name_of(pair.follower())
+    # The kill comes with the cascade's first binding deletion, seen on a watch.
+    kill_times: list[float] = []
+    killer = threading.Thread(
+        target=kill_on_first_delete, args=(pair, leader, namespace, kill_times)
+    )
+    killer.start()
+    pair.admin.patch("organizations", name, {"spec": {"state": "Deactivated"}})
+    killer.join(timeout=60)
+    assert leader.process is not None and leader.process.poll() is not None, "no kill"
+    (killed,) = kill_times
+    left = len(member_bindings(pair.admin, namespace))
+    not_removed = sum(
+        (m.get("status") or {}).get("state") != "Removed"
+        for m in pair.admin.list("memberships", namespace)
+    )
+    MEASURED["bindings_left_at_kill"] = left
+    MEASURED["memberships_not_removed_at_kill"] = not_removed
+    assert left or not_removed, "the cascade had ended before the kill"
+    wait_for(f"{new} to take the Lease", lambda: pair.holder() == new, interval=0.1, timeout=30)
+    MEASURED["failover_seconds"] = failover = time.monotonic() - killed
+    assert failover <= 20, f"{new} took the Lease {failover:.1f}s after {old} was killed"
+
+    wait_org(pair.admin, name, "Deactivated", "True", timeout=120)
+    removed = wait_for(
+        "every Membership Removed",
+        lambda: all(
+            (m.get("status") or {}).get("state") == "Removed"
+            for m in pair.admin.list("memberships", namespace)
+        ),
+        timeout=60,
+    )
+    assert removed
+    assert member_bindings(pair.admin, namespace) == []
+    MEASURED["cascade_done_after_kill_seconds"] = time.monotonic() - killed
+
+    # Nothing done twice: no binding deleted again after a delete of it succeeded.
+    deletes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for entry in audit(pair):
+        ref = entry.get("objectRef") or {}
+        if (entry["verb"], ref.get("resource"), ref.get("namespace")) == (
+            "delete",
+            "rolebindings",
+            namespace,
+        ):
+            deletes[ref["name"]].append((received(entry), code(entry)))
+    assert len(deletes) == total
+    again = {
+        binding: calls
+        for binding, calls in deletes.items()
+        if any(200 <= c < 300 for _, c in sorted(calls)[:-1])
+    }
+    assert again == {}, f"deleted again after success: {again}"
+    leader.start()
+
+
+def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
+    pair: Pair,
+) -> None:
+    entries = [e for e in audit(pair) if replica_of(e) and 200 <= code(e) < 300]
+    lease_writes = sorted(
+        (received(e), replica_of(e))
+        for e in entries
+        if e["verb"] in WRITES and (e.get("objectRef") or {}).get("resource") == "leases"
+    )
+    writes = [
+        e
+        for e in entries
+        if e["verb"] in WRITES and (e.get("objectRef") or {}).get("resource") != "leases"
+    ]
+    assert writes, "the replicas wrote nothing"
+    assert {replica_of(e) for e in writes} == set(REPLICAS)  # each led at some point
+    for entry in writes:
+        at, writer = received(entry), replica_of(entry)
+        held = [who for when, who in lease_writes if when <= at]
+        assert held and held[-1] == writer, (
+            f"{writer} wrote {describe(entry)} at {at} while the Lease was "
+            f"{held[-1] if held else 'nobody'}'s"
+        )
+    # The replica stopped by SIGTERM wrote nothing after it released the Lease, so nothing
+    # the next leader did overlapped with it.
+    for stopped, since in pair.terminated.items():
+        taken = min(when for when, who in lease_writes if who != stopped and when >= since)
+        release = max(when for when, who in lease_writes if who == stopped and when < taken)
+        late = [
+            describe(e)
+            for e in writes
+            if replica_of(e) == stopped and release < received(e) < taken
+        ]
+        assert late == [], f"{stopped} wrote after releasing the Lease: {late}"
+        MEASURED["release_to_takeover_seconds"] = (taken - release).total_seconds()
+
+
+def test_a_regional_operator_refuses_to_start_while_the_all_regions_one_leads(
+    pair: Pair,
+) -> None:
+    holder = pair.holder()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orgkeeper.cli",
+            "run",
+            "--region=eu",
+            "--leader-elect",
+            "--identity=eu-1",
+            "--listen-address=127.0.0.1",
+            "--webhook-mode=off",
+            f"--health-port={free_port()}",
+            f"--metrics-port={free_port()}",
+        ],
+        env={**os.environ, "KUBECONFIG": str(pair.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"operator {holder!r}, serving every region, holds Lease {NAMESPACE}/{LEASE}" in line
+    assert "--region" in line and "Traceback" not in done.stderr
+
+
+# --- the audit log ----------------------------------------------------------------------
+
+
+def audit_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def audit(pair: Pair) -> list[dict[str, Any]]:
+    found = []
+    for line in pair.cluster.audit_log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line the API server is writing right now
+        if entry.get("stage") == "ResponseComplete":
+            found.append(entry)
+    return found
+
+
+def replica_of(entry: dict[str, Any]) -> str:
+    """The replica a request came from, by its User-Agent; "" for anyone else."""
+    agent = str(entry.get("userAgent", ""))
+    for name in REPLICAS:
+        if agent.startswith("orgkeeper/") and agent.endswith(f"({name})"):
+            return name
+    return ""
+
+
+def received(entry: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
+
+
+def code(entry: dict[str, Any]) -> int:
+    return int((entry.get("responseStatus") or {}).get("code", 0))
+
+
+def describe(entry: dict[str, Any]) -> str:
+    ref = entry.get("objectRef") or {}
+    where = f"{ref.get('namespace')}/" if ref.get("namespace") else ""
+    sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+    return f"{entry['verb']} {ref.get('resource')}{sub} {where}{ref.get('name')}"
