@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,10 +33,9 @@ from support import identity
 from support.kube import Kube, api_client, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.replicas import LEASE, NAMES, NAMESPACE, Replicas
 
-NAMESPACE = "orgkeeper-system"
-LEASE = "orgkeeper"
-REPLICAS = ("replica-a", "replica-b")
+REPLICAS = NAMES
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 MEMBERS = 100
 # What was measured, printed at the end of the module (README: "High availability").
@@ -45,46 +43,10 @@ MEASURED: dict[str, float] = {}
 
 
 @dataclass
-class Pair:
-    cluster: LocalCluster
-    admin: Kube
-    replicas: dict[str, OperatorProcess]
-    ca: bytes  # the CA of the webhook certificate both replicas serve
-    kubeconfig: Path  # the ServiceAccount's
+class Pair(Replicas):
+    ca: bytes = b""  # the CA of the webhook certificate both replicas serve
     # When each replica was SIGTERMed (monotonic is useless against the audit log's clock).
     terminated: dict[str, datetime] = field(default_factory=dict)
-
-    def holder(self) -> str:
-        lease = client.CoordinationV1Api(self.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
-        return str(lease.spec.holder_identity or "")
-
-    def leader(self) -> OperatorProcess:
-        return self.replicas[wait_for("a leader", lambda: self.holder() or None)]
-
-    def follower(self) -> OperatorProcess:
-        holder = self.holder()
-        (other,) = [name for name in REPLICAS if name != holder]
-        return self.replicas[other]
-
-    def name_of(self, process: OperatorProcess) -> str:
-        return next(name for name, p in self.replicas.items() if p is process)
-
-
-def replica(local: LocalCluster, directory: Path, name: str, certs: Path, kubeconfig: Path) -> Any:
-    return OperatorProcess(
-        local,
-        directory / f"{name}.log",
-        webhook_mode="serve",
-        kubeconfig=kubeconfig,
-        extra_args=(
-            "--leader-elect",
-            f"--identity={name}",
-            "--webhook-host=127.0.0.1",
-            # tls.crt and tls.key without ca.crt: both serve one certificate, and neither
-            # touches a webhook configuration (there is none on this control plane).
-            f"--webhook-cert-dir={certs}",
-        ),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -99,18 +61,22 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         account = identity.issue_token(local, admin, directory / "kubeconfig")
         certs = directory / "webhook-tls"
         _, _, ca = webhook_tls(certs, hosts=("127.0.0.1",))
-        replicas = {
-            name: replica(local, directory, name, certs, account.kubeconfig) for name in REPLICAS
-        }
-        found = Pair(local, admin, replicas, ca, account.kubeconfig)
+        found = Pair(
+            local,
+            admin,
+            account.kubeconfig,
+            directory,
+            webhook_mode="serve",
+            # tls.crt and tls.key without ca.crt: both serve one certificate, and neither
+            # touches a webhook configuration (there is none on this control plane).
+            extra_args=("--webhook-host=127.0.0.1", f"--webhook-cert-dir={certs}"),
+            ca=ca,
+        )
         try:
-            replicas["replica-a"].start()
-            wait_for("replica-a to take the Lease", lambda: found.holder() == "replica-a")
-            replicas["replica-b"].start()
+            found.start()
             yield found
         finally:
-            for process in replicas.values():
-                process.stop()
+            found.stop()
             print(f"\nhigh availability, measured: {MEASURED}")
     finally:
         local.stop()
