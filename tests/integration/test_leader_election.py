@@ -7,6 +7,7 @@ audit log by their User-Agent, `orgkeeper/<version> (<identity>)`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -28,9 +29,8 @@ from kubernetes import client, watch
 from conftest import install_orgkeeper
 from orgkeeper import names
 from orgkeeper.localcluster import LocalCluster, free_port
-from orgkeeper.pki import webhook_tls
 from support import identity
-from support.kube import Kube, api_client, wait_for
+from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
 from support.replicas import LEASE, NAMES, NAMESPACE, Replicas
@@ -44,7 +44,7 @@ MEASURED: dict[str, float] = {}
 
 @dataclass
 class Pair(Replicas):
-    ca: bytes = b""  # the CA of the webhook certificate both replicas serve
+    ca: bytes = b""  # the CA both replicas' webhook certificates come from
     # When each replica was SIGTERMed (monotonic is useless against the audit log's clock).
     terminated: dict[str, datetime] = field(default_factory=dict)
 
@@ -59,21 +59,27 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         admin = Kube(api_client(local.kubeconfig))
         directory = tmp_path_factory.mktemp("ha-operators")
         account = identity.issue_token(local, admin, directory / "kubeconfig")
-        certs = directory / "webhook-tls"
-        _, _, ca = webhook_tls(certs, hosts=("127.0.0.1",))
         found = Pair(
             local,
             admin,
             account.kubeconfig,
             directory,
             webhook_mode="serve",
-            # tls.crt and tls.key without ca.crt: both serve one certificate, and neither
-            # touches a webhook configuration (there is none on this control plane).
-            extra_args=("--webhook-host=127.0.0.1", f"--webhook-cert-dir={certs}"),
-            ca=ca,
+            extra_args=("--webhook-host=127.0.0.1",),
         )
+        # The manifests' webhook configurations, their Service made the URL of replica-b, which
+        # starts as the follower: the API server's admission goes to a follower, trusting the
+        # CA the leader put in (the replicas share one).
+        follower_port = found.processes[NAMES[1]].webhook_port
+        identity.apply(local, identity.loopback_webhooks(identity.render(), follower_port))
         try:
             found.start()
+            bundles = wait_for(
+                "the shared CA in every webhook",
+                lambda: (b := identity.ca_bundles(admin)) and all(all(h) for h in b.values()) and b,
+            )
+            (bundle,) = {hook for hooks in bundles.values() for hook in hooks}
+            found.ca = base64.b64decode(str(bundle))
             yield found
         finally:
             found.stop()
@@ -172,6 +178,17 @@ def test_a_follower_answers_admission_on_its_own_port(pair: Pair) -> None:
     assert admit(pair, follower, "validate-organization", review("UPDATE", owner, org, same))[
         "allowed"
     ]
+
+    # Through the API server: its webhooks reach replica-b, the follower.
+    assert pair.name_of(follower) == NAMES[1]
+    as_owner = Kube(api_client(pair.cluster.kubeconfig, user=owner))
+    status, message = rejection(
+        lambda: as_owner.patch("organizations", name, {"spec": {"owner": member}})
+    )
+    assert status == 403
+    assert "not a member of the organization-admin team" in message
+    as_owner.patch("organizations", name, {"spec": {"displayName": "Renamed"}})
+    assert pair.admin.get("organizations", name)["spec"]["displayName"] == "Renamed"
 
 
 def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
@@ -303,7 +320,9 @@ def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
     writes = [
         e
         for e in entries
-        if e["verb"] in WRITES and (e.get("objectRef") or {}).get("resource") != "leases"
+        if e["verb"] in WRITES
+        and (e.get("objectRef") or {}).get("resource") != "leases"
+        and not shared_ca_created(e)
     ]
     assert writes, "the replicas wrote nothing"
     assert {replica_of(e) for e in writes} == set(REPLICAS)  # each led at some point
@@ -375,6 +394,17 @@ def audit(pair: Pair) -> list[dict[str, Any]]:
         if entry.get("stage") == "ResponseComplete":
             found.append(entry)
     return found
+
+
+def shared_ca_created(entry: dict[str, Any]) -> bool:
+    """The replicas' webhook CA Secret: created once, by the first replica to start, before any
+    election (every replica serves admission under it)."""
+    ref = entry.get("objectRef") or {}
+    return (entry["verb"], ref.get("resource"), ref.get("name")) == (
+        "create",
+        "secrets",
+        names.WEBHOOK_CA_SECRET,
+    )
 
 
 def replica_of(entry: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import functools
 import os
@@ -10,6 +11,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 import kopf
@@ -17,6 +19,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.cli import parser
+from orgkeeper.controllers.signing import load_or_create_webhook_authority
+from orgkeeper.handlers.webhooks import webhook_server
 from orgkeeper.kube import KubeApi, NotLeaderError, is_read, user_agent
 from orgkeeper.leader import (
     Elector,
@@ -359,3 +363,36 @@ async def test_the_operator_pause_of_kopf_is_found_and_pauses_it() -> None:
         for task in asyncio.all_tasks() - existing - {asyncio.current_task()}:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Secrets:
+    """Secrets by name in memory, as KubeApi reads and creates them."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, SimpleNamespace] = {}
+        self.created = 0
+
+    def read_secret(self, namespace: str, name: str) -> SimpleNamespace | None:
+        return self.stored.get(name)
+
+    def write_secret(
+        self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
+    ) -> None:
+        self.created += 1
+        encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
+        self.stored[name] = SimpleNamespace(data=encoded)
+
+
+def test_replicas_serve_their_webhooks_under_one_ca() -> None:
+    """Behind one Service, each replica must be trusted by the configuration's one caBundle."""
+    secrets = Secrets()
+    first = load_or_create_webhook_authority(cast(KubeApi, secrets), NAMESPACE)
+    second = load_or_create_webhook_authority(cast(KubeApi, secrets), NAMESPACE)
+    assert secrets.created == 1
+    assert first[0] == second[0]
+    settings = Settings(webhook_mode="serve", leader_elect=True)
+    servers = [webhook_server(settings, authority) for authority in (first, second)]
+    assert servers[0].cadata == servers[1].cadata
+    assert servers[0].certfile != servers[1].certfile  # each its own key and certificate
+    alone = webhook_server(Settings(webhook_mode="serve"))
+    assert alone.cadata != servers[0].cadata  # without replicas, a CA of its own as before

@@ -11,8 +11,9 @@ from typing import Any
 import kopf
 
 from ..controllers.runtime import Runtime
-from ..controllers.signing import load_or_create_signing_key
+from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
 from ..memory import trim_periodically
+from ..pki import Authority
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -27,7 +28,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
-        configure_kopf(settings, runtime.settings)
+        configure_kopf(settings, runtime.settings, shared_authority(runtime))
         if not runtime.settings.leader_elect:  # else the leader loads it on taking the Lease
             runtime.signing_key = load_or_create_signing_key(
                 runtime.kube, runtime.settings.namespace
@@ -83,7 +84,17 @@ def identified(info: kopf.ConnectionInfo, user_agent: str) -> kopf.ConnectionInf
     return _IdentifiedConnection(**fields, user_agent=user_agent)
 
 
-def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+def shared_authority(runtime: Runtime) -> Authority | None:
+    """Replicas (--leader-elect) generating their webhook certificates share one CA."""
+    settings = runtime.settings
+    if settings.leader_elect and settings.webhook_mode == "serve" and not settings.webhook_cert_dir:
+        return load_or_create_webhook_authority(runtime.kube, settings.namespace)
+    return None
+
+
+def configure_kopf(
+    kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
+) -> None:
     persistence = kopf_settings.persistence
     persistence.finalizer = f"{PREFIX}/finalizer"
     persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -103,4 +114,4 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
         return
     if settings.webhook_mode == "managed":
         kopf_settings.admission.managed = PREFIX
-    kopf_settings.admission.server = webhook_server(settings)
+    kopf_settings.admission.server = webhook_server(settings, authority)
