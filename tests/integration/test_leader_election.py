@@ -429,3 +429,39 @@ def describe(entry: dict[str, Any]) -> str:
     where = f"{ref.get('namespace')}/" if ref.get("namespace") else ""
     sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
     return f"{entry['verb']} {ref.get('resource')}{sub} {where}{ref.get('name')}"
+
+
+def may(kube: Kube, verb: str, name: str | None, namespace: str) -> bool:
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                group="coordination.k8s.io",
+                resource="leases",
+                verb=verb,
+                name=name,
+                namespace=namespace,
+            )
+        )
+    )
+    answer = client.AuthorizationV1Api(kube.api).create_self_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def test_the_service_account_holds_only_its_own_leases(pair: Pair) -> None:
+    """As the operator's token: its Leases by name in its namespace, nobody else's."""
+    operator = Kube(api_client(pair.kubeconfig))
+    for name in ("orgkeeper", "orgkeeper-eu", "orgkeeper-sg"):
+        assert may(operator, "get", name, NAMESPACE), name
+        assert may(operator, "update", name, NAMESPACE), name
+    assert may(operator, "create", None, NAMESPACE)
+    # Refused: another Lease of its namespace, the control plane's, any namespace else.
+    assert not may(operator, "update", "other-controller", NAMESPACE)
+    assert not may(operator, "update", "kube-controller-manager", "kube-system")
+    assert not may(operator, "create", None, "default")
+    assert not may(operator, "delete", "orgkeeper", NAMESPACE)
+    assert not may(operator, "list", None, NAMESPACE)
+    # And the API server agrees on a real request, not only on a review.
+    coordination = client.CoordinationV1Api(operator.api)
+    status, _ = rejection(lambda: coordination.read_namespaced_lease("other", NAMESPACE))
+    assert status == 403
+    assert coordination.read_namespaced_lease(LEASE, NAMESPACE).spec.holder_identity in NAMES
