@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,10 +22,20 @@ from orgkeeper.api.v1alpha1 import PRODUCTS
 from orgkeeper.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
-from support.replicas import Replicas
+from support.replicas import (
+    NAMES,
+    WRITES,
+    Replicas,
+    code,
+    completed_requests,
+    is_lease,
+    received,
+    replica_of,
+)
 
 from .operators import Operators, loopback_webhooks
-from .report import MEMBERS, TALLY, TRIALS, Trials
+from .proxy import FlakyProxy
+from .report import MEMBERS, TALLY, TRIALS, Trials, once, rng
 from .scenarios import (
     AsUser,
     active_problems,
@@ -138,3 +149,102 @@ def test_leader_kill_during_deactivation(
     delete_and_wait_gone(admin, org)
     delete_namespaces(admin, [edge])
     trials.check()
+
+
+PARTITION = "leader cut off from its Lease, its other requests passing (2 replicas)"
+# The gate closes 10 s after the last renewal was sent; what the API server receives may be
+# later by its transit (through the proxy, on a loaded machine): a second of slack, well
+# inside the 5 s between the renew deadline and the lease duration.
+RENEW_DEADLINE = timedelta(seconds=10)
+TRANSIT = timedelta(seconds=1)
+
+
+def test_a_leader_cut_off_from_its_lease_stops_writing_before_the_takeover(
+    fault_cluster: LocalCluster,
+    fault_admin: Kube,
+    as_user: AsUser,
+    operators: Operators,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Only the leader's Lease requests go unanswered: it can still write everything else, so
+    only its renew deadline stops it. Members keep arriving throughout, so there is always work
+    to write. The audit log must show its last write within the renew deadline of its last
+    renewal and before the follower's takeover, and the follower must finish the work."""
+    admin = fault_admin
+    directory = tmp_path_factory.mktemp("fault-partition")
+    operators.stop()
+    identity.remove_webhooks(fault_cluster)
+    proxy = FlakyProxy(
+        fault_cluster, directory / "proxy", rng(PARTITION, 0), error_rate=0, delay_rate=0
+    ).start()
+    pair = Replicas(
+        fault_cluster,
+        admin,
+        operators.identity.kubeconfig,
+        directory,
+        via={NAMES[0]: proxy.kubeconfig_for(operators.identity.kubeconfig)},
+        settings={key: str(value) for key, value in operators.settings.items()},
+    )
+    try:
+        with once(PARTITION):
+            pair.start()  # replica-a, behind the proxy, leads
+            org = f"cut-{uuid.uuid4().hex[:5]}"
+            owner = f"owner@{org}.test"
+            new_org(as_user, org, owner)
+            wait_until(
+                "the org provisioned",
+                lambda: provisioned_problems(snapshot(admin, org), PRODUCTS),
+                timeout=60,
+            )
+            since = datetime.now(UTC)
+            proxy.held = ("/leases",)
+            cut = time.monotonic()
+            added = 0
+            # Work for whoever leads: one Membership every 0.3 s until 5 s after the takeover.
+            while pair.holder() != NAMES[1] and time.monotonic() - cut < 40:
+                add_members(admin, org, 1, start=added)
+                added += 1
+                time.sleep(0.3)
+            takeover = time.monotonic() - cut
+            until = time.monotonic() + 5
+            while time.monotonic() < until:
+                add_members(admin, org, 1, start=added)
+                added += 1
+                time.sleep(0.3)
+            assert pair.holder() == NAMES[1], "the follower never took over"
+            wait_until(
+                f"{added} members bound by the new leader",
+                lambda: active_problems(snapshot(admin, org), expected_members=added + 1),
+                timeout=RECOVERY_TIMEOUT,
+            )
+
+            entries = [
+                e
+                for e in completed_requests(fault_cluster.audit_log)
+                if replica_of(e) and 200 <= code(e) < 300 and e["verb"] in WRITES
+            ]
+            writes = [e for e in entries if not is_lease(e) and received(e) >= since]
+            leases = [e for e in entries if is_lease(e)]
+            renewed = max(received(e) for e in leases if replica_of(e) == NAMES[0])
+            taken = min(received(e) for e in leases if replica_of(e) == NAMES[1])
+            old = [received(e) for e in writes if replica_of(e) == NAMES[0]]
+            assert old, "the leader wrote nothing while cut off: the test proves nothing"
+            assert max(old) <= renewed + RENEW_DEADLINE + TRANSIT, (
+                f"{NAMES[0]} wrote {(max(old) - renewed).total_seconds():.1f}s after its last "
+                "renewal"
+            )
+            assert max(old) < taken, "the old leader still wrote after the takeover"
+            assert min(received(e) for e in writes if replica_of(e) == NAMES[1]) > taken
+            TALLY.note(
+                PARTITION,
+                f"last write {(max(old) - renewed).total_seconds():.1f}s after the last "
+                f"renewal (deadline 10s), takeover {takeover:.1f}s after the cut, "
+                f"{added} members added meanwhile",
+            )
+        delete_and_wait_gone(admin, org)
+    finally:
+        pair.stop()
+        proxy.stop()
+        webhooks = loopback_webhooks(identity.render(), operators.process.webhook_port)
+        identity.apply(fault_cluster, webhooks)
+        operators.start()

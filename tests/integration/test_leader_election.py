@@ -33,10 +33,20 @@ from support import identity
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
-from support.replicas import LEASE, NAMES, NAMESPACE, Replicas
+from support.replicas import (
+    LEASE,
+    NAMES,
+    NAMESPACE,
+    WRITES,
+    Replicas,
+    code,
+    completed_requests,
+    describe,
+    is_lease,
+    received,
+    replica_of,
+)
 
-REPLICAS = NAMES
-WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 MEMBERS = 100
 # What was measured, printed at the end of the module (README: "High availability").
 MEASURED: dict[str, float] = {}
@@ -313,19 +323,13 @@ def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
 ) -> None:
     entries = [e for e in audit(pair) if replica_of(e) and 200 <= code(e) < 300]
     lease_writes = sorted(
-        (received(e), replica_of(e))
-        for e in entries
-        if e["verb"] in WRITES and (e.get("objectRef") or {}).get("resource") == "leases"
+        (received(e), replica_of(e)) for e in entries if e["verb"] in WRITES and is_lease(e)
     )
     writes = [
-        e
-        for e in entries
-        if e["verb"] in WRITES
-        and (e.get("objectRef") or {}).get("resource") != "leases"
-        and not shared_ca_created(e)
+        e for e in entries if e["verb"] in WRITES and not is_lease(e) and not shared_ca_created(e)
     ]
     assert writes, "the replicas wrote nothing"
-    assert {replica_of(e) for e in writes} == set(REPLICAS)  # each led at some point
+    assert {replica_of(e) for e in writes} == set(NAMES)  # each led at some point
     for entry in writes:
         at, writer = received(entry), replica_of(entry)
         held = [who for when, who in lease_writes if when <= at]
@@ -384,53 +388,6 @@ def audit_now() -> datetime:
     return datetime.now(UTC)
 
 
-def audit(pair: Pair) -> list[dict[str, Any]]:
-    found = []
-    for line in pair.cluster.audit_log.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the line the API server is writing right now
-        if entry.get("stage") == "ResponseComplete":
-            found.append(entry)
-    return found
-
-
-def shared_ca_created(entry: dict[str, Any]) -> bool:
-    """The replicas' webhook CA Secret: created once, by the first replica to start, before any
-    election (every replica serves admission under it)."""
-    ref = entry.get("objectRef") or {}
-    return (entry["verb"], ref.get("resource"), ref.get("name")) == (
-        "create",
-        "secrets",
-        names.WEBHOOK_CA_SECRET,
-    )
-
-
-def replica_of(entry: dict[str, Any]) -> str:
-    """The replica a request came from, by its User-Agent; "" for anyone else."""
-    agent = str(entry.get("userAgent", ""))
-    for name in REPLICAS:
-        if agent.startswith("orgkeeper/") and agent.endswith(f"({name})"):
-            return name
-    return ""
-
-
-def received(entry: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
-
-
-def code(entry: dict[str, Any]) -> int:
-    return int((entry.get("responseStatus") or {}).get("code", 0))
-
-
-def describe(entry: dict[str, Any]) -> str:
-    ref = entry.get("objectRef") or {}
-    where = f"{ref.get('namespace')}/" if ref.get("namespace") else ""
-    sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
-    return f"{entry['verb']} {ref.get('resource')}{sub} {where}{ref.get('name')}"
-
-
 def may(kube: Kube, verb: str, name: str | None, namespace: str) -> bool:
     review = client.V1SelfSubjectAccessReview(
         spec=client.V1SelfSubjectAccessReviewSpec(
@@ -465,3 +422,18 @@ def test_the_service_account_holds_only_its_own_leases(pair: Pair) -> None:
     status, _ = rejection(lambda: coordination.read_namespaced_lease("other", NAMESPACE))
     assert status == 403
     assert coordination.read_namespaced_lease(LEASE, NAMESPACE).spec.holder_identity in NAMES
+
+
+def audit(pair: Pair) -> list[dict[str, Any]]:
+    return completed_requests(pair.cluster.audit_log)
+
+
+def shared_ca_created(entry: dict[str, Any]) -> bool:
+    """The replicas' webhook CA Secret: created once, by the first replica to start, before any
+    election (every replica serves admission under it)."""
+    ref = entry.get("objectRef") or {}
+    return (entry["verb"], ref.get("resource"), ref.get("name")) == (
+        "create",
+        "secrets",
+        names.WEBHOOK_CA_SECRET,
+    )
