@@ -199,6 +199,14 @@ def test_a_follower_answers_admission_on_its_own_port(pair: Pair) -> None:
     assert "not a member of the organization-admin team" in message
     as_owner.patch("organizations", name, {"spec": {"displayName": "Renamed"}})
     assert pair.admin.get("organizations", name)["spec"]["displayName"] == "Renamed"
+    # Membership rules need the Organization, which a follower reads from the API server.
+    namespace = names.org_namespace(name)
+    status, message = rejection(
+        lambda: as_owner.delete("memberships", names.owner_membership(owner), namespace)
+    )
+    assert status == 403
+    assert f"{owner} is the Owner of this organization" in message
+    as_owner.delete("memberships", "dev", namespace)
 
 
 def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
@@ -315,7 +323,21 @@ def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exact
         if any(200 <= c < 300 for _, c in sorted(calls)[:-1])
     }
     assert again == {}, f"deleted again after success: {again}"
-    leader.start()
+    leader.start()  # back, as the follower that the API server's webhooks reach
+
+    # The deactivated org locks its owner's e-mail, on the follower too; others sign up.
+    as_owner = Kube(api_client(pair.cluster.kubeconfig, user=owner))
+    locked = organization(f"{name}-2", owner)
+
+    def refused() -> str | None:
+        status, message = rejection(lambda: as_owner.create("organizations", locked))
+        return message if status == 403 else None  # else its webhook is not up yet
+
+    message = wait_for("the follower's webhook to refuse", refused)
+    assert f"the e-mail {owner} is locked by deactivated organization {name}" in message
+    other = f"owner@{name}-3.test"
+    as_other = Kube(api_client(pair.cluster.kubeconfig, user=other))
+    as_other.create("organizations", organization(f"{name}-3", other))
 
 
 def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(

@@ -22,9 +22,25 @@ def _refuse(message: str | None) -> None:
         raise kopf.AdmissionError(message, code=403)
 
 
-def _org(organizations: kopf.Index[str, Any], name: str | None) -> OrgRecord | None:
-    found = values(organizations, name) if name else []
+async def _org(
+    runtime: Runtime, organizations: kopf.Index[str, Any], name: str | None
+) -> OrgRecord | None:
+    if not name:
+        return None
+    # With --leader-elect, kopf's watches (and so its index) are paused on followers, which
+    # serve admission too: the API server answers instead.
+    if runtime.settings.leader_elect:
+        body = await runtime.kube.run(runtime.kube.read_organization, name)
+        return OrgRecord.from_body(body) if body else None
+    found = values(organizations, name)
     return found[0] if found else None
+
+
+async def _all_orgs(runtime: Runtime, organizations: kopf.Index[str, Any]) -> list[OrgRecord]:
+    if runtime.settings.leader_elect:  # as in _org; Organizations are created rarely
+        listed = await runtime.kube.run(runtime.kube.list_custom, "organizations")
+        return [OrgRecord.from_body(body) for body in listed]
+    return [record for store in organizations.values() for record in store]
 
 
 async def _members(runtime: Runtime, namespace: str) -> list[Member]:
@@ -53,8 +69,7 @@ async def validate_organization(
     if operation == "CREATE":
         locking = [
             record.name
-            for store in organizations_by_name.values()
-            for record in store
+            for record in await _all_orgs(runtime, organizations_by_name)
             if record.owner_email_locked and same_email(record.owner, owner)
         ]
         _refuse(admission.locked_email_refusal(owner, locking))
@@ -92,7 +107,7 @@ async def validate_membership(
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
-    org = _org(organizations_by_name, names.organization_of_namespace(namespace))
+    org = await _org(runtime, organizations_by_name, names.organization_of_namespace(namespace))
     if org is None or org.deleting or not runtime.serves_region(org.region):
         return  # no org (or it is going away): nothing to protect
     record = MemberRecord.from_body(body)
