@@ -281,7 +281,19 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
         me = f"serves region {settings.region} (--region)"
     now = datetime.now(UTC)
     for name, serving in others:
-        lease = kube.read_lease(settings.namespace, name, 10.0)
+        try:
+            lease = kube.read_lease(settings.namespace, name, 10.0)
+        except ApiException as error:
+            # Without --leader-elect an operator may run without the Lease Role (older RBAC).
+            if is_status(error, 403) and not settings.leader_elect:
+                logger.warning(
+                    "Not allowed to read Lease %s/%s: can't check that no operator of another "
+                    "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
+                    settings.namespace,
+                    name,
+                )
+                return
+            raise
         if lease is None:
             continue
         record = LeaseRecord.of(lease)

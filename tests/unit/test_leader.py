@@ -396,3 +396,13 @@ def test_replicas_serve_their_webhooks_under_one_ca() -> None:
     assert servers[0].certfile != servers[1].certfile  # each its own key and certificate
     alone = webhook_server(Settings(webhook_mode="serve"))
     assert alone.cadata != servers[0].cadata  # without replicas, a CA of its own as before
+
+
+def test_without_lease_rights_only_an_electing_operator_is_stopped(leases: Leases) -> None:
+    def forbidden(namespace: str, name: str, timeout: float | None = None) -> Any:
+        raise ApiException(status=403, reason="Forbidden")
+
+    leases.read_lease = forbidden  # type: ignore[method-assign]
+    check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))  # a warning only
+    with pytest.raises(ApiException):
+        check_sharing(cast(KubeApi, leases), Settings(identity="a", leader_elect=True))
