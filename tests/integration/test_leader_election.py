@@ -343,6 +343,13 @@ def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exact
 def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
     pair: Pair,
 ) -> None:
+    # Every request of the ServiceAccount, kopf's included, names its replica.
+    anonymous = {
+        str(e.get("userAgent"))
+        for e in audit(pair)
+        if e["user"]["username"] == identity.USER and not replica_of(e)
+    }
+    assert anonymous == set(), f"requests without the replica's User-Agent: {anonymous}"
     entries = [e for e in audit(pair) if replica_of(e) and 200 <= code(e) < 300]
     lease_writes = sorted(
         (received(e), replica_of(e)) for e in entries if e["verb"] in WRITES and is_lease(e)
