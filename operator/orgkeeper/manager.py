@@ -49,6 +49,7 @@ def run_operator(settings: Settings, *, verbose: bool = False, log_format: str =
         runtime.metrics.leader.set(1)  # the only replica leads
         kopf.run(**options)
         return 0
+    kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ create it)
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(_operate_elected(runtime, options))
     return 0
@@ -73,6 +74,8 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
             runtime.signing_key = await kube.run(
                 load_or_create_signing_key, kube, settings.namespace
             )
+        if elector.resigned:  # SIGTERM came while the key was loading
+            return
         gauge.set(1)
         await follower.turn_to(False)  # watches re-list, daemons respawn
 
