@@ -145,7 +145,8 @@ class NotLeaderError(RuntimeError):
 _UNGATED = frozenset({"create_lease", "replace_lease"})
 
 
-def is_read(call: Callable[..., Any]) -> bool:
+def passes_gate(call: Callable[..., Any]) -> bool:
+    """Reads (by name: read_*, list_*, watch_*) and the Lease; any other call is a write."""
     name = getattr(call, "__name__", "")
     return name.startswith(("read_", "list_", "watch_")) or name in _UNGATED
 
@@ -171,7 +172,7 @@ class KubeApi:
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        if is_read(call):
+        if passes_gate(call):
             return await loop.run_in_executor(
                 self.executor, functools.partial(call, *args, **kwargs)
             )

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
 from orgkeeper.handlers.webhooks import webhook_server
-from orgkeeper.kube import KubeApi, NotLeaderError, is_read, user_agent
+from orgkeeper.kube import KubeApi, NotLeaderError, passes_gate, user_agent
 from orgkeeper.leader import (
     Elector,
     LeaseConfig,
@@ -313,9 +313,9 @@ def test_leader_election_flags_and_variables(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_reads_and_the_lease_pass_the_write_gate_and_everything_else_is_a_write() -> None:
     for read in ("read_secret", "list_page", "watch_events", "read_lease", "create_lease"):
-        assert is_read(getattr(KubeApi, read)), read
+        assert passes_gate(getattr(KubeApi, read)), read
     for write in ("patch_status", "delete_role_binding", "create_custom", "write_secret"):
-        assert not is_read(getattr(KubeApi, write)), write
+        assert not passes_gate(getattr(KubeApi, write)), write
     assert user_agent("0.1.0", "replica-a") == "orgkeeper/0.1.0 (replica-a)"
 
 
