@@ -134,10 +134,7 @@ class Elector:
         started = self.clock()
         try:
             return await asyncio.wait_for(self._attempt(started), timeout=self._attempt_timeout())
-        except (TimeoutError, ApiException, OSError, ValueError) as error:
-            logger.warning("Lease %s: could not reach it: %s", self._ref(), _short(error))
-            return False
-        except Exception as error:  # urllib3's errors, say: the next attempt retries
+        except Exception as error:  # timeouts, API errors, urllib3's: the next attempt retries
             logger.warning("Lease %s: attempt failed: %s", self._ref(), _short(error))
             return False
 
