@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import yaml
 
 from . import crdgen, views
-from .settings import Settings, parse_duration
+from .settings import Settings, check_leader_election, default_identity, parse_duration
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -37,6 +37,18 @@ class _EnvDefault(argparse.Action):
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
         setattr(namespace, self.dest, values)
+
+
+class _EnvFlag(argparse.Action):
+    """An on/off flag, also on when its ORGKEEPER_* variable is true, 1 or yes."""
+
+    def __init__(self, env: str, **kwargs: Any):
+        value = os.environ.get(env, "").strip().lower()
+        kwargs["help"] = f"{kwargs.get('help', '')} [env {env}]".strip()
+        super().__init__(nargs=0, default=value in ("1", "true", "yes", "on"), **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, True)
 
 
 def _duration(text: str) -> Any:
@@ -134,6 +146,32 @@ def _add_run(commands: Any) -> None:
         type=int,
     )
     flag("log-format", "plain or json", default="plain")
+    run.add_argument(
+        "--leader-elect",
+        action=_EnvFlag,
+        env="ORGKEEPER_LEADER_ELECT",
+        help="elect one leader among replicas on the Lease orgkeeper (orgkeeper-<region> with "
+        "--region) in --namespace; only the leader reconciles, every replica serves admission",
+    )
+    flag(
+        "identity",
+        "this replica's name: the Lease holder and the User-Agent's comment (default: the pod "
+        "name, else host name and process id)",
+        default=None,
+    )
+    flag(
+        "lease-duration",
+        "how long a Lease not renewed stays the holder's",
+        default="15s",
+        type=_duration,
+    )
+    flag(
+        "renew-deadline",
+        "a leader that could not renew for this long stops writing (less than --lease-duration)",
+        default="10s",
+        type=_duration,
+    )
+    flag("retry-period", "how often replicas try the Lease", default="2s", type=_duration)
     run.add_argument("--verbose", action="store_true", help="log more")
     run.set_defaults(handler=_run)
 
@@ -158,7 +196,18 @@ def _run(args: argparse.Namespace) -> int:
         check_interval=args.check_interval,
         license_validity=args.license_validity,
         license_rotate_after=args.license_rotate_after,
+        leader_elect=args.leader_elect,
+        identity=args.identity or default_identity(os.environ),
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
     )
+    if settings.leader_elect:
+        try:
+            check_leader_election(settings)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if settings.webhook_cert_dir and settings.webhook_mode != "off":
         from .pki import mounted_webhook_tls
 
@@ -166,7 +215,13 @@ def _run(args: argparse.Namespace) -> int:
             mounted_webhook_tls(Path(settings.webhook_cert_dir))
         except (OSError, ValueError) as error:
             raise CommandError(str(error)) from None
-    return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
+    from .leader import LeaseHeldError
+
+    try:
+        return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
+    except LeaseHeldError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def _add_crds(commands: Any) -> None:

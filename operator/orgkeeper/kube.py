@@ -136,6 +136,27 @@ class Collection:
         return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
+class NotLeaderError(RuntimeError):
+    """A write refused because this replica does not hold a valid Lease."""
+
+
+# What `KubeApi.run` lets through without the write gate: reads, which followers need for their
+# caches, the Lease, which leader election writes to become (or stay) the leader, and
+# SubjectAccessReviews, the questions admission asks on every replica (they change nothing).
+_UNGATED = frozenset({"create_lease", "replace_lease", "may"})
+
+
+def passes_gate(call: Callable[..., Any]) -> bool:
+    """Reads (by name: read_*, list_*, watch_*) and the Lease; any other call is a write."""
+    name = getattr(call, "__name__", "")
+    return name.startswith(("read_", "list_", "watch_")) or name in _UNGATED
+
+
+def user_agent(version: str, identity: str) -> str:
+    """`orgkeeper/<version> (<identity>)`: the audit log tells replicas apart by it."""
+    return f"orgkeeper/{version} ({identity})"
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -146,10 +167,27 @@ class KubeApi:
         # As many threads as pooled connections: asyncio's default executor has only
         # cpu_count + 4, which would cap every cascade's write concurrency at that.
         self.executor = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="kube")
+        # Leader election sets this: writes through `run` need it to answer True.
+        self.write_gate: Callable[[], bool] | None = None
+        self.writes_in_flight = 0
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+        if passes_gate(call):
+            return await loop.run_in_executor(
+                self.executor, functools.partial(call, *args, **kwargs)
+            )
+        # A write: only while the gate (leader election's valid lease) says so.
+        if self.write_gate is not None and not self.write_gate():
+            name = getattr(call, "__name__", call)
+            raise NotLeaderError(f"{name}: this replica does not hold the leader Lease")
+        self.writes_in_flight += 1
+        try:
+            return await loop.run_in_executor(
+                self.executor, functools.partial(call, *args, **kwargs)
+            )
+        finally:
+            self.writes_in_flight -= 1
 
     # --- informers: whole collections, paged, then their changes ------------------------
 
@@ -655,3 +693,44 @@ class KubeApi:
             return CABundle.CURRENT
         patch(name, operations, field_manager=FIELD_MANAGER)
         return CABundle.PATCHED
+
+    # --- the leader-election Lease (coordination.k8s.io/v1) ----------------------------
+
+    def read_lease(
+        self, namespace: str, name: str, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        coordination = client.CoordinationV1Api(self.api_client)
+        try:
+            found = coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(found)
+        return wire
+
+    def create_lease(
+        self, namespace: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Creates the Lease; ApiException 409 if another replica created it first."""
+        coordination = client.CoordinationV1Api(self.api_client)
+        created = coordination.create_namespaced_lease(
+            namespace, body, field_manager=FIELD_MANAGER, _request_timeout=timeout
+        )
+        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(created)
+        return wire
+
+    def replace_lease(
+        self, namespace: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """An update that carries metadata.resourceVersion: 409 if the Lease changed meanwhile."""
+        coordination = client.CoordinationV1Api(self.api_client)
+        replaced = coordination.replace_namespaced_lease(
+            body["metadata"]["name"],
+            namespace,
+            body,
+            field_manager=FIELD_MANAGER,
+            _request_timeout=timeout,
+        )
+        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(replaced)
+        return wire

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from importlib.metadata import version
+from typing import Any
+
 import kopf
+from kopf._cogs.aiokits.aiotoggles import ToggleSet
 
 from .controllers.runtime import Runtime
+from .controllers.signing import load_or_create_signing_key
 from .handlers import register
-from .kube import KubeApi, load_client
+from .kube import KubeApi, load_client, user_agent
+from .leader import Elector, LeaseConfig, check_sharing
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# How long a resigning leader waits for its writes in flight before it releases the Lease.
+DRAIN_SECONDS = 5.0
 
 
 def run_operator(settings: Settings, *, verbose: bool = False, log_format: str = "plain") -> int:
@@ -17,12 +33,115 @@ def run_operator(settings: Settings, *, verbose: bool = False, log_format: str =
     )
     registry = kopf.OperatorRegistry()
     register(registry, settings)
-    runtime = Runtime(kube=KubeApi(load_client()), settings=settings)
-    kopf.run(
-        registry=registry,
-        memo=kopf.Memo(runtime=runtime),
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=f"http://{settings.listen_address}:{settings.health_port}/healthz",
-    )
+    api_client = load_client()
+    api_client.user_agent = operator_user_agent(settings)
+    kube = KubeApi(api_client)
+    check_sharing(kube, settings)  # raises LeaseHeldError: `orgkeeper run` exits with 2
+    runtime = Runtime(kube=kube, settings=settings)
+    options: dict[str, Any] = {
+        "registry": registry,
+        "memo": kopf.Memo(runtime=runtime),
+        "clusterwide": True,
+        "standalone": True,
+        "liveness_endpoint": f"http://{settings.listen_address}:{settings.health_port}/healthz",
+    }
+    if not settings.leader_elect:
+        runtime.metrics.leader.set(1)  # the only replica leads
+        kopf.run(**options)
+        return 0
+    kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ create it)
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(_operate_elected(runtime, options))
     return 0
+
+
+def operator_user_agent(settings: Settings) -> str:
+    return user_agent(version("orgkeeper"), settings.identity)
+
+
+async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
+    """kopf's tasks, paused until this replica leads; the admission server runs regardless."""
+    existing = set(asyncio.all_tasks())
+    stop = asyncio.Event()
+    tasks = list(await kopf.spawn_tasks(stop_flag=stop, **options))
+    # Before kopf's startup handlers finish (they gate every watch), so nothing is handled yet.
+    follower = await operator_paused(tasks).make_toggle(True, name="not the leader")
+    kube, settings = runtime.kube, runtime.settings
+    gauge = runtime.metrics.leader
+
+    async def started_leading() -> None:
+        if runtime.signing_key is None:  # created, if absent, by a leader only
+            runtime.signing_key = await kube.run(
+                load_or_create_signing_key, kube, settings.namespace
+            )
+        if elector.resigned:  # SIGTERM came while the key was loading
+            return
+        gauge.set(1)
+        await follower.turn_to(False)  # watches re-list, daemons respawn
+
+    async def stopped_leading() -> None:
+        gauge.set(0)
+        await follower.turn_to(True)  # watches pause, daemons stop
+
+    elector = Elector(
+        kube,
+        LeaseConfig.of(settings),
+        on_started_leading=started_leading,
+        on_stopped_leading=stopped_leading,
+    )
+    kube.write_gate = elector.holds_lease
+    gauge.set(0)
+
+    async def shut_down(signum: signal.Signals) -> None:
+        # Stop writing, let writes in flight land, then hand the Lease over: the next leader
+        # starts at its next retry instead of after the lease duration.
+        logger.info("Signal %s: stepping down.", signum.name)
+        await elector.resign()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while kube.writes_in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await elector.release()  # only if it is still this replica's
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    stepping_down: list[asyncio.Task[None]] = []  # held, so the loop doesn't drop them
+
+    def on_signal(signum: signal.Signals) -> None:
+        stepping_down.append(asyncio.create_task(shut_down(signum)))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # replaces kopf's own handlers
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    async def campaign() -> None:
+        try:
+            await elector.run()
+        except Exception:  # a replica that can't campaign exits; its Deployment restarts it
+            logger.exception("Leader election failed; the operator stops.")
+            await elector.resign()
+            stop.set()
+
+    campaigning = asyncio.create_task(campaign(), name="leader election")
+    try:
+        await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        campaigning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await campaigning
+
+
+def operator_paused(tasks: list[asyncio.Task[Any]]) -> ToggleSet:
+    """kopf's operator-wide pause (the toggle set its peering uses), found on its daemon killer.
+
+    kopf doesn't expose it; the root task "daemon killer" was given it as an argument. A toggle
+    turned on in it pauses every watch stream and stops every daemon; off, the streams re-list
+    and the daemons respawn. kopf is pinned; tests/unit/test_leader.py checks this finds it.
+    """
+    for task in tasks:
+        if task.get_name() != "daemon killer":
+            continue
+        guard = getattr(task.get_coro(), "cr_frame", None)
+        inner = getattr(guard.f_locals.get("coro"), "cr_frame", None) if guard else None
+        paused = inner.f_locals.get("operator_paused") if inner else None
+        if isinstance(paused, ToggleSet):
+            return paused
+    raise RuntimeError("kopf's operator pause was not found: leader election can't gate kopf")

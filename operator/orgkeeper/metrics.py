@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -39,6 +39,11 @@ class OperatorMetrics:
             "From the change that needs a license copy (new data plane, rotation) to its delivery.",
             ["product"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "orgkeeper_leader",
+            "1 while this replica holds the leader Lease (reconciles); 0 while it follows.",
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))

@@ -70,4 +70,6 @@ def provisioned_license_secret(product: str) -> str:
 
 
 SIGNING_KEY_SECRET = "orgkeeper-signing-key"
+# With --leader-elect in `serve` mode: the CA every replica's webhook certificate comes from.
+WEBHOOK_CA_SECRET = "orgkeeper-webhook-ca"
 VERIFICATION_KEY_CONFIG_MAP = "orgkeeper-license-verification"

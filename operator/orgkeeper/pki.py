@@ -68,10 +68,21 @@ def subject_name(common_name: str, organization: str | None = None) -> x509.Name
     return x509.Name(attributes)
 
 
-def webhook_tls(directory: Path, hosts: tuple[str, ...]) -> tuple[Path, Path, bytes]:
-    """A fresh CA and a serving certificate for the webhook server: (cert, key, CA PEM)."""
+Authority = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def webhook_authority() -> Authority:
+    """A fresh CA for webhook serving certificates."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = certificate(subject_name("orgkeeper-webhook-ca"), ca_key, None, ca=True)
+    return certificate(subject_name("orgkeeper-webhook-ca"), ca_key, None, ca=True), ca_key
+
+
+def webhook_tls(
+    directory: Path, hosts: tuple[str, ...], authority: Authority | None = None
+) -> tuple[Path, Path, bytes]:
+    """A serving certificate for the webhook server, from `authority` (default: a fresh CA):
+    (cert, key, CA PEM)."""
+    ca_cert, ca_key = authority or webhook_authority()
     key = ec.generate_private_key(ec.SECP256R1())
     served = certificate(subject_name(hosts[0]), key, (ca_cert, ca_key), server_names=hosts)
     directory.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -52,3 +55,44 @@ class Settings:
     webhook_service: str = "orgkeeper-webhook"
     health_port: int = 8080
     metrics_port: int = 9090
+    # High availability: replicas elect a leader on a Lease; only the leader reconciles.
+    leader_elect: bool = False
+    identity: str = ""  # the Lease holder and the User-Agent's comment; see default_identity()
+    lease_duration: timedelta = timedelta(seconds=15)
+    renew_deadline: timedelta = timedelta(seconds=10)
+    retry_period: timedelta = timedelta(seconds=2)
+
+    @property
+    def lease_name(self) -> str:
+        return lease_name(self.region)
+
+
+def lease_name(region: str | None) -> str:
+    """The Lease of the operator serving `region` (all regions: None)."""
+    return f"orgkeeper-{region}" if region else "orgkeeper"
+
+
+def default_identity(environ: Mapping[str, str]) -> str:
+    """The pod name (POD_NAME, or HOSTNAME inside a cluster), else host name and process id."""
+    if environ.get("POD_NAME"):
+        return environ["POD_NAME"]
+    if environ.get("KUBERNETES_SERVICE_HOST") and environ.get("HOSTNAME"):
+        return environ["HOSTNAME"]
+    # Outside a Pod two processes share a host name: the pid tells them apart.
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def check_leader_election(settings: Settings) -> None:
+    """client-go's rule: a leader must give up before another may take over."""
+    if settings.renew_deadline >= settings.lease_duration:
+        raise ValueError(
+            "--renew-deadline (ORGKEEPER_RENEW_DEADLINE) must be shorter than --lease-duration "
+            f"(ORGKEEPER_LEASE_DURATION): {settings.renew_deadline.total_seconds():g}s is not "
+            f"less than {settings.lease_duration.total_seconds():g}s"
+        )
+    if settings.retry_period >= settings.renew_deadline:
+        raise ValueError(
+            "--retry-period (ORGKEEPER_RETRY_PERIOD) must be shorter than --renew-deadline "
+            f"(ORGKEEPER_RENEW_DEADLINE): {settings.retry_period.total_seconds():g}s is not "
+            f"less than {settings.renew_deadline.total_seconds():g}s"
+        )

@@ -57,6 +57,8 @@ class FlakyProxy:
     error_rate: float = 0.1  # answered 429 or 500 instead of forwarded
     delay_rate: float = 0.1  # forwarded after 0.5 to 3 seconds
     port: int = field(default_factory=free_port)
+    # Requests whose path contains one of these get no answer (a partition of those paths).
+    held: tuple[str, ...] = ()
     injected: Counter[str] = field(default_factory=Counter)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -129,6 +131,9 @@ class FlakyProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
         self.injected["requests"] += 1
+        if any(fragment in request.path for fragment in self.held):
+            self.injected["held"] += 1
+            await asyncio.sleep(3600)  # the client's timeout ends it
         draw = self.rng.random()
         if draw < self.error_rate:
             if self.rng.random() < 0.5:

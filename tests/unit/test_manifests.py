@@ -4,6 +4,7 @@ Pod Security against a real API server.)"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
+from orgkeeper.leader import REGIONS
 from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
-from orgkeeper.settings import Settings
+from orgkeeper.settings import Settings, lease_name, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -77,10 +79,64 @@ def test_every_yaml_file_of_the_base_is_in_the_kustomization() -> None:
     assert present == listed
 
 
-def test_the_deployment_runs_one_operator_replaced_not_rolled() -> None:
+def test_two_replicas_roll_one_at_a_time_with_none_down() -> None:
     spec = the("Deployment")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+
+
+def test_replicas_elect_a_leader_with_client_gos_timings() -> None:
+    assert "--leader-elect" in container()["args"]
+    lease = Settings()
+    assert parse_duration(flag("lease-duration")) == lease.lease_duration == timedelta(seconds=15)
+    assert parse_duration(flag("renew-deadline")) == lease.renew_deadline == timedelta(seconds=10)
+    assert parse_duration(flag("retry-period")) == lease.retry_period == timedelta(seconds=2)
+    # The identity is the pod's name, from the downward API.
+    (pod_name,) = [env for env in container()["env"] if env["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_replicas_spread_over_nodes_and_a_disruption_budget_keeps_one() -> None:
+    deployment = the("Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == selector
+    budget = the("PodDisruptionBudget")
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+
+
+def test_every_replica_is_probed_by_health_not_by_leadership() -> None:
+    """A follower is ready: it serves admission. kopf's /healthz answers on every replica."""
+    main = container()
+    assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_lease_role_grants_create_and_by_name_get_and_update() -> None:
+    role = the("Role", name="orgkeeper-leader-election")
+    assert role["metadata"]["namespace"] == Settings().namespace
+    by_name = {lease_name(None), *(lease_name(region) for region in REGIONS)}
+    create, get_update = role["rules"]
+    assert create == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["create"],
+    }
+    assert get_update["apiGroups"] == ["coordination.k8s.io"]
+    assert get_update["resources"] == ["leases"]
+    assert get_update["verbs"] == ["get", "update"]
+    assert set(get_update["resourceNames"]) == by_name
+    binding = the("RoleBinding", name="orgkeeper-leader-election")
+    assert binding["roleRef"]["name"] == "orgkeeper-leader-election"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "orgkeeper", "namespace": "orgkeeper-system"}
+    ]
 
 
 def test_probes_use_kopfs_health_endpoint_on_the_health_port() -> None:

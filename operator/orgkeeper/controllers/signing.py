@@ -1,12 +1,16 @@
-"""The license signing key: a Secret in the operator's namespace, created on first start."""
+"""The license signing key and the replicas' webhook CA: Secrets in the operator's namespace,
+created on first start."""
 
 from __future__ import annotations
 
 import base64
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .. import licensing, names
+from .. import licensing, names, pki
 from ..kube import KubeApi, is_status
 
 KEY_FIELD = "signing-key.pem"
@@ -53,3 +57,47 @@ def _read(kube: KubeApi, namespace: str) -> Ed25519PrivateKey | None:
             "orgkeeper generate a new key (issued licenses are then re-signed)"
         )
     return licensing.load_private(base64.b64decode(pem))
+
+
+def load_or_create_webhook_authority(kube: KubeApi, namespace: str) -> pki.Authority:
+    """The CA all replicas issue their webhook certificates from, kept in a Secret.
+
+    Replicas behind one Service must be trusted by the one caBundle of the webhook
+    configuration: one CA for all. The first replica to start creates it.
+    """
+    found = _read_authority(kube, namespace)
+    if found is not None:
+        return found
+    cert, key = pki.webhook_authority()
+    data = {
+        "ca.crt": cert.public_bytes(serialization.Encoding.PEM),
+        "ca.key": pki.pem_key(key),
+    }
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    try:
+        kube.write_secret(namespace, names.WEBHOOK_CA_SECRET, data, labels, exists=False)
+        return cert, key
+    except Exception as error:
+        if not is_status(error, 409):
+            raise
+    found = _read_authority(kube, namespace)  # another replica won the race
+    if found is None:
+        raise RuntimeError(f"the webhook CA Secret in {namespace} vanished while it was created")
+    return found
+
+
+def _read_authority(kube: KubeApi, namespace: str) -> pki.Authority | None:
+    secret = kube.read_secret(namespace, names.WEBHOOK_CA_SECRET)
+    if secret is None:
+        return None
+    data = secret.data or {}
+    if "ca.crt" not in data or "ca.key" not in data:
+        raise RuntimeError(
+            f"Secret {namespace}/{names.WEBHOOK_CA_SECRET} lacks ca.crt or ca.key; delete it to "
+            "let orgkeeper generate a new webhook CA"
+        )
+    cert = x509.load_pem_x509_certificate(base64.b64decode(data["ca.crt"]))
+    key = serialization.load_pem_private_key(base64.b64decode(data["ca.key"]), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise RuntimeError(f"Secret {namespace}/{names.WEBHOOK_CA_SECRET}: ca.key is not EC")
+    return cert, key

@@ -4,14 +4,16 @@ and the background tasks (informers, memory trimming, the webhook CA keeper)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
 import kopf
 
 from ..controllers.runtime import Runtime
-from ..controllers.signing import load_or_create_signing_key
+from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
 from ..memory import trim_periodically
+from ..pki import Authority
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -26,8 +28,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
-        configure_kopf(settings, runtime.settings)
-        runtime.signing_key = load_or_create_signing_key(runtime.kube, runtime.settings.namespace)
+        configure_kopf(settings, runtime.settings, shared_authority(runtime))
+        if not runtime.settings.leader_elect:  # else the leader loads it on taking the Lease
+            runtime.signing_key = load_or_create_signing_key(
+                runtime.kube, runtime.settings.namespace
+            )
         runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.startup(registry=registry)
@@ -56,12 +61,40 @@ def register(registry: kopf.OperatorRegistry) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as the official client: in-cluster, else $KUBECONFIG.
-        return kopf.login_via_client(**kwargs)
+        info = kopf.login_via_client(**kwargs)
+        runtime: Runtime = memo.runtime
+        return identified(info, runtime.kube.api_client.user_agent) if info else None
 
 
-def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _IdentifiedConnection(kopf.ConnectionInfo):
+    """kopf's credentials plus our User-Agent: kopf keeps a User-Agent it is given."""
+
+    user_agent: str
+
+    def as_http_headers(self) -> dict[str, str]:
+        return {**super().as_http_headers(), "User-Agent": self.user_agent}
+
+
+def identified(info: kopf.ConnectionInfo, user_agent: str) -> kopf.ConnectionInfo:
+    """The same connection, its requests sent as `user_agent` (the operator's, with identity)."""
+    fields = {field.name: getattr(info, field.name) for field in dataclasses.fields(info)}
+    return _IdentifiedConnection(**fields, user_agent=user_agent)
+
+
+def shared_authority(runtime: Runtime) -> Authority | None:
+    """Replicas (--leader-elect) generating their webhook certificates share one CA."""
+    settings = runtime.settings
+    if settings.leader_elect and settings.webhook_mode == "serve" and not settings.webhook_cert_dir:
+        return load_or_create_webhook_authority(runtime.kube, settings.namespace)
+    return None
+
+
+def configure_kopf(
+    kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
+) -> None:
     persistence = kopf_settings.persistence
     persistence.finalizer = f"{PREFIX}/finalizer"
     persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -81,4 +114,4 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
         return
     if settings.webhook_mode == "managed":
         kopf_settings.admission.managed = PREFIX
-    kopf_settings.admission.server = webhook_server(settings)
+    kopf_settings.admission.server = webhook_server(settings, authority)

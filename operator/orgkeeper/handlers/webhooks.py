@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..kube import CABundle, KubeApi
-from ..pki import mounted_webhook_tls, webhook_tls
+from ..kube import CABundle, KubeApi, NotLeaderError
+from ..pki import Authority, mounted_webhook_tls, webhook_tls
 from ..settings import Settings
 
 PREFIX = "orgkeeper.dev"
@@ -31,7 +31,7 @@ CA_BUNDLE_RECHECK_SECONDS = 60.0
 logger = logging.getLogger(__name__)
 
 
-def webhook_server(settings: Settings) -> kopf.WebhookServer:
+def webhook_server(settings: Settings, authority: Authority | None = None) -> kopf.WebhookServer:
     """kopf's HTTPS server for the admission webhooks, with a mounted or a generated certificate.
 
     `managed`: kopf registers the webhooks by URL, with the CA of this server as caBundle.
@@ -54,8 +54,9 @@ def webhook_server(settings: Settings) -> kopf.WebhookServer:
             cafile=str(mounted.authority) if mounted.authority else None,
         )
     hosts = serving_names(settings) if serve else tuple({settings.listen_address, host})
-    certificate, key, authority = webhook_tls(
-        Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")), hosts=hosts
+    # `authority`: the replicas' shared CA (--leader-elect); else one of this process's own.
+    certificate, key, ca = webhook_tls(
+        Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")), hosts=hosts, authority=authority
     )
     return server_class(
         addr=settings.listen_address,
@@ -63,7 +64,7 @@ def webhook_server(settings: Settings) -> kopf.WebhookServer:
         host=host,
         certfile=str(certificate),
         pkeyfile=str(key),
-        cadata=authority,
+        cadata=ca,
     )
 
 
@@ -133,6 +134,8 @@ async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
         return "no-ca"
     try:
         outcome = await kube.run(kube.put_webhook_ca_bundle, kind, WEBHOOK_CONFIGURATION, bundle)
+    except NotLeaderError:
+        return "follower"  # the leader keeps the bundle (the replicas share one CA)
     except ApiException as error:
         if error.status == 403:
             return "forbidden"

@@ -1,0 +1,310 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics.
+
+Acquire and renew are compare-and-swap updates (the Lease's resourceVersion), so two replicas
+never both win. Expiry is judged on this replica's own clock: a Lease held by another is taken
+over only after its record stayed unchanged for `leaseDurationSeconds` since this replica saw
+it change (clocks of different hosts are never compared). A leader that could not renew within
+the renew deadline stops writing at once; the deadline is shorter than the lease duration, so
+it has stopped before anyone else can take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+from kubernetes.client.rest import ApiException
+
+from .api.v1alpha1.organization import Region
+from .kube import KubeApi, is_status
+from .settings import Settings, lease_name
+
+logger = logging.getLogger(__name__)
+
+REGIONS: tuple[str, ...] = get_args(Region)
+# Acquire retries wait the retry period plus up to this share of it, so replicas that started
+# together don't ask in lockstep (client-go's jitter is 1.2; smaller keeps takeover near 15 s).
+JITTER = 0.2
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    namespace: str
+    name: str
+    identity: str
+    duration: float  # seconds
+    renew_deadline: float
+    retry_period: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> LeaseConfig:
+        return cls(
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            identity=settings.identity,
+            duration=settings.lease_duration.total_seconds(),
+            renew_deadline=settings.renew_deadline.total_seconds(),
+            retry_period=settings.retry_period.total_seconds(),
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The Lease's spec: who holds it, for how long, since when."""
+
+    holder: str
+    duration: float
+    acquire_time: str | None
+    renew_time: str | None
+    transitions: int
+
+    @classmethod
+    def of(cls, lease: Mapping[str, Any]) -> LeaseRecord:
+        spec = lease.get("spec") or {}
+        return cls(
+            holder=spec.get("holderIdentity") or "",
+            duration=float(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.holder,
+            "leaseDurationSeconds": int(self.duration),
+            "acquireTime": self.acquire_time,
+            "renewTime": self.renew_time,
+            "leaseTransitions": self.transitions,
+        }
+
+
+def micro_time(at: datetime) -> str:
+    """RFC 3339 with microseconds, as Kubernetes' MicroTime."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def held_until(record: LeaseRecord) -> datetime | None:
+    """When the holder's claim runs out by the Lease's own renewTime; None if nobody holds it."""
+    if not record.holder or not record.renew_time:
+        return None
+    renewed = datetime.fromisoformat(record.renew_time.replace("Z", "+00:00"))
+    return renewed + timedelta(seconds=record.duration)
+
+
+class Elector:
+    """Campaigns for the Lease, renews it while leading, and reports each change of leadership."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        config: LeaseConfig,
+        *,
+        on_started_leading: Callable[[], Awaitable[None]],
+        on_stopped_leading: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.on_started_leading = on_started_leading
+        self.on_stopped_leading = on_stopped_leading
+        self.clock = clock
+        # The last record seen, and when (this replica's clock) it was first seen like that.
+        self.observed: LeaseRecord | None = None
+        self.observed_at = 0.0
+        # When the request of the last successful acquire or renew was sent.
+        self.renewed_at: float | None = None
+        self.leading = False
+        self.resigned = False
+
+    def holds_lease(self) -> bool:
+        """The write gate: True only while a renewal within the renew deadline stands."""
+        if self.resigned or self.renewed_at is None:
+            return False
+        return self.clock() < self.renewed_at + self.config.renew_deadline
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt; True if this replica holds the Lease now. Never raises an API error."""
+        started = self.clock()
+        try:
+            return await asyncio.wait_for(self._attempt(started), timeout=self._attempt_timeout())
+        except Exception as error:  # timeouts, API errors, urllib3's: the next attempt retries
+            logger.warning("Lease %s: attempt failed: %s", self._ref(), _short(error))
+            return False
+
+    def _attempt_timeout(self) -> float:
+        if self.renewed_at is None:
+            return self.config.renew_deadline
+        return max(0.1, self.renewed_at + self.config.renew_deadline - self.clock())
+
+    async def _attempt(self, started: float) -> bool:
+        kube, config = self.kube, self.config
+        now = micro_time(datetime.now(UTC))
+        timeout = self.config.retry_period * 2
+        lease = await kube.run(kube.read_lease, config.namespace, config.name, timeout)
+        if lease is None:
+            record = LeaseRecord(config.identity, config.duration, now, now, 0)
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": config.name, "namespace": config.namespace},
+                "spec": record.to_spec(),
+            }
+            try:
+                await kube.run(kube.create_lease, config.namespace, body, timeout)
+            except ApiException as error:
+                if is_status(error, 409):
+                    return False  # another replica created it first
+                raise
+            self._won(record, started)
+            return True
+        current = LeaseRecord.of(lease)
+        if current != self.observed:
+            self.observed, self.observed_at = current, self.clock()
+        mine = current.holder == config.identity
+        if current.holder and not mine and self.clock() < self.observed_at + current.duration:
+            return False  # held by another, and not expired as far as this replica has seen
+        record = LeaseRecord(
+            holder=config.identity,
+            duration=config.duration,
+            acquire_time=current.acquire_time if mine else now,
+            renew_time=now,
+            transitions=current.transitions if mine else current.transitions + 1,
+        )
+        body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
+        try:
+            await kube.run(kube.replace_lease, config.namespace, body, timeout)
+        except ApiException as error:
+            if is_status(error, 409):
+                return False  # changed meanwhile: somebody else renewed or took it
+            raise
+        if not mine:
+            logger.info(
+                "Lease %s: taken over from %r (transition %d).",
+                self._ref(),
+                current.holder or "nobody",
+                record.transitions,
+            )
+        self._won(record, started)
+        return True
+
+    def _won(self, record: LeaseRecord, started: float) -> None:
+        self.observed, self.observed_at = record, self.clock()
+        if not self.resigned:
+            self.renewed_at = started
+
+    async def run(self) -> None:
+        """Campaign, lead while renewals succeed, and campaign again after losing the Lease."""
+        while not self.resigned:
+            while not await self.try_acquire_or_renew():
+                if self.resigned:
+                    return
+                await asyncio.sleep(self.config.retry_period * (1 + random.random() * JITTER))
+            if self.resigned:
+                return
+            logger.info("Lease %s: leading as %r.", self._ref(), self.config.identity)
+            self.leading = True
+            await self.on_started_leading()
+            await self._renew_while_valid()
+            self.leading = False
+            if self.resigned:
+                return
+            logger.error(
+                "Lease %s: not renewed within the renew deadline (%gs); stopped every write "
+                "and stepped down.",
+                self._ref(),
+                self.config.renew_deadline,
+            )
+            self.renewed_at = None
+            await self.on_stopped_leading()
+
+    async def _renew_while_valid(self) -> None:
+        while not self.resigned:
+            await asyncio.sleep(self.config.retry_period)
+            if self.resigned:
+                return
+            renewed = await self.try_acquire_or_renew()
+            if not renewed and not self.holds_lease():
+                return
+
+    async def resign(self) -> None:
+        """Stops writing at once; the caller releases the Lease once writes in flight ended."""
+        self.resigned = True
+        if self.leading:
+            self.leading = False
+            await self.on_stopped_leading()
+
+    async def release(self) -> None:
+        """Hands the Lease back (client-go: no holder, a 1 s duration) if this replica holds it."""
+        kube, config = self.kube, self.config
+        try:
+            lease = await kube.run(kube.read_lease, config.namespace, config.name, 5.0)
+            if lease is None or LeaseRecord.of(lease).holder != config.identity:
+                return
+            current = LeaseRecord.of(lease)
+            now = micro_time(datetime.now(UTC))
+            record = LeaseRecord("", 1, now, now, current.transitions)
+            body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
+            await kube.run(kube.replace_lease, config.namespace, body, 5.0)
+            logger.info("Lease %s: released.", self._ref())
+        except Exception as error:  # it then expires by itself within the lease duration
+            logger.warning("Lease %s: could not release it: %s", self._ref(), _short(error))
+
+    def _ref(self) -> str:
+        return f"{self.config.namespace}/{self.config.name}"
+
+
+class LeaseHeldError(Exception):
+    """Another operator holds a Lease this one can't share the cluster with."""
+
+
+def check_sharing(kube: KubeApi, settings: Settings) -> None:
+    """An all-regions operator and a regional one never run side by side (API.md).
+
+    Raises LeaseHeldError, naming the holder and the Lease, when one that conflicts is held now
+    (renewTime + leaseDurationSeconds in the future). Blocking: call it before the loop runs.
+    """
+    if settings.region is None:
+        others = [(lease_name(region), f"region {region}") for region in REGIONS]
+        me = "serves every region (no --region)"
+    else:
+        others = [(lease_name(None), "every region")]
+        me = f"serves region {settings.region} (--region)"
+    now = datetime.now(UTC)
+    for name, serving in others:
+        try:
+            lease = kube.read_lease(settings.namespace, name, 10.0)
+        except ApiException as error:
+            # Without --leader-elect an operator may run without the Lease Role (older RBAC).
+            if is_status(error, 403) and not settings.leader_elect:
+                logger.warning(
+                    "Not allowed to read Lease %s/%s: can't check that no operator of another "
+                    "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
+                    settings.namespace,
+                    name,
+                )
+                return
+            raise
+        if lease is None:
+            continue
+        record = LeaseRecord.of(lease)
+        until = held_until(record)
+        if until is not None and until > now and record.holder != settings.identity:
+            raise LeaseHeldError(
+                f"this operator {me}, but operator {record.holder!r}, serving {serving}, holds "
+                f"Lease {settings.namespace}/{name} (valid until {micro_time(until)}); an "
+                "all-regions operator and regional ones can't share a cluster: stop that one "
+                "or change --region (ORGKEEPER_REGION)"
+            )
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"{error.status} {error.reason}"
+    return str(error) or type(error).__name__

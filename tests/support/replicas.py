@@ -1,0 +1,123 @@
+"""Two `orgkeeper run --leader-elect` replicas against one control plane, and their Lease."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from orgkeeper.localcluster import LocalCluster
+from support.kube import Kube, wait_for
+from support.operator import OperatorProcess
+
+NAMESPACE = "orgkeeper-system"
+LEASE = "orgkeeper"
+NAMES = ("replica-a", "replica-b")
+
+
+@dataclass
+class Replicas:
+    cluster: LocalCluster
+    admin: Kube
+    kubeconfig: Path  # whose credentials they run with (the ServiceAccount's)
+    directory: Path  # their logs
+    webhook_mode: str = "off"
+    extra_args: tuple[str, ...] = ()
+    # A kubeconfig of its own for a replica (through a proxy, say).
+    via: Mapping[str, Path] = field(default_factory=dict)
+    # OperatorProcess settings (check_interval, license_rotate_after, ...) besides its defaults.
+    settings: Mapping[str, str] = field(default_factory=dict)
+    processes: dict[str, OperatorProcess] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processes = {
+            name: OperatorProcess(
+                self.cluster,
+                self.directory / f"{name}.log",
+                webhook_mode=self.webhook_mode,
+                kubeconfig=self.via.get(name, self.kubeconfig),
+                extra_args=("--leader-elect", f"--identity={name}", *self.extra_args),
+                **self.settings,  # type: ignore[arg-type]
+            )
+            for name in NAMES
+        }
+
+    def start(self) -> None:
+        """replica-a first, until it leads; then replica-b, which follows."""
+        self.processes[NAMES[0]].start()
+        wait_for(f"{NAMES[0]} to take the Lease", lambda: self.holder() == NAMES[0])
+        self.processes[NAMES[1]].start()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def holder(self) -> str:
+        """The Lease's holderIdentity; "" when released or not created yet."""
+        try:
+            lease = client.CoordinationV1Api(self.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
+        except client.ApiException as error:
+            if error.status == 404:
+                return ""
+            raise
+        return str(lease.spec.holder_identity or "")
+
+    def leader(self) -> OperatorProcess:
+        return self.processes[wait_for("a leader", lambda: self.holder() or None)]
+
+    def follower(self) -> OperatorProcess:
+        (other,) = [name for name in NAMES if name != self.holder()]
+        return self.processes[other]
+
+    def name_of(self, process: OperatorProcess) -> str:
+        return next(name for name, p in self.processes.items() if p is process)
+
+
+# --- who did what, from the API server's audit log (each replica's User-Agent names it) ------
+
+WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def completed_requests(audit_log: Path) -> list[dict[str, Any]]:
+    found = []
+    for line in audit_log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line the API server is writing right now
+        if entry.get("stage") == "ResponseComplete":
+            found.append(entry)
+    return found
+
+
+def replica_of(entry: Mapping[str, Any]) -> str:
+    """The replica a request came from, by its User-Agent `orgkeeper/<version> (<identity>)`."""
+    agent = str(entry.get("userAgent", ""))
+    for name in NAMES:
+        if agent.startswith("orgkeeper/") and agent.endswith(f"({name})"):
+            return name
+    return ""
+
+
+def received(entry: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
+
+
+def code(entry: Mapping[str, Any]) -> int:
+    return int((entry.get("responseStatus") or {}).get("code", 0))
+
+
+def is_lease(entry: Mapping[str, Any]) -> bool:
+    return (entry.get("objectRef") or {}).get("resource") == "leases"
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    ref = entry.get("objectRef") or {}
+    where = f"{ref.get('namespace')}/" if ref.get("namespace") else ""
+    sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+    return f"{entry['verb']} {ref.get('resource')}{sub} {where}{ref.get('name')}"
