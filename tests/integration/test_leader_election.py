@@ -327,7 +327,7 @@ def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exact
 
     # The deactivated org locks its owner's e-mail, on the follower too; others sign up.
     as_owner = Kube(api_client(pair.cluster.kubeconfig, user=owner))
-    locked = organization(f"{name}-2", owner)
+    locked = organization(f"{name}-2", owner, plan="Plus")
 
     def refused() -> str | None:
         status, message = rejection(lambda: as_owner.create("organizations", locked))
@@ -337,7 +337,7 @@ def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exact
     assert f"the e-mail {owner} is locked by deactivated organization {name}" in message
     other = f"owner@{name}-3.test"
     as_other = Kube(api_client(pair.cluster.kubeconfig, user=other))
-    as_other.create("organizations", organization(f"{name}-3", other))
+    as_other.create("organizations", organization(f"{name}-3", other, plan="Plus"))
 
 
 def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(

@@ -215,6 +215,11 @@ def test_server_side_apply_of_the_samples_twice_is_a_no_op(
     members.write_text(yaml.safe_dump(member))
     kubectl(cluster, "apply", "--server-side", "--field-manager=argocd", "-f", str(members))
     wait_members_bound(admin, name, {f"alice@{name}.test": ["analytics-viewer"]})
+    # Settled: the org's status counts alice (her binding and the count are two writes).
+    wait_for(
+        "the org to count alice",
+        lambda: (admin.get("organizations", name).get("status") or {}).get("members") == 2,
+    )
     wait_org(admin, name)
 
     versions = (
