@@ -15,7 +15,15 @@ from kubernetes import client
 from orgkeeper.localcluster import LocalCluster, binaries
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
+from support.kube import (
+    Kube,
+    api_client,
+    crd_established,
+    load_yaml_documents,
+    wait_for,
+    wait_membership_quota_counted,
+)
+from support.metrics import READER_ROLE, service_account_token
 from support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def install_orgkeeper(local: LocalCluster) -> None:
     """CRDs, team ClusterRoles, and the right of every signed-in user to create an org."""
     _apply_crds(local, Kube(api_client(local.kubeconfig)))
+    wait_membership_quota_counted(Kube(api_client(local.kubeconfig)))
     kubectl(local, "apply", "--server-side", "-f", str(REPO / "manifests" / "rbac" / "teams.yaml"))
     kubectl(
         local,
@@ -121,6 +130,12 @@ def operator(
     finally:
         process.stop()
         identity.remove_webhooks(cluster)
+
+
+@pytest.fixture(scope="session")
+def metrics_reader(admin: Kube, operator_identity: ServiceAccountIdentity) -> str:
+    """A token of a ServiceAccount bound to orgkeeper-metrics-reader (manifests/rbac/)."""
+    return service_account_token(admin, identity.NAMESPACE, "metrics-scraper", READER_ROLE)
 
 
 @pytest.fixture

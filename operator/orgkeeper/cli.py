@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, NoReturn
 import yaml
 
 from . import crdgen, views
-from .settings import Settings, parse_duration
+from .settings import SettingError, Settings, check, flag_and_variable, parse_duration
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -22,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments get one clear line and exit code 2, not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
+        flag = re.match(r"argument --([a-z-]+)", message)
+        if flag and self.prog.endswith(" run"):  # every run flag also has its variable
+            message = message.replace(f"--{flag[1]}", flag_and_variable(flag[1]), 1)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -52,6 +56,8 @@ def _add_run(commands: Any) -> None:
 
     def flag(name: str, help: str, *, default: Any, type: Callable[[str], Any] = str) -> None:
         env = "ORGKEEPER_" + name.upper().replace("-", "_")
+        if default is not None:
+            help = f"{help} (default: {default})"
         run.add_argument(
             f"--{name}", action=_EnvDefault, env=env, default=default, type=type, help=help
         )
@@ -96,7 +102,8 @@ def _add_run(commands: Any) -> None:
         choices=["managed", "serve", "off"],
         help="managed: serve the admission webhooks and register them by URL (for a cluster "
         "that reaches this process directly); serve: serve them behind the Service of "
-        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks",
+        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks "
+        f"(default: {defaults.webhook_mode})",
     )
     flag(
         "webhook-port",
@@ -123,23 +130,58 @@ def _add_run(commands: Any) -> None:
     )
     flag(
         "health-port",
-        "port of the liveness endpoint /healthz",
+        "port of the liveness (/healthz) and readiness (/readyz) endpoints",
         default=defaults.health_port,
         type=int,
     )
     flag(
         "metrics-port",
-        "port of the Prometheus /metrics endpoint",
+        "port of the Prometheus /metrics endpoint (HTTPS; a bearer token allowed to get "
+        "/metrics, e.g. by the orgkeeper-metrics-reader ClusterRole)",
         default=defaults.metrics_port,
         type=int,
     )
+    flag(
+        "metrics-cert-dir",
+        "directory with the metrics endpoint's tls.crt and tls.key (default: self-signed)",
+        default=None,
+    )
+    flag(
+        "pod-security",
+        "Pod Security level org namespaces enforce: restricted or baseline",
+        default=defaults.pod_security,
+    )
+    flag(
+        "membership-quota",
+        "how many Memberships an org namespace may hold (a ResourceQuota)",
+        default=defaults.membership_quota,
+        type=int,
+    )
     flag("log-format", "plain or json", default="plain")
-    run.add_argument("--verbose", action="store_true", help="log more")
+    run.add_argument(
+        "--verbose",
+        action=_EnvDefault,
+        env="ORGKEEPER_VERBOSE",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_boolean,
+        help="log more (default: false)",
+    )
     run.set_defaults(handler=_run)
+
+
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _run(args: argparse.Namespace) -> int:
     from .manager import run_operator  # kopf is heavy; import it only to run
+    from .preflight import check_cluster, check_tls_dirs, claim_ports
 
     settings = Settings(
         region=args.region,
@@ -158,15 +200,18 @@ def _run(args: argparse.Namespace) -> int:
         check_interval=args.check_interval,
         license_validity=args.license_validity,
         license_rotate_after=args.license_rotate_after,
+        pod_security=args.pod_security,
+        membership_quota=int(args.membership_quota),
+        metrics_cert_dir=args.metrics_cert_dir,
     )
-    if settings.webhook_cert_dir and settings.webhook_mode != "off":
-        from .pki import mounted_webhook_tls
-
-        try:  # a wrong mount fails here, in one line, not in kopf's startup retries
-            mounted_webhook_tls(Path(settings.webhook_cert_dir))
-        except (OSError, ValueError) as error:
-            raise CommandError(str(error)) from None
-    return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
+    # Settings that can't work stop here, in one line (exit code 2), before anything runs.
+    check(settings, args.log_format)
+    check_tls_dirs(settings)
+    listeners = claim_ports(settings)
+    check_cluster()
+    return run_operator(
+        settings, verbose=args.verbose, log_format=args.log_format, listeners=listeners
+    )
 
 
 def _add_crds(commands: Any) -> None:
@@ -368,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return handler(args)
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
     except ApiException as error:

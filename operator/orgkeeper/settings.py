@@ -52,3 +52,70 @@ class Settings:
     webhook_service: str = "orgkeeper-webhook"
     health_port: int = 8080
     metrics_port: int = 9090
+    # Org namespaces: the Pod Security level they enforce, and how many Memberships they hold.
+    pod_security: str = "restricted"
+    membership_quota: int = 10000
+    # A directory with tls.crt and tls.key for the metrics endpoint; without it, self-signed.
+    metrics_cert_dir: str | None = None
+
+
+REGIONS = ("us", "eu", "au", "me", "in", "sg")
+POD_SECURITY_LEVELS = ("restricted", "baseline")
+WEBHOOK_MODES = ("managed", "serve", "off")
+LOG_FORMATS = ("plain", "json")
+
+
+class SettingError(ValueError):
+    """A setting `orgkeeper run` can't work with: names the flag, printed as one line."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        # A flag's name, or an environment variable of its own (KUBECONFIG) as it is.
+        name = flag if flag.isupper() else flag_and_variable(flag)
+        super().__init__(f"{name}: {message}")
+        self.flag = flag
+
+
+def flag_and_variable(flag: str) -> str:
+    """'webhook-port' -> '--webhook-port (ORGKEEPER_WEBHOOK_PORT)'."""
+    return f"--{flag} ({env_variable(flag)})"
+
+
+def env_variable(flag: str) -> str:
+    return "ORGKEEPER_" + flag.upper().replace("-", "_")
+
+
+def check(settings: Settings, log_format: str = "plain") -> None:
+    """Refuses, with a SettingError, values that parse but can't work together."""
+
+    def one_of(flag: str, value: object, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise SettingError(flag, f"{value!r} is not one of {', '.join(allowed)}")
+
+    if settings.region is not None:
+        one_of("region", settings.region, REGIONS)
+    one_of("webhook-mode", settings.webhook_mode, WEBHOOK_MODES)
+    one_of("pod-security", settings.pod_security, POD_SECURITY_LEVELS)
+    one_of("log-format", log_format, LOG_FORMATS)
+    ports = {
+        "webhook-port": settings.webhook_port,
+        "health-port": settings.health_port,
+        "metrics-port": settings.metrics_port,
+    }
+    if settings.webhook_mode == "off":
+        del ports["webhook-port"]
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise SettingError(flag, f"{port} is not a port; use 1 to 65535")
+    taken: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port in taken:
+            raise SettingError(flag, f"{port} is also --{taken[port]}; give each server its own")
+        taken[port] = flag
+    if settings.license_rotate_after >= settings.license_validity:
+        raise SettingError(
+            "license-rotate-after",
+            f"{settings.license_rotate_after} is not shorter than --license-validity "
+            f"({settings.license_validity}): licenses would expire before they are rotated",
+        )
+    if settings.membership_quota < 1:
+        raise SettingError("membership-quota", f"{settings.membership_quota} is not positive")

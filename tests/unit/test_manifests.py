@@ -82,11 +82,12 @@ def test_the_deployment_runs_one_operator_replaced_not_rolled() -> None:
     assert spec["strategy"] == {"type": "Recreate"}
 
 
-def test_probes_use_kopfs_health_endpoint_on_the_health_port() -> None:
+def test_probes_use_the_health_port_and_readiness_waits_for_the_caches() -> None:
     main = container()
     assert int(flag("health-port")) == port("health")
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert main[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
 def test_resources_are_requested_and_limited() -> None:
@@ -126,6 +127,12 @@ def test_metrics_are_announced_for_scraping_on_the_metrics_port() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == int(flag("metrics-port")) == port("metrics")
     assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/scheme"] == "https"
+
+
+def test_a_metrics_reader_role_grants_get_on_metrics_only() -> None:
+    role = the("ClusterRole", name="orgkeeper-metrics-reader")
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
 
 
 def test_the_webhook_service_reaches_the_operator_in_serve_mode() -> None:

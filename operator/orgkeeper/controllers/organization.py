@@ -21,6 +21,7 @@ from ..domain import organization as org_domain
 from ..domain.membership import Binding, Member, OrgContext
 from ..domain.organization import deactivation_message
 from ..kube import OwnerRef, owner_of
+from . import guardrails
 from .informer import Informer
 from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, WorkloadRecord
@@ -166,6 +167,7 @@ async def reconcile_organization(
             await kube.run(kube.ensure_owner_rbac, name, user, owner_ref)
         await sync_members(runtime, org, namespace, indexed.members, indexed.bindings, now)
         await ensure_licenses(runtime, namespace, name, indexed.licenses)
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref)
     await sync_workloads(runtime, workloads, deactivated=org.deactivated)
     licensed = await reconcile_licenses(
         runtime,

@@ -1,17 +1,21 @@
-"""The startup handlers: every kopf setting, the signing key, metrics, the webhook server,
-and the background tasks (informers, memory trimming, the webhook CA keeper)."""
+"""The startup handlers: every kopf setting, the signing key, the webhook server, the health
+and metrics endpoints, and the background tasks (informers, memory trimming, the CA keeper)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key
+from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
 from ..memory import trim_periodically
+from ..preflight import Listeners
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -28,7 +32,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime: Runtime = memo.runtime
         configure_kopf(settings, runtime.settings)
         runtime.signing_key = load_or_create_signing_key(runtime.kube, runtime.settings.namespace)
-        runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.startup(registry=registry)
     async def start_background_tasks(
@@ -40,6 +43,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
             for informer in (runtime.members, runtime.bindings)
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
+        synced = asyncio.create_task(runtime.caches_synced(), name="caches synced")
+        tasks.append(synced)
+        memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
         if isinstance(server, ServingWebhookServer):
             interval = min(
@@ -54,11 +60,31 @@ def register(registry: kopf.OperatorRegistry) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in memo.get("endpoints", []):
+            await runner.cleanup()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as the official client: in-cluster, else $KUBECONFIG.
         return kopf.login_via_client(**kwargs)
+
+
+async def serve_endpoints(
+    runtime: Runtime, listeners: Listeners, ready: Callable[[], bool]
+) -> list[web.AppRunner]:
+    """/healthz and /readyz on the health port; /metrics, authorized, over HTTPS."""
+
+    async def authorize(token: str) -> int:
+        return await runtime.kube.run(runtime.kube.review_metrics_access, token, METRICS_PATH)
+
+    return [
+        await serve(health_app(ready), listeners.health),
+        await serve(
+            metrics_app(runtime.metrics.registry, authorize),
+            listeners.metrics,
+            metrics_tls(runtime.settings.metrics_cert_dir),
+        ),
+    ]
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:

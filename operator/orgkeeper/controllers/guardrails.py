@@ -1,0 +1,32 @@
+"""An org namespace's guardrails: Pod Security and the Membership quota (kube.py writes them)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..kube import OwnerRef
+from .runtime import Runtime
+
+# A new quota is counted by kube-controller-manager within about a second; until then the API
+# server refuses every Membership create in the namespace, so the org is not reported ready.
+QUOTA_WAIT_SECONDS = 5.0
+QUOTA_POLL_SECONDS = 0.2
+
+
+class QuotaNotCountedError(Exception):
+    """The reconcile fails, and is retried with backoff, until the quota counts Memberships."""
+
+
+async def ensure_guardrails(
+    runtime: Runtime, namespace: str, organization: str, owner: OwnerRef
+) -> None:
+    kube = runtime.kube
+    deadline = time.monotonic() + QUOTA_WAIT_SECONDS
+    while not await kube.run(kube.ensure_namespace_guardrails, namespace, organization, owner):
+        if time.monotonic() > deadline:
+            raise QuotaNotCountedError(
+                f"kube-controller-manager has not counted the Memberships of ResourceQuota "
+                f"{namespace}/orgkeeper yet, so Membership creates there are refused meanwhile"
+            )
+        await asyncio.sleep(QUOTA_POLL_SECONDS)
