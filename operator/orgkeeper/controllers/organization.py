@@ -158,6 +158,7 @@ async def reconcile_organization(
 
     org = org_domain.context(name, spec, decision.effective, plan)
     if namespace_ready:
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref)
         if org.deactivated:
             await kube.run(kube.remove_owner_binding, name)
         else:
@@ -167,7 +168,6 @@ async def reconcile_organization(
             await kube.run(kube.ensure_owner_rbac, name, user, owner_ref)
         await sync_members(runtime, org, namespace, indexed.members, indexed.bindings, now)
         await ensure_licenses(runtime, namespace, name, indexed.licenses)
-        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref)
     await sync_workloads(runtime, workloads, deactivated=org.deactivated)
     licensed = await reconcile_licenses(
         runtime,
