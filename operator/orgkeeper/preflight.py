@@ -7,12 +7,14 @@ work never leaves a half-running operator behind.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .settings import SettingError, Settings
 
 CLUSTER_TIMEOUT_SECONDS = 5.0
+CLUSTER_RETRY_SECONDS = 0.5
 _MESSAGE_LIMIT = 300
 
 
@@ -81,17 +83,39 @@ def check_tls_dirs(settings: Settings) -> None:
 
 
 def check_cluster(timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
-    """One quick call (/version), without retries: no cluster means no start."""
+    """A quick /version call: no cluster (or credentials it refuses) means no start.
+
+    Any other answer, even an error status, shows a reachable API server; a dropped connection
+    is tried again within `timeout`.
+    """
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+
     from .kube import server_version
 
-    try:
-        server_version(timeout)
-    except Exception as error:  # the client raises many kinds for a bad kubeconfig or no server
-        raise SettingError(
-            "KUBECONFIG",
-            f"no reachable cluster ({_one_line(error)}); set KUBECONFIG to the kubeconfig of a "
-            "running cluster, or run in a Pod with a ServiceAccount",
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server_version(max(deadline - time.monotonic(), 0.5))
+            return
+        except ApiException as error:
+            if error.status != 401:
+                return
+            problem = "the API server refused the credentials (401)"
+            break
+        except ConfigException as error:  # no kubeconfig, or not one: no point trying again
+            problem = _one_line(error)
+            break
+        except Exception as error:  # the client raises many kinds for a bad kubeconfig or no server
+            problem = _one_line(error)
+            if time.monotonic() + CLUSTER_RETRY_SECONDS >= deadline:
+                break
+            time.sleep(CLUSTER_RETRY_SECONDS)
+    raise SettingError(
+        "KUBECONFIG",
+        f"no reachable cluster ({problem}); set KUBECONFIG to the kubeconfig of a running "
+        "cluster, or run in a Pod with a ServiceAccount",
+    )
 
 
 def _one_line(error: Exception) -> str:

@@ -17,7 +17,14 @@ import pytest
 from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, binaries
-from support.kube import Kube, api_client, crd_established, load_yaml_documents, wait_for
+from support.kube import (
+    Kube,
+    api_client,
+    crd_established,
+    load_yaml_documents,
+    wait_for,
+    wait_membership_quota_counted,
+)
 
 from .operators import Operators
 from .report import REPORT_PATH, TALLY, TRIALS
@@ -78,6 +85,7 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
             (crd,) = load_yaml_documents(path)
             name = crd["metadata"]["name"]
             wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
+        wait_membership_quota_counted(Kube(api_client(local.kubeconfig)))
         yield local
     finally:
         local.stop()
