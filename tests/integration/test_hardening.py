@@ -18,9 +18,10 @@ import pytest
 from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
+from conftest import install_orgkeeper
 from orgkeeper.localcluster import LocalCluster, free_port
 from support import identity
-from support.kube import Kube, rejection, wait_for
+from support.kube import Kube, api_client, rejection, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
@@ -31,6 +32,7 @@ AsUser = Callable[[str], Kube]
 ENFORCE = "pod-security.kubernetes.io/enforce"
 ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
 MEMBERSHIPS = "count/memberships.orgkeeper.dev"
+AUTHENTICATED = ("system:authenticated",)
 
 
 @pytest.fixture
@@ -167,6 +169,42 @@ def test_an_org_namespace_has_a_membership_quota_that_counts(
         "the quota to count the new Membership",
         lambda: quota(admin, namespace).status.used.get(MEMBERSHIPS) == "2",
     )
+
+
+@pytest.fixture(scope="module")
+def small_quota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A control plane of its own, whose operator allows 2 Memberships per org namespace."""
+    local = LocalCluster(tmp_path_factory.mktemp("quota-cluster"))
+    local.start()
+    try:
+        install_orgkeeper(local)
+        log = tmp_path_factory.mktemp("quota-operator") / "operator.log"
+        process = OperatorProcess(
+            local, log, webhook_mode="off", extra_args=("--membership-quota=2",)
+        ).start()
+        try:
+            yield local
+        finally:
+            process.stop()
+    finally:
+        local.stop()
+
+
+def test_the_quota_refuses_a_membership_beyond_the_limit(small_quota: LocalCluster) -> None:
+    admin = Kube(api_client(small_quota.kubeconfig))
+    owner = "owner@tiny.test"
+    as_owner = Kube(api_client(small_quota.kubeconfig, user=owner, groups=AUTHENTICATED))
+    as_owner.create("organizations", organization("tiny", owner))
+    wait_org(admin, "tiny", timeout=60)
+    assert limit(quota(admin, "org-tiny")) == 2
+
+    # The Owner's Membership is one; a second is admitted (positive control), a third is not.
+    as_owner.create("memberships", membership("ann", "ann@tiny.test"), "org-tiny")
+    status, message = rejection(
+        lambda: as_owner.create("memberships", membership("bob", "bob@tiny.test"), "org-tiny")
+    )
+    assert status == 403 and "exceeded quota: orgkeeper" in message
+    assert f"limited: {MEMBERSHIPS}=2" in message
 
 
 def test_guardrails_removed_by_an_admin_come_back(admin: Kube, org: tuple[str, str]) -> None:
