@@ -290,20 +290,22 @@ class KubeApi:
             if error.status != 409:
                 raise
 
-    def ensure_namespace_guardrails(self, name: str, organization: str, owner: OwnerRef) -> bool:
-        """Pod Security labels and the Membership quota of an org namespace, repaired on drift.
-
-        Returns True once the quota counts Memberships. Until kube-controller-manager has
-        counted a new quota, the API server refuses every Membership create in the namespace
-        ("status unknown for quota"), so the quota is created after the Owner's Membership and
-        the caller waits for it before it calls the org ready.
-        """
-        labels = self.guardrails.labels()
-        current = self.core.read_namespace(name).metadata.labels or {}
-        if any(current.get(key) != value for key, value in labels.items()):
+    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
+        """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
+        wanted = self.guardrails.labels()
+        if any(labels.get(key) != value for key, value in wanted.items()):
             self.core.patch_namespace(
-                name, {"metadata": {"labels": labels}}, field_manager=FIELD_MANAGER
+                name, {"metadata": {"labels": wanted}}, field_manager=FIELD_MANAGER
             )
+
+    def ensure_membership_quota(self, name: str, organization: str, owner: OwnerRef) -> bool:
+        """The org namespace's Membership quota, repaired on drift; True once it counts.
+
+        Until kube-controller-manager has counted a new quota, the API server refuses every
+        Membership create in the namespace ("status unknown for quota"), so the quota is
+        created after the Owner's Membership and the caller waits for it before it calls the
+        org ready.
+        """
         hard = self.guardrails.hard()
         try:
             quota = self.core.read_namespaced_resource_quota(QUOTA_NAME, name)

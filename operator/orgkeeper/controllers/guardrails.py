@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kubernetes import client
+
 from ..kube import OwnerRef
 from .runtime import Runtime
 
@@ -19,11 +21,19 @@ class QuotaNotCountedError(Exception):
 
 
 async def ensure_guardrails(
-    runtime: Runtime, namespace: str, organization: str, owner: OwnerRef
+    runtime: Runtime,
+    namespace: str,
+    organization: str,
+    owner: OwnerRef,
+    found: client.V1Namespace | None,
 ) -> None:
+    """Pod Security labels and the Membership quota; `found` is the namespace as just read
+    (None when this reconcile created it, with the labels)."""
     kube = runtime.kube
+    if found is not None:
+        await kube.run(kube.ensure_pod_security, namespace, found.metadata.labels or {})
     deadline = time.monotonic() + QUOTA_WAIT_SECONDS
-    while not await kube.run(kube.ensure_namespace_guardrails, namespace, organization, owner):
+    while not await kube.run(kube.ensure_membership_quota, namespace, organization, owner):
         if time.monotonic() > deadline:
             raise QuotaNotCountedError(
                 f"kube-controller-manager has not counted the Memberships of ResourceQuota "

@@ -158,7 +158,7 @@ async def reconcile_organization(
 
     org = org_domain.context(name, spec, decision.effective, plan)
     if namespace_ready:
-        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref)
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref, namespace_object)
         if org.deactivated:
             await kube.run(kube.remove_owner_binding, name)
         else:
