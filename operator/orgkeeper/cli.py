@@ -208,7 +208,11 @@ def _run(args: argparse.Namespace) -> int:
     check(settings, args.log_format)
     check_tls_dirs(settings)
     listeners = claim_ports(settings)
-    check_cluster()
+    try:
+        check_cluster()
+    except SettingError:
+        listeners.close()
+        raise
     return run_operator(
         settings, verbose=args.verbose, log_format=args.log_format, listeners=listeners
     )

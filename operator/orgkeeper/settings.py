@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import get_args
+
+from .api.v1alpha1.organization import Region
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -26,6 +29,19 @@ def parse_duration(text: str) -> timedelta:
     if value <= timedelta(0):
         raise ValueError(f"{text!r} must be longer than zero")
     return value
+
+
+def duration_text(value: timedelta) -> str:
+    """timedelta(days=1, hours=2) -> '1d2h', as the flags are written."""
+    seconds = value.total_seconds()
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds or not parts:
+        parts.append(f"{seconds:g}s")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,7 @@ class Settings:
     metrics_cert_dir: str | None = None
 
 
-REGIONS = ("us", "eu", "au", "me", "in", "sg")
+REGIONS: tuple[str, ...] = get_args(Region)
 POD_SECURITY_LEVELS = ("restricted", "baseline")
 WEBHOOK_MODES = ("managed", "serve", "off")
 LOG_FORMATS = ("plain", "json")
@@ -72,7 +88,6 @@ class SettingError(ValueError):
         # A flag's name, or an environment variable of its own (KUBECONFIG) as it is.
         name = flag if flag.isupper() else flag_and_variable(flag)
         super().__init__(f"{name}: {message}")
-        self.flag = flag
 
 
 def flag_and_variable(flag: str) -> str:
@@ -114,8 +129,9 @@ def check(settings: Settings, log_format: str = "plain") -> None:
     if settings.license_rotate_after >= settings.license_validity:
         raise SettingError(
             "license-rotate-after",
-            f"{settings.license_rotate_after} is not shorter than --license-validity "
-            f"({settings.license_validity}): licenses would expire before they are rotated",
+            f"{duration_text(settings.license_rotate_after)} is not shorter than "
+            f"--license-validity ({duration_text(settings.license_validity)}): licenses would "
+            "expire before they are rotated",
         )
     if settings.membership_quota < 1:
         raise SettingError("membership-quota", f"{settings.membership_quota} is not positive")

@@ -18,7 +18,7 @@ from orgkeeper import cli
 from orgkeeper.endpoints import health_app, metrics_app
 from orgkeeper.kube import MEMBERSHIP_COUNT, Guardrails
 from orgkeeper.preflight import check_cluster, claim_ports
-from orgkeeper.settings import SettingError, Settings, check
+from orgkeeper.settings import SettingError, Settings, check, duration_text
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -124,6 +124,13 @@ def test_settings_that_cannot_work_are_refused_naming_the_flag(
     with pytest.raises(SettingError) as refused:
         check(settings)
     assert str(refused.value).startswith(flag) and says in str(refused.value)
+
+
+def test_the_rotation_refusal_writes_durations_as_flags_do() -> None:
+    expected = r": 400d is not shorter than --license-validity \(365d\)"
+    with pytest.raises(SettingError, match=expected):
+        check(Settings(license_rotate_after=timedelta(days=400)))
+    assert duration_text(timedelta(hours=1, minutes=30, seconds=1.5)) == "1h30m1.5s"
 
 
 def test_an_unknown_log_format_is_refused() -> None:
