@@ -144,6 +144,17 @@ def _counts(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
     return _same_quantities(status.hard, hard)
 
 
+def _uncounted(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
+    """kube-controller-manager took in the limit but counted no Memberships: it did not know
+    the resource yet when it synced this quota."""
+    status = quota.status
+    return (
+        status is not None
+        and _same_quantities(status.hard, hard)
+        and MEMBERSHIP_COUNT not in (status.used or {})
+    )
+
+
 def _same_quantities(found: Mapping[str, str] | None, wanted: Mapping[str, str]) -> bool:
     """The API server writes quantities in canonical form: 10000 comes back as 10k."""
     found = found or {}
@@ -313,7 +324,7 @@ class KubeApi:
             if error.status != 404:
                 raise
             quota = self._create_quota(name, organization, owner)
-        if not _counts(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
+        if _uncounted(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
             # kube-controller-manager counts a custom resource only once its discovery (every
             # 30 s) found it, and a quota made before that waits for the 5-minute resync; a
             # new quota is counted at once.

@@ -53,10 +53,14 @@ class FakeCore:
 
 
 def quota(
-    hard: str = "10k", used: str | None = None, age: timedelta = timedelta(0)
+    hard: str = "10k",
+    used: str | None = None,
+    age: timedelta = timedelta(0),
+    synced: bool = False,
 ) -> client.V1ResourceQuota:
+    """`synced`: kube-controller-manager took in the limit (even without counting)."""
     status = client.V1ResourceQuotaStatus(
-        hard={MEMBERSHIP_COUNT: hard} if used is not None else None,
+        hard={MEMBERSHIP_COUNT: hard} if synced or used is not None else None,
         used={MEMBERSHIP_COUNT: used} if used is not None else None,
     )
     return client.V1ResourceQuota(
@@ -114,12 +118,22 @@ def test_a_changed_limit_is_set_back() -> None:
 
 
 def test_a_quota_left_uncounted_is_made_anew_after_the_grace() -> None:
-    core = FakeCore(quota(age=timedelta(seconds=1)))
+    core = FakeCore(quota(age=timedelta(seconds=1), synced=True))
     kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER)
     assert "delete quota" not in core.calls  # kube-controller-manager gets its second
-    core = FakeCore(quota(age=timedelta(seconds=30)))
+    core = FakeCore(quota(age=timedelta(seconds=30), synced=True))
     kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER)
     assert core.calls == ["read quota", "delete quota", "create quota"]
+
+
+def test_a_quota_not_synced_yet_or_with_a_new_limit_is_waited_for_not_remade() -> None:
+    for waiting in (
+        quota(age=timedelta(seconds=30)),  # kube-controller-manager not there
+        quota(hard="999", used="3", age=timedelta(seconds=30)),  # a limit it has to take in
+    ):
+        core = FakeCore(waiting)
+        assert kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER) is False
+        assert "delete quota" not in core.calls
 
 
 def test_the_reconcile_fails_while_the_quota_is_not_counted(
