@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.request
@@ -76,6 +77,7 @@ class Bench:
         self.custom = client.CustomObjectsApi(self.api)
         self.metrics_port = free_port()
         self.operator_kubeconfig = cluster.state_dir / "operator.kubeconfig"
+        self.operator_token = ""
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Bench:
         token = self.core.create_namespaced_service_account_token(
             "orgkeeper-bench", "orgkeeper-system", {"spec": {"expirationSeconds": 86400}}
         ).status.token
+        self.operator_token = str(token)  # cluster-admin: it may also read /metrics
         self.operator_kubeconfig.write_text(
             yaml.safe_dump(
                 {
@@ -185,7 +188,18 @@ class Bench:
             return None
 
     def metric(self, sample: str) -> float:
-        text = self._get(f"http://127.0.0.1:{self.metrics_port}/metrics") or ""
+        # /metrics is HTTPS with the operator's own certificate, for authorized tokens only.
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{self.metrics_port}/metrics",
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as reply:
+                text = str(reply.read().decode())
+        except OSError:
+            text = ""
         for line in text.splitlines():
             if line.startswith(sample + " "):
                 return float(line.rsplit(" ", 1)[1])

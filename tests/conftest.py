@@ -15,6 +15,7 @@ from support import identity
 from support.identity import ServiceAccountIdentity
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, wait_for
+from support.metrics import READER_ROLE, service_account_token
 from support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,12 @@ def operator(
     finally:
         process.stop()
         identity.remove_webhooks(cluster)
+
+
+@pytest.fixture(scope="session")
+def metrics_reader(admin: Kube, operator_identity: ServiceAccountIdentity) -> str:
+    """A token of a ServiceAccount bound to orgkeeper-metrics-reader (manifests/rbac/)."""
+    return service_account_token(admin, identity.NAMESPACE, "metrics-scraper", READER_ROLE)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import Any, NoReturn
 import yaml
 
 from . import crdgen, views
-from .settings import Settings, check_leader_election, default_identity, parse_duration
+from .settings import (
+    SettingError,
+    Settings,
+    check,
+    default_identity,
+    flag_and_variable,
+    parse_duration,
+)
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -22,6 +30,9 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments get one clear line and exit code 2, not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
+        flag = re.match(r"argument --([a-z-]+)", message)
+        if flag and self.prog.endswith(" run"):  # every run flag also has its variable
+            message = message.replace(f"--{flag[1]}", flag_and_variable(flag[1]), 1)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -39,18 +50,6 @@ class _EnvDefault(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-class _EnvFlag(argparse.Action):
-    """An on/off flag, also on when its ORGKEEPER_* variable is true, 1 or yes."""
-
-    def __init__(self, env: str, **kwargs: Any):
-        value = os.environ.get(env, "").strip().lower()
-        kwargs["help"] = f"{kwargs.get('help', '')} [env {env}]".strip()
-        super().__init__(nargs=0, default=value in ("1", "true", "yes", "on"), **kwargs)
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
-        setattr(namespace, self.dest, True)
-
-
 def _duration(text: str) -> Any:
     try:
         return parse_duration(text)
@@ -64,6 +63,8 @@ def _add_run(commands: Any) -> None:
 
     def flag(name: str, help: str, *, default: Any, type: Callable[[str], Any] = str) -> None:
         env = "ORGKEEPER_" + name.upper().replace("-", "_")
+        if default is not None:
+            help = f"{help} (default: {default})"
         run.add_argument(
             f"--{name}", action=_EnvDefault, env=env, default=default, type=type, help=help
         )
@@ -108,7 +109,8 @@ def _add_run(commands: Any) -> None:
         choices=["managed", "serve", "off"],
         help="managed: serve the admission webhooks and register them by URL (for a cluster "
         "that reaches this process directly); serve: serve them behind the Service of "
-        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks",
+        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks "
+        f"(default: {defaults.webhook_mode})",
     )
     flag(
         "webhook-port",
@@ -135,23 +137,45 @@ def _add_run(commands: Any) -> None:
     )
     flag(
         "health-port",
-        "port of the liveness endpoint /healthz",
+        "port of the liveness (/healthz) and readiness (/readyz) endpoints",
         default=defaults.health_port,
         type=int,
     )
     flag(
         "metrics-port",
-        "port of the Prometheus /metrics endpoint",
+        "port of the Prometheus /metrics endpoint (HTTPS; a bearer token allowed to get "
+        "/metrics, e.g. by the orgkeeper-metrics-reader ClusterRole)",
         default=defaults.metrics_port,
+        type=int,
+    )
+    flag(
+        "metrics-cert-dir",
+        "directory with the metrics endpoint's tls.crt and tls.key (default: self-signed)",
+        default=None,
+    )
+    flag(
+        "pod-security",
+        "Pod Security level org namespaces enforce: restricted or baseline",
+        default=defaults.pod_security,
+    )
+    flag(
+        "membership-quota",
+        "how many Memberships an org namespace may hold (a ResourceQuota)",
+        default=defaults.membership_quota,
         type=int,
     )
     flag("log-format", "plain or json", default="plain")
     run.add_argument(
         "--leader-elect",
-        action=_EnvFlag,
+        action=_EnvDefault,
         env="ORGKEEPER_LEADER_ELECT",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_boolean,
         help="elect one leader among replicas on the Lease orgkeeper (orgkeeper-<region> with "
-        "--region) in --namespace; only the leader reconciles, every replica serves admission",
+        "--region) in --namespace; only the leader reconciles, every replica serves admission "
+        "(default: false)",
     )
     flag(
         "identity",
@@ -172,12 +196,30 @@ def _add_run(commands: Any) -> None:
         type=_duration,
     )
     flag("retry-period", "how often replicas try the Lease", default="2s", type=_duration)
-    run.add_argument("--verbose", action="store_true", help="log more")
+    run.add_argument(
+        "--verbose",
+        action=_EnvDefault,
+        env="ORGKEEPER_VERBOSE",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_boolean,
+        help="log more (default: false)",
+    )
     run.set_defaults(handler=_run)
+
+
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _run(args: argparse.Namespace) -> int:
     from .manager import run_operator  # kopf is heavy; import it only to run
+    from .preflight import check_cluster, check_tls_dirs, claim_ports
 
     settings = Settings(
         region=args.region,
@@ -201,27 +243,22 @@ def _run(args: argparse.Namespace) -> int:
         lease_duration=args.lease_duration,
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
+        pod_security=args.pod_security,
+        membership_quota=int(args.membership_quota),
+        metrics_cert_dir=args.metrics_cert_dir,
     )
-    if settings.leader_elect:
-        try:
-            check_leader_election(settings)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    if settings.webhook_cert_dir and settings.webhook_mode != "off":
-        from .pki import mounted_webhook_tls
-
-        try:  # a wrong mount fails here, in one line, not in kopf's startup retries
-            mounted_webhook_tls(Path(settings.webhook_cert_dir))
-        except (OSError, ValueError) as error:
-            raise CommandError(str(error)) from None
-    from .leader import LeaseHeldError
-
+    # Settings that can't work stop here, in one line (exit code 2), before anything runs.
+    check(settings, args.log_format)
+    check_tls_dirs(settings)
+    listeners = claim_ports(settings)
     try:
-        return run_operator(settings, verbose=args.verbose, log_format=args.log_format)
-    except LeaseHeldError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        check_cluster()
+    except SettingError:
+        listeners.close()
+        raise
+    return run_operator(
+        settings, verbose=args.verbose, log_format=args.log_format, listeners=listeners
+    )
 
 
 def _add_crds(commands: Any) -> None:
@@ -423,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return handler(args)
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
     except ApiException as error:

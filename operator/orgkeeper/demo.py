@@ -491,7 +491,21 @@ def deployment(
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "gateway", "image": "kong/kong-gateway:3.9"}]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "gateway",
+                            "image": "kong/kong-gateway:3.9",
+                            # Org namespaces enforce Pod Security `restricted`.
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                        }
+                    ]
+                },
             },
         },
     }

@@ -15,11 +15,13 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.util.retry import Retry
 
@@ -76,7 +78,9 @@ TRANSIENT_RETRIES = Retry(
 )
 
 
-def load_client(max_connections: int = MAX_CONNECTIONS) -> client.ApiClient:
+def load_client(
+    max_connections: int = MAX_CONNECTIONS, retries: Retry | int = TRANSIENT_RETRIES
+) -> client.ApiClient:
     """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
     configuration = client.Configuration()
     try:
@@ -84,8 +88,15 @@ def load_client(max_connections: int = MAX_CONNECTIONS) -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = max_connections
-    configuration.retries = TRANSIENT_RETRIES
+    configuration.retries = retries
     return client.ApiClient(configuration)
+
+
+def server_version(timeout: float) -> str:
+    """The API server's version, asked once (no retries): is there a cluster at all?"""
+    with load_client(max_connections=1, retries=0) as api_client:
+        info = client.VersionApi(api_client).get_code(_request_timeout=timeout)
+    return str(info.git_version)
 
 
 def is_status(error: Exception, *codes: int) -> bool:
@@ -98,6 +109,63 @@ def managed_labels(organization: str, **extra: str) -> dict[str, str]:
         names.LABEL_ORGANIZATION: organization,
         **extra,
     }
+
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
+QUOTA_NAME = "orgkeeper"
+MEMBERSHIP_COUNT = f"count/memberships.{GROUP}"
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """What every org namespace enforces: a Pod Security level and a Membership quota."""
+
+    pod_security: str = "restricted"
+    membership_quota: int = 10000
+
+    def labels(self) -> dict[str, str]:
+        return {POD_SECURITY_ENFORCE: self.pod_security, POD_SECURITY_ENFORCE_VERSION: "latest"}
+
+    def hard(self) -> dict[str, str]:
+        return {MEMBERSHIP_COUNT: str(self.membership_quota)}
+
+
+# How long a quota may go uncounted before it is made anew (kube-controller-manager counts a new
+# one within a second once it knows the resource).
+QUOTA_COUNT_GRACE = timedelta(seconds=5)
+
+
+def _counts(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
+    """kube-controller-manager has counted the Memberships under the current limit."""
+    status = quota.status
+    if status is None or MEMBERSHIP_COUNT not in (status.used or {}):
+        return False
+    return _same_quantities(status.hard, hard)
+
+
+def _uncounted(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
+    """kube-controller-manager took in the limit but counted no Memberships: it did not know
+    the resource yet when it synced this quota."""
+    status = quota.status
+    return (
+        status is not None
+        and _same_quantities(status.hard, hard)
+        and MEMBERSHIP_COUNT not in (status.used or {})
+    )
+
+
+def _same_quantities(found: Mapping[str, str] | None, wanted: Mapping[str, str]) -> bool:
+    """The API server writes quantities in canonical form: 10000 comes back as 10k."""
+    found = found or {}
+    return found.keys() == wanted.keys() and all(
+        parse_quantity(found[key]) == parse_quantity(value) for key, value in wanted.items()
+    )
+
+
+def _age(quota: client.V1ResourceQuota) -> timedelta:
+    created = quota.metadata.creation_timestamp
+    return datetime.now(UTC) - created if created else timedelta(0)
 
 
 class CABundle(Enum):
@@ -141,9 +209,10 @@ class NotLeaderError(RuntimeError):
 
 
 # What `KubeApi.run` lets through without the write gate: reads, which followers need for their
-# caches, the Lease, which leader election writes to become (or stay) the leader, and
-# SubjectAccessReviews, the questions admission asks on every replica (they change nothing).
-_UNGATED = frozenset({"create_lease", "replace_lease", "may"})
+# caches, the Lease, which leader election writes to become (or stay) the leader, and the
+# Token- and SubjectAccessReviews that admission and /metrics ask on every replica (they
+# change nothing).
+_UNGATED = frozenset({"create_lease", "replace_lease", "may", "review_metrics_access"})
 
 
 def passes_gate(call: Callable[..., Any]) -> bool:
@@ -158,8 +227,9 @@ def user_agent(version: str, identity: str) -> str:
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, guardrails: Guardrails = Guardrails()) -> None:
         self.api_client = api_client
+        self.guardrails = guardrails
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -269,7 +339,7 @@ class KubeApi:
         body = {
             "metadata": {
                 "name": name,
-                "labels": managed_labels(organization),
+                "labels": {**managed_labels(organization), **self.guardrails.labels()},
                 "ownerReferences": [owner.to_wire()],
             }
         }
@@ -282,6 +352,63 @@ class KubeApi:
             refs = (found.metadata.owner_references or []) if found is not None else []
             return any(ref.uid == owner.uid for ref in refs)
         return True
+
+    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
+        """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
+        wanted = self.guardrails.labels()
+        if any(labels.get(key) != value for key, value in wanted.items()):
+            self.core.patch_namespace(
+                name, {"metadata": {"labels": wanted}}, field_manager=FIELD_MANAGER
+            )
+
+    def ensure_membership_quota(self, name: str, organization: str, owner: OwnerRef) -> bool:
+        """The org namespace's Membership quota, repaired on drift; True once it counts.
+
+        Until kube-controller-manager has counted a new quota, the API server refuses every
+        Membership create in the namespace ("status unknown for quota"), so the quota is
+        created after the Owner's Membership and the caller waits for it before it calls the
+        org ready.
+        """
+        hard = self.guardrails.hard()
+        try:
+            quota = self.core.read_namespaced_resource_quota(QUOTA_NAME, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            quota = self._create_quota(name, organization, owner)
+        if _uncounted(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
+            # kube-controller-manager counts a custom resource only once its discovery (every
+            # 30 s) found it, and a quota made before that waits for the 5-minute resync; a
+            # new quota is counted at once.
+            self.core.delete_namespaced_resource_quota(QUOTA_NAME, name)
+            quota = self._create_quota(name, organization, owner)
+        if not _same_quantities(quota.spec.hard, hard):
+            # A merge patch of spec.hard keeps keys an admin added; `replace` sets ours exactly.
+            quota = self.core.patch_namespaced_resource_quota(
+                QUOTA_NAME,
+                name,
+                [{"op": "replace", "path": "/spec/hard", "value": hard}],
+                field_manager=FIELD_MANAGER,
+            )
+        return _counts(quota, hard)
+
+    def _create_quota(self, namespace: str, organization: str, owner: OwnerRef) -> Any:
+        body = {
+            "metadata": {
+                "name": QUOTA_NAME,
+                "labels": managed_labels(organization),
+                "ownerReferences": [owner.to_wire()],
+            },
+            "spec": {"hard": self.guardrails.hard()},
+        }
+        try:
+            return self.core.create_namespaced_resource_quota(
+                namespace, body, field_manager=FIELD_MANAGER
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            return self.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
@@ -654,6 +781,36 @@ class KubeApi:
             self.core.patch_namespaced_config_map(
                 name, namespace, body, field_manager=FIELD_MANAGER
             )
+
+    # --- who may read /metrics (kubebuilder's secure metrics) --------------------------
+
+    def review_metrics_access(self, token: str, path: str) -> int:
+        """200 if the token's user may `get` the non-resource URL `path`; 401 or 403 if not."""
+        authentication = client.AuthenticationV1Api(self.api_client)
+        review = authentication.create_token_review(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token},
+            }
+        )
+        if review.status is None or not review.status.authenticated:
+            return 401
+        user = review.status.user
+        access = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": user.username,
+                    "uid": user.uid,
+                    "groups": user.groups,
+                    "extra": user.extra,
+                    "nonResourceAttributes": {"path": path, "verb": "get"},
+                },
+            }
+        )
+        return 200 if access.status is not None and access.status.allowed else 403
 
     # --- admission webhook configurations (`--webhook-mode serve`) -------------------
 

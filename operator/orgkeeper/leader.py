@@ -17,17 +17,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from .api.v1alpha1.organization import Region
 from .kube import KubeApi, is_status
-from .settings import Settings, lease_name
+from .settings import REGIONS, SettingError, Settings, lease_name
 
 logger = logging.getLogger(__name__)
 
-REGIONS: tuple[str, ...] = get_args(Region)
 # Acquire retries wait the retry period plus up to this share of it, so replicas that started
 # together don't ask in lockstep (client-go's jitter is 1.2; smaller keeps takeover near 15 s).
 JITTER = 0.2
@@ -260,8 +258,8 @@ class Elector:
         return f"{self.config.namespace}/{self.config.name}"
 
 
-class LeaseHeldError(Exception):
-    """Another operator holds a Lease this one can't share the cluster with."""
+class LeaseHeldError(SettingError):
+    """Another operator holds a Lease this one can't share the cluster with (`--region`)."""
 
 
 def check_sharing(kube: KubeApi, settings: Settings) -> None:
@@ -297,10 +295,11 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
         until = held_until(record)
         if until is not None and until > now and record.holder != settings.identity:
             raise LeaseHeldError(
+                "region",
                 f"this operator {me}, but operator {record.holder!r}, serving {serving}, holds "
                 f"Lease {settings.namespace}/{name} (valid until {micro_time(until)}); an "
                 "all-regions operator and regional ones can't share a cluster: stop that one "
-                "or change --region (ORGKEEPER_REGION)"
+                "or change this setting",
             )
 
 

@@ -16,8 +16,9 @@ from kopf._cogs.aiokits.aiotoggles import ToggleSet
 from .controllers.runtime import Runtime
 from .controllers.signing import load_or_create_signing_key
 from .handlers import register
-from .kube import KubeApi, load_client, user_agent
+from .kube import Guardrails, KubeApi, load_client, user_agent
 from .leader import Elector, LeaseConfig, check_sharing
+from .preflight import Listeners
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ logger = logging.getLogger(__name__)
 DRAIN_SECONDS = 5.0
 
 
-def run_operator(settings: Settings, *, verbose: bool = False, log_format: str = "plain") -> int:
+def run_operator(
+    settings: Settings, *, listeners: Listeners, verbose: bool = False, log_format: str = "plain"
+) -> int:
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
@@ -35,23 +38,26 @@ def run_operator(settings: Settings, *, verbose: bool = False, log_format: str =
     register(registry, settings)
     api_client = load_client()
     api_client.user_agent = operator_user_agent(settings)
-    kube = KubeApi(api_client)
-    check_sharing(kube, settings)  # raises LeaseHeldError: `orgkeeper run` exits with 2
+    kube = KubeApi(api_client, Guardrails(settings.pod_security, settings.membership_quota))
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
         "registry": registry,
-        "memo": kopf.Memo(runtime=runtime),
+        # The health and metrics servers start on `listeners` (handlers/startup.py).
+        "memo": kopf.Memo(runtime=runtime, listeners=listeners),
         "clusterwide": True,
         "standalone": True,
-        "liveness_endpoint": f"http://{settings.listen_address}:{settings.health_port}/healthz",
     }
-    if not settings.leader_elect:
-        runtime.metrics.leader.set(1)  # the only replica leads
-        kopf.run(**options)
-        return 0
-    kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ create it)
-    with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(_operate_elected(runtime, options))
+    try:
+        check_sharing(kube, settings)  # LeaseHeldError: `orgkeeper run` exits with 2
+        if not settings.leader_elect:
+            runtime.metrics.leader.set(1)  # the only replica leads
+            kopf.run(**options)
+            return 0
+        kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ create it)
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(_operate_elected(runtime, options))
+    finally:
+        listeners.close()
     return 0
 
 

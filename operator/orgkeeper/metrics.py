@@ -1,4 +1,4 @@
-"""Prometheus metrics, served on --metrics-port at /metrics."""
+"""Prometheus metrics, served on --metrics-port at /metrics (endpoints.py: who may read them)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -47,9 +47,7 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))
-
-    def serve(self, address: str, port: int) -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and the like
 
     def forget(self, organization: str) -> None:
         self.phases.pop(organization, None)

@@ -8,6 +8,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import get_args
+
+from .api.v1alpha1.organization import Region
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -29,6 +32,19 @@ def parse_duration(text: str) -> timedelta:
     if value <= timedelta(0):
         raise ValueError(f"{text!r} must be longer than zero")
     return value
+
+
+def duration_text(value: timedelta) -> str:
+    """timedelta(days=1, hours=2) -> '1d2h', as the flags are written."""
+    seconds = value.total_seconds()
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds or not parts:
+        parts.append(f"{seconds:g}s")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,12 @@ class Settings:
     renew_deadline: timedelta = timedelta(seconds=10)
     retry_period: timedelta = timedelta(seconds=2)
 
+    # Org namespaces: the Pod Security level they enforce, and how many Memberships they hold.
+    pod_security: str = "restricted"
+    membership_quota: int = 10000
+    # A directory with tls.crt and tls.key for the metrics endpoint; without it, self-signed.
+    metrics_cert_dir: str | None = None
+
     @property
     def lease_name(self) -> str:
         return lease_name(self.region)
@@ -82,17 +104,77 @@ def default_identity(environ: Mapping[str, str]) -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
-def check_leader_election(settings: Settings) -> None:
-    """client-go's rule: a leader must give up before another may take over."""
-    if settings.renew_deadline >= settings.lease_duration:
-        raise ValueError(
-            "--renew-deadline (ORGKEEPER_RENEW_DEADLINE) must be shorter than --lease-duration "
-            f"(ORGKEEPER_LEASE_DURATION): {settings.renew_deadline.total_seconds():g}s is not "
-            f"less than {settings.lease_duration.total_seconds():g}s"
+REGIONS: tuple[str, ...] = get_args(Region)
+POD_SECURITY_LEVELS = ("restricted", "baseline")
+WEBHOOK_MODES = ("managed", "serve", "off")
+LOG_FORMATS = ("plain", "json")
+
+
+class SettingError(ValueError):
+    """A setting `orgkeeper run` can't work with: names the flag, printed as one line."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        # A flag's name, or an environment variable of its own (KUBECONFIG) as it is.
+        name = flag if flag.isupper() else flag_and_variable(flag)
+        super().__init__(f"{name}: {message}")
+
+
+def flag_and_variable(flag: str) -> str:
+    """'webhook-port' -> '--webhook-port (ORGKEEPER_WEBHOOK_PORT)'."""
+    return f"--{flag} ({env_variable(flag)})"
+
+
+def env_variable(flag: str) -> str:
+    return "ORGKEEPER_" + flag.upper().replace("-", "_")
+
+
+def check(settings: Settings, log_format: str = "plain") -> None:
+    """Refuses, with a SettingError, values that parse but can't work together."""
+
+    def one_of(flag: str, value: object, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise SettingError(flag, f"{value!r} is not one of {', '.join(allowed)}")
+
+    if settings.region is not None:
+        one_of("region", settings.region, REGIONS)
+    one_of("webhook-mode", settings.webhook_mode, WEBHOOK_MODES)
+    one_of("pod-security", settings.pod_security, POD_SECURITY_LEVELS)
+    one_of("log-format", log_format, LOG_FORMATS)
+    ports = {
+        "webhook-port": settings.webhook_port,
+        "health-port": settings.health_port,
+        "metrics-port": settings.metrics_port,
+    }
+    if settings.webhook_mode == "off":
+        del ports["webhook-port"]
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise SettingError(flag, f"{port} is not a port; use 1 to 65535")
+    taken: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port in taken:
+            raise SettingError(flag, f"{port} is also --{taken[port]}; give each server its own")
+        taken[port] = flag
+    if settings.license_rotate_after >= settings.license_validity:
+        raise SettingError(
+            "license-rotate-after",
+            f"{duration_text(settings.license_rotate_after)} is not shorter than "
+            f"--license-validity ({duration_text(settings.license_validity)}): licenses would "
+            "expire before they are rotated",
         )
-    if settings.retry_period >= settings.renew_deadline:
-        raise ValueError(
-            "--retry-period (ORGKEEPER_RETRY_PERIOD) must be shorter than --renew-deadline "
-            f"(ORGKEEPER_RENEW_DEADLINE): {settings.retry_period.total_seconds():g}s is not "
-            f"less than {settings.renew_deadline.total_seconds():g}s"
-        )
+    if settings.membership_quota < 1:
+        raise SettingError("membership-quota", f"{settings.membership_quota} is not positive")
+    if settings.leader_elect:
+        # client-go's rule: a leader must give up before another may take over.
+        if settings.renew_deadline >= settings.lease_duration:
+            raise SettingError(
+                "renew-deadline",
+                f"{duration_text(settings.renew_deadline)} is not shorter than --lease-duration "
+                f"({duration_text(settings.lease_duration)})",
+            )
+        if settings.retry_period >= settings.renew_deadline:
+            raise SettingError(
+                "retry-period",
+                f"{duration_text(settings.retry_period)} is not shorter than --renew-deadline "
+                f"({duration_text(settings.renew_deadline)})",
+            )

@@ -254,6 +254,30 @@ DENIED = [
     Access("delete namespaces", "delete", "namespaces", name="org-acme"),
     Access("update Events", "update", "events", name="e", namespace="default"),
     Access("delete Events", "delete", "events", name="e", namespace="default"),
+    Access(
+        "patch another ResourceQuota",
+        "patch",
+        "resourcequotas",
+        name="compute",
+        namespace="org-acme",
+    ),
+    Access(
+        "delete another ResourceQuota",
+        "delete",
+        "resourcequotas",
+        name="compute",
+        namespace="org-acme",
+    ),
+    Access("list ResourceQuotas", "list", "resourcequotas", namespace="org-acme"),
+    Access(
+        "write a quota's status",
+        "update",
+        "resourcequotas",
+        name="orgkeeper",
+        namespace="org-acme",
+        subresource="status",
+    ),
+    Access("update namespaces", "update", "namespaces", name="org-acme"),
 ]
 # The rights it does need, so that the refusals above mean something.
 ALLOWED = [
@@ -267,6 +291,13 @@ ALLOWED = [
     ),
     Access("bind a team role", "bind", "clusterroles", RBAC, name="orgkeeper-organization-admin"),
     Access("create Events", "create", "events", namespace="default"),
+    Access("label an org namespace (Pod Security)", "patch", "namespaces", name="org-acme"),
+    Access("create a quota", "create", "resourcequotas", namespace="org-acme"),
+    Access("repair its quota", "patch", "resourcequotas", name="orgkeeper", namespace="org-acme"),
+    Access("remake its quota", "delete", "resourcequotas", name="orgkeeper", namespace="org-acme"),
+    Access("read its quota", "get", "resourcequotas", name="orgkeeper", namespace="org-acme"),
+    Access("check a metrics token", "create", "tokenreviews", "authentication.k8s.io"),
+    Access("check a metrics reader", "create", "subjectaccessreviews", "authorization.k8s.io"),
     Access(
         "patch its own webhook configuration",
         "patch",
@@ -451,6 +482,8 @@ def test_the_operator_does_its_whole_job_as_its_service_account_and_is_never_ref
     # It really did the job as itself (and not as the cluster admin).
     for expected in (
         ("create", "namespaces", ""),
+        ("create", "resourcequotas", f"org-{name}"),
+        ("get", "resourcequotas", f"org-{name}"),
         ("create", "clusterroles", ""),
         ("create", "clusterrolebindings", ""),
         ("create", "rolebindings", f"org-{name}"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from kubernetes import client
 
 from conftest import kubectl
 from orgkeeper.localcluster import LocalCluster
+from support import metrics as scraping
 from support.cli import orgkeeper
 from support.kube import Kube, wait_for
 from support.licenses import license_body, secret_body
@@ -148,22 +148,14 @@ def test_bad_arguments_exit_non_zero_with_one_clear_line(
     assert result.stderr.strip().splitlines() == [message]
 
 
-def metrics(operator: OperatorProcess) -> dict[str, float]:
-    with urllib.request.urlopen(
-        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-    ) as reply:
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
-
-
 def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
-    admin: Kube, as_user: AsUser, operator: OperatorProcess, unique: str
+    admin: Kube, as_user: AsUser, operator: OperatorProcess, metrics_reader: str, unique: str
 ) -> None:
+    def metrics(operator: OperatorProcess) -> dict[str, float]:
+        status, text = scraping.scrape(operator.metrics_port, metrics_reader)
+        assert status == 200, text
+        return scraping.samples(text)
+
     name = f"metered-{unique}"
     as_user(f"owner@{name}.test").create(
         "organizations", organization(name, f"owner@{name}.test", plan="Plus")

@@ -9,7 +9,14 @@ from kubernetes import client
 
 from orgkeeper.localcluster import LocalCluster, install_arguments
 from support.identity import kubectl
-from support.kube import api_client, crd_established, load_yaml_documents, wait_for
+from support.kube import (
+    Kube,
+    api_client,
+    crd_established,
+    load_yaml_documents,
+    wait_for,
+    wait_membership_quota_counted,
+)
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -22,6 +29,8 @@ def install_orgkeeper(local: LocalCluster) -> None:
         (crd,) = load_yaml_documents(path)
         name = crd["metadata"]["name"]
         wait_for(f"CRD {name} to be Established", partial(crd_established, extensions, name))
+    # Org namespaces carry a Membership quota; kube-controller-manager must count Memberships.
+    wait_membership_quota_counted(Kube(api_client(local.kubeconfig)))
     kubectl(
         local,
         "create",

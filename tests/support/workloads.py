@@ -8,6 +8,13 @@ from kubernetes.client.rest import ApiException
 
 from support.kube import Kube
 
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
 
 def workload(
     kind: str, name: str, org: str, component: str, product: str = "gateway-enterprise"
@@ -18,10 +25,13 @@ def workload(
         "orgkeeper.dev/component": component,
         "orgkeeper.dev/product": product,
     }
-    template = {
-        "metadata": {"labels": {"app": name}},
-        "spec": {"containers": [{"name": "main", "image": "registry.invalid/gateway:1"}]},
+    # Pod Security `restricted` (what org namespaces enforce) admits its Pods.
+    container = {
+        "name": "main",
+        "image": "registry.invalid/gateway:1",
+        "securityContext": RESTRICTED,
     }
+    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}
     spec: dict[str, Any] = {"selector": {"matchLabels": {"app": name}}, "template": template}
     if kind == "StatefulSet":
         spec["serviceName"] = name

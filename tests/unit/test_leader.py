@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import functools
 import os
 import socket
@@ -31,7 +32,7 @@ from orgkeeper.leader import (
     micro_time,
 )
 from orgkeeper.manager import operator_paused
-from orgkeeper.settings import Settings, check_leader_election, default_identity, lease_name
+from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
 
 NAMESPACE = "orgkeeper-system"
 
@@ -283,11 +284,12 @@ def test_expired_released_or_other_region_leases_are_no_obstacle(leases: Leases)
 
 
 def test_the_renew_deadline_must_be_shorter_than_the_lease() -> None:
-    check_leader_election(Settings())
-    with pytest.raises(ValueError, match=r"--renew-deadline .*ORGKEEPER_RENEW_DEADLINE"):
-        check_leader_election(Settings(renew_deadline=timedelta(seconds=15)))
-    with pytest.raises(ValueError, match="--retry-period"):
-        check_leader_election(Settings(retry_period=timedelta(seconds=10)))
+    elected = Settings(leader_elect=True)
+    check(elected)
+    with pytest.raises(SettingError, match=r"--renew-deadline .*ORGKEEPER_RENEW_DEADLINE"):
+        check(dataclasses.replace(elected, renew_deadline=timedelta(seconds=15)))
+    with pytest.raises(SettingError, match="--retry-period"):
+        check(dataclasses.replace(elected, retry_period=timedelta(seconds=10)))
 
 
 def test_the_identity_is_the_pod_name_else_host_and_pid() -> None:

@@ -19,9 +19,8 @@ from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.leader import REGIONS
 from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
-from orgkeeper.settings import Settings, lease_name, parse_duration
+from orgkeeper.settings import REGIONS, Settings, lease_name, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -112,9 +111,9 @@ def test_replicas_spread_over_nodes_and_a_disruption_budget_keeps_one() -> None:
 
 
 def test_every_replica_is_probed_by_health_not_by_leadership() -> None:
-    """A follower is ready: it serves admission. kopf's /healthz answers on every replica."""
+    """A follower is ready once its caches are synced (/readyz): it serves admission too."""
     main = container()
-    assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
@@ -139,11 +138,12 @@ def test_the_lease_role_grants_create_and_by_name_get_and_update() -> None:
     ]
 
 
-def test_probes_use_kopfs_health_endpoint_on_the_health_port() -> None:
+def test_probes_use_the_health_port_and_readiness_waits_for_the_caches() -> None:
     main = container()
     assert int(flag("health-port")) == port("health")
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert main[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
 def test_resources_are_requested_and_limited() -> None:
@@ -183,6 +183,12 @@ def test_metrics_are_announced_for_scraping_on_the_metrics_port() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == int(flag("metrics-port")) == port("metrics")
     assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/scheme"] == "https"
+
+
+def test_a_metrics_reader_role_grants_get_on_metrics_only() -> None:
+    role = the("ClusterRole", name="orgkeeper-metrics-reader")
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
 
 
 def test_the_webhook_service_reaches_the_operator_in_serve_mode() -> None:

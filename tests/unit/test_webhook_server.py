@@ -95,7 +95,10 @@ def test_a_certificate_that_is_not_pem_is_named(tmp_path: Path) -> None:
 def test_orgkeeper_run_refuses_an_empty_certificate_directory_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["run", "--webhook-mode=serve", f"--webhook-cert-dir={tmp_path}"]) == 1
+    assert cli.main(["run", "--webhook-mode=serve", f"--webhook-cert-dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: the webhook certificate directory {tmp_path} has no tls.crt")
+    assert err.startswith(
+        "error: --webhook-cert-dir (ORGKEEPER_WEBHOOK_CERT_DIR): "
+        f"the webhook certificate directory {tmp_path} has no tls.crt"
+    )
     assert err.count("\n") == 1

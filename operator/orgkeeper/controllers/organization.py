@@ -24,6 +24,7 @@ from ..domain.membership import Binding, Member, OrgContext
 from ..domain.namespaces import Claim
 from ..domain.organization import deactivation_message
 from ..kube import OwnerRef, owner_of
+from . import guardrails
 from .informer import Informer
 from .license import reconcile_licenses
 from .records import BindingRecord, LicenseRecord, MemberRecord, NamespaceRecord, WorkloadRecord
@@ -192,6 +193,7 @@ async def reconcile_organization(
 
     org = org_domain.context(name, spec, decision.effective, plan)
     if namespace_ready:
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref, namespace_object)
         owner_rbac: Awaitable[Any]
         if org.deactivated:
             owner_rbac = kube.run(kube.remove_owner_binding, name)

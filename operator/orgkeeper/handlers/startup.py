@@ -1,19 +1,23 @@
-"""The startup handlers: every kopf setting, the signing key, metrics, the webhook server,
-and the background tasks (informers, memory trimming, the webhook CA keeper)."""
+"""The startup handlers: every kopf setting, the signing key, the webhook server, the health
+and metrics endpoints, and the background tasks (informers, memory trimming, the CA keeper)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
+from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
 from ..memory import trim_periodically
 from ..pki import Authority
+from ..preflight import Listeners
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -33,7 +37,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
             runtime.signing_key = load_or_create_signing_key(
                 runtime.kube, runtime.settings.namespace
             )
-        runtime.metrics.serve(runtime.settings.listen_address, runtime.settings.metrics_port)
 
     @kopf.on.startup(registry=registry)
     async def start_background_tasks(
@@ -45,6 +48,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
             for informer in runtime.informers()
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
+        synced = asyncio.create_task(runtime.caches_synced(), name="caches synced")
+        tasks.append(synced)
+        memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
         if isinstance(server, ServingWebhookServer):
             interval = min(
@@ -59,6 +65,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in memo.get("endpoints", []):
+            await runner.cleanup()
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -90,6 +98,24 @@ def shared_authority(runtime: Runtime) -> Authority | None:
     if settings.leader_elect and settings.webhook_mode == "serve" and not settings.webhook_cert_dir:
         return load_or_create_webhook_authority(runtime.kube, settings.namespace)
     return None
+
+
+async def serve_endpoints(
+    runtime: Runtime, listeners: Listeners, ready: Callable[[], bool]
+) -> list[web.AppRunner]:
+    """/healthz and /readyz on the health port; /metrics, authorized, over HTTPS."""
+
+    async def authorize(token: str) -> int:
+        return await runtime.kube.run(runtime.kube.review_metrics_access, token, METRICS_PATH)
+
+    return [
+        await serve(health_app(ready), listeners.health),
+        await serve(
+            metrics_app(runtime.metrics.registry, authorize),
+            listeners.metrics,
+            metrics_tls(runtime.settings.metrics_cert_dir),
+        ),
+    ]
 
 
 def configure_kopf(

@@ -1,0 +1,125 @@
+"""What `orgkeeper run` checks before it starts anything: ports, certificates, the cluster.
+
+Each failure is a SettingError (one line naming the flag, exit code 2), so a setting that can't
+work never leaves a half-running operator behind.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import SettingError, Settings
+
+CLUSTER_TIMEOUT_SECONDS = 5.0
+CLUSTER_RETRY_SECONDS = 0.5
+_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The health and metrics ports, bound and listening before kopf starts."""
+
+    health: socket.socket
+    metrics: socket.socket
+
+    def close(self) -> None:
+        self.health.close()
+        self.metrics.close()
+
+
+def claim_ports(settings: Settings) -> Listeners:
+    """Binds the health and metrics ports, and checks the webhook port is free.
+
+    kopf binds the webhook server with SO_REUSEPORT, which silently shares a port another
+    process listens on; a bind without it fails instead, as it should.
+    """
+    address = settings.listen_address
+    if settings.webhook_mode != "off":
+        _listen("webhook-port", address, settings.webhook_port).close()
+    health = _listen("health-port", address, settings.health_port)
+    try:
+        metrics = _listen("metrics-port", address, settings.metrics_port)
+    except SettingError:
+        health.close()
+        raise
+    return Listeners(health=health, metrics=metrics)
+
+
+def _listen(flag: str, address: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise SettingError("listen-address", f"{address!r}: {error.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: no sharing
+    try:
+        sock.bind((address, port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise SettingError(
+            flag, f"can't listen on {address}:{port}: {error.strerror}; choose a free port"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+def check_tls_dirs(settings: Settings) -> None:
+    """A mounted certificate directory without a usable tls.crt and tls.key."""
+    from .pki import mounted_webhook_tls
+
+    dirs = {"metrics-cert-dir": settings.metrics_cert_dir}
+    if settings.webhook_mode != "off":
+        dirs["webhook-cert-dir"] = settings.webhook_cert_dir
+    for flag, directory in dirs.items():
+        if directory:
+            try:
+                mounted_webhook_tls(Path(directory))
+            except (OSError, ValueError) as error:
+                raise SettingError(flag, str(error)) from None
+
+
+def check_cluster(timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
+    """A quick /version call: no cluster (or credentials it refuses) means no start.
+
+    Any other answer, even an error status, shows a reachable API server; a dropped connection
+    is tried again within `timeout`.
+    """
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+
+    from .kube import server_version
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server_version(max(deadline - time.monotonic(), 0.5))
+            return
+        except ApiException as error:
+            if error.status != 401:
+                return
+            problem = "the API server refused the credentials (401)"
+            break
+        except ConfigException as error:  # no kubeconfig, or not one: no point trying again
+            problem = _one_line(error)
+            break
+        except Exception as error:  # the client raises many kinds for a bad kubeconfig or no server
+            problem = _one_line(error)
+            if time.monotonic() + CLUSTER_RETRY_SECONDS >= deadline:
+                break
+            time.sleep(CLUSTER_RETRY_SECONDS)
+    raise SettingError(
+        "KUBECONFIG",
+        f"no reachable cluster ({problem}); set KUBECONFIG to the kubeconfig of a running "
+        "cluster, or run in a Pod with a ServiceAccount",
+    )
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "Caused by" in text:  # urllib3 nests the cause in a long repr
+        text = text[text.index("Caused by") :]
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
