@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
     check_tls_dirs(settings)
     listeners = claim_ports(settings)
     try:
-        check_cluster()
+        check_cluster(settings.identity)
     except SettingError:
         listeners.close()
         raise
@@ -295,7 +295,7 @@ def _kube() -> Any:
     from .kube import KubeApi, load_client
 
     try:
-        return KubeApi(load_client())
+        return KubeApi(load_client("cli"))
     except Exception as error:  # the client raises several kinds for a missing kubeconfig
         raise CommandError(f"can't reach a cluster: {error}; set KUBECONFIG") from None
 

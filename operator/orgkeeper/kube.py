@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from importlib.metadata import version
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -79,9 +80,15 @@ TRANSIENT_RETRIES = Retry(
 
 
 def load_client(
-    max_connections: int = MAX_CONNECTIONS, retries: Retry | int = TRANSIENT_RETRIES
+    identity: str,
+    max_connections: int = MAX_CONNECTIONS,
+    retries: Retry | int = TRANSIENT_RETRIES,
 ) -> client.ApiClient:
-    """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
+    """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG).
+
+    Every request carries the operator's User-Agent with `identity` (the audit log tells
+    replicas apart by it).
+    """
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
@@ -89,12 +96,14 @@ def load_client(
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = max_connections
     configuration.retries = retries
-    return client.ApiClient(configuration)
+    api_client = client.ApiClient(configuration)
+    api_client.user_agent = user_agent(version("orgkeeper"), identity)
+    return api_client
 
 
-def server_version(timeout: float) -> str:
+def server_version(identity: str, timeout: float) -> str:
     """The API server's version, asked once (no retries): is there a cluster at all?"""
-    with load_client(max_connections=1, retries=0) as api_client:
+    with load_client(identity, max_connections=1, retries=0) as api_client:
         info = client.VersionApi(api_client).get_code(_request_timeout=timeout)
     return str(info.git_version)
 

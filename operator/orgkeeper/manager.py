@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import time
-from importlib.metadata import version
 from typing import Any
 
 import kopf
@@ -16,7 +15,7 @@ from kopf._cogs.aiokits.aiotoggles import ToggleSet
 from .controllers.runtime import Runtime
 from .controllers.signing import load_or_create_signing_key
 from .handlers import register
-from .kube import Guardrails, KubeApi, load_client, user_agent
+from .kube import Guardrails, KubeApi, load_client
 from .leader import Elector, LeaseConfig, check_sharing
 from .preflight import Listeners
 from .settings import Settings
@@ -36,8 +35,7 @@ def run_operator(
     )
     registry = kopf.OperatorRegistry()
     register(registry, settings)
-    api_client = load_client()
-    api_client.user_agent = operator_user_agent(settings)
+    api_client = load_client(settings.identity)
     kube = KubeApi(api_client, Guardrails(settings.pod_security, settings.membership_quota))
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
@@ -59,10 +57,6 @@ def run_operator(
     finally:
         listeners.close()
     return 0
-
-
-def operator_user_agent(settings: Settings) -> str:
-    return user_agent(version("orgkeeper"), settings.identity)
 
 
 async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:

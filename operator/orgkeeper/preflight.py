@@ -82,7 +82,7 @@ def check_tls_dirs(settings: Settings) -> None:
                 raise SettingError(flag, str(error)) from None
 
 
-def check_cluster(timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
+def check_cluster(identity: str, timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
     """A quick /version call: no cluster (or credentials it refuses) means no start.
 
     Any other answer, even an error status, shows a reachable API server; a dropped connection
@@ -96,7 +96,7 @@ def check_cluster(timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            server_version(max(deadline - time.monotonic(), 0.5))
+            server_version(identity, max(deadline - time.monotonic(), 0.5))
             return
         except ApiException as error:
             if error.status != 401:

@@ -39,7 +39,7 @@ AUTHENTICATED = ("system:authenticated",)
 def org(admin: Kube, as_user: AsUser, unique: str) -> Iterator[tuple[str, str]]:
     """A new Ready org: (name, owner)."""
     name, owner = f"hard-{unique}", f"owner@hard-{unique}.test"
-    as_user(owner).create("organizations", organization(name, owner))
+    as_user(owner).create("organizations", organization(name, owner, plan="Plus"))
     wait_org(admin, name)
     yield name, owner
 
@@ -194,7 +194,7 @@ def test_the_quota_refuses_a_membership_beyond_the_limit(small_quota: LocalClust
     admin = Kube(api_client(small_quota.kubeconfig))
     owner = "owner@tiny.test"
     as_owner = Kube(api_client(small_quota.kubeconfig, user=owner, groups=AUTHENTICATED))
-    as_owner.create("organizations", organization("tiny", owner))
+    as_owner.create("organizations", organization("tiny", owner, plan="Plus"))
     wait_org(admin, "tiny", timeout=60)
     assert limit(quota(admin, "org-tiny")) == 2
 

@@ -31,6 +31,7 @@ from orgkeeper.localcluster import LocalCluster, free_port
 from support import identity
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
+from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
 from support.replicas import (
@@ -55,6 +56,7 @@ MEASURED: dict[str, float] = {}
 @dataclass
 class Pair(Replicas):
     ca: bytes = b""  # the CA both replicas' webhook certificates come from
+    scraper: str = ""  # a token bound to orgkeeper-metrics-reader
     # When each replica was SIGTERMed (monotonic is useless against the audit log's clock).
     terminated: dict[str, datetime] = field(default_factory=dict)
 
@@ -90,6 +92,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             )
             (bundle,) = {hook for hooks in bundles.values() for hook in hooks}
             found.ca = base64.b64decode(str(bundle))
+            found.scraper = service_account_token(admin, NAMESPACE, "metrics-scraper", READER_ROLE)
             yield found
         finally:
             found.stop()
@@ -98,18 +101,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         local.stop()
 
 
-def metric(process: OperatorProcess, name: str) -> float:
-    url = f"http://127.0.0.1:{process.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        text = reply.read().decode()
-    (value,) = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
-    return float(value)
+def metric(pair: Pair, process: OperatorProcess, name: str) -> float:
+    status, text = scrape(process.metrics_port, pair.scraper)
+    assert status == 200, text
+    return samples(text)[name]
 
 
 def test_one_replica_leads_and_only_it_reconciles(pair: Pair) -> None:
     leader, follower = pair.leader(), pair.follower()
-    assert metric(leader, "orgkeeper_leader") == 1
-    assert metric(follower, "orgkeeper_leader") == 0
+    assert metric(pair, leader, "orgkeeper_leader") == 1
+    assert metric(pair, follower, "orgkeeper_leader") == 0
     name = f"lead-{uuid.uuid4().hex[:5]}"
     pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
     wait_org(pair.admin, name)
@@ -218,7 +219,7 @@ def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
     wait_for(f"{new} to take the Lease", lambda: pair.holder() == new, interval=0.05, timeout=10)
     MEASURED["handover_seconds"] = elapsed = time.monotonic() - started
     assert elapsed <= 5, f"the Lease passed from {old} to {new} in {elapsed:.1f}s"
-    assert metric(follower, "orgkeeper_leader") == 1
+    assert metric(pair, follower, "orgkeeper_leader") == 1
     # The new leader reconciles.
     name = f"hand-{uuid.uuid4().hex[:5]}"
     pair.admin.create("organizations", organization(name, f"owner@{name}.test"))

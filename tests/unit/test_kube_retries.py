@@ -82,7 +82,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serve]:
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         # The same retries without the waits between them, to keep the unit tests quick.
         monkeypatch.setattr(kube, "TRANSIENT_RETRIES", kube.TRANSIENT_RETRIES.new(backoff_factor=0))
-        return server, KubeApi(load_client())
+        return server, KubeApi(load_client("test"))
 
     yield start
     for server in servers:

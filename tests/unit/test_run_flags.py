@@ -262,7 +262,7 @@ def test_no_reachable_cluster_is_one_line_naming_kubeconfig(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(SettingError) as refused:
-        check_cluster(timeout=2)
+        check_cluster("test", timeout=2)
     message = str(refused.value)
     assert message.startswith("KUBECONFIG: no reachable cluster") and "\n" not in message
 
@@ -273,7 +273,7 @@ def test_a_kubeconfig_that_is_not_one_is_refused_the_same_way(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(SettingError, match=r"^KUBECONFIG: no reachable cluster"):
-        check_cluster(timeout=2)
+        check_cluster("test", timeout=2)
 
 
 # --- org namespace guardrails ------------------------------------------------------------
