@@ -439,26 +439,25 @@ async def sync_members(
             desired[binding.name] = (binding, record)
     existing = {b.name: b for b in bindings}
 
-    writes: list[tuple[Target, Awaitable[Any]]] = []
+    # RoleBindings first: a Membership's status says its teams are bound only once they are.
+    rbac: list[tuple[Target, Awaitable[Any]]] = []
+    rbac_of: list[str] = []  # the Membership each RBAC write is for ("" for a removal)
     for binding_name, (binding, record) in desired.items():
         found = existing.get(binding_name)
         if found is None or _drifted(found, binding, org.name, record.uid):
             owner = OwnerRef("orgkeeper.dev/v1alpha1", "Membership", record.name, record.uid)
             create = kube.run(kube.create_member_binding, namespace, org.name, binding, owner)
-            writes.append(
-                (
-                    Target(f"RoleBinding {namespace}/{binding_name}", (_membership(record),)),
-                    _taken_in(runtime.bindings, create),
-                )
-            )
+            target = Target(f"RoleBinding {namespace}/{binding_name}", (_membership(record),))
+            rbac.append((target, _taken_in(runtime.bindings, create)))
+            rbac_of.append(record.name)
     for binding_name in existing.keys() - desired.keys():
-        writes.append(
-            (
-                Target(f"RoleBinding {namespace}/{binding_name}"),
-                _deleted_binding(runtime, namespace, binding_name),
-            )
-        )
+        target = Target(f"RoleBinding {namespace}/{binding_name}")
+        rbac.append((target, _deleted_binding(runtime, namespace, binding_name)))
+        rbac_of.append("")
+    done = await attempt(rbac, failures)
+    unbound = {name for name, ok in zip(rbac_of, done, strict=True) if name and not ok}
 
+    writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in members:
         target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
         labels = {
@@ -468,6 +467,8 @@ async def sync_members(
         if any(record.labels.get(k) != v for k, v in labels.items()):
             label = kube.run(kube.patch_labels, "memberships", namespace, record.name, labels)
             writes.append((target, _taken_in(runtime.members, label)))
+        if record.name in unbound:
+            continue  # its status waits until its RoleBindings are written (the org says why)
         previous = MembershipStatus.model_validate(record.status)
         status = membership_domain.membership_status(
             record.member(), org, previous, generation=record.generation, now=now
