@@ -24,11 +24,11 @@ from support import identity
 from support.kube import Kube, wait_for
 from support.replicas import (
     NAMES,
-    WRITES,
     Replicas,
     code,
     completed_requests,
     is_lease,
+    is_write,
     received,
     replica_of,
 )
@@ -221,7 +221,7 @@ def test_a_leader_cut_off_from_its_lease_stops_writing_before_the_takeover(
             entries = [
                 e
                 for e in completed_requests(fault_cluster.audit_log)
-                if replica_of(e) and 200 <= code(e) < 300 and e["verb"] in WRITES
+                if replica_of(e) and 200 <= code(e) < 300 and is_write(e)
             ]
             writes = [e for e in entries if not is_lease(e) and received(e) >= since]
             leases = [e for e in entries if is_lease(e)]

@@ -44,6 +44,7 @@ from support.replicas import (
     completed_requests,
     describe,
     is_lease,
+    is_write,
     received,
     replica_of,
 )
@@ -355,9 +356,7 @@ def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
     lease_writes = sorted(
         (received(e), replica_of(e)) for e in entries if e["verb"] in WRITES and is_lease(e)
     )
-    writes = [
-        e for e in entries if e["verb"] in WRITES and not is_lease(e) and not shared_ca_created(e)
-    ]
+    writes = [e for e in entries if is_write(e) and not is_lease(e) and not shared_ca_created(e)]
     assert writes, "the replicas wrote nothing"
     assert {replica_of(e) for e in writes} == set(NAMES)  # each led at some point
     for entry in writes:

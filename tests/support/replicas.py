@@ -116,6 +116,16 @@ def is_lease(entry: Mapping[str, Any]) -> bool:
     return (entry.get("objectRef") or {}).get("resource") == "leases"
 
 
+# Questions every replica asks (admission: is this support? /metrics: who is this token?); a
+# `create` of one stores nothing.
+REVIEWS = frozenset({"tokenreviews", "subjectaccessreviews"})
+
+
+def is_write(entry: Mapping[str, Any]) -> bool:
+    """A request that changes cluster state (reviews are creates that change nothing)."""
+    return entry["verb"] in WRITES and (entry.get("objectRef") or {}).get("resource") not in REVIEWS
+
+
 def describe(entry: Mapping[str, Any]) -> str:
     ref = entry.get("objectRef") or {}
     where = f"{ref.get('namespace')}/" if ref.get("namespace") else ""
