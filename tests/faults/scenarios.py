@@ -43,8 +43,8 @@ def control_plane(admin: Kube, org: str) -> Plane:
 
 
 def new_org(as_user: AsUser, org: str, owner: str, **spec: Any) -> None:
-    """The Owner creates it, as a signed-in user would."""
-    as_user(owner).create("organizations", organization(org, owner, **spec))
+    """The Owner signs up, as a signed-in user would (self-service: Plus unless told)."""
+    as_user(owner).create("organizations", organization(org, owner, **{"plan": "Plus", **spec}))
 
 
 def member_teams(index: int) -> list[str]:

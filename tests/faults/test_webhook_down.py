@@ -59,7 +59,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
             "create an Organization": (
                 "validate-organization.orgkeeper.dev",
                 lambda: as_user(f"owner@{newcomer}.test").create(
-                    "organizations", organization(newcomer, f"owner@{newcomer}.test")
+                    "organizations", organization(newcomer, f"owner@{newcomer}.test", plan="Plus")
                 ),
             ),
             "transfer ownership to a non-admin": (
@@ -99,7 +99,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
         # Back: the same writes work (and the rules are enforced again).
         operators.start()
         as_user(f"owner@{newcomer}.test").create(
-            "organizations", organization(newcomer, f"owner@{newcomer}.test")
+            "organizations", organization(newcomer, f"owner@{newcomer}.test", plan="Plus")
         )
         wait_org(admin, newcomer)
         status, message = rejection(
