@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import ssl
+import statistics
+import subprocess
 import sys
 import time
 import urllib.request
@@ -530,6 +532,36 @@ class Bench:
         ]
 
 
+# What a person types; each is timed as wall time of the installed `orgkeeper` script.
+CLI_RUNS = 5
+
+
+def cli_timings(bench: Bench) -> dict[str, float]:
+    """Median wall seconds of each cluster command of `orgkeeper`, against the bench's cluster
+    (after the scenarios, so its lists are the size they left)."""
+    name, owner = "cli", "owner@cli.bench"
+    bench.create_org(name)
+    wait(f"{name} Ready", lambda: bench.ready(name))
+    command = str(Path(sys.executable).with_name("orgkeeper"))
+    env = {**os.environ, "KUBECONFIG": str(bench.cluster.kubeconfig)}
+    timed = {
+        "orgs": ["orgs", "--email", owner],
+        "status": ["status", name],
+        "status -o json": ["status", name, "-o", "json"],
+        "activity login": ["activity", "login", "--org", name, "--email", owner],
+        "activity requests": ["activity", "requests", "--org", name, "--count", "1"],
+    }
+    medians = {}
+    for label, args in timed.items():
+        runs = []
+        for _ in range(CLI_RUNS):
+            started = time.monotonic()
+            subprocess.run([command, *args], env=env, capture_output=True, check=True)
+            runs.append(time.monotonic() - started)
+        medians[label] = statistics.median(runs)
+    return medians
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| members | converge (op / floor) | deactivate (op / floor) | reactivate (op / floor) "
@@ -560,6 +592,10 @@ def table(results: dict[str, Any]) -> str:
             f"{many['idle_calls']['writes']} writes and {many['idle_calls']['reads']} reads "
             f"in {many['idle_seconds']:.0f}s idle",
         ]
+    cli = results.get("cli")
+    if cli:
+        lines += ["", f"| orgkeeper command | wall time (median of {CLI_RUNS}) |", "|---|---:|"]
+        lines += [f"| `orgkeeper {label}` | {seconds:.3f} s |" for label, seconds in cli.items()]
     return "\n".join(lines)
 
 
@@ -618,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.orgs} orgs x {args.members_per_org} memberships ...", flush=True)
             results["many_orgs"] = bench.many_orgs(args.orgs, args.members_per_org, args.idle)
             save(results)
+        print("orgkeeper commands ...", flush=True)
+        results["cli"] = cli_timings(bench)
+        save(results)
     finally:
         cluster.stop()
     if results["one_org"]:
