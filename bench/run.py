@@ -563,11 +563,13 @@ def cli_timings(bench: Bench) -> dict[str, float]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| members | converge (op / floor) | deactivate (op / floor) | reactivate (op / floor) "
-        "| writes per membership |",
-        "|---|---|---|---|---|",
-    ]
+    lines = []
+    if results["one_org"]:
+        lines += [
+            "| members | converge (op / floor) | deactivate (op / floor) | reactivate (op / floor) "
+            "| writes per membership |",
+            "|---|---|---|---|---|",
+        ]
     for row in results["one_org"]:
         cells = [
             f"{row[k]:.1f}s / {row['floor_' + k]:.1f}s = {row[k] / row['floor_' + k]:.2f}x"
@@ -594,7 +596,8 @@ def table(results: dict[str, Any]) -> str:
         ]
     cli = results.get("cli")
     if cli:
-        lines += ["", f"| orgkeeper command | wall time (median of {CLI_RUNS}) |", "|---|---:|"]
+        lines += [""] if lines else []
+        lines += [f"| orgkeeper command | wall time (median of {CLI_RUNS}) |", "|---|---:|"]
         lines += [f"| `orgkeeper {label}` | {seconds:.3f} s |" for label, seconds in cli.items()]
     return "\n".join(lines)
 

@@ -17,7 +17,13 @@ import yaml
 # `run` and `crds` import the operator, the settings and the API models when they start.
 from . import views
 from .client import ApiError, Cluster, UnreachableError, connect
-from .names import LABEL_EMAIL_HASH, email_hash, org_namespace, same_email
+from .names import (
+    LABEL_EMAIL_HASH,
+    email_hash,
+    org_namespace,
+    organization_of_namespace,
+    same_email,
+)
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -351,11 +357,7 @@ def _activity_login(args: argparse.Namespace) -> int:
     cluster = _cluster()
     _active_org(cluster, args.org)
     namespace = org_namespace(args.org)
-    found = [
-        m
-        for m in cluster.list("memberships", namespace)
-        if same_email(m["spec"].get("email"), args.email)
-    ]
+    found = _memberships_of(cluster, namespace, args.email)
     if not found:
         raise CommandError(f"{args.email} has no Membership in organization {args.org}")
     stamp = _now()
@@ -368,6 +370,21 @@ def _activity_login(args: argparse.Namespace) -> int:
     )
     print(f"recorded a login of {args.email} to {args.org} at {stamp}")
     return 0
+
+
+def _memberships_of(cluster: Cluster, namespace: str, email: str) -> list[dict[str, Any]]:
+    """By the e-mail-hash label (an org may hold thousands); the whole namespace only if
+    none carries it, since the operator labels a new Membership a moment after its creation."""
+    labelled = f"{LABEL_EMAIL_HASH}={email_hash(email)}"
+    for selector in (labelled, None):
+        found = [
+            m
+            for m in cluster.list("memberships", namespace, label_selector=selector)
+            if same_email(m["spec"].get("email"), email)
+        ]
+        if found:
+            return found
+    return []
 
 
 def _now() -> str:
@@ -433,7 +450,9 @@ def _orgs(args: argparse.Namespace) -> int:
     memberships = cluster.list(
         "memberships", label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
     )
-    orgs = {org["metadata"]["name"]: org for org in cluster.list("organizations")}
+    # Only the orgs of these Memberships: a person is in a few, the cluster may hold thousands.
+    named = {organization_of_namespace(m["metadata"].get("namespace")) for m in memberships}
+    orgs = {name: org for name in named if name and (org := cluster.get("organizations", name))}
     rows = views.switcher_rows(args.email, memberships, orgs)
     if not rows and args.output == "table":
         print(f"{args.email} is not a member of any organization")
