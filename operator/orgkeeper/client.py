@@ -14,8 +14,6 @@ import http.client
 import json
 import os
 import ssl
-import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -247,26 +245,27 @@ def _tls(
         )
     else:
         context.load_default_certs()
-    cert = _data(user, "client-certificate-data") or _read(
-        _file(user, "client-certificate", user_dir)
-    )
-    key = _data(user, "client-key-data") or _read(_file(user, "client-key", user_dir))
+    cert = _data(user, "client-certificate-data") or _file(user, "client-certificate", user_dir)
+    key = _data(user, "client-key-data") or _file(user, "client-key", user_dir)
     if cert and key:
         _load_client_certificate(context, cert, key)
     return context
 
 
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path else None
+def _load_client_certificate(
+    context: ssl.SSLContext, cert: bytes | Path, key: bytes | Path
+) -> None:
+    if isinstance(cert, Path) and isinstance(key, Path):
+        context.load_cert_chain(cert, key)
+        return
+    import tempfile  # only for inline keys (and it costs a few milliseconds to import)
 
-
-def _load_client_certificate(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
     # ssl takes a certificate and key only from files: a private directory, gone right after.
     with tempfile.TemporaryDirectory(prefix="orgkeeper-") as directory:
         cert_file, key_file = Path(directory) / "tls.crt", Path(directory) / "tls.key"
         for path, content in ((cert_file, cert), (key_file, key)):
             path.touch(mode=0o600)
-            path.write_bytes(content)
+            path.write_bytes(content if isinstance(content, bytes) else content.read_bytes())
         context.load_cert_chain(cert_file, key_file)
 
 
@@ -296,6 +295,8 @@ def _exec_credential(spec: Mapping[str, Any]) -> dict[str, str]:
         "kind": "ExecCredential",
         "spec": {"interactive": False},
     }
+    import subprocess  # only for credential plugins
+
     env = {**os.environ, "KUBERNETES_EXEC_INFO": json.dumps(info)}
     env.update({e["name"]: e["value"] for e in spec.get("env") or []})
     try:
