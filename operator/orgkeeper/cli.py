@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -305,10 +306,6 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-def _cluster() -> Cluster:
-    return connect()
-
-
 def _add_activity(commands: Any) -> None:
     activity = commands.add_parser("activity", help="record activity that keeps an org active")
     kinds = activity.add_subparsers(dest="activity", required=True, metavar="KIND")
@@ -354,7 +351,7 @@ def _active_org(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def _activity_login(args: argparse.Namespace) -> int:
-    cluster = _cluster()
+    cluster = connect()
     _active_org(cluster, args.org)
     namespace = org_namespace(args.org)
     found = _memberships_of(cluster, namespace, args.email)
@@ -388,13 +385,11 @@ def _memberships_of(cluster: Cluster, namespace: str, email: str) -> list[dict[s
 
 
 def _now() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _activity_requests(args: argparse.Namespace) -> int:
-    cluster = _cluster()
+    cluster = connect()
     _active_org(cluster, args.org)
     total = _add_api_requests(cluster, args.org, args.count)
     print(f"recorded {args.count} API request(s) for {args.org}; {total} in the current cycle")
@@ -446,7 +441,7 @@ def _add_orgs(commands: Any) -> None:
 
 
 def _orgs(args: argparse.Namespace) -> int:
-    cluster = _cluster()
+    cluster = connect()
     memberships = cluster.list(
         "memberships", label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
     )
@@ -480,9 +475,7 @@ def _add_status(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    cluster = _cluster()
+    cluster = connect()
     org = _organization(cluster, args.org)
     licenses = cluster.list("licenses", org_namespace(args.org))
     summary = views.status_summary(org, licenses, datetime.now(UTC))
