@@ -389,9 +389,7 @@ def _now() -> str:
 
 
 def _activity_requests(args: argparse.Namespace) -> int:
-    cluster = connect()
-    _active_org(cluster, args.org)
-    total = _add_api_requests(cluster, args.org, args.count)
+    total = _add_api_requests(connect(), args.org, args.count)
     print(f"recorded {args.count} API request(s) for {args.org}; {total} in the current cycle")
     return 0
 
