@@ -24,6 +24,8 @@ import yaml
 GROUP, VERSION = "orgkeeper.dev", "v1alpha1"
 IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = 30.0
+# The C loader when PyYAML was built with libyaml (it is, in the wheels): quicker to load.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class UnreachableError(Exception):
@@ -168,14 +170,14 @@ def _in_cluster(environ: Mapping[str, str]) -> Cluster:
     return Cluster(f"https://{host}:{port}", context, {"Authorization": f"Bearer {token}"})
 
 
-def kubeconfig_paths(environ: Mapping[str, str]) -> list[Path]:
+def _kubeconfig_paths(environ: Mapping[str, str]) -> list[Path]:
     listed = [Path(p) for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     return listed or [Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config"]
 
 
 def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
     """The current context of $KUBECONFIG (files merged as kubectl does: the first one wins)."""
-    paths = kubeconfig_paths(environ)
+    paths = _kubeconfig_paths(environ)
     merged: dict[str, Any] = {"clusters": {}, "users": {}, "contexts": {}}
     current = None
     for path in paths:
@@ -207,9 +209,6 @@ def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
         _tls(cluster, user, cluster_dir, user_dir),
         _authorization(user, user_dir),
     )
-
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _file(entry: Mapping[str, Any], key: str, base: Path | None) -> Path | None:

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from orgkeeper import client, views
+from orgkeeper.pki import webhook_authority
 
 HEAVY = ("kopf", "kubernetes", "pydantic", "urllib3", "orgkeeper.api", "orgkeeper.settings")
 
@@ -166,3 +168,19 @@ def test_a_license_row_says_why_it_is_not_valid_else_why_not_ready() -> None:
         (True, None, None),
         (False, None, None),
     ]
+
+
+def test_in_a_pod_the_service_account_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, _ = webhook_authority()
+    (tmp_path / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "token").write_text("pod-token\n")
+    monkeypatch.setattr(client, "IN_CLUSTER", tmp_path)
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    cluster = client.connect({**env, "KUBECONFIG": str(tmp_path / "absent")})
+    assert cluster.server == "https://10.96.0.1:443"
+    assert cluster._headers == {"Authorization": "Bearer pod-token"}
+    # Outside a Pod (no service host), the kubeconfig.
+    with pytest.raises(client.UnreachableError, match="no kubeconfig"):
+        client.connect({"KUBECONFIG": str(tmp_path / "absent")})
