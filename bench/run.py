@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import ssl
+import statistics
+import subprocess
 import sys
 import time
 import urllib.request
@@ -530,12 +533,47 @@ class Bench:
         ]
 
 
+# What a person types; each is timed as wall time of the installed `orgkeeper` script.
+CLI_RUNS = 5
+
+
+def cli_timings(bench: Bench) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of each cluster command of `orgkeeper`, against the bench's
+    cluster (after the scenarios, so its lists are the size they left). CPU time shows what the
+    command costs; wall time also waits for the API server (and a busy machine)."""
+    name, owner = "cli", "owner@cli.bench"
+    bench.create_org(name)
+    wait(f"{name} Ready", lambda: bench.ready(name))
+    command = str(Path(sys.executable).with_name("orgkeeper"))
+    env = {**os.environ, "KUBECONFIG": str(bench.cluster.kubeconfig)}
+    timed = {
+        "orgs": ["orgs", "--email", owner],
+        "status": ["status", name],
+        "status -o json": ["status", name, "-o", "json"],
+        "activity login": ["activity", "login", "--org", name, "--email", owner],
+        "activity requests": ["activity", "requests", "--org", name, "--count", "1"],
+    }
+    medians = {}
+    for label, args in timed.items():
+        walls, cpus = [], []
+        for _ in range(CLI_RUNS):
+            before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+            subprocess.run([command, *args], env=env, capture_output=True, check=True)
+            walls.append(time.monotonic() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        medians[label] = {"wall": statistics.median(walls), "cpu": statistics.median(cpus)}
+    return medians
+
+
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| members | converge (op / floor) | deactivate (op / floor) | reactivate (op / floor) "
-        "| writes per membership |",
-        "|---|---|---|---|---|",
-    ]
+    lines = []
+    if results["one_org"]:
+        lines += [
+            "| members | converge (op / floor) | deactivate (op / floor) | reactivate (op / floor) "
+            "| writes per membership |",
+            "|---|---|---|---|---|",
+        ]
     for row in results["one_org"]:
         cells = [
             f"{row[k]:.1f}s / {row['floor_' + k]:.1f}s = {row[k] / row['floor_' + k]:.2f}x"
@@ -559,6 +597,14 @@ def table(results: dict[str, Any]) -> str:
             f"with {many['startup_calls']['writes']} writes; "
             f"{many['idle_calls']['writes']} writes and {many['idle_calls']['reads']} reads "
             f"in {many['idle_seconds']:.0f}s idle",
+        ]
+    cli = results.get("cli")
+    if cli:
+        lines += [""] if lines else []
+        lines += [f"| orgkeeper command (median of {CLI_RUNS}) | wall | CPU |", "|---|---:|---:|"]
+        lines += [
+            f"| `orgkeeper {label}` | {t['wall']:.3f} s | {t['cpu']:.3f} s |"
+            for label, t in cli.items()
         ]
     return "\n".join(lines)
 
@@ -618,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.orgs} orgs x {args.members_per_org} memberships ...", flush=True)
             results["many_orgs"] = bench.many_orgs(args.orgs, args.members_per_org, args.idle)
             save(results)
+        print("orgkeeper commands ...", flush=True)
+        results["cli"] = cli_timings(bench)
+        save(results)
     finally:
         cluster.stop()
     if results["one_org"]:

@@ -8,19 +8,22 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
-from . import crdgen, views
-from .settings import (
-    SettingError,
-    Settings,
-    check,
-    default_identity,
-    flag_and_variable,
-    parse_duration,
+# The commands that talk to a cluster load only this much: the stdlib client and the views.
+# `run` and `crds` import the operator, the settings and the API models when they start.
+from . import views
+from .client import ApiError, Cluster, UnreachableError, connect
+from .names import (
+    LABEL_EMAIL_HASH,
+    email_hash,
+    org_namespace,
+    organization_of_namespace,
+    same_email,
 )
 
 DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -32,6 +35,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         flag = re.match(r"argument --([a-z-]+)", message)
         if flag and self.prog.endswith(" run"):  # every run flag also has its variable
+            from .settings import flag_and_variable
+
             message = message.replace(f"--{flag[1]}", flag_and_variable(flag[1]), 1)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
@@ -51,14 +56,21 @@ class _EnvDefault(argparse.Action):
 
 
 def _duration(text: str) -> Any:
+    from .settings import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+RUN_HELP = "run the operator against the current cluster"
+
+
 def _add_run(commands: Any) -> None:
-    run = commands.add_parser("run", help="run the operator against the current cluster")
+    from .settings import Settings
+
+    run = commands.add_parser("run", help=RUN_HELP)
     defaults = Settings()
 
     def flag(name: str, help: str, *, default: Any, type: Callable[[str], Any] = str) -> None:
@@ -220,6 +232,7 @@ def _boolean(text: str) -> bool:
 def _run(args: argparse.Namespace) -> int:
     from .manager import run_operator  # kopf is heavy; import it only to run
     from .preflight import check_cluster, check_tls_dirs, claim_ports
+    from .settings import SettingError, Settings, check, default_identity
 
     settings = Settings(
         region=args.region,
@@ -271,6 +284,8 @@ def _add_crds(commands: Any) -> None:
 
 
 def _crds(args: argparse.Namespace) -> int:
+    from . import crdgen  # the API models
+
     if args.check:
         stale = crdgen.drift(args.dir)
         if stale:
@@ -289,15 +304,6 @@ def _crds(args: argparse.Namespace) -> int:
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
-
-
-def _kube() -> Any:
-    from .kube import KubeApi, load_client
-
-    try:
-        return KubeApi(load_client("cli"))
-    except Exception as error:  # the client raises several kinds for a missing kubeconfig
-        raise CommandError(f"can't reach a cluster: {error}; set KUBECONFIG") from None
 
 
 def _add_activity(commands: Any) -> None:
@@ -323,49 +329,89 @@ def _positive(text: str) -> int:
     return value
 
 
-def _active_org(kube: Any, name: str) -> dict[str, Any]:
-    org = kube.read_organization(name)
+# Activity is written by its own field manager, so the audit log and managedFields tell it apart
+# from the operator's status writes.
+ACTIVITY_MANAGER = "orgkeeper-activity"
+
+
+def _organization(cluster: Cluster, name: str) -> dict[str, Any]:
+    org = cluster.get("organizations", name)
     if org is None:
         raise CommandError(f"organization {name} not found")
-    if (org.get("status") or {}).get("phase") in ("Deactivating", "Deactivated"):
+    return org
+
+
+def _active_org(cluster: Cluster, name: str) -> dict[str, Any]:
+    org = _organization(cluster, name)
+    if views.org_state(org) in ("Deactivating", "Deactivated"):
         raise CommandError(
             f"organization {name} is deactivated; activity is refused until it is reactivated"
         )
-    return dict(org)
+    return org
 
 
 def _activity_login(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .domain.membership import same_email
-    from .names import org_namespace
-
-    kube = _kube()
-    _active_org(kube, args.org)
-    found = [
-        m
-        for m in kube.list_memberships(org_namespace(args.org))
-        if same_email(m["spec"]["email"], args.email)
-    ]
+    cluster = connect()
+    _active_org(cluster, args.org)
+    namespace = org_namespace(args.org)
+    found = _memberships_of(cluster, namespace, args.email)
     if not found:
         raise CommandError(f"{args.email} has no Membership in organization {args.org}")
-    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    kube.patch_status(
+    stamp = _now()
+    cluster.patch_status(
         "memberships",
         found[0]["metadata"]["name"],
-        {"lastLoginTime": stamp},
-        org_namespace(args.org),
+        {"status": {"lastLoginTime": stamp}},
+        namespace,
+        field_manager=ACTIVITY_MANAGER,
     )
     print(f"recorded a login of {args.email} to {args.org} at {stamp}")
     return 0
 
 
+def _memberships_of(cluster: Cluster, namespace: str, email: str) -> list[dict[str, Any]]:
+    """By the e-mail-hash label (an org may hold thousands); the whole namespace only if
+    none carries it, since the operator labels a new Membership a moment after its creation."""
+    labelled = f"{LABEL_EMAIL_HASH}={email_hash(email)}"
+    for selector in (labelled, None):
+        found = [
+            m
+            for m in cluster.list("memberships", namespace, label_selector=selector)
+            if same_email(m["spec"].get("email"), email)
+        ]
+        if found:
+            return found
+    return []
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def _activity_requests(args: argparse.Namespace) -> int:
-    kube = _kube()
-    _active_org(kube, args.org)
-    total = kube.add_api_requests(args.org, args.count)
+    total = _add_api_requests(connect(), args.org, args.count)
     print(f"recorded {args.count} API request(s) for {args.org}; {total} in the current cycle")
     return 0
+
+
+def _add_api_requests(cluster: Cluster, name: str, count: int, attempts: int = 5) -> int:
+    """Adds to the current cycle's counter (compare-and-swap on resourceVersion); the total."""
+    for _ in range(attempts):
+        org = _active_org(cluster, name)
+        requests = ((org.get("status") or {}).get("activity") or {}).get("apiRequests") or {}
+        total = int(requests.get("currentCycle", 0)) + count
+        body = {
+            "metadata": {"resourceVersion": org["metadata"]["resourceVersion"]},
+            "status": {"activity": {"apiRequests": {"currentCycle": total}}},
+        }
+        try:
+            cluster.patch_status("organizations", name, body, field_manager=ACTIVITY_MANAGER)
+        except ApiError as error:
+            if error.status == 409:  # the org changed since it was read: read it again
+                continue
+            raise
+        return total
+    raise CommandError(f"organization {name} kept changing; try again")
 
 
 def _add_output(command: Any) -> None:
@@ -393,13 +439,13 @@ def _add_orgs(commands: Any) -> None:
 
 
 def _orgs(args: argparse.Namespace) -> int:
-    from .names import email_hash
-
-    kube = _kube()
-    memberships = kube.list_custom(
-        "memberships", label_selector=f"orgkeeper.dev/email-hash={email_hash(args.email)}"
+    cluster = connect()
+    memberships = cluster.list(
+        "memberships", label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
     )
-    orgs = {org["metadata"]["name"]: org for org in kube.list_custom("organizations")}
+    # Only the orgs of these Memberships: a person is in a few, the cluster may hold thousands.
+    named = {organization_of_namespace(m["metadata"].get("namespace")) for m in memberships}
+    orgs = {name: org for name in named if name and (org := cluster.get("organizations", name))}
     rows = views.switcher_rows(args.email, memberships, orgs)
     if not rows and args.output == "table":
         print(f"{args.email} is not a member of any organization")
@@ -427,24 +473,23 @@ def _add_status(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .names import org_namespace
-
-    kube = _kube()
-    org = kube.read_organization(args.org)
-    if org is None:
-        raise CommandError(f"organization {args.org} not found")
-    licenses = kube.list_custom("licenses", org_namespace(args.org))
+    cluster = connect()
+    org = _organization(cluster, args.org)
+    licenses = cluster.list("licenses", org_namespace(args.org))
     summary = views.status_summary(org, licenses, datetime.now(UTC))
     _emit(summary, args.output, views.status_screen(summary))
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. Given the command about to run, `run`'s flags are defined only for
+    `run` itself: their defaults and checks load the settings and the API models (0.1 s)."""
     root = _Parser(prog="orgkeeper", description="Account policy as Kubernetes custom resources.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_run(commands)
+    if command in (None, "run"):
+        _add_run(commands)
+    else:
+        commands.add_parser("run", help=RUN_HELP)
     _add_crds(commands)
     _add_orgs(commands)
     _add_status(commands)
@@ -453,26 +498,38 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(command).parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (CommandError, ApiError, UnreachableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        failure = _operator_failure(error)
+        if failure is None:
+            raise
+        message, code = failure
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _operator_failure(error: Exception) -> tuple[str, int] | None:
+    """How `run` reports what stops it: its modules are loaded only once it has started."""
     from kubernetes.client.rest import ApiException
     from urllib3.exceptions import HTTPError
 
-    try:
-        return handler(args)
-    except SettingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except ApiException as error:
-        print(
-            f"error: the API server refused ({error.status}): {_api_message(error)}",
-            file=sys.stderr,
-        )
-    except HTTPError as error:
-        print(f"error: can't reach the API server: {error}", file=sys.stderr)
-    return 1
+    from .settings import SettingError
+
+    if isinstance(error, SettingError):
+        return str(error), 2
+    if isinstance(error, ApiException):
+        return f"the API server refused ({error.status}): {_api_message(error)}", 1
+    if isinstance(error, HTTPError):
+        return f"can't reach the API server: {error}", 1
+    return None
 
 
 def _api_message(error: Any) -> str:

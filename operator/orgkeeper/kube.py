@@ -658,7 +658,7 @@ class KubeApi:
         answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
         return bool(answer.status and answer.status.allowed)
 
-    # --- activity, recorded by `orgkeeper activity` ------------------------------------
+    # --- organizations -----------------------------------------------------------------
 
     def read_organization(self, name: str) -> dict[str, Any] | None:
         try:
@@ -670,48 +670,6 @@ class KubeApi:
                 return None
             raise
         return found
-
-    def list_custom(
-        self, plural: str, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        """orgkeeper.dev objects, for the CLI (the operator reads its indexes instead)."""
-        if namespace is None:
-            listed = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, plural, label_selector=label_selector
-            )
-        else:
-            listed = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, label_selector=label_selector
-            )
-        return list(listed["items"])
-
-    def add_api_requests(self, organization: str, count: int, attempts: int = 5) -> int:
-        """Adds to the current cycle's counter (compare-and-swap on resourceVersion); the total."""
-        for _ in range(attempts):
-            org = self.read_organization(organization)
-            if org is None:
-                raise LookupError(organization)
-            requests = ((org.get("status") or {}).get("activity") or {}).get("apiRequests") or {}
-            total = int(requests.get("currentCycle", 0)) + count
-            body = {
-                "metadata": {"resourceVersion": org["metadata"]["resourceVersion"]},
-                "status": {"activity": {"apiRequests": {"currentCycle": total}}},
-            }
-            try:
-                self.custom.patch_cluster_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    "organizations",
-                    organization,
-                    body,
-                    field_manager="orgkeeper-activity",
-                )
-            except ApiException as error:
-                if error.status == 409:
-                    continue
-                raise
-            return total
-        raise RuntimeError(f"Organization {organization} kept changing; try again")
 
     # --- Secrets, by name only (orgkeeper never lists or watches Secrets) --------------
 

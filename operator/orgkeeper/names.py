@@ -39,6 +39,11 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
 
 
+def same_email(a: str | None, b: str | None) -> bool:
+    """E-mails compare as their hash label does: ignoring case and surrounding spaces."""
+    return a is not None and b is not None and a.strip().lower() == b.strip().lower()
+
+
 def team_cluster_role(team: str) -> str:
     """The ClusterRole shipped in manifests/ for a team."""
     return f"orgkeeper-{team}"

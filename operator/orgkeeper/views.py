@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from .domain.membership import same_email
-from .names import organization_of_namespace
+# Only names: the `orgkeeper` commands that use this module stay clear of the API models.
+from .names import organization_of_namespace, same_email
 
 
 def _parse(stamp: str | None) -> datetime | None:
@@ -91,7 +92,7 @@ def status_summary(
         "region": spec.get("region"),
         "billing": billing.get("state"),
         "subscriptions": [s.get("name") for s in billing.get("subscriptions") or []],
-        "trialDaysLeft": max(0, (ends - now).days) if ends else None,
+        "trialDaysLeft": _days_left(ends, now) if ends else None,
         "members": status.get("members", 0),
         "admins": status.get("admins", 0),
         "controlPlanes": status.get("controlPlanes", 0),
@@ -99,22 +100,39 @@ def status_summary(
         "deactivation": deactivation or None,
         "ownerEmailLocked": bool(status.get("ownerEmailLocked")),
         "licenses": [
-            {
-                "name": lic["metadata"]["name"],
-                "product": lic["spec"].get("product"),
-                "source": lic["spec"].get("source"),
-                "active": bool((lic.get("status") or {}).get("active")),
-                "expiresAt": (lic.get("status") or {}).get("expiresAt"),
-                "deliveredTo": ((lic.get("status") or {}).get("propagatedTo") or {}).get(
-                    "count", 0
-                ),
-            }
-            for lic in sorted(licenses, key=lambda lic: lic["metadata"]["name"])
+            _license_row(lic) for lic in sorted(licenses, key=lambda lic: lic["metadata"]["name"])
         ],
         "conditions": [
             {k: c.get(k) for k in ("type", "status", "reason", "message")}
             for c in status.get("conditions") or []
         ],
+    }
+
+
+def _days_left(ends: datetime, now: datetime) -> int:
+    """Whole days of credits left, rounded up: a new 30-day trial shows 30, its last hours 1."""
+    return max(0, math.ceil((ends - now) / timedelta(days=1)))
+
+
+def _license_row(lic: Mapping[str, Any]) -> dict[str, Any]:
+    status = lic.get("status") or {}
+    found = {c.get("type"): c for c in status.get("conditions") or []}
+    valid = found.get("Valid") or {}
+    # Why it isn't valid, else why it isn't ready (e.g. superseded, delivery failed).
+    problem: Mapping[str, Any] = next(
+        (found[t] for t in ("Valid", "Ready") if t in found and found[t].get("status") != "True"),
+        {},
+    )
+    return {
+        "name": lic["metadata"]["name"],
+        "product": lic["spec"].get("product"),
+        "source": lic["spec"].get("source"),
+        "valid": valid.get("status") == "True",
+        "active": bool(status.get("active")),
+        "expiresAt": status.get("expiresAt"),
+        "deliveredTo": (status.get("propagatedTo") or {}).get("count", 0),
+        "reason": problem.get("reason"),
+        "message": problem.get("message"),
     }
 
 
@@ -145,11 +163,14 @@ def status_screen(summary: Mapping[str, Any]) -> str:
                 ("NAME", "name"),
                 ("PRODUCT", "product"),
                 ("SOURCE", "source"),
+                ("VALID", "valid"),
                 ("ACTIVE", "active"),
                 ("EXPIRES", "expiresAt"),
                 ("DATA PLANES", "deliveredTo"),
+                ("REASON", "reason"),
             ],
         ),
+        *(f"  {lic['name']}: {lic['message']}" for lic in summary["licenses"] if lic["message"]),
         "",
         "Conditions:",
         table(

@@ -220,7 +220,15 @@ def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
         == f"error: organization {idle} is deactivated; activity is refused until it is reactivated"
     )
 
-    # Support reactivates it with a new timestamp, like `kubectl rollout restart`.
+    # Support reactivates it with a new timestamp, like `kubectl rollout restart`: one later
+    # than the deactivation at whole seconds (the refusal above takes well under a second).
+    deactivated_at = datetime.fromisoformat(
+        org["status"]["deactivation"]["at"].replace("Z", "+00:00")
+    )
+    wait_for(
+        "a clock second after the deactivation",
+        lambda: datetime.now(UTC).replace(microsecond=0) > deactivated_at,
+    )
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     admin.patch("organizations", idle, {"spec": {"reactivationRequestedAt": now}})
     org = wait_org(admin, idle, "Deactivated", "False", "Active", timeout=30)

@@ -98,10 +98,7 @@ def test_status_shows_an_org_and_the_effects_of_its_deactivation(
     assert before.returncode == 0, before.stderr
     assert "Phase:    Active" in before.stdout
     assert "Billing:  Trial" in before.stdout
-    assert (
-        "Trial:    29 day(s) of credits left" in before.stdout
-        or "Trial:    30 day(s)" in before.stdout
-    )
+    assert "Trial:    30 day(s) of credits left" in before.stdout
     assert "Members:  1 (1 admin(s))" in before.stdout
     assert "gateway-enterprise" in before.stdout and "Provisioned" in before.stdout
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from orgkeeper.localcluster import LocalCluster
 
 
-def orgkeeper(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+def orgkeeper(
+    cluster: LocalCluster, *args: str, kubeconfig: Path | str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`orgkeeper ARGS`, with the cluster admin's kubeconfig unless another is given."""
     return subprocess.run(
         [sys.executable, "-m", "orgkeeper.cli", *args],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        env={**os.environ, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig)},
         capture_output=True,
         text=True,
         check=False,

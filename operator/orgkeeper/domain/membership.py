@@ -11,6 +11,7 @@ from .. import names
 from ..api.v1alpha1 import TEAMS
 from ..api.v1alpha1.common import Condition, Team
 from ..api.v1alpha1.membership import MembershipStatus
+from ..names import same_email as same_email  # the domain's rule, kept importable here
 from . import conditions
 
 OWNER_TEAM: Team = "organization-admin"
@@ -49,10 +50,6 @@ class Binding:
     @property
     def cluster_role(self) -> str:
         return names.team_cluster_role(self.team)
-
-
-def same_email(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and a.strip().lower() == b.strip().lower()
 
 
 def user_name(email: str, org: OrgContext, sso_prefix: str) -> str:
