@@ -204,6 +204,18 @@ class Collection:
         return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
+EVENT_CONTROLLER = "orgkeeper.dev/operator"  # reportingController of every Event posted
+
+
+@dataclass(frozen=True)
+class PostedEvent:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+    action: str  # what the operator did (Reconcile, Deactivate, Propagate, ...)
+    instance: str  # reportingInstance: the operator's identity
+
+
 class NotLeaderError(RuntimeError):
     """A write refused because this replica does not hold a valid Lease."""
 
@@ -533,6 +545,29 @@ class KubeApi:
             if error.status != 409:
                 raise
 
+    def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
+        """Removes these finalizers from the Organization, leaving any other (kopf's own
+        included); compare-and-swap on the list, so a finalizer added meanwhile stays."""
+        for _ in range(5):
+            org = self.read_organization(name)
+            found = list(((org or {}).get("metadata") or {}).get("finalizers") or [])
+            kept = [f for f in found if f not in finalizers]
+            if org is None or kept == found:
+                return
+            operations = [
+                {"op": "test", "path": "/metadata/finalizers", "value": found},
+                {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+            ]
+            try:
+                self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, "organizations", name, operations
+                )
+                return
+            except ApiException as error:
+                if error.status not in (404, 409, 422):  # 422: the test failed; read again
+                    raise
+        raise RuntimeError(f"Organization {name}: its finalizers kept changing")
+
     def patch_labels(
         self, plural: str, namespace: str, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
@@ -648,6 +683,36 @@ class KubeApi:
         )
         answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
         return bool(answer.status and answer.status.allowed)
+
+    # --- Events ------------------------------------------------------------------------
+
+    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
+        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
+        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=namespace or None,
+                uid=meta.get("uid"),
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1024],
+            action=event.action,
+            source=client.V1EventSource(component=EVENT_CONTROLLER),
+            reporting_component=EVENT_CONTROLLER,
+            reporting_instance=event.instance,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        self.core.create_namespaced_event(namespace or "default", body)
 
     # --- activity, recorded by `orgkeeper activity` ------------------------------------
 
