@@ -560,7 +560,12 @@ class KubeApi:
             ]
             try:
                 self.custom.patch_cluster_custom_object(
-                    GROUP, VERSION, "organizations", name, operations
+                    GROUP,
+                    VERSION,
+                    "organizations",
+                    name,
+                    operations,
+                    _content_type="application/json-patch+json",
                 )
                 return
             except ApiException as error:
