@@ -44,7 +44,13 @@ def test_describe_shows_an_orgs_and_a_licenses_events_each_transition_once(
     admin.create("organizations", organization(name, owner))
     wait_org(admin, name)
     admin.create("memberships", membership("alice", alice, "analytics-viewer"), namespace)
-    wait_members_bound(admin, name, {owner: ["organization-admin"], alice: ["analytics-viewer"]})
+    # Members enough that their RoleBindings, removed and restored, wake the org while it
+    # reconciles: the next reconcile may read the org from before the last status write.
+    viewers = {f"m{i}@{name}.test": ["analytics-viewer"] for i in range(15)}
+    for i, email in enumerate(viewers):
+        admin.create("memberships", membership(f"m{i}", email, "analytics-viewer"), namespace)
+    bound = {owner: ["organization-admin"], alice: ["analytics-viewer"], **viewers}
+    wait_members_bound(admin, name, bound)
     create(admin, namespace, workload("Deployment", "edge", name, "data-plane", PRODUCT))
 
     admin.patch("organizations", name, {"spec": {"state": "Deactivated"}})
