@@ -1,4 +1,4 @@
-"""The one place that calls the Kubernetes API (besides kopf's own watching and Events).
+"""The one place that calls the Kubernetes API (besides kopf's own watching and patching).
 
 Every call is synchronous (the official client) and meant to run in a worker thread through
 `KubeApi.run`, so async handlers never block the event loop.
