@@ -534,6 +534,36 @@ class KubeApi:
             if error.status != 404:
                 raise
 
+    # --- Events: the operator posts its own -------------------------------------------
+
+    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
+        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
+        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=namespace or None,
+                uid=meta.get("uid"),
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1024],
+            action=event.action,
+            source=client.V1EventSource(component=EVENT_CONTROLLER),
+            reporting_component=EVENT_CONTROLLER,
+            reporting_instance=event.instance,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        self.core.create_namespaced_event(namespace or "default", body)
+
     # --- orgkeeper.dev objects ----------------------------------------------------------
 
     def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
@@ -688,36 +718,6 @@ class KubeApi:
         )
         answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
         return bool(answer.status and answer.status.allowed)
-
-    # --- Events ------------------------------------------------------------------------
-
-    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
-        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
-        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
-        meta = involved.get("metadata") or {}
-        namespace = meta.get("namespace") or ""
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"),
-                kind=involved.get("kind"),
-                name=meta.get("name"),
-                namespace=namespace or None,
-                uid=meta.get("uid"),
-            ),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1024],
-            action=event.action,
-            source=client.V1EventSource(component=EVENT_CONTROLLER),
-            reporting_component=EVENT_CONTROLLER,
-            reporting_instance=event.instance,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
-        self.core.create_namespaced_event(namespace or "default", body)
 
     # --- activity, recorded by `orgkeeper activity` ------------------------------------
 
