@@ -1,4 +1,4 @@
-"""The one place that calls the Kubernetes API (besides kopf's own watching and Events).
+"""The one place that calls the Kubernetes API (besides kopf's own watching and patching).
 
 Every call is synchronous (the official client) and meant to run in a worker thread through
 `KubeApi.run`, so async handlers never block the event loop.
@@ -211,6 +211,18 @@ class Collection:
 
     def selector(self) -> dict[str, str]:
         return {"label_selector": self.label_selector} if self.label_selector else {}
+
+
+EVENT_CONTROLLER = "orgkeeper.dev/operator"  # reportingController of every Event posted
+
+
+@dataclass(frozen=True)
+class PostedEvent:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+    action: str  # what the operator did (Reconcile, Deactivate, Propagate, ...)
+    instance: str  # reportingInstance: the operator's identity
 
 
 class NotLeaderError(RuntimeError):
@@ -531,6 +543,36 @@ class KubeApi:
             if error.status != 404:
                 raise
 
+    # --- Events: the operator posts its own -------------------------------------------
+
+    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
+        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
+        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=namespace or None,
+                uid=meta.get("uid"),
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1024],
+            action=event.action,
+            source=client.V1EventSource(component=EVENT_CONTROLLER),
+            reporting_component=EVENT_CONTROLLER,
+            reporting_instance=event.instance,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        self.core.create_namespaced_event(namespace or "default", body)
+
     # --- orgkeeper.dev objects ----------------------------------------------------------
 
     def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
@@ -541,6 +583,34 @@ class KubeApi:
         except ApiException as error:
             if error.status != 409:
                 raise
+
+    def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
+        """Removes these finalizers from the Organization, leaving any other (kopf's own
+        included); compare-and-swap on the list, so a finalizer added meanwhile stays."""
+        for _ in range(5):
+            org = self.read_organization(name)
+            found = list(((org or {}).get("metadata") or {}).get("finalizers") or [])
+            kept = [f for f in found if f not in finalizers]
+            if org is None or kept == found:
+                return
+            operations = [
+                {"op": "test", "path": "/metadata/finalizers", "value": found},
+                {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+            ]
+            try:
+                self.custom.patch_cluster_custom_object(
+                    GROUP,
+                    VERSION,
+                    "organizations",
+                    name,
+                    operations,
+                    _content_type="application/json-patch+json",
+                )
+                return
+            except ApiException as error:
+                if error.status not in (404, 409, 422):  # 422: the test failed; read again
+                    raise
+        raise RuntimeError(f"Organization {name}: its finalizers kept changing")
 
     def patch_labels(
         self, plural: str, namespace: str, name: str, labels: Mapping[str, str]

@@ -14,7 +14,29 @@ LABEL_COMPONENT = "orgkeeper.dev/component"
 LABEL_PRODUCT = "orgkeeper.dev/product"
 ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
-FINALIZER = "orgkeeper.dev/finalizer"
+FINALIZER = "orgkeeper.dev/finalizer"  # the all-regions operator's
+
+
+def kopf_prefix(region: str | None) -> str:
+    """Where kopf keeps its finalizer and annotations: `orgkeeper.dev` serving every region,
+    `<region>.orgkeeper.dev` serving one. Regional operators sharing a cluster then never hold
+    a finalizer on another region's Organization, and kopf never removes one it doesn't need."""
+    return f"{region}.orgkeeper.dev" if region else "orgkeeper.dev"
+
+
+def finalizer(region: str | None) -> str:
+    return f"{kopf_prefix(region)}/finalizer"
+
+
+def stale_finalizers(found: list[str], region: str | None) -> list[str]:
+    """orgkeeper finalizers on an org of `region` other than this operator's: left by an
+    operator of the other kind (all regions, or regional) that ran before this one. The two
+    kinds never run together (their Leases exclude each other), so no one else needs them."""
+    own = finalizer(region)
+    return [
+        f for f in found if f != own and (f == FINALIZER or f.endswith(".orgkeeper.dev/finalizer"))
+    ]
+
 
 COMPONENT_CONTROL_PLANE = "control-plane"
 COMPONENT_DATA_PLANE = "data-plane"

@@ -84,3 +84,20 @@ def test_once_listed_the_owners_membership_delete_is_refused() -> None:
         asyncio.run(webhook_calls(memo)["validate-membership"]())
     assert refused.value.code == 403
     assert "is the Owner of this organization" in str(refused.value)
+
+
+@pytest.mark.parametrize("region", [None, "us", "eu"])
+def test_every_operator_checks_every_regions_objects(region: str | None) -> None:
+    """One webhook configuration may send any region's object to any regional operator."""
+    memo: Any = kopf.Memo(
+        runtime=Runtime(kube=cast(KubeApi, mock.MagicMock()), settings=Settings(region=region))
+    )
+    for informer in memo.runtime.informers():
+        informer.synced.set()
+    memo.runtime.organizations.observe(
+        {"metadata": {"name": "acme", "resourceVersion": "1"}, "spec": ORG}  # an eu org
+    )
+    with pytest.raises(kopf.AdmissionError) as refused:
+        asyncio.run(webhook_calls(memo)["validate-membership"]())
+    assert refused.value.code == 403
+    assert "is the Owner of this organization" in str(refused.value)

@@ -165,12 +165,15 @@ async def reconcile_licenses(
 
     active = license_domain.active_by_product(list(evaluated.values()))
     outcome.active_products = set(active)
+    by_name = {record.name: record for record in licenses}
     deliveries: dict[str, Delivery] = {
         product: await _deliver(
             runtime,
             owner,
             product,
             active.get(product),
+            # Its Events go on the License whose payload the copies carry.
+            involved=_involved(by_name[active[product].name]) if product in active else None,
             documents=documents,
             workloads=workloads,
             recorded=recorded_copies(licenses, product)
@@ -243,6 +246,7 @@ async def _deliver(
     product: str,
     active: Evaluated | None,
     *,
+    involved: Mapping[str, Any] | None,
     documents: Mapping[str, bytes],
     workloads: Sequence[WorkloadRecord],
     recorded: Iterable[str],
@@ -363,6 +367,7 @@ async def _deliver(
                 "Normal",
                 "LicensePropagated",
                 f"{product} license {fingerprint[:19]} delivered to {summary(sorted(delivered))}",
+                involved,
             )
         )
     return finish(

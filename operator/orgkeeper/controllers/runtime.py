@@ -34,6 +34,29 @@ class Event:
     message: str
     involved: Mapping[str, Any] | None = None
 
+    @property
+    def action(self) -> str:
+        """What the operator was doing (the Event's `action`)."""
+        return ACTIONS.get(self.reason, "Reconcile")
+
+
+ACTIONS = {
+    "OwnerMembershipCreated": "CreateOwnerMembership",
+    "OwnershipTransferred": "TransferOwnership",
+    "TransferRejected": "TransferOwnership",
+    "OwnerLeft": "CheckOwner",
+    "Deactivating": "Deactivate",
+    "Deactivated": "Deactivate",
+    "Reactivated": "Reactivate",
+    "LicensePropagated": "PropagateLicense",
+    "LicenseRotated": "IssueLicense",
+    "LicenseReissued": "IssueLicense",
+    "InvalidSpec": "ValidateSpec",
+    "NamespaceNotOwned": "IgnoreWorkload",
+    "SecretConflict": "PropagateLicense",
+    "ApplyFailed": "Apply",
+}
+
 
 @dataclass
 class Runtime:
@@ -65,6 +88,8 @@ class Runtime:
     # Per (org, product), where its license copies were at the last reconcile: the License
     # statuses record it too, but their cache may lag the write by a moment.
     copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    # Per org, the lifecycle transition last posted as an Event (see lifecycle.untold_transitions).
+    transitions: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -152,6 +177,7 @@ class Runtime:
         self.triggers.pop(organization, None)
         self.changed_at.pop(organization, None)
         self.told.pop(organization, None)
+        self.transitions.pop(organization, None)
         for key in [key for key in self.copies if key[0] == organization]:
             del self.copies[key]
         self.metrics.forget(organization)

@@ -103,3 +103,29 @@ def reactivation_requested(
         and requested is not None
         and deactivation.at < requested <= now + CLOCK_SKEW
     )
+
+
+# Which lifecycle Event may follow which. A reconcile may read an org a moment older than its
+# own last status write (another change woke it first), and would tell the same transition
+# again; a transition is told only if it can follow the one told last.
+LIFECYCLE_EVENTS: dict[str | None, frozenset[str]] = {
+    None: frozenset({"Deactivating", "Deactivated", "Reactivated"}),
+    "Deactivating": frozenset({"Deactivated", "Reactivated"}),
+    "Deactivated": frozenset({"Reactivated"}),
+    "Reactivated": frozenset({"Deactivating", "Deactivated"}),
+}
+
+
+def untold_transitions(last: str | None, reasons: Iterable[str]) -> tuple[list[bool], str | None]:
+    """For each Event reason, whether to post it; and the lifecycle transition told last after
+    them. Reasons that are no lifecycle transition are always posted."""
+    keep = []
+    for reason in reasons:
+        if reason not in LIFECYCLE_EVENTS[None]:
+            keep.append(True)
+            continue
+        new = reason in LIFECYCLE_EVENTS[last]
+        keep.append(new)
+        if new:
+            last = reason
+    return keep, last

@@ -1,8 +1,11 @@
 """Validating admission webhooks: the rules one object's schema can't check by itself.
 
 They read the Runtime's informers (Organizations, Memberships), never kopf's indexes, which
-pause on replicas that don't lead. Until both informers have listed their kind, every webhook
-answers 503: an empty cache would allow what the rules refuse.
+pause on replicas that don't lead. They check every region's objects, whatever --region the
+operator serves (its informers are cluster-wide): so one webhook configuration, behind one
+Service selecting every operator Pod of any region, works for regional operators side by side.
+Until both informers have listed their kind, every webhook answers 503: an empty cache would
+allow what the rules refuse.
 
 The rules that need no cache (who may set which field) live in the API server itself, as
 admission policies (manifests/policies/).
@@ -64,8 +67,6 @@ async def validate_organization(
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
-    if not runtime.serves_region(spec.get("region")):
-        return
     await _synced(runtime)
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
@@ -95,8 +96,6 @@ async def validate_organization_delete(
     body: kopf.Body, name: str, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any
 ) -> None:
     runtime: Runtime = memo.runtime
-    if not runtime.serves_region(body["spec"].get("region")):
-        return
     await _synced(runtime)
     owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
     _refuse(
@@ -124,7 +123,7 @@ async def validate_membership(
     org: OrgRecord | None = (
         runtime.organizations.get("", organization) if organization is not None else None
     )
-    if org is None or org.deleting or not runtime.serves_region(org.region):
+    if org is None or org.deleting:
         return  # no org (the cache holds them all), or it is going away: nothing to protect
     record = MemberRecord.from_body(body)
     if operation == "DELETE":

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -17,8 +17,9 @@ from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Event, Runtime, ignored_key
 from ..controllers.writes import explain
+from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
-from ..kube import owner_of
+from ..kube import PostedEvent, owner_of
 from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS
 
 MAX_BACKOFF = 60.0
@@ -26,10 +27,24 @@ MAX_BACKOFF = 60.0
 log = logging.getLogger(__name__)
 
 
-def post(body: kopf.Body, events: list[Event]) -> None:
-    for event in events:
-        target = kopf.Body(cast(kopf.RawBody, dict(event.involved))) if event.involved else body
-        kopf.event(target, type=event.type, reason=event.reason, message=event.message)
+async def post(runtime: Runtime, body: kopf.Body, events: list[Event]) -> None:
+    """Posts the Events on the objects they concern (the org by default), each lifecycle
+    transition once. Posting is a write (the leader's); one that fails is logged, never retried."""
+    name = body["metadata"]["name"]
+    keep, runtime.transitions[name] = untold_transitions(
+        runtime.transitions.get(name), (event.reason for event in events)
+    )
+    kube = runtime.kube
+    for event, new in zip(events, keep, strict=True):
+        if not new:
+            continue
+        posted = PostedEvent(
+            event.type, event.reason, event.message, event.action, runtime.settings.identity
+        )
+        try:
+            await kube.run(kube.post_event, event.involved or body, posted)
+        except Exception as error:
+            log.warning("Event %s on %s not posted: %s", event.reason, name, explain(error)[1])
 
 
 def in_region(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
@@ -72,7 +87,7 @@ async def organization_loop(
                 if backoff == 1.0:  # the first of a run of failures, not every retry
                     reason, detail = explain(error)
                     message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
-                    post(body, [Event("Warning", "ReconcileFailed", message)])
+                    await post(runtime, body, [Event("Warning", "ReconcileFailed", message)])
         if events is None:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -81,7 +96,7 @@ async def organization_loop(
         runtime.metrics.reconciles.labels("Organization", "success").inc()
         runtime.metrics.reconcile_seconds.labels("Organization").observe(time.monotonic() - started)
         backoff = 1.0
-        post(body, events)
+        await post(runtime, body, events)
 
 
 async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -98,6 +113,12 @@ async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kw
     failures = await withdraw_copies(runtime, owner, recorded, workloads)
     for failure in failures:
         log.warning("Organization %s: cleanup left %s", name, failure.describe())
+    # A finalizer of the operator that served the org before this one (all regions, or
+    # regional) would hold the deletion forever: that operator isn't running beside this one.
+    found = list(body["metadata"].get("finalizers") or [])
+    stale = names.stale_finalizers(found, runtime.settings.region)
+    if stale:
+        await runtime.kube.run(runtime.kube.drop_organization_finalizers, name, stale)
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:

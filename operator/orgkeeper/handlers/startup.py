@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 from aiohttp import web
 
+from .. import names
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
 from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
@@ -21,7 +21,6 @@ from ..preflight import Listeners
 from ..settings import Settings
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
-    PREFIX,
     ServingWebhookServer,
     keep_ca_bundle,
     webhook_server,
@@ -121,14 +120,17 @@ async def serve_endpoints(
 def configure_kopf(
     kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
 ) -> None:
+    prefix = names.kopf_prefix(settings.region)
     persistence = kopf_settings.persistence
-    persistence.finalizer = f"{PREFIX}/finalizer"
-    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    persistence.finalizer = names.finalizer(settings.region)
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
+        prefix=prefix, key="last-handled-configuration"
     )
-    # Explicit Events carry the story; kopf's per-handler chatter stays in the logs.
-    kopf_settings.posting.level = logging.WARNING
+    # The operator posts its own Events (kube.post_event: on the object concerned, where
+    # `kubectl describe` finds them, once per transition). kopf's would go to `default` with
+    # the wrong involvedObject, raw API errors included: its messages stay in the logs.
+    kopf_settings.posting.enabled = False
     kopf_settings.networking.request_timeout = 30
     kopf_settings.networking.connect_timeout = 10
     kopf_settings.watching.server_timeout = 300
@@ -139,5 +141,6 @@ def configure_kopf(
     if settings.webhook_mode == "off":
         return
     if settings.webhook_mode == "managed":
-        kopf_settings.admission.managed = PREFIX
+        # One configuration per regional operator: they would overwrite each other's URL.
+        kopf_settings.admission.managed = prefix
     kopf_settings.admission.server = webhook_server(settings, authority)
