@@ -136,7 +136,7 @@ def configure_kopf(
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.reconnect_backoff = 1.0
-    kopf_settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    kopf_settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     kopf_settings.execution.max_workers = 32
     if settings.webhook_mode == "off":
         return
