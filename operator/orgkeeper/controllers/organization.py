@@ -84,6 +84,12 @@ async def reconcile_organization(
     else:
         refs = namespace_object.metadata.owner_references or []
         namespace_ready = any(ref.uid == owner_ref.uid for ref in refs)
+        label = (namespace_object.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
+        if not namespace_ready and namespace_domain.adoptable(name, len(refs), label):
+            version_read = str(namespace_object.metadata.resource_version)
+            namespace_ready = await kube.run(
+                kube.adopt_namespace, namespace, version_read, owner_ref
+            )
     namespace_conflict = not namespace_ready
 
     # Only workloads in namespaces the org owns are its own; labelled ones elsewhere are told
@@ -125,7 +131,9 @@ async def reconcile_organization(
                 )
             )
 
-    decision = org_domain.decide_owner(spec.owner, status.owner, members)
+    # In a namespace that isn't the org's, no Membership is the Owner's: nothing has left.
+    known_owner = None if namespace_conflict else status.owner
+    decision = org_domain.decide_owner(spec.owner, known_owner, members)
     if decision.transferred_from:
         events.append(Event("Normal", "OwnershipTransferred", decision.message))
     elif not decision.valid:
@@ -477,6 +485,26 @@ async def sync_members(
             patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
             writes.append((target, _taken_in(runtime.members, patch)))
     await attempt(writes, failures)
+
+
+async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
+    """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
+    Ready=False condition saying why (once the org exists, its own reconcile takes over)."""
+    kube = runtime.kube
+    writes: list[tuple[Target, Awaitable[Any]]] = []
+    for record in runtime.members.in_namespace(namespace):
+        previous = MembershipStatus.model_validate(record.status)
+        status = membership_domain.membership_status(
+            record.member(), None, previous, generation=record.generation, now=now
+        )
+        wire = status_wire(status, omit=("lastLoginTime",))
+        if differs(wire, record.status):
+            patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
+            target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
+            writes.append((target, _taken_in(runtime.members, patch)))
+    failures: list[Failure] = []
+    await attempt(writes, failures)
+    return failures
 
 
 def _drifted(found: BindingRecord, binding: Binding, organization: str, owner_uid: str) -> bool:

@@ -65,6 +65,10 @@ class Runtime:
     # Per (org, product), where its license copies were at the last reconcile: the License
     # statuses record it too, but their cache may lag the write by a moment.
     copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
+    # pending loop (handlers/organization.py) marks them Pending if no such org exists.
+    unserved: set[str] = field(default_factory=set)
+    unserved_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -121,8 +125,11 @@ class Runtime:
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""
         organization = names.organization_of_namespace(namespace)
-        if organization:
+        if organization and organization in self.triggers:
             self.poke(organization)
+        elif organization:
+            self.unserved.add(namespace)
+            self.unserved_changed.set()
 
     def informers(self) -> tuple[Informer[Any], ...]:
         return (self.organizations, self.members, self.bindings, self.namespaces)

@@ -28,12 +28,20 @@ def belongs_to(claim: Claim, organization: str, uid: str) -> bool:
     return claim.label == organization
 
 
+def adoptable(organization: str, owners: int, label: str | None) -> bool:
+    """Whether org-<name>, made before its Organization (by GitOps, or `kubectl apply -f` of a
+    folder), becomes the org's: only when no one owns it and it is labelled
+    orgkeeper.dev/organization=<name>, a label only the org's Owner or support may set (the
+    namespace label admission policy). Anything else in its place is a conflict."""
+    return owners == 0 and label == organization
+
+
 def owned_namespaces(
     organization: str, uid: str, claims: Iterable[Claim], *, org_namespace_owned: bool
 ) -> frozenset[str]:
     """org-<name> when the org owns it, and the namespaces labelled for the org.
 
-    An org-<name> someone else created is never the org's, whatever its label says."""
+    An org-<name> someone else created is the org's only once adopted (see adoptable)."""
     owned = {c.namespace for c in claims if belongs_to(c, organization, uid)}
     if org_namespace_owned:
         owned.add(names.org_namespace(organization))
