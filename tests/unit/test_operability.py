@@ -230,8 +230,8 @@ def test_wide_output_has_columns_of_its_own(kind: Any) -> None:
 def test_the_membership_teams_column_reads_spec_and_wide_adds_the_effective_ones() -> None:
     (version,) = crdgen.custom_resource_definition(MEMBERSHIP)["spec"]["versions"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert columns["Teams"]["jsonPath"] == ".spec.teams[*]"
-    assert columns["Effective Teams"]["jsonPath"] == ".status.effectiveTeams[*]"
+    assert columns["Teams"]["jsonPath"] == ".spec.teams"
+    assert columns["Effective Teams"]["jsonPath"] == ".status.effectiveTeams"
     assert columns["Effective Teams"]["priority"] == 1
 
 

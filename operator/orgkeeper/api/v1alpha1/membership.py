@@ -70,13 +70,14 @@ MEMBERSHIP = Kind(
     description="A person's membership of an Organization and their teams there.",
     printer_columns=(
         PrinterColumn("Email", ".spec.email"),
-        # What was asked for, space-separated; -o wide adds the teams whose roles are bound
-        # (the Owner's include organization-admin; none while Pending or Removed).
-        PrinterColumn("Teams", ".spec.teams[*]"),
+        # What was asked for (set at once, unlike the status); -o wide adds the teams whose
+        # roles are bound (the Owner's include organization-admin; none while Pending or
+        # Removed). A column shows a list as JSON: `[*]` would show its first item only.
+        PrinterColumn("Teams", ".spec.teams"),
         PrinterColumn("State", ".status.state"),
         ready_column(),
         age_column(),
-        PrinterColumn("Effective Teams", ".status.effectiveTeams[*]", priority=1),
+        PrinterColumn("Effective Teams", ".status.effectiveTeams", priority=1),
         PrinterColumn("Last Login", ".status.lastLoginTime", priority=1),
     ),
 )
