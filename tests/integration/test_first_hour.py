@@ -59,6 +59,14 @@ def make(local: LocalCluster, target: str, **environ: str) -> subprocess.Popen[s
     )
 
 
+def registered(local: LocalCluster, kind: str) -> list[dict[str, Any]]:
+    """The webhooks `make run` registered in the `kind` (validating, mutating) configuration."""
+    got = kubectl(local, "get", f"{kind}webhookconfiguration", "orgkeeper.dev", "-o=yaml")
+    if got.returncode != 0:
+        return []
+    return list((yaml.safe_load(got.stdout) or {}).get("webhooks") or [])
+
+
 def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
@@ -96,20 +104,24 @@ def running(fresh: LocalCluster) -> Iterator[Kube]:
         log, _ = operator.communicate(timeout=30)
         assert "Traceback" not in log, log[-3000:]
         assert " DEBUG " not in log and "[DEBUG" not in log, "make run is not verbose"
+    # A clean stop: the validating webhooks stay (failing closed), the mutating one goes.
+    assert registered(fresh, "validating")
+    assert not registered(fresh, "mutating")
 
 
 def test_the_first_hour(fresh: LocalCluster, running: Kube) -> None:
     admin = running
 
     # What managed mode registered (the README's `make run` paragraph says the same).
-    def registered() -> list[dict[str, Any]] | None:
-        got = kubectl(fresh, "get", "validatingwebhookconfiguration", "orgkeeper.dev", "-o=yaml")
-        return (yaml.safe_load(got.stdout) or {}).get("webhooks") if got.returncode == 0 else None
-
-    hooks = wait_for("make run to register its webhooks", registered)
+    hooks = wait_for(
+        "make run to register its webhooks",
+        lambda: registered(fresh, "validating") and registered(fresh, "mutating"),
+    )
     assert {h["failurePolicy"] for h in hooks} == {"Fail"}
     assert {h["timeoutSeconds"] for h in hooks} == {30}
     assert all(h["clientConfig"]["url"].startswith("https://0.0.0.0:") for h in hooks)
+    (mutating,) = registered(fresh, "mutating")
+    assert (mutating["failurePolicy"], mutating["timeoutSeconds"]) == ("Fail", 30)
 
     # The samples, in one go, on a fresh cluster.
     applied = kubectl(fresh, "apply", "-f", str(SAMPLES))

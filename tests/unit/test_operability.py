@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
 
+import kopf
 import pytest
 import yaml
 from prometheus_client import generate_latest
@@ -20,6 +21,7 @@ from orgkeeper.api.v1alpha1.common import EMAIL_PATTERN, EMAIL_RULE
 from orgkeeper.api.v1alpha1.membership import MembershipSpec
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.namespaces import adoptable
+from orgkeeper.handlers.startup import configure_kopf
 from orgkeeper.localcluster import LocalCluster, binaries, kubeconfig_environment
 from orgkeeper.metrics import OperatorMetrics
 from orgkeeper.settings import Settings
@@ -276,3 +278,54 @@ def test_make_help_and_localcluster_help_say_what_the_readme_says() -> None:
     assert "~/.cache/orgkeeper/controlplane/<fingerprint>/" in (localcluster.__doc__ or "")
     header = (MANIFESTS / "kustomization.yaml").read_text()
     assert "kubectl apply --server-side -f crds/" in header
+
+
+# Findings 4, 6, 13, 15, 21: the README says what the code does.
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_readme_gives_the_exact_workload_labels_and_the_frozen_annotation() -> None:
+    from orgkeeper import names
+
+    for label in (names.LABEL_ORGANIZATION, names.LABEL_COMPONENT, names.LABEL_PRODUCT):
+        assert f"    {label}: " in README, f"the Workloads example lacks {label}"
+    assert f"{names.LABEL_COMPONENT}=control-plane" in README
+    assert f"{names.LABEL_COMPONENT}=data-plane" in README
+    assert "`component=" not in README, "a label without its prefix matches nothing"
+    assert f'the annotation `{names.ANNOTATION_FROZEN}: "true"`' in README
+    assert f"`{names.ANNOTATION_FROZEN}=true`" not in README
+
+
+def test_the_readme_tells_how_sign_up_works() -> None:
+    teams = list(yaml.safe_load_all((MANIFESTS / "rbac" / "teams.yaml").read_text()))
+    (creator,) = [d for d in teams if d["metadata"]["name"] == "orgkeeper-organization-creator"]
+    assert creator["rules"] == [
+        {"apiGroups": ["orgkeeper.dev"], "resources": ["organizations"], "verbs": ["create"]}
+    ]
+    assert "--clusterrole=orgkeeper-organization-creator --group=system:authenticated" in README
+    assert "for themselves only" in README and "on `Free` or `Plus`" in README
+
+
+def test_the_gitops_paragraph_lists_every_write_on_an_organization() -> None:
+    from orgkeeper.handlers.webhooks import PREFIX
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, Settings(webhook_mode="off"))
+    gitops = README[README.index("### GitOps") : README.index("## API reference")]
+    assert f"`{settings.persistence.finalizer}`" in gitops
+    assert f"`{PREFIX}/kopf-managed`" in gitops
+    assert f"`{PREFIX}/last-handled-configuration`" in gitops
+    assert "ownerReference" in gitops and "Pod Security" in gitops
+    assert "dependsOn" in gitops and "sync-wave" in gitops
+
+
+def test_the_readme_documents_what_managed_mode_registers_and_every_run_flag() -> None:
+    assert "`failurePolicy: Fail` and kopf's `timeoutSeconds: 30`" in README
+    assert "ARGS=--webhook-host=host.k3d.internal" in README
+    for flag in ("--webhook-host", "--listen-address` (0.0.0.0"):
+        assert flag in README
+    settings_text = README[README.index("`orgkeeper run` settings") :]
+    defaults = Settings()
+    assert f"`--webhook-port` ({defaults.webhook_port})" in settings_text
+    assert f"`--membership-quota` ({defaults.membership_quota}" in settings_text
