@@ -122,6 +122,8 @@ async def pending_memberships(runtime: Runtime) -> None:
             if runtime.organizations.get("", organization) is not None:
                 continue  # its own loop (here, or in its region's operator) serves it
             try:
+                if await _going_away(runtime, namespace):
+                    continue  # its Organization was deleted: garbage collection takes it all
                 failures = await mark_pending(runtime, namespace, now_utc())
             except Exception as error:  # the loop must outlive any single failure
                 failures, reason = [], str(error)
@@ -131,6 +133,14 @@ async def pending_memberships(runtime: Runtime) -> None:
                 runtime.unserved.add(namespace)
         if runtime.unserved:
             await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
+
+
+async def _going_away(runtime: Runtime, namespace: str) -> bool:
+    """Gone, terminating, or owned by an Organization (one that no longer exists)."""
+    found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
+    if found is None or found.metadata.deletion_timestamp is not None:
+        return True
+    return any(ref.kind == "Organization" for ref in found.metadata.owner_references or [])
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:
