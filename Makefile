@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # The local control plane's kubeconfig while it is up (`make cluster-up`); otherwise kubectl and
-# `orgkeeper run` use $$KUBECONFIG or ~/.kube/config: the current context (kind, k3d, ...).
+# `orgkeeper run` use an exported KUBECONFIG, else ~/.kube/config: the current context (kind, k3d).
 LOCAL_KUBECONFIG := $(CURDIR)/.cache/cluster/kubeconfig
 ifneq ($(wildcard $(LOCAL_KUBECONFIG)),)
 KUBECONFIG ?= $(LOCAL_KUBECONFIG)
