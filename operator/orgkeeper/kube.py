@@ -335,7 +335,7 @@ class KubeApi:
 
     def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
-        (someone created it first: adopted only as namespaces.adoptable says)."""
+        (someone created it first; see namespaces.made_for for one made for the org)."""
         body = {
             "metadata": {
                 "name": name,
@@ -351,20 +351,6 @@ class KubeApi:
             found = self.read_namespace(name)
             refs = (found.metadata.owner_references or []) if found is not None else []
             return any(ref.uid == owner.uid for ref in refs)
-        return True
-
-    def adopt_namespace(self, name: str, resource_version: str, owner: OwnerRef) -> bool:
-        """Makes `owner` the owner of a namespace no one owns (see namespaces.adoptable); False if
-        it changed since `resource_version` was read (the next reconcile looks again)."""
-        body = {
-            "metadata": {"ownerReferences": [owner.to_wire()], "resourceVersion": resource_version}
-        }
-        try:
-            self.core.patch_namespace(name, body, field_manager=FIELD_MANAGER)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            return False
         return True
 
     def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:

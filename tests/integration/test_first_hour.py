@@ -126,13 +126,12 @@ def test_the_first_hour(fresh: LocalCluster, running: Kube) -> None:
     # The samples, in one go, on a fresh cluster.
     applied = kubectl(fresh, "apply", "-f", str(SAMPLES))
     assert applied.returncode == 0, applied.stderr
-    # The org adopts the sample's namespace (labelled for it), and serves alice there.
+    # The sample's namespace, made for the org (labelled), is served as its own, and stays
+    # the applier's: no ownerReference.
     org = wait_org(admin, "acme", timeout=120)
     assert org["status"]["owner"] == "owner@acme.example"
-    namespace = admin.core.read_namespace("org-acme")
-    assert [(r.kind, r.name) for r in namespace.metadata.owner_references] == [
-        ("Organization", "acme")
-    ], "adopted: it goes with the org"
+    assert org["status"]["namespace"] == "org-acme"
+    assert not admin.core.read_namespace("org-acme").metadata.owner_references
     wait_for(
         "alice bound",
         lambda: (

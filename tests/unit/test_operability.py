@@ -20,7 +20,7 @@ from orgkeeper.api.v1alpha1 import LICENSE, MEMBERSHIP, ORGANIZATION
 from orgkeeper.api.v1alpha1.common import EMAIL_PATTERN, EMAIL_RULE
 from orgkeeper.api.v1alpha1.membership import MembershipSpec
 from orgkeeper.controllers.runtime import Runtime
-from orgkeeper.domain.namespaces import adoptable
+from orgkeeper.domain.namespaces import made_for
 from orgkeeper.handlers.startup import configure_kopf
 from orgkeeper.localcluster import LocalCluster, binaries, kubeconfig_environment
 from orgkeeper.metrics import OperatorMetrics
@@ -121,18 +121,18 @@ def test_the_samples_create_the_org_namespace_before_anything_in_it() -> None:
     organization = next(d for _, d in documents if d["kind"] == "Organization")
     name = organization["metadata"]["name"]
     assert namespace["metadata"]["name"] == f"org-{name}"
-    # What makes orgkeeper adopt it (and nothing else does).
+    # What makes orgkeeper serve it as the org's (and nothing else does).
     assert namespace["metadata"]["labels"] == {"orgkeeper.dev/organization": name}
-    assert adoptable(name, 0, namespace["metadata"]["labels"]["orgkeeper.dev/organization"])
+    assert made_for(name, 0, namespace["metadata"]["labels"]["orgkeeper.dev/organization"])
     for _, document in documents[1:]:
         assert document["metadata"].get("namespace") in (None, f"org-{name}")
 
 
-def test_only_an_unowned_org_namespace_labelled_for_the_org_is_adopted() -> None:
-    assert adoptable("acme", 0, "acme")
-    assert not adoptable("acme", 0, None), "someone else's namespace: NamespaceConflict"
-    assert not adoptable("acme", 0, "other")
-    assert not adoptable("acme", 1, "acme"), "owned by something else"
+def test_only_an_unowned_org_namespace_labelled_for_the_org_is_made_for_it() -> None:
+    assert made_for("acme", 0, "acme")
+    assert not made_for("acme", 0, None), "someone else's namespace: NamespaceConflict"
+    assert not made_for("acme", 0, "other")
+    assert not made_for("acme", 1, "acme"), "owned by something else"
 
 
 # Finding 9: Memberships in an org namespace whose org isn't served here are noticed.
@@ -316,7 +316,7 @@ def test_the_gitops_paragraph_lists_every_write_on_an_organization() -> None:
     assert f"`{settings.persistence.finalizer}`" in gitops
     assert f"`{PREFIX}/kopf-managed`" in gitops
     assert f"`{PREFIX}/last-handled-configuration`" in gitops
-    assert "ownerReference" in gitops and "Pod Security" in gitops
+    assert "namespace\nfrom your manifests, the Pod Security labels" in gitops
     assert "dependsOn" in gitops and "sync-wave" in gitops
 
 

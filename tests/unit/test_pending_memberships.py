@@ -22,6 +22,7 @@ class FakeKube:
         self.write_gate: Callable[[], bool] | None = None
         self.patched: list[tuple[str, str, dict[str, Any]]] = []
         self.namespace_owners: dict[str, list[Any]] = {}
+        self.deleted: list[tuple[str, str]] = []
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
@@ -31,6 +32,9 @@ class FakeKube:
         return SimpleNamespace(
             metadata=SimpleNamespace(deletion_timestamp=None, owner_references=owners)
         )
+
+    def delete_role_binding(self, namespace: str, name: str) -> None:
+        self.deleted.append((namespace, name))
 
     def patch_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str
@@ -90,8 +94,12 @@ def test_the_leader_marks_memberships_of_a_missing_org_pending() -> None:
         runtime.namespace_changed("org-ghost")
         await asyncio.sleep(0.1)
 
+    runtime.bindings.observe(
+        {"metadata": {"name": "carol-portal-admin", "namespace": "org-ghost"}, "subjects": []}
+    )
     asyncio.run(run_loop(runtime, scenario))
     assert sorted(name for _, name, _ in kube.patched) == ["carol", "dan"], "each written once"
+    assert kube.deleted == [("org-ghost", "carol-portal-admin")], "no roles without an org"
     (status,) = {str(body["state"]) for _, _, body in kube.patched}
     assert status == "Pending"
     (_, _, body) = kube.patched[0]
@@ -115,6 +123,17 @@ def test_a_follower_writes_nothing_until_it_leads() -> None:
 
     asyncio.run(run_loop(runtime, scenario))
     assert [name for _, name, _ in kube.patched] == ["carol"]
+
+
+def test_a_deleted_orgs_namespace_is_looked_at() -> None:
+    runtime = runtime_with(FakeKube())
+    body = {"metadata": {"name": "gone"}, "spec": {"region": "eu", "owner": "o@gone.example"}}
+    runtime.organizations.observe(body)
+    runtime.org_changed("gone")
+    assert runtime.unserved == set(), "it exists"
+    runtime.organizations.forget("", "gone")
+    runtime.org_changed("gone")
+    assert runtime.unserved == {"org-gone"}
 
 
 def test_an_existing_org_in_any_region_or_a_deleted_one_is_left_alone() -> None:

@@ -83,13 +83,10 @@ async def reconcile_organization(
         namespace_ready = await kube.run(kube.create_namespace, namespace, name, owner_ref)
     else:
         refs = namespace_object.metadata.owner_references or []
-        namespace_ready = any(ref.uid == owner_ref.uid for ref in refs)
         label = (namespace_object.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
-        if not namespace_ready and namespace_domain.adoptable(name, len(refs), label):
-            version_read = str(namespace_object.metadata.resource_version)
-            namespace_ready = await kube.run(
-                kube.adopt_namespace, namespace, version_read, owner_ref
-            )
+        namespace_ready = any(
+            ref.uid == owner_ref.uid for ref in refs
+        ) or namespace_domain.made_for(name, len(refs), label)
     namespace_conflict = not namespace_ready
 
     # Only workloads in namespaces the org owns are its own; labelled ones elsewhere are told
@@ -489,9 +486,16 @@ async def sync_members(
 
 async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
     """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
-    Ready=False condition saying why (once the org exists, its own reconcile takes over)."""
+    Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
+    an org that was then deleted). Once the org exists, its own reconcile takes over."""
     kube = runtime.kube
-    writes: list[tuple[Target, Awaitable[Any]]] = []
+    writes: list[tuple[Target, Awaitable[Any]]] = [
+        (
+            Target(f"RoleBinding {namespace}/{binding.name}"),
+            _deleted_binding(runtime, namespace, binding.name),
+        )
+        for binding in runtime.bindings.in_namespace(namespace)
+    ]
     for record in runtime.members.in_namespace(namespace):
         previous = MembershipStatus.model_validate(record.status)
         status = membership_domain.membership_status(

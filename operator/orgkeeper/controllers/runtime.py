@@ -72,9 +72,10 @@ class Runtime:
 
     def __post_init__(self) -> None:
         kube = self.kube
-        # kopf's own handlers follow each org; this cache only answers admission.
+        # kopf's own handlers follow each org; this cache answers admission, and tells when an
+        # org is gone (its namespace may stay, made for it: its Memberships are then Pending).
         self.organizations = Informer(
-            "Organizations", kube, kube.organizations(), OrgRecord.from_body, lambda _: None
+            "Organizations", kube, kube.organizations(), OrgRecord.from_body, self.org_changed
         )
         self.members = Informer(
             "Memberships", kube, kube.memberships(), MemberRecord.from_body, self.namespace_changed
@@ -121,6 +122,12 @@ class Runtime:
             namespace == names.org_namespace(organization)
             or self.claims.get(namespace) == organization
         )
+
+    def org_changed(self, organization: str) -> None:
+        """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
+        if self.organizations.get("", organization) is None:
+            self.unserved.add(names.org_namespace(organization))
+            self.unserved_changed.set()
 
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""

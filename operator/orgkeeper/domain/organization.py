@@ -278,8 +278,8 @@ def readiness(
             "NamespaceConflict",
             f"namespace org-{observed.name} belongs to something else; delete it, or have "
             f"support (orgkeeper-support) label it {names.LABEL_ORGANIZATION}={observed.name} "
-            "if it is meant for this organization (an unowned one is then adopted); a deleted "
-            "one is noticed at the next periodic check (--check-interval)",
+            "if it is meant for this organization (one nothing owns is then served as its own); a "
+            "deleted one is noticed at the next periodic check (--check-interval)",
         )
     if not observed.namespace_ready:
         return False, "Provisioning", "creating the organization's namespace"
