@@ -88,6 +88,14 @@ async def reconcile_organization(
             ref.uid == owner_ref.uid for ref in refs
         ) or namespace_domain.made_for(name, len(refs), label)
     namespace_conflict = not namespace_ready
+    # While org-<name> isn't the org's, no Membership there is the Owner's and none was made
+    # for them: once it is the org's (the conflict resolved), the Owner gets theirs as at
+    # creation, rather than being taken for an Owner who left.
+    previous_ready = conditions.find(status.conditions, "Ready")
+    conflicted = namespace_conflict or (
+        previous_ready is not None and previous_ready.reason == "NamespaceConflict"
+    )
+    known_owner = None if conflicted else status.owner
 
     # Only workloads in namespaces the org owns are its own; labelled ones elsewhere are told
     # why they are ignored, and never served.
@@ -101,7 +109,7 @@ async def reconcile_organization(
 
     events: list[Event] = []
     members = [record.member() for record in indexed.members]
-    if namespace_ready and org_domain.owner_membership_needed(spec.owner, status.owner, members):
+    if namespace_ready and org_domain.owner_membership_needed(spec.owner, known_owner, members):
         created = await attempt(
             [
                 (
@@ -128,8 +136,6 @@ async def reconcile_organization(
                 )
             )
 
-    # In a namespace that isn't the org's, no Membership is the Owner's: nothing has left.
-    known_owner = None if namespace_conflict else status.owner
     decision = org_domain.decide_owner(spec.owner, known_owner, members)
     if decision.transferred_from:
         events.append(Event("Normal", "OwnershipTransferred", decision.message))
