@@ -2,8 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-KUBECONFIG ?= $(CURDIR)/.cache/cluster/kubeconfig
+# The local control plane's kubeconfig while it is up (`make cluster-up`); otherwise kubectl and
+# `orgkeeper run` use an exported KUBECONFIG, else ~/.kube/config: the current context (kind, k3d).
+LOCAL_KUBECONFIG := $(CURDIR)/.cache/cluster/kubeconfig
+ifneq ($(wildcard $(LOCAL_KUBECONFIG)),)
+KUBECONFIG ?= $(LOCAL_KUBECONFIG)
 export KUBECONFIG
+endif
 
 .PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo bench faults
 
@@ -55,12 +60,12 @@ cluster-down: venv ## stop the local control plane and remove its data
 install: controlplane ## CRDs, ClusterRoles and admission policies into the current cluster
 	$(BIN)/python -m orgkeeper.localcluster install
 
-run: venv ## the operator against the current cluster
-	$(BIN)/orgkeeper run --verbose
+run: venv ## the operator against the current cluster (add flags with ARGS=..., e.g. ARGS=--verbose)
+	$(BIN)/orgkeeper run $(ARGS)
 
 demo: controlplane ## the main job, told with real objects on a fresh local control plane
 	$(BIN)/python -m orgkeeper.demo
 
-bench: controlplane ## convergence against size, side by side with a floor client (about 15 min)
+bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run.py

@@ -121,7 +121,7 @@ def _add_run(commands: Any) -> None:
         choices=["managed", "serve", "off"],
         help="managed: serve the admission webhooks and register them by URL (for a cluster "
         "that reaches this process directly); serve: serve them behind the Service of "
-        "manifests/, whose ValidatingWebhookConfiguration gets this server's CA; off: no webhooks "
+        "manifests/, whose two webhook configurations get this server's CA; off: no webhooks "
         f"(default: {defaults.webhook_mode})",
     )
     flag(

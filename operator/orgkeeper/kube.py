@@ -356,7 +356,7 @@ class KubeApi:
 
     def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
-        (someone created it first: it is never adopted)."""
+        (someone created it first; see namespaces.made_for for one made for the org)."""
         body = {
             "metadata": {
                 "name": name,

@@ -1,7 +1,8 @@
 """The embedded local control plane: etcd, kube-apiserver and kube-controller-manager on loopback.
 
 Binaries come from $KUBEBUILDER_ASSETS when it has them, otherwise they are built once from the
-Go module in hack/controlplane and cached in .cache/controlplane/bin. `python -m
+Go module in hack/controlplane and cached per machine in
+~/.cache/orgkeeper/controlplane/<fingerprint>/ ($ORGKEEPER_CONTROLPLANE_CACHE). `python -m
 orgkeeper.localcluster build|up|down|status` is what `make cluster-up` and friends call.
 """
 
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -484,6 +485,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) -> dict[str, str]:
+    """KUBECONFIG for `install` and `kubectl`: as given, else the local control plane's while it
+    is up (its kubeconfig exists), else nothing, so kubectl uses ~/.kube/config's context."""
+    if environ.get("KUBECONFIG") or not cluster.kubeconfig.is_file():
+        return {}
+    return {"KUBECONFIG": str(cluster.kubeconfig)}
+
+
 @contextlib.contextmanager
 def running_cluster(state_dir: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster(state_dir)
@@ -514,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             print("control plane stopped")
         elif args.action in ("kubectl", "install"):
             kubectl = str(binaries(build=False)["kubectl"])
-            os.environ.setdefault("KUBECONFIG", str(cluster.kubeconfig))
+            os.environ.update(kubeconfig_environment(cluster, os.environ))
             given = install_arguments() if args.action == "install" else args.kubectl_args
             os.execv(kubectl, [kubectl, *given])
         else:

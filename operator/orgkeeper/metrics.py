@@ -6,11 +6,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PHASES = ("Provisioning", "Active", "Deactivating", "Deactivated")
+
+# No `<name>_created` gauge beside each counter and histogram: it only repeats the help text and
+# the process start time (a process-wide switch of prometheus_client).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclass

@@ -485,3 +485,10 @@ def test_with_the_operator_stopped_every_rule_still_refuses(managed: Managed, un
     refused(lambda: label(as_user(stranger), edge, name), NAMESPACE_POLICY)
     label(as_user(owner), edge, name)  # the positive control needs no webhook at all
     assert organization_label(admin, edge) == name
+    # A Membership where no org can serve it: refused by its policy, saying where it goes.
+    refused(
+        lambda: admin.create("memberships", membership("stray", stranger), "default"),
+        "ValidatingAdmissionPolicy 'orgkeeper-org-namespace-only'",
+        "metadata.namespace: a Membership belongs in the namespace of its Organization",
+        status=422,
+    )

@@ -48,7 +48,7 @@ def test_it_lists_in_pages_then_follows_changes_and_stops_when_cancelled(
     cluster: LocalCluster, admin: Kube, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 2)  # five objects: three pages at least
-    namespace = f"informer-{unique}"
+    namespace = f"org-informer-{unique}"  # Memberships live in org-<name> namespaces (policy)
     admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     for index in range(5):
         admin.create("memberships", viewer(f"m{index}"), namespace)

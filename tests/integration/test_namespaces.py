@@ -400,6 +400,50 @@ def test_a_squatted_org_namespace_is_reported_and_never_written_into(
         if "license" in s.metadata.name
     ] == []
     assert not admin.rbac.list_namespaced_role_binding(f"org-{squatted}").items
+    # The problem is the namespace, not the Owner: nothing claims the Owner left.
+    owner_valid = condition(admin.get("organizations", squatted), "OwnerValid")
+    assert owner_valid is not None and owner_valid["status"] == "True", owner_valid
+
+
+def orgs(admin: Kube) -> list[dict[str, Any]]:
+    return admin.list("organizations")
+
+
+def test_an_org_namespace_made_ahead_and_labelled_for_the_org_is_served_as_its_own(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    """GitOps or `kubectl apply -f manifests/samples/` make org-<name> before the org: labelled
+    orgkeeper.dev/organization=<name> (only its Owner or support may), it is the org's."""
+    early, late = f"early-{unique}", f"late-{unique}"
+    namespace(admin, f"org-{early}", org=early)
+    new_org(admin, as_user, early)
+    # Still its maker's: no ownerReference (that would need `delete` on namespaces).
+    assert not admin.core.read_namespace(f"org-{early}").metadata.owner_references
+    assert len(admin.list("memberships", f"org-{early}")) == 1
+    assert len(admin.list("licenses", f"org-{early}")) == 3
+
+    # Deleting the org leaves the namespace; its Memberships lose their roles and wait.
+    admin.delete("organizations", early)
+    wait_for("the org gone", lambda: all(o["metadata"]["name"] != early for o in orgs(admin)))
+    wait_for(
+        "the Owner's Membership Pending, without RoleBindings",
+        lambda: (
+            all(
+                (m.get("status") or {}).get("state") == "Pending"
+                for m in admin.list("memberships", f"org-{early}")
+            )
+            and not admin.rbac.list_namespaced_role_binding(f"org-{early}").items
+        ),
+    )
+
+    # A conflict support resolves by labelling the namespace for the org: served at once.
+    namespace(admin, f"org-{late}")
+    owner = f"owner@{late}.test"
+    as_user(owner).create("organizations", organization(late, owner, plan="Plus"))
+    wait_org(admin, late, "Ready", "False", "NamespaceConflict")
+    admin.core.patch_namespace(f"org-{late}", {"metadata": {"labels": {LABEL: late}}})
+    wait_org(admin, late, timeout=60)
+    assert len(admin.list("memberships", f"org-{late}")) == 1
 
 
 def test_a_plan_change_reissues_the_license_at_once(

@@ -387,7 +387,10 @@ def test_org_is_not_ready_until_converged(
 
 def test_namespace_conflict_tells_what_to_do() -> None:
     ready = condition(status_of(observe(namespace_conflict=True)), "Ready")
-    assert ready.message == "namespace org-acme belongs to something else; delete or rename it"
+    assert ready.message.startswith("namespace org-acme belongs to something else; delete it")
+    # Finding 7/9: how to hand it over, and when a deletion is noticed.
+    assert "label it orgkeeper.dev/organization=acme" in ready.message
+    assert "next periodic check (--check-interval)" in ready.message
 
 
 def test_org_is_provisioning_until_its_namespace_is_ready() -> None:

@@ -83,8 +83,19 @@ async def reconcile_organization(
         namespace_ready = await kube.run(kube.create_namespace, namespace, name, owner_ref)
     else:
         refs = namespace_object.metadata.owner_references or []
-        namespace_ready = any(ref.uid == owner_ref.uid for ref in refs)
+        label = (namespace_object.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
+        namespace_ready = any(
+            ref.uid == owner_ref.uid for ref in refs
+        ) or namespace_domain.made_for(name, len(refs), label)
     namespace_conflict = not namespace_ready
+    # While org-<name> isn't the org's, no Membership there is the Owner's and none was made
+    # for them: once it is the org's (the conflict resolved), the Owner gets theirs as at
+    # creation, rather than being taken for an Owner who left.
+    previous_ready = conditions.find(status.conditions, "Ready")
+    conflicted = namespace_conflict or (
+        previous_ready is not None and previous_ready.reason == "NamespaceConflict"
+    )
+    known_owner = None if conflicted else status.owner
 
     # Only workloads in namespaces the org owns are its own; labelled ones elsewhere are told
     # why they are ignored, and never served.
@@ -98,7 +109,7 @@ async def reconcile_organization(
 
     events: list[Event] = []
     members = [record.member() for record in indexed.members]
-    if namespace_ready and org_domain.owner_membership_needed(spec.owner, status.owner, members):
+    if namespace_ready and org_domain.owner_membership_needed(spec.owner, known_owner, members):
         created = await attempt(
             [
                 (
@@ -125,7 +136,7 @@ async def reconcile_organization(
                 )
             )
 
-    decision = org_domain.decide_owner(spec.owner, status.owner, members)
+    decision = org_domain.decide_owner(spec.owner, known_owner, members)
     if decision.transferred_from:
         events.append(Event("Normal", "OwnershipTransferred", decision.message))
     elif not decision.valid:
@@ -478,6 +489,33 @@ async def sync_members(
             patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
             writes.append((target, _taken_in(runtime.members, patch)))
     await attempt(writes, failures)
+
+
+async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
+    """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
+    Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
+    an org that was then deleted). Once the org exists, its own reconcile takes over."""
+    kube = runtime.kube
+    writes: list[tuple[Target, Awaitable[Any]]] = [
+        (
+            Target(f"RoleBinding {namespace}/{binding.name}"),
+            _deleted_binding(runtime, namespace, binding.name),
+        )
+        for binding in runtime.bindings.in_namespace(namespace)
+    ]
+    for record in runtime.members.in_namespace(namespace):
+        previous = MembershipStatus.model_validate(record.status)
+        status = membership_domain.membership_status(
+            record.member(), None, previous, generation=record.generation, now=now
+        )
+        wire = status_wire(status, omit=("lastLoginTime",))
+        if differs(wire, record.status):
+            patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
+            target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
+            writes.append((target, _taken_in(runtime.members, patch)))
+    failures: list[Failure] = []
+    await attempt(writes, failures)
+    return failures
 
 
 def _drifted(found: BindingRecord, binding: Binding, organization: str, owner_uid: str) -> bool:

@@ -90,12 +90,17 @@ class Runtime:
     copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     # Per org, the lifecycle transition last posted as an Event (see lifecycle.untold_transitions).
     transitions: dict[str, str | None] = field(default_factory=dict)
+    # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
+    # pending loop (handlers/organization.py) marks them Pending if no such org exists.
+    unserved: set[str] = field(default_factory=set)
+    unserved_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         kube = self.kube
-        # kopf's own handlers follow each org; this cache only answers admission.
+        # kopf's own handlers follow each org; this cache answers admission, and tells when an
+        # org is gone (its namespace may stay, made for it: its Memberships are then Pending).
         self.organizations = Informer(
-            "Organizations", kube, kube.organizations(), OrgRecord.from_body, lambda _: None
+            "Organizations", kube, kube.organizations(), OrgRecord.from_body, self.org_changed
         )
         self.members = Informer(
             "Memberships", kube, kube.memberships(), MemberRecord.from_body, self.namespace_changed
@@ -143,11 +148,20 @@ class Runtime:
             or self.claims.get(namespace) == organization
         )
 
+    def org_changed(self, organization: str) -> None:
+        """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
+        if self.organizations.get("", organization) is None:
+            self.unserved.add(names.org_namespace(organization))
+            self.unserved_changed.set()
+
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""
         organization = names.organization_of_namespace(namespace)
-        if organization:
+        if organization and organization in self.triggers:
             self.poke(organization)
+        elif organization:
+            self.unserved.add(namespace)
+            self.unserved_changed.set()
 
     def informers(self) -> tuple[Informer[Any], ...]:
         return (self.organizations, self.members, self.bindings, self.namespaces)

@@ -47,6 +47,12 @@ def transfer_refusal(
         if left
         else "the Owner may transfer ownership only to an organization-admin"
     )
+    if candidate is None:
+        return (
+            f"spec.owner: ownership can't be transferred to {new_owner}: they have no Membership "
+            "in this organization; create a Membership for them with the team "
+            f"organization-admin first, then transfer ({who})"
+        )
     return (
         f"spec.owner: ownership can't be transferred to {new_owner}: they are not a member of "
         f"the organization-admin team; add organization-admin to their Membership first ({who})"

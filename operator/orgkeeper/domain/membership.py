@@ -101,7 +101,10 @@ def membership_status(
         message = f"organization {org.name if org else ''} is deactivated; teams and roles removed"
     else:
         ready, reason = False, "OrganizationNotFound"
-        message = "no Organization owns this namespace yet; it must be named after org-<name>"
+        message = (
+            "no Organization exists for this namespace yet (org-<name> is Organization <name>'s); "
+            "this Membership takes effect once that Organization is created"
+        )
     updated: Sequence[Condition] = conditions.put(
         previous.conditions, "Ready", ready, reason, message, generation=generation, now=now
     )

@@ -28,12 +28,21 @@ def belongs_to(claim: Claim, organization: str, uid: str) -> bool:
     return claim.label == organization
 
 
+def made_for(organization: str, owners: int, label: str | None) -> bool:
+    """Whether an org-<name> that orgkeeper didn't make is the org's all the same: one made
+    ahead of it (by GitOps, or `kubectl apply -f` of a folder), owned by nothing and labelled
+    orgkeeper.dev/organization=<name>, a label only the org's Owner or support may set (the
+    namespace label admission policy). It is served as the org's but stays its maker's (no
+    ownerReference: that would need `delete` on namespaces); anything else is a conflict."""
+    return owners == 0 and label == organization
+
+
 def owned_namespaces(
     organization: str, uid: str, claims: Iterable[Claim], *, org_namespace_owned: bool
 ) -> frozenset[str]:
     """org-<name> when the org owns it, and the namespaces labelled for the org.
 
-    An org-<name> someone else created is never the org's, whatever its label says."""
+    An org-<name> someone else created is never the org's, unless made for it (made_for)."""
     owned = {c.namespace for c in claims if belongs_to(c, organization, uid)}
     if org_namespace_owned:
         owned.add(names.org_namespace(organization))

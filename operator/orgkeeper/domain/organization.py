@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from .. import names
 from ..api.v1alpha1 import PRODUCTS
 from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.organization import (
@@ -275,7 +276,10 @@ def readiness(
         return (
             False,
             "NamespaceConflict",
-            f"namespace org-{observed.name} belongs to something else; delete or rename it",
+            f"namespace org-{observed.name} belongs to something else; delete it, or have "
+            f"support (orgkeeper-support) label it {names.LABEL_ORGANIZATION}={observed.name} "
+            "if it is meant for this organization (one nothing owns is then served as its own); a "
+            "deleted one is noticed at the next periodic check (--check-interval)",
         )
     if not observed.namespace_ready:
         return False, "Provisioning", "creating the organization's namespace"

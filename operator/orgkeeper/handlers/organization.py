@@ -13,16 +13,18 @@ import kopf
 from .. import names
 from ..api.v1alpha1 import PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
-from ..controllers.organization import Indexed, reconcile_organization
+from ..controllers.organization import Indexed, mark_pending, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Event, Runtime, ignored_key
-from ..controllers.writes import explain
+from ..controllers.writes import explain, now_utc
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import PostedEvent, owner_of
 from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS
 
 MAX_BACKOFF = 60.0
+# How often a follower looks whether it leads now, and a failed Pending write is retried.
+PENDING_RECHECK = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,47 @@ async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kw
     stale = names.stale_finalizers(found, runtime.settings.region)
     if stale:
         await runtime.kube.run(runtime.kube.drop_organization_finalizers, name, stale)
+
+
+async def pending_memberships(runtime: Runtime) -> None:
+    """Memberships in an org-<name> namespace while no Organization <name> exists show
+    `Pending` within seconds (no org loop would ever write them). Only the leader writes: a
+    follower keeps the namespaces it was told about until it leads (checked every few seconds).
+    An Organization in another region is served by that region's operator, so it is left alone."""
+    await runtime.caches_synced()
+    while True:
+        leading = runtime.kube.write_gate is None or runtime.kube.write_gate()
+        if not (leading and runtime.unserved):
+            recheck = PENDING_RECHECK if runtime.unserved else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.unserved_changed.wait(), timeout=recheck)
+            runtime.unserved_changed.clear()
+            continue
+        namespaces, runtime.unserved = runtime.unserved, set()
+        for namespace in sorted(namespaces):
+            organization = names.organization_of_namespace(namespace) or ""
+            if runtime.organizations.get("", organization) is not None:
+                continue  # its own loop (here, or in its region's operator) serves it
+            try:
+                if await _going_away(runtime, namespace):
+                    continue  # its Organization was deleted: garbage collection takes it all
+                failures = await mark_pending(runtime, namespace, now_utc())
+            except Exception as error:  # the loop must outlive any single failure
+                failures, reason = [], str(error)
+                log.warning("Memberships in %s: marking them Pending failed: %s", namespace, reason)
+                runtime.unserved.add(namespace)
+            if failures:
+                runtime.unserved.add(namespace)
+        if runtime.unserved:
+            await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
+
+
+async def _going_away(runtime: Runtime, namespace: str) -> bool:
+    """Gone, terminating, or owned by an Organization (one that no longer exists)."""
+    found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
+    if found is None or found.metadata.deletion_timestamp is not None:
+        return True
+    return any(ref.kind == "Organization" for ref in found.metadata.owner_references or [])
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:

@@ -19,6 +19,7 @@ from ..memory import trim_periodically
 from ..pki import Authority
 from ..preflight import Listeners
 from ..settings import Settings
+from .organization import pending_memberships
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
     ServingWebhookServer,
@@ -47,6 +48,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
             for informer in runtime.informers()
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
+        pending = pending_memberships(runtime)
+        tasks.append(asyncio.create_task(pending, name="pending memberships"))
         synced = asyncio.create_task(runtime.caches_synced(), name="caches synced")
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)

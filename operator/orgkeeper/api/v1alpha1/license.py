@@ -131,5 +131,7 @@ LICENSE = Kind(
         ready_column(),
         PrinterColumn("Expires", ".status.expiresAt"),
         age_column(),
+        PrinterColumn("Propagated To", ".status.propagatedTo.count", type="integer", priority=1),
+        PrinterColumn("Fingerprint", ".status.fingerprint", priority=1),
     ),
 )

@@ -15,7 +15,8 @@ from .common import (
     PrinterColumn,
     Team,
     age_column,
-    immutable,
+    email_validations,
+    immutable_rule,
     ready_column,
 )
 
@@ -28,7 +29,9 @@ class MembershipSpec(ApiModel):
     email: Email = Field(
         description="The member's e-mail, which is also their Kubernetes user name; can't be "
         "changed.",
-        json_schema_extra=immutable("email", "delete this Membership and create a new one"),
+        json_schema_extra=email_validations(
+            immutable_rule("email", "delete this Membership and create a new one")
+        ),
     )
     teams: list[Team] = Field(
         default_factory=list,
@@ -67,9 +70,14 @@ MEMBERSHIP = Kind(
     description="A person's membership of an Organization and their teams there.",
     printer_columns=(
         PrinterColumn("Email", ".spec.email"),
-        PrinterColumn("Teams", ".status.effectiveTeams"),
+        # What was asked for (set at once, unlike the status); -o wide adds the teams whose
+        # roles are bound (the Owner's include organization-admin; none while Pending or
+        # Removed). A column shows a list as JSON: `[*]` would show its first item only.
+        PrinterColumn("Teams", ".spec.teams"),
         PrinterColumn("State", ".status.state"),
         ready_column(),
         age_column(),
+        PrinterColumn("Effective Teams", ".status.effectiveTeams", priority=1),
+        PrinterColumn("Last Login", ".status.lastLoginTime", priority=1),
     ),
 )

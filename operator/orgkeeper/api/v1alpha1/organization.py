@@ -15,6 +15,7 @@ from .common import (
     Kind,
     PrinterColumn,
     age_column,
+    email_validations,
     immutable,
     ready_column,
 )
@@ -44,7 +45,8 @@ class OrganizationSpec(ApiModel):
         description=(
             "E-mail of the single Owner. Changing it transfers ownership; the new Owner must "
             "already be a member of the organization-admin team."
-        )
+        ),
+        json_schema_extra=email_validations(),
     )
     sso_only: bool = Field(
         default=False,
@@ -191,6 +193,13 @@ ORGANIZATION = Kind(
         ready_column(),
         PrinterColumn("Members", ".status.members", type="integer"),
         age_column(),
+        # -o wide only (priority 1).
+        PrinterColumn("Admins", ".status.admins", type="integer", priority=1),
+        PrinterColumn("Control Planes", ".status.controlPlanes", type="integer", priority=1),
+        PrinterColumn("Data Planes", ".status.dataPlanes", type="integer", priority=1),
+        PrinterColumn("Billing", ".status.billing.state", priority=1),
+        PrinterColumn("Trial Ends", ".status.trial.endsAt", priority=1),
+        PrinterColumn("Namespace", ".status.namespace", priority=1),
     ),
     validations=(NAME_RULE,),
 )

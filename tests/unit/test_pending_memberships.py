@@ -1,0 +1,153 @@
+"""Finding 9: Memberships in org-<name> while Organization <name> doesn't exist show Pending,
+written by the leader only, never for an org that exists (in any region)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+from unittest.mock import MagicMock
+
+from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.handlers import organization as handlers
+from orgkeeper.settings import Settings
+
+
+class FakeKube:
+    """KubeApi as the pending loop uses it: reads answer, writes are recorded."""
+
+    def __init__(self) -> None:
+        self.write_gate: Callable[[], bool] | None = None
+        self.patched: list[tuple[str, str, dict[str, Any]]] = []
+        self.namespace_owners: dict[str, list[Any]] = {}
+        self.deleted: list[tuple[str, str]] = []
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        return call(*args)
+
+    def read_namespace(self, name: str) -> Any:
+        owners = self.namespace_owners.get(name, [])
+        return SimpleNamespace(
+            metadata=SimpleNamespace(deletion_timestamp=None, owner_references=owners)
+        )
+
+    def delete_role_binding(self, namespace: str, name: str) -> None:
+        self.deleted.append((namespace, name))
+
+    def patch_status(
+        self, plural: str, name: str, body: dict[str, Any], namespace: str
+    ) -> dict[str, Any]:
+        if self.write_gate is not None and not self.write_gate():
+            raise AssertionError("a follower wrote")
+        self.patched.append((namespace, name, body))
+        return {
+            "metadata": {"name": name, "namespace": namespace, "generation": 1},
+            "spec": {"email": f"{name}@example.com"},
+            "status": body,
+        }
+
+
+def member(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "uid": name, "generation": 1},
+        "spec": {"email": f"{name}@example.com", "teams": ["portal-admin"]},
+    }
+
+
+def runtime_with(kube: FakeKube, *members: dict[str, Any]) -> Runtime:
+    runtime = Runtime(kube=MagicMock(), settings=Settings(region="eu"))
+    runtime.kube = kube  # type: ignore[assignment]
+    for informer in runtime.informers():
+        informer.synced.set()
+    for body in members:
+        runtime.members.observe(body)
+    return runtime
+
+
+async def settle(kube: FakeKube, count: int) -> None:
+    for _ in range(500):  # up to 5 s: a follower looks again every PENDING_RECHECK (2 s)
+        if len(kube.patched) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def run_loop(runtime: Runtime, body: Callable[[], Any]) -> None:
+    task = asyncio.create_task(handlers.pending_memberships(runtime))
+    try:
+        await body()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_the_leader_marks_memberships_of_a_missing_org_pending() -> None:
+    kube = FakeKube()
+    runtime = runtime_with(kube, member("carol", "org-ghost"), member("dan", "org-ghost"))
+
+    async def scenario() -> None:
+        runtime.namespace_changed("org-ghost")
+        await settle(kube, 2)
+        # Told again: the status taken in from the write's answer is already right.
+        runtime.namespace_changed("org-ghost")
+        await asyncio.sleep(0.1)
+
+    runtime.bindings.observe(
+        {"metadata": {"name": "carol-portal-admin", "namespace": "org-ghost"}, "subjects": []}
+    )
+    asyncio.run(run_loop(runtime, scenario))
+    assert sorted(name for _, name, _ in kube.patched) == ["carol", "dan"], "each written once"
+    assert kube.deleted == [("org-ghost", "carol-portal-admin")], "no roles without an org"
+    (status,) = {str(body["state"]) for _, _, body in kube.patched}
+    assert status == "Pending"
+    (_, _, body) = kube.patched[0]
+    (ready,) = body["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "OrganizationNotFound")
+
+
+def test_a_follower_writes_nothing_until_it_leads() -> None:
+    kube = FakeKube()
+    leads = False
+    kube.write_gate = lambda: leads
+    runtime = runtime_with(kube, member("carol", "org-ghost"))
+
+    async def scenario() -> None:
+        nonlocal leads
+        runtime.namespace_changed("org-ghost")
+        await asyncio.sleep(0.2)
+        assert kube.patched == []
+        leads = True  # it takes the Lease: the namespace it kept is served
+        await settle(kube, 1)
+
+    asyncio.run(run_loop(runtime, scenario))
+    assert [name for _, name, _ in kube.patched] == ["carol"]
+
+
+def test_a_deleted_orgs_namespace_is_looked_at() -> None:
+    runtime = runtime_with(FakeKube())
+    body = {"metadata": {"name": "gone"}, "spec": {"region": "eu", "owner": "o@gone.example"}}
+    runtime.organizations.observe(body)
+    runtime.org_changed("gone")
+    assert runtime.unserved == set(), "it exists"
+    runtime.organizations.forget("", "gone")
+    runtime.org_changed("gone")
+    assert runtime.unserved == {"org-gone"}
+
+
+def test_an_existing_org_in_any_region_or_a_deleted_one_is_left_alone() -> None:
+    kube = FakeKube()
+    kube.namespace_owners["org-gone"] = [SimpleNamespace(kind="Organization")]
+    runtime = runtime_with(kube, member("erin", "org-us"), member("finn", "org-gone"))
+    runtime.organizations.observe(
+        {"metadata": {"name": "us"}, "spec": {"region": "us", "owner": "o@us.example"}}
+    )
+
+    async def scenario() -> None:
+        runtime.namespace_changed("org-us")  # served by the us operator, not this eu one
+        runtime.namespace_changed("org-gone")  # its org was deleted: going with it
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run_loop(runtime, scenario))
+    assert kube.patched == []
