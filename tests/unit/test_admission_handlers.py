@@ -5,6 +5,7 @@ refuse). tests/integration exercise the rules themselves through the API server.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 from unittest import mock
@@ -101,3 +102,16 @@ def test_every_operator_checks_every_regions_objects(region: str | None) -> None
         asyncio.run(webhook_calls(memo)["validate-membership"]())
     assert refused.value.code == 403
     assert "is the Owner of this organization" in str(refused.value)
+
+
+def test_a_refusal_is_logged_as_info_and_other_errors_stay_errors() -> None:
+    """Newcomer finding 16: kopf logs each refused request at ERROR ("failed permanently")."""
+    refusals = admission.RefusalsAreNotErrors()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, message, None, None)
+
+    refused = record("Webhook 'validate-membership' failed permanently: spec.teams: the Owner ...")
+    assert refusals.filter(refused) and (refused.levelno, refused.levelname) == (20, "INFO")
+    other = record("Handler 'organization_loop' failed with an exception. Will retry.")
+    assert refusals.filter(other) and other.levelno == logging.ERROR

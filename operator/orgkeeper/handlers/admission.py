@@ -13,6 +13,7 @@ admission policies (manifests/policies/).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -26,6 +27,27 @@ from .indexes import MEMBERSHIPS, ORGANIZATIONS
 
 # Below the webhooks' 10s timeout, so a request at startup gets this answer, not a timeout.
 CACHE_WAIT_SECONDS = 5.0
+
+
+class RefusalsAreNotErrors(logging.Filter):
+    """kopf logs every refused admission request as a handler that "failed permanently" at
+    ERROR; a refusal is the webhook doing its job, so it is logged at INFO instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if (
+            record.levelno == logging.ERROR
+            and message.startswith("Webhook '")
+            and " failed permanently: " in message
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def log_refusals_as_info() -> None:
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, RefusalsAreNotErrors) for f in objects.filters):
+        objects.addFilter(RefusalsAreNotErrors())
 
 
 def _refuse(message: str | None) -> None:

@@ -19,6 +19,7 @@ from ..memory import trim_periodically
 from ..pki import Authority
 from ..preflight import Listeners
 from ..settings import Settings
+from .admission import log_refusals_as_info
 from .organization import pending_memberships
 from .webhooks import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -123,6 +124,7 @@ async def serve_endpoints(
 def configure_kopf(
     kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
 ) -> None:
+    log_refusals_as_info()
     prefix = names.kopf_prefix(settings.region)
     persistence = kopf_settings.persistence
     persistence.finalizer = names.finalizer(settings.region)
