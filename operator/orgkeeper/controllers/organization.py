@@ -480,22 +480,32 @@ async def sync_members(
             writes.append((target, _taken_in(runtime.members, label)))
         if record.name in unbound:
             continue  # its status waits until its RoleBindings are written (the org says why)
-        previous = MembershipStatus.model_validate(record.status)
-        status = membership_domain.membership_status(
-            record.member(), org, previous, generation=record.generation, now=now
-        )
-        wire = status_wire(status, omit=("lastLoginTime",))
-        if differs(wire, record.status):
-            patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
-            writes.append((target, _taken_in(runtime.members, patch)))
+        status_write = _status_write(runtime, record, org, now)
+        if status_write is not None:
+            writes.append((target, status_write))
     await attempt(writes, failures)
+
+
+def _status_write(
+    runtime: Runtime, record: MemberRecord, org: OrgContext | None, now: datetime
+) -> Awaitable[None] | None:
+    """The patch of a Membership's status in `org` (None: no org), if it differs."""
+    previous = MembershipStatus.model_validate(record.status)
+    status = membership_domain.membership_status(
+        record.member(), org, previous, generation=record.generation, now=now
+    )
+    wire = status_wire(status, omit=("lastLoginTime",))
+    if not differs(wire, record.status):
+        return None
+    kube = runtime.kube
+    patch = kube.run(kube.patch_status, "memberships", record.name, wire, record.namespace)
+    return _taken_in(runtime.members, patch)
 
 
 async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
     """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
     Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
     an org that was then deleted). Once the org exists, its own reconcile takes over."""
-    kube = runtime.kube
     writes: list[tuple[Target, Awaitable[Any]]] = [
         (
             Target(f"RoleBinding {namespace}/{binding.name}"),
@@ -504,15 +514,10 @@ async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[
         for binding in runtime.bindings.in_namespace(namespace)
     ]
     for record in runtime.members.in_namespace(namespace):
-        previous = MembershipStatus.model_validate(record.status)
-        status = membership_domain.membership_status(
-            record.member(), None, previous, generation=record.generation, now=now
-        )
-        wire = status_wire(status, omit=("lastLoginTime",))
-        if differs(wire, record.status):
-            patch = kube.run(kube.patch_status, "memberships", record.name, wire, namespace)
+        status_write = _status_write(runtime, record, None, now)
+        if status_write is not None:
             target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
-            writes.append((target, _taken_in(runtime.members, patch)))
+            writes.append((target, status_write))
     failures: list[Failure] = []
     await attempt(writes, failures)
     return failures
