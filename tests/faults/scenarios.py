@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -14,7 +16,7 @@ from support.kube import Kube, timed_wait_for
 from support.orgs import membership, organization
 from support.workloads import create, workload
 
-from .state import Plane, Snapshot
+from .state import Plane, Snapshot, snapshot
 
 AsUser = Callable[[str], Kube]
 OWNER_TEAM = "organization-admin"
@@ -182,3 +184,49 @@ def provisioned_problems(snap: Snapshot, products: Sequence[str]) -> list[str]:
     ) != sorted(products):
         problems.append(f"licenses {sorted(snap['licenses'])}")
     return problems
+
+
+@dataclass(frozen=True)
+class BigOrg:
+    """An org of many Memberships with a data plane and a control plane (the kill trials')."""
+
+    admin: Kube
+    name: str
+    edge: str
+    members: int
+    data_plane: Plane
+    control_plane: Plane
+
+    def read(self) -> Snapshot:
+        return snapshot(self.admin, self.name, [self.data_plane, self.control_plane])
+
+    def bound(self) -> list[str]:
+        """What keeps it from being converged and Active, its control plane counted."""
+        found = self.read()
+        problems = active_problems(found, expected_members=self.members + 1)
+        if found["organization"] and found["organization"]["counts"][2] != 1:
+            problems.append(f"control planes counted: {found['organization']['counts']}")
+        return problems
+
+    def switch(self, state: str) -> float:
+        """Requests a deactivation or reactivation; when it was asked (time.monotonic())."""
+        self.admin.patch("organizations", self.name, {"spec": {"state": state}})
+        return time.monotonic()
+
+
+def big_org(
+    admin: Kube, as_user: AsUser, org: str, members: int, products: Sequence[str], timeout: float
+) -> BigOrg:
+    """Signs up `org`, provisions it, adds `members` and both planes, and waits until bound."""
+    owner, edge = f"owner@{org}.test", f"edge-{org}"
+    new_org(as_user, org, owner)
+    dp = data_plane(admin, org, edge)
+    wait_until(
+        "the org provisioned",
+        lambda: provisioned_problems(snapshot(admin, org, [dp]), products),
+        timeout=60,
+    )
+    add_members(admin, org, members)
+    big = BigOrg(admin, org, edge, members, dp, control_plane(admin, org))
+    wait_until(f"{members} members bound", big.bound, timeout=timeout)
+    return big

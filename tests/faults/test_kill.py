@@ -24,7 +24,7 @@ from .report import MEMBERS, TALLY, TRIALS, Trials
 from .scenarios import (
     AsUser,
     active_problems,
-    add_members,
+    big_org,
     control_plane,
     data_plane,
     deactivated_problems,
@@ -118,34 +118,9 @@ def test_kill_during_deactivation_and_reactivation(
 ) -> None:
     """One big org, deactivated and reactivated again and again; a kill during each."""
     admin, trials = fault_admin, Trials()
-    org = f"big-{_suffix()}"
-    owner, edge = f"owner@{org}.test", f"edge-{org}"
-    new_org(as_user, org, owner)
-    dp = data_plane(admin, org, edge)
-    wait_until(
-        "the org provisioned",
-        lambda: provisioned_problems(snapshot(admin, org, [dp]), PRODUCTS),
-        timeout=60,
-    )
-    add_members(admin, org, MEMBERS)
-    cp = control_plane(admin, org)
-    planes = [dp, cp]
-
-    def read() -> Snapshot:
-        return snapshot(admin, org, planes)
-
-    def bound() -> list[str]:
-        found = read()
-        problems = active_problems(found, expected_members=MEMBERS + 1)
-        if found["organization"] and found["organization"]["counts"][2] != 1:
-            problems.append(f"control planes counted: {found['organization']['counts']}")
-        return problems
-
-    wait_until(f"{MEMBERS} members bound", bound, timeout=RECOVERY_TIMEOUT)
-
-    def switch(state: str) -> float:
-        admin.patch("organizations", org, {"spec": {"state": state}})
-        return time.monotonic()
+    big = big_org(admin, as_user, f"big-{_suffix()}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
+    org, edge, dp, cp = big.name, big.edge, big.data_plane, big.control_plane
+    read, bound, switch = big.read, big.bound, big.switch
 
     # The control cycle: deactivation, then reactivation, without a fault.
     started = switch("Deactivated")

@@ -40,14 +40,14 @@ from .scenarios import (
     AsUser,
     active_problems,
     add_members,
+    big_org,
     control_plane,
-    data_plane,
     deactivated_problems,
     new_org,
     provisioned_problems,
     wait_until,
 )
-from .state import Snapshot, delete_and_wait_gone, delete_namespaces, snapshot, wait_equal
+from .state import delete_and_wait_gone, delete_namespaces, snapshot, wait_equal
 
 FAILOVER_LIMIT = 20.0
 RECOVERY_TIMEOUT = 60.0 + MEMBERS / 10
@@ -85,33 +85,9 @@ def test_leader_kill_during_deactivation(
     fault_admin: Kube, as_user: AsUser, replicas: Replicas
 ) -> None:
     admin, trials = fault_admin, Trials()
-    org = f"ha-{uuid.uuid4().hex[:5]}"
-    owner, edge = f"owner@{org}.test", f"edge-{org}"
-    new_org(as_user, org, owner)
-    dp = data_plane(admin, org, edge)
-    wait_until(
-        "the org provisioned",
-        lambda: provisioned_problems(snapshot(admin, org, [dp]), PRODUCTS),
-        timeout=60,
-    )
-    add_members(admin, org, MEMBERS)
-    planes = [dp, control_plane(admin, org)]
-
-    def read() -> Snapshot:
-        return snapshot(admin, org, planes)
-
-    def bound() -> list[str]:
-        found = read()
-        problems = active_problems(found, expected_members=MEMBERS + 1)
-        if found["organization"] and found["organization"]["counts"][2] != 1:
-            problems.append(f"control planes counted: {found['organization']['counts']}")
-        return problems
-
-    wait_until(f"{MEMBERS} members bound", bound, timeout=RECOVERY_TIMEOUT)
-
-    def switch(state: str) -> float:
-        admin.patch("organizations", org, {"spec": {"state": state}})
-        return time.monotonic()
+    big = big_org(admin, as_user, f"ha-{uuid.uuid4().hex[:5]}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
+    org, edge = big.name, big.edge
+    read, bound, switch = big.read, big.bound, big.switch
 
     # The control: a deactivation the leader runs through without a fault.
     started = switch("Deactivated")
