@@ -1,6 +1,6 @@
 """The fault suite's tally: one row per fault, how many trials ran and how many passed.
 
-Tests record every trial here (`Trials.run`); the package conftest prints the table at the end
+Tests record every trial here (`Trials.trial`); the package conftest prints the table at the end
 of the pytest run and writes it to .cache/faults/report.md.
 """
 

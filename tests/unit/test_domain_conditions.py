@@ -101,19 +101,3 @@ def test_find_returns_the_condition_of_that_type_or_none() -> None:
     ready = condition("Ready")
     assert conditions.find([condition("OwnerValid"), ready], "Ready") is ready
     assert conditions.find([condition("OwnerValid")], "Ready") is None
-
-
-@pytest.mark.parametrize(
-    ("existing", "expected"),
-    [
-        ([condition("Ready", "True")], True),
-        ([condition("Ready", "False")], False),
-        ([condition("Ready", "Unknown")], False),
-        ([condition("OwnerValid", "True")], False),
-        ([], False),
-    ],
-)
-def test_is_true_only_for_a_present_condition_with_status_true(
-    existing: list[Condition], expected: bool
-) -> None:
-    assert conditions.is_true(existing, "Ready") is expected

@@ -43,8 +43,3 @@ def put(
     if previous is None:
         return [*conditions, updated]
     return [updated if c.type == type_ else c for c in conditions]
-
-
-def is_true(conditions: Sequence[Condition], type_: str) -> bool:
-    found = find(conditions, type_)
-    return found is not None and found.status == "True"
