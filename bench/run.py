@@ -34,12 +34,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audit
 
 from orgkeeper.localcluster import REPO_ROOT, LocalCluster, free_port
+from orgkeeper.names import (
+    API_VERSION,
+    COMPONENT_DATA_PLANE,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_MEMBERSHIP,
+    LABEL_ORGANIZATION,
+    LABEL_PRODUCT,
+    MEMBERSHIPS,
+    ORGANIZATIONS,
+    VERSION,
+    propagated_license_secret,
+)
 
 OUT = REPO_ROOT / "bench" / "out"
 STATE = REPO_ROOT / ".cache" / "bench" / "cluster"
-GROUP, VERSION = "orgkeeper.dev", "v1alpha1"
 CONCURRENCY = 16  # the operator's WRITE_CONCURRENCY
 DATA_PLANE_NAMESPACES = 20
+# The copy of the gateway license in a data plane's namespace.
+GATEWAY_COPY = propagated_license_secret("gateway-enterprise")
 OPERATOR_USER = "system:serviceaccount:orgkeeper-system:orgkeeper-bench"
 
 
@@ -215,7 +229,7 @@ class Bench:
 
     def create_org(self, name: str) -> None:
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "Organization",
             "metadata": {"name": name},
             "spec": {
@@ -225,7 +239,7 @@ class Bench:
                 "owner": f"owner@{name}.bench",
             },
         }
-        self.custom.create_cluster_custom_object(GROUP, VERSION, "organizations", body)
+        self.custom.create_cluster_custom_object(GROUP, VERSION, ORGANIZATIONS, body)
 
     def create_members(self, namespace: str, count: int, team: str = "analytics-viewer") -> None:
         def create(i: int) -> object:
@@ -233,9 +247,9 @@ class Bench:
                 GROUP,
                 VERSION,
                 namespace,
-                "memberships",
+                MEMBERSHIPS,
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": API_VERSION,
                     "kind": "Membership",
                     "metadata": {"name": f"m{i}"},
                     "spec": {"email": f"user{i}@{namespace}.bench", "teams": [team]},
@@ -248,7 +262,7 @@ class Bench:
         namespaces = [f"{prefix}-{i}" for i in range(DATA_PLANE_NAMESPACES)]
         for namespace in namespaces:
             # Given to the org (the namespace label): data planes count only where it owns.
-            labels = {"orgkeeper.dev/organization": org}
+            labels = {LABEL_ORGANIZATION: org}
             self.core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
             self.apps.create_namespaced_deployment(
                 namespace,
@@ -256,9 +270,9 @@ class Bench:
                     "metadata": {
                         "name": "gateway",
                         "labels": {
-                            "orgkeeper.dev/organization": org,
-                            "orgkeeper.dev/component": "data-plane",
-                            "orgkeeper.dev/product": "gateway-enterprise",
+                            LABEL_ORGANIZATION: org,
+                            LABEL_COMPONENT: COMPONENT_DATA_PLANE,
+                            LABEL_PRODUCT: "gateway-enterprise",
                         },
                     },
                     "spec": {
@@ -273,7 +287,7 @@ class Bench:
         return namespaces
 
     def org(self, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_cluster_custom_object(GROUP, VERSION, "organizations", name))
+        return dict(self.custom.get_cluster_custom_object(GROUP, VERSION, ORGANIZATIONS, name))
 
     def ready(self, name: str) -> bool:
         conditions = (self.org(name).get("status") or {}).get("conditions") or []
@@ -281,13 +295,11 @@ class Bench:
 
     def bindings(self, namespace: str) -> int:
         return len(
-            self.rbac.list_namespaced_role_binding(
-                namespace, label_selector="orgkeeper.dev/membership"
-            ).items
+            self.rbac.list_namespaced_role_binding(namespace, label_selector=LABEL_MEMBERSHIP).items
         )
 
     def states(self, namespace: str) -> set[str | None]:
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "memberships")[
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, MEMBERSHIPS)[
             "items"
         ]
         return {(m.get("status") or {}).get("state") for m in items}
@@ -296,7 +308,7 @@ class Bench:
         return sum(
             bool(
                 self.core.list_namespaced_secret(
-                    ns, field_selector="metadata.name=orgkeeper-license-gateway-enterprise"
+                    ns, field_selector=f"metadata.name={GATEWAY_COPY}"
                 ).items
             )
             for ns in namespaces
@@ -323,11 +335,11 @@ class Bench:
         converged = now()
         window = self.operator_calls(creating, converged)
         member_writes = sum(
-            1 for c in window if c.kind == "write" and c.resource in ("memberships", "rolebindings")
+            1 for c in window if c.kind == "write" and c.resource in (MEMBERSHIPS, "rolebindings")
         )
 
         self.custom.patch_cluster_custom_object(
-            GROUP, VERSION, "organizations", name, {"spec": {"state": "Deactivated"}}
+            GROUP, VERSION, ORGANIZATIONS, name, {"spec": {"state": "Deactivated"}}
         )
         deactivate = wait(
             f"{name} deactivated",
@@ -338,7 +350,7 @@ class Bench:
             ),
         )
         self.custom.patch_cluster_custom_object(
-            GROUP, VERSION, "organizations", name, {"spec": {"state": "Active"}}
+            GROUP, VERSION, ORGANIZATIONS, name, {"spec": {"state": "Active"}}
         )
         reactivate = wait(
             f"{name} reactivated",
@@ -376,7 +388,7 @@ class Bench:
             return lambda: self.core.create_namespaced_secret(
                 plane,
                 {
-                    "metadata": {"name": "orgkeeper-license-gateway-enterprise"},
+                    "metadata": {"name": GATEWAY_COPY},
                     "data": {"license": "eA=="},
                 },
             )
@@ -429,7 +441,7 @@ class Bench:
 
     def _floor_state(self, namespace: str, i: int, value: str) -> Callable[[], Any]:
         return lambda: self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "memberships", f"m{i}", {"status": {"state": value}}
+            GROUP, VERSION, namespace, MEMBERSHIPS, f"m{i}", {"status": {"state": value}}
         )
 
     # --- scenario B: many orgs, restart, idle ---------------------------------------------------
@@ -448,7 +460,7 @@ class Bench:
             lambda: (
                 len(
                     self.rbac.list_role_binding_for_all_namespaces(
-                        label_selector="orgkeeper.dev/membership"
+                        label_selector=LABEL_MEMBERSHIP
                     ).items
                 )
                 >= total
@@ -458,7 +470,7 @@ class Bench:
         converged = now()
         window = self.operator_calls(creating, converged)
         member_writes = sum(
-            1 for c in window if c.kind == "write" and c.resource in ("memberships", "rolebindings")
+            1 for c in window if c.kind == "write" and c.resource in (MEMBERSHIPS, "rolebindings")
         )
         # Memory before the floor adds its own Memberships (which the operator caches too).
         rss, held = self.operator_rss_mib(), self.memberships_held()
@@ -521,15 +533,13 @@ class Bench:
 
     def memberships_held(self) -> int:
         """Every Membership in the cluster: the operator's informer holds them all."""
-        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "memberships")
+        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, MEMBERSHIPS)
         return len(listed["items"])
 
     def existing_orgs(self) -> list[str]:
         return [
             o["metadata"]["name"]
-            for o in self.custom.list_cluster_custom_object(GROUP, VERSION, "organizations")[
-                "items"
-            ]
+            for o in self.custom.list_cluster_custom_object(GROUP, VERSION, ORGANIZATIONS)["items"]
         ]
 
 

@@ -20,6 +20,9 @@ from . import views
 from .client import ApiError, Cluster, UnreachableError, connect
 from .names import (
     LABEL_EMAIL_HASH,
+    LICENSES,
+    MEMBERSHIPS,
+    ORGANIZATIONS,
     email_hash,
     org_namespace,
     organization_of_namespace,
@@ -335,7 +338,7 @@ ACTIVITY_MANAGER = "orgkeeper-activity"
 
 
 def _organization(cluster: Cluster, name: str) -> dict[str, Any]:
-    org = cluster.get("organizations", name)
+    org = cluster.get(ORGANIZATIONS, name)
     if org is None:
         raise CommandError(f"organization {name} not found")
     return org
@@ -359,7 +362,7 @@ def _activity_login(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.email} has no Membership in organization {args.org}")
     stamp = _now()
     cluster.patch_status(
-        "memberships",
+        MEMBERSHIPS,
         found[0]["metadata"]["name"],
         {"status": {"lastLoginTime": stamp}},
         namespace,
@@ -376,7 +379,7 @@ def _memberships_of(cluster: Cluster, namespace: str, email: str) -> list[dict[s
     for selector in (labelled, None):
         found = [
             m
-            for m in cluster.list("memberships", namespace, label_selector=selector)
+            for m in cluster.list(MEMBERSHIPS, namespace, label_selector=selector)
             if same_email(m["spec"].get("email"), email)
         ]
         if found:
@@ -405,7 +408,7 @@ def _add_api_requests(cluster: Cluster, name: str, count: int, attempts: int = 5
             "status": {"activity": {"apiRequests": {"currentCycle": total}}},
         }
         try:
-            cluster.patch_status("organizations", name, body, field_manager=ACTIVITY_MANAGER)
+            cluster.patch_status(ORGANIZATIONS, name, body, field_manager=ACTIVITY_MANAGER)
         except ApiError as error:
             if error.status == 409:  # the org changed since it was read: read it again
                 continue
@@ -441,11 +444,11 @@ def _add_orgs(commands: Any) -> None:
 def _orgs(args: argparse.Namespace) -> int:
     cluster = connect()
     memberships = cluster.list(
-        "memberships", label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
+        MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
     )
     # Only the orgs of these Memberships: a person is in a few, the cluster may hold thousands.
     named = {organization_of_namespace(m["metadata"].get("namespace")) for m in memberships}
-    orgs = {name: org for name in named if name and (org := cluster.get("organizations", name))}
+    orgs = {name: org for name in named if name and (org := cluster.get(ORGANIZATIONS, name))}
     rows = views.switcher_rows(args.email, memberships, orgs)
     if not rows and args.output == "table":
         print(f"{args.email} is not a member of any organization")
@@ -475,7 +478,7 @@ def _add_status(commands: Any) -> None:
 def _status(args: argparse.Namespace) -> int:
     cluster = connect()
     org = _organization(cluster, args.org)
-    licenses = cluster.list("licenses", org_namespace(args.org))
+    licenses = cluster.list(LICENSES, org_namespace(args.org))
     summary = views.status_summary(org, licenses, datetime.now(UTC))
     _emit(summary, args.output, views.status_screen(summary))
     return 0

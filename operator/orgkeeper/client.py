@@ -21,7 +21,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import yaml
 
-GROUP, VERSION = "orgkeeper.dev", "v1alpha1"
+from .names import GROUP, VERSION
+
 IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = 30.0
 # The C loader when PyYAML was built with libyaml (it is, in the wheels): quicker to load.

@@ -21,8 +21,9 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from .api.v1alpha1 import REGIONS
 from .kube import KubeApi, is_status
-from .settings import REGIONS, SettingError, Settings, lease_name
+from .settings import SettingError, Settings, lease_name
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
+# The API group and version of orgkeeper's kinds, and their plurals. Here rather than in api/,
+# so that the `orgkeeper` commands' light client (client.py) can use them without pydantic.
+GROUP = "orgkeeper.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+ORGANIZATIONS = "organizations"
+MEMBERSHIPS = "memberships"
+LICENSES = "licenses"
+
 MANAGED_BY = "orgkeeper"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ORGANIZATION = "orgkeeper.dev/organization"
@@ -14,14 +23,13 @@ LABEL_COMPONENT = "orgkeeper.dev/component"
 LABEL_PRODUCT = "orgkeeper.dev/product"
 ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
-FINALIZER = "orgkeeper.dev/finalizer"  # the all-regions operator's
 
 
 def kopf_prefix(region: str | None) -> str:
     """Where kopf keeps its finalizer and annotations: `orgkeeper.dev` serving every region,
     `<region>.orgkeeper.dev` serving one. Regional operators sharing a cluster then never hold
     a finalizer on another region's Organization, and kopf never removes one it doesn't need."""
-    return f"{region}.orgkeeper.dev" if region else "orgkeeper.dev"
+    return f"{region}.{GROUP}" if region else GROUP
 
 
 def finalizer(region: str | None) -> str:
@@ -32,10 +40,8 @@ def stale_finalizers(found: list[str], region: str | None) -> list[str]:
     """orgkeeper finalizers on an org of `region` other than this operator's: left by an
     operator of the other kind (all regions, or regional) that ran before this one. The two
     kinds never run together (their Leases exclude each other), so no one else needs them."""
-    own = finalizer(region)
-    return [
-        f for f in found if f != own and (f == FINALIZER or f.endswith(".orgkeeper.dev/finalizer"))
-    ]
+    own, all_regions = finalizer(region), finalizer(None)
+    return [f for f in found if f != own and (f == all_regions or f.endswith(f".{all_regions}"))]
 
 
 COMPONENT_CONTROL_PLANE = "control-plane"

@@ -8,9 +8,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import get_args
 
-from .api.v1alpha1.organization import Region
+from .api.v1alpha1 import REGIONS
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -104,7 +103,6 @@ def default_identity(environ: Mapping[str, str]) -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
-REGIONS: tuple[str, ...] = get_args(Region)
 POD_SECURITY_LEVELS = ("restricted", "baseline")
 WEBHOOK_MODES = ("managed", "serve", "off")
 LOG_FORMATS = ("plain", "json")

@@ -206,12 +206,12 @@ def test_an_org_left_with_the_all_regions_finalizer_is_still_deleted(shared: Sha
     admin = shared.admin
     name = "switched"
     body = organization(name, f"owner@{name}.test", region="us")
-    body["metadata"]["finalizers"] = [names.FINALIZER]
+    body["metadata"]["finalizers"] = [names.finalizer(None)]
     admin.create("organizations", body)
     wait_org(admin, name)
     assert admin.get("organizations", name)["metadata"]["finalizers"] == [
-        names.FINALIZER,
-        "us.orgkeeper.dev/finalizer",
+        names.finalizer(None),
+        names.finalizer("us"),
     ]
     admin.delete("organizations", name)
 

@@ -16,11 +16,11 @@ from kopf._core.engines.admission import build_webhooks
 from kopf._core.intents.causes import WebhookType
 
 from orgkeeper import names
-from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
+from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, REGIONS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
-from orgkeeper.settings import REGIONS, Settings, lease_name, parse_duration
+from orgkeeper.settings import Settings, lease_name, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import generate_latest
 from pydantic import ValidationError
 
-from orgkeeper import crdgen
+from orgkeeper import crdgen, names
 from orgkeeper.api.v1alpha1 import LICENSE, MEMBERSHIP, ORGANIZATION
 from orgkeeper.api.v1alpha1.common import EMAIL_PATTERN, EMAIL_RULE
 from orgkeeper.api.v1alpha1.membership import MembershipSpec
@@ -308,14 +308,13 @@ def test_the_readme_tells_how_sign_up_works() -> None:
 
 
 def test_the_gitops_paragraph_lists_every_write_on_an_organization() -> None:
-    from orgkeeper.handlers.webhooks import PREFIX
-
+    prefix = names.kopf_prefix(None)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, Settings(webhook_mode="off"))
     gitops = README[README.index("### GitOps") : README.index("## API reference")]
     assert f"`{settings.persistence.finalizer}`" in gitops
-    assert f"`{PREFIX}/kopf-managed`" in gitops
-    assert f"`{PREFIX}/last-handled-configuration`" in gitops
+    assert f"`{prefix}/kopf-managed`" in gitops
+    assert f"`{prefix}/last-handled-configuration`" in gitops
     assert "namespace\nfrom your manifests, the Pod Security labels" in gitops
     assert "dependsOn" in gitops and "sync-wave" in gitops
 

@@ -42,7 +42,7 @@ def test_kopf_keeps_its_state_under_the_operators_region(
 
 
 def test_the_all_regions_finalizer_stays_the_contracts() -> None:
-    assert names.finalizer(None) == names.FINALIZER == "orgkeeper.dev/finalizer"
+    assert names.finalizer(None) == "orgkeeper.dev/finalizer"
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def _posted(involved: dict[str, Any]) -> tuple[str, client.CoreV1Event]:
 def test_an_organizations_event_has_no_involved_namespace() -> None:
     """kubectl describe of a cluster-scoped object looks for involvedObject.namespace ""."""
     org = {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "apiVersion": names.API_VERSION,
         "kind": "Organization",
         "metadata": {"name": "acme", "uid": "u-1"},
     }
@@ -124,7 +124,7 @@ def test_an_organizations_event_has_no_involved_namespace() -> None:
 
 def test_a_licenses_event_is_in_its_namespace() -> None:
     license_ = {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "apiVersion": names.API_VERSION,
         "kind": "License",
         "metadata": {"name": "gateway", "namespace": "org-acme", "uid": "u-2"},
     }

@@ -14,11 +14,12 @@ from typing import Any
 import kopf
 
 from .. import names
+from ..api.v1alpha1 import LICENSE, MEMBERSHIP, ORGANIZATION
 from ..controllers.records import LicenseRecord, WorkloadRecord
 
-ORGANIZATIONS = ("orgkeeper.dev", "v1alpha1", "organizations")
-MEMBERSHIPS = ("orgkeeper.dev", "v1alpha1", "memberships")
-LICENSES = ("orgkeeper.dev", "v1alpha1", "licenses")
+ORGANIZATIONS = ORGANIZATION.resource
+MEMBERSHIPS = MEMBERSHIP.resource
+LICENSES = LICENSE.resource
 WORKLOADS = {
     "Deployment": ("apps", "v1", "deployments"),
     "StatefulSet": ("apps", "v1", "statefulsets"),
@@ -33,6 +34,11 @@ async def licenses_by_namespace(
     return {namespace or "": LicenseRecord.from_body(body)}
 
 
+def workload_index(kind: str) -> str:
+    """The name of the index of one workload kind, the keyword handlers receive it as."""
+    return f"{kind.lower()}s_by_organization"
+
+
 def workloads_by_organization(kind: str) -> Any:
     async def index(body: kopf.Body, **_: Any) -> dict[str, WorkloadRecord]:
         record = WorkloadRecord.from_body(kind, body)
@@ -43,11 +49,11 @@ def workloads_by_organization(kind: str) -> Any:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     kopf.index(*LICENSES, registry=registry)(licenses_by_namespace)
-    # One index per workload kind; reconciles read them together (see workloads_of).
+    # One index per workload kind; reconciles read them together (organization._workloads).
     for kind, resource in WORKLOADS.items():
         kopf.index(
             *resource,
             labels=ORGANIZATION_LABELLED,
-            id=f"{kind.lower()}s_by_organization",
+            id=workload_index(kind),
             registry=registry,
         )(workloads_by_organization(kind))

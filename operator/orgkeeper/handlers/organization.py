@@ -20,7 +20,7 @@ from ..controllers.writes import explain, now_utc
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import PostedEvent, owner_of
-from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS
+from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS, workload_index
 
 MAX_BACKOFF = 60.0
 # How often a follower looks whether it leads now, and a failed Pending write is retried.
@@ -180,7 +180,7 @@ def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecor
     return [
         record
         for kind in WORKLOADS
-        for record in values(indexes[f"{kind.lower()}s_by_organization"], organization)
+        for record in values(indexes[workload_index(kind)], organization)
     ]
 
 

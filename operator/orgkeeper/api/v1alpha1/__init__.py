@@ -1,9 +1,11 @@
 """orgkeeper.dev/v1alpha1."""
 
-from .common import API_VERSION, GROUP, PRODUCTS, TEAMS, VERSION, Condition, Kind
+# The group and version live in names, where the CLI's light client reads them too.
+from ...names import API_VERSION, GROUP, VERSION
+from .common import PRODUCTS, TEAMS, Condition, Kind
 from .license import LICENSE, LicenseSpec, LicenseStatus
 from .membership import MEMBERSHIP, MembershipSpec, MembershipStatus
-from .organization import ORGANIZATION, OrganizationSpec, OrganizationStatus
+from .organization import ORGANIZATION, PLANS, REGIONS, OrganizationSpec, OrganizationStatus
 
 KINDS: tuple[Kind, ...] = (ORGANIZATION, MEMBERSHIP, LICENSE)
 
@@ -14,7 +16,9 @@ __all__ = [
     "LICENSE",
     "MEMBERSHIP",
     "ORGANIZATION",
+    "PLANS",
     "PRODUCTS",
+    "REGIONS",
     "TEAMS",
     "VERSION",
     "Condition",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "orgkeeper.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from ...names import GROUP, VERSION
+
 CATEGORY = "orgkeeper"
 
 # Close to RFC 5322's dot-atom form; ECMA-262 and Rust regex engines both accept it.
@@ -48,7 +47,7 @@ def email_validations(*rules: dict[str, str]) -> dict[str, Any]:
 
 
 Product = Literal["gateway-enterprise", "ingress-controller", "mesh"]
-PRODUCTS: tuple[Product, ...] = ("gateway-enterprise", "ingress-controller", "mesh")
+PRODUCTS: tuple[Product, ...] = get_args(Product)
 
 Team = Literal[
     "organization-admin",
@@ -57,13 +56,7 @@ Team = Literal[
     "portal-admin",
     "analytics-viewer",
 ]
-TEAMS: tuple[Team, ...] = (
-    "organization-admin",
-    "control-plane-admin",
-    "api-product-developer",
-    "portal-admin",
-    "analytics-viewer",
-)
+TEAMS: tuple[Team, ...] = get_args(Team)
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -156,6 +149,11 @@ class Kind:
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{GROUP}"
+
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        """Group, version and plural: how kopf and the API clients address the kind."""
+        return (GROUP, VERSION, self.plural)
 
 
 def ready_column() -> PrinterColumn:

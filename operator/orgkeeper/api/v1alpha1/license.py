@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from ...names import LICENSES
 from .common import (
     ApiModel,
     Conditions,
@@ -117,7 +118,7 @@ class LicenseStatus(ApiModel):
 
 LICENSE = Kind(
     kind="License",
-    plural="licenses",
+    plural=LICENSES,
     short_names=("lic",),
     scope="Namespaced",
     spec=LicenseSpec,

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ...names import MEMBERSHIPS
 from .common import (
     ApiModel,
     Conditions,
@@ -62,7 +63,7 @@ class MembershipStatus(ApiModel):
 
 MEMBERSHIP = Kind(
     kind="Membership",
-    plural="memberships",
+    plural=MEMBERSHIPS,
     short_names=("mem",),
     scope="Namespaced",
     spec=MembershipSpec,

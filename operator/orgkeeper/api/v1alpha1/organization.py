@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
-from ...names import ORGANIZATION_NAME_MAX, ORGANIZATION_NAME_PATTERN, org_namespace
+from ...names import ORGANIZATION_NAME_MAX, ORGANIZATION_NAME_PATTERN, ORGANIZATIONS, org_namespace
 from .common import (
     ApiModel,
     Conditions,
@@ -22,6 +22,8 @@ from .common import (
 
 Plan = Literal["Free", "Plus", "Enterprise"]
 Region = Literal["us", "eu", "au", "me", "in", "sg"]
+PLANS: tuple[Plan, ...] = get_args(Plan)
+REGIONS: tuple[Region, ...] = get_args(Region)
 OrgState = Literal["Active", "Deactivated"]
 Phase = Literal["Provisioning", "Active", "Deactivating", "Deactivated"]
 BillingState = Literal["Trial", "Active", "Stopped"]
@@ -175,7 +177,7 @@ NAME_RULE = {
 
 ORGANIZATION = Kind(
     kind="Organization",
-    plural="organizations",
+    plural=ORGANIZATIONS,
     short_names=("org",),
     scope="Cluster",
     spec=OrganizationSpec,
