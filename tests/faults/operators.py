@@ -16,12 +16,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.api.v1alpha1 import GROUP, VERSION
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
 from support.operator import OperatorProcess
-
-WEBHOOK_CONFIGURATION = "orgkeeper.dev"
 
 
 class Settings(TypedDict, total=False):

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
-from orgkeeper.api.v1alpha1 import API_VERSION, PRODUCTS, TEAMS
+from orgkeeper.api.v1alpha1 import API_VERSION, PLANS, PRODUCTS, REGIONS, TEAMS
 from support.kube import Kube, wait_for
 from support.orgs import membership, organization, wait_members_bound, wait_org
 
@@ -37,9 +37,6 @@ from .state import wait_gone
 
 FIELD = re.compile(r"\b(spec|metadata)(\.[A-Za-z0-9_\[\]]+)*")
 QUIET_SECONDS = 6.0  # three check intervals without a write
-
-PLANS = ("Free", "Plus", "Enterprise")
-REGIONS = ("us", "eu", "au", "me", "in", "sg")
 
 
 # --- strategies -----------------------------------------------------------------------------

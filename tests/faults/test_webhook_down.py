@@ -10,10 +10,11 @@ from typing import Any
 from kubernetes import client
 
 from orgkeeper import names
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from support.kube import Kube, rejection
 from support.orgs import membership, organization, wait_members_bound, wait_org
 
-from .operators import WEBHOOK_CONFIGURATION, Operators
+from .operators import Operators
 from .report import TALLY, once
 from .scenarios import AsUser, new_org
 from .state import delete_and_wait_gone

@@ -66,7 +66,7 @@ def editor(admin: Kube) -> str:
     """Someone who may update any Organization, without the support verb (a plain RBAC grant)."""
     user = "editor@platform.test"
     rule = client.V1PolicyRule(
-        api_groups=["orgkeeper.dev"], resources=["organizations"], verbs=["get", "update", "patch"]
+        api_groups=[names.GROUP], resources=["organizations"], verbs=["get", "update", "patch"]
     )
     grant(admin, user, "test-organization-editor", [rule])
     return user
@@ -238,7 +238,7 @@ def may_patch(kube: Kube, name: str) -> bool:
     review = client.V1SelfSubjectAccessReview(
         spec=client.V1SelfSubjectAccessReviewSpec(
             resource_attributes=client.V1ResourceAttributes(
-                group="orgkeeper.dev", resource="organizations", name=name, verb="patch"
+                group=names.GROUP, resource="organizations", name=name, verb="patch"
             )
         )
     )
@@ -468,8 +468,8 @@ def test_with_the_operator_stopped_every_rule_still_refuses(managed: Managed, un
     assert validating_webhooks(admin) == registered
     refused(
         lambda: as_user(owner).custom.delete_namespaced_custom_object(
-            "orgkeeper.dev",
-            "v1alpha1",
+            names.GROUP,
+            names.VERSION,
             f"org-{name}",
             "memberships",
             names.owner_membership(owner),

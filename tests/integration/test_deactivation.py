@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
+from orgkeeper import names
 from orgkeeper.localcluster import LocalCluster
 from support.cli import orgkeeper
 from support.kube import Kube, rejection, wait_for
@@ -22,7 +23,7 @@ AsUser = Callable[[str], Kube]
 
 def member_bindings(admin: Kube, namespace: str) -> list[Any]:
     bindings = admin.rbac.list_namespaced_role_binding(
-        namespace, label_selector="orgkeeper.dev/membership"
+        namespace, label_selector=names.LABEL_MEMBERSHIP
     )
     return cast("list[Any]", bindings.items)
 
@@ -44,7 +45,7 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     wait_members_bound(admin, name, {alice: ["organization-admin"], bob: ["analytics-viewer"]})
     wait_members_bound(admin, other, {alice: ["portal-admin"]})
 
-    labels = {"orgkeeper.dev/organization": name}  # the admin gives the namespace to the org
+    labels = {names.LABEL_ORGANIZATION: name}  # the admin gives the namespace to the org
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
     )
@@ -85,12 +86,12 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
     for plane in data_planes:
         found = read(admin, *plane)
         assert found is not None, plane
-        assert found.metadata.annotations["orgkeeper.dev/frozen"] == "true", plane
+        assert found.metadata.annotations[names.ANNOTATION_FROZEN] == "true", plane
     # While deactivated: a control plane that reappears is decommissioned again, and a data
     # plane that loses its frozen annotation gets it back.
     create(admin, namespace, workload("Deployment", "cp-again", name, "control-plane"))
     admin.apps.patch_namespaced_stateful_set(
-        "dp-b", edge, {"metadata": {"annotations": {"orgkeeper.dev/frozen": None}}}
+        "dp-b", edge, {"metadata": {"annotations": {names.ANNOTATION_FROZEN: None}}}
     )
     wait_for(
         "the reappeared control plane to be deleted",
@@ -100,7 +101,7 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         "the data plane to be frozen again",
         lambda: (
             (found := read(admin, "StatefulSet", edge, "dp-b")) is not None
-            and (found.metadata.annotations or {}).get("orgkeeper.dev/frozen") == "true"
+            and (found.metadata.annotations or {}).get(names.ANNOTATION_FROZEN) == "true"
         ),
     )
     assert member_bindings(admin, namespace) == []
@@ -157,7 +158,7 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         for plane in data_planes:
             found = read(admin, *plane)
             assert found is not None, f"data plane {plane} is gone"
-            if "orgkeeper.dev/frozen" in (found.metadata.annotations or {}):
+            if names.ANNOTATION_FROZEN in (found.metadata.annotations or {}):
                 return False
         return True
 
@@ -187,8 +188,8 @@ def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
     later = (created + timedelta(seconds=12)).isoformat().replace("+00:00", "Z")
     (owner_membership,) = admin.list("memberships", f"org-{login}")
     admin.custom.patch_namespaced_custom_object_status(
-        "orgkeeper.dev",
-        "v1alpha1",
+        names.GROUP,
+        names.VERSION,
         f"org-{login}",
         "memberships",
         owner_membership["metadata"]["name"],

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
+from orgkeeper import names
 from support.kube import Kube, wait_for
 from support.licenses import secret_body, secret_document
 from support.orgs import membership, organization, wait_members_bound, wait_org
@@ -27,7 +28,7 @@ def test_deleting_an_org_removes_what_it_made_and_nothing_else(
     )
     wait_members_bound(admin, name, {f"alice@{name}.test": ["portal-admin"]})
     # A namespace the admin gives to the org: its data planes there get the license.
-    labels = {"orgkeeper.dev/organization": name}
+    labels = {names.LABEL_ORGANIZATION: name}
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
     )
@@ -54,17 +55,17 @@ def test_deleting_an_org_removes_what_it_made_and_nothing_else(
         "the Owner's cluster RBAC to be gone",
         lambda: (
             not admin.rbac.list_cluster_role(
-                label_selector=f"orgkeeper.dev/organization={name}"
+                label_selector=f"{names.LABEL_ORGANIZATION}={name}"
             ).items
         ),
     )
     assert not admin.rbac.list_cluster_role_binding(
-        label_selector=f"orgkeeper.dev/organization={name}"
+        label_selector=f"{names.LABEL_ORGANIZATION}={name}"
     ).items
 
     # What the platform team made stays: the workload (without orgkeeper's annotations) and
     # their own Secret beside it.
     gateway = read(admin, "Deployment", edge, "gateway")
     assert gateway is not None
-    assert "orgkeeper.dev/license-fingerprint" not in (gateway.metadata.annotations or {})
+    assert names.ANNOTATION_LICENSE_FINGERPRINT not in (gateway.metadata.annotations or {})
     assert secret_document(admin, edge, "customer-config") == b"keep me"

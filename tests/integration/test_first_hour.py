@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster, binaries, free_port
 from support.cli import orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
@@ -61,7 +62,7 @@ def make(local: LocalCluster, target: str, **environ: str) -> subprocess.Popen[s
 
 def registered(local: LocalCluster, kind: str) -> list[dict[str, Any]]:
     """The webhooks `make run` registered in the `kind` (validating, mutating) configuration."""
-    got = kubectl(local, "get", f"{kind}webhookconfiguration", "orgkeeper.dev", "-o=yaml")
+    got = kubectl(local, "get", f"{kind}webhookconfiguration", WEBHOOK_CONFIGURATION, "-o=yaml")
     if got.returncode != 0:
         return []
     return list((yaml.safe_load(got.stdout) or {}).get("webhooks") or [])

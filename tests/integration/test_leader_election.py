@@ -126,10 +126,10 @@ def review(operation: str, user: str, old: dict[str, Any], new: dict[str, Any] |
             "kind": "AdmissionReview",
             "request": {
                 "uid": str(uuid.uuid4()),
-                "kind": {"group": "orgkeeper.dev", "version": "v1alpha1", "kind": "Organization"},
+                "kind": {"group": names.GROUP, "version": names.VERSION, "kind": "Organization"},
                 "resource": {
-                    "group": "orgkeeper.dev",
-                    "version": "v1alpha1",
+                    "group": names.GROUP,
+                    "version": names.VERSION,
                     "resource": "organizations",
                 },
                 "name": old["metadata"]["name"],

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from orgkeeper import licensing
+from orgkeeper import licensing, names
 from support.kube import Kube, wait_for
 from support.licenses import (
     contract,
@@ -40,7 +40,7 @@ def new_org(admin: Kube, as_user: AsUser, name: str) -> None:
 
 def namespace(admin: Kube, name: str, org: str) -> str:
     """A namespace the admin gives to `org` (labelled orgkeeper.dev/organization=<org>)."""
-    labels = {"orgkeeper.dev/organization": org}
+    labels = {names.LABEL_ORGANIZATION: org}
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
     )
@@ -83,7 +83,7 @@ def test_a_new_data_plane_gets_a_verifiable_license(
 
     deployment = read(admin, "Deployment", edge, "gateway")
     assert deployment is not None, f"Deployment {edge}/gateway is gone"
-    assert deployment.metadata.annotations["orgkeeper.dev/license-fingerprint"] == copy.fingerprint
+    assert deployment.metadata.annotations[names.ANNOTATION_LICENSE_FINGERPRINT] == copy.fingerprint
     (secret,) = admin.core.list_namespaced_secret(
         edge, field_selector="metadata.name=orgkeeper-license-mesh"
     ).items
@@ -298,7 +298,7 @@ def test_a_provisioned_license_cannot_take_over_another_ones_secret(
     admin.create(
         "licenses",
         {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "apiVersion": names.API_VERSION,
             "kind": "License",
             "metadata": {"name": "mesh-too"},
             "spec": {
@@ -322,7 +322,7 @@ def test_a_provisioned_license_cannot_take_over_another_ones_secret(
     admin.create(
         "memberships",
         {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "apiVersion": names.API_VERSION,
             "kind": "Membership",
             "metadata": {"name": "late"},
             "spec": {"email": f"late@{org}.test", "teams": ["portal-admin"]},
@@ -350,7 +350,7 @@ def test_a_provisioned_license_in_a_secret_orgkeeper_may_not_write_is_reported(
     admin.create(
         "licenses",
         {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "apiVersion": names.API_VERSION,
             "kind": "License",
             "metadata": {"name": "custom"},
             "spec": {
@@ -376,7 +376,7 @@ def test_a_provisioned_license_in_a_secret_orgkeeper_may_not_write_is_reported(
     admin.create(
         "memberships",
         {
-            "apiVersion": "orgkeeper.dev/v1alpha1",
+            "apiVersion": names.API_VERSION,
             "kind": "Membership",
             "metadata": {"name": "late"},
             "spec": {"email": f"late@{org}.test", "teams": ["portal-admin"]},

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from orgkeeper import licensing
+from orgkeeper import licensing, names
 from support.kube import Kube, wait_for
 from support.licenses import public_key, secret_document
 from support.orgs import condition, membership, organization, wait_members_bound, wait_org
@@ -26,7 +26,7 @@ from support.workloads import create, read, workload
 pytestmark = pytest.mark.usefixtures("operator")
 
 AsUser = Callable[[str], Kube]
-LABEL = "orgkeeper.dev/organization"
+LABEL = names.LABEL_ORGANIZATION
 
 
 def new_org(admin: Kube, as_user: AsUser, name: str, **spec: Any) -> None:
@@ -163,7 +163,7 @@ def test_a_strangers_namespace_never_gets_an_orgs_license(
     assert propagated(admin, org, "mesh")["namespaces"] == [edge]
     stolen = read(admin, "Deployment", theirs, "stolen")
     assert stolen is not None
-    assert "orgkeeper.dev/license-fingerprint" not in (stolen.metadata.annotations or {})
+    assert names.ANNOTATION_LICENSE_FINGERPRINT not in (stolen.metadata.annotations or {})
     # Told once, not at every reconcile.
     assert len(events(admin, theirs, "stolen", "NamespaceNotOwned")) == 1
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from orgkeeper import names
 from support.kube import Kube, rejection, wait_for
 from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
 
@@ -56,8 +57,8 @@ def test_a_user_creates_an_org_and_owns_it(admin: Kube, as_user: AsUser, org_nam
 
     (owner_membership,) = admin.list("memberships", f"org-{org_name}")
     assert owner_membership["spec"] == {"email": owner, "teams": ["organization-admin"]}
-    assert owner_membership["metadata"]["labels"]["orgkeeper.dev/organization"] == org_name
-    assert len(owner_membership["metadata"]["labels"]["orgkeeper.dev/email-hash"]) == 16
+    assert owner_membership["metadata"]["labels"][names.LABEL_ORGANIZATION] == org_name
+    assert len(owner_membership["metadata"]["labels"][names.LABEL_EMAIL_HASH]) == 16
     assert owner_membership["status"]["state"] == "Active"
 
     products = sorted(lic["spec"]["product"] for lic in admin.list("licenses", f"org-{org_name}"))
@@ -99,7 +100,7 @@ def test_only_the_owner_can_delete_the_org(
             metadata=client.V1ObjectMeta(name=f"org-deleter-{unique}"),
             rules=[
                 client.V1PolicyRule(
-                    api_groups=["orgkeeper.dev"], resources=["organizations"], verbs=["delete"]
+                    api_groups=[names.GROUP], resources=["organizations"], verbs=["delete"]
                 )
             ],
         )
@@ -135,7 +136,7 @@ def test_only_the_owner_can_delete_the_org(
         "the Owner's ClusterRoleBinding to be gone",
         lambda: (
             admin.rbac.list_cluster_role_binding(
-                label_selector=f"orgkeeper.dev/organization={org_name}"
+                label_selector=f"{names.LABEL_ORGANIZATION}={org_name}"
             ).items
             == []
         ),
@@ -197,7 +198,7 @@ def test_rbac_follows_memberships_and_repairs_drift(
 
     (binding,) = admin.rbac.list_namespaced_role_binding(
         namespace,
-        label_selector="orgkeeper.dev/team=control-plane-admin,orgkeeper.dev/membership=alice",
+        label_selector=f"{names.LABEL_TEAM}=control-plane-admin,{names.LABEL_MEMBERSHIP}=alice",
     ).items
     assert [s.name for s in binding.subjects] == [alice]
     admin.rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
@@ -220,8 +221,8 @@ def test_rbac_follows_memberships_and_repairs_drift(
         found = admin.rbac.read_namespaced_role_binding(binding.metadata.name, namespace)
         labels = found.metadata.labels or {}
         return (
-            labels.get("orgkeeper.dev/membership") == "alice"
-            and labels.get("orgkeeper.dev/team") == "control-plane-admin"
+            labels.get(names.LABEL_MEMBERSHIP) == "alice"
+            and labels.get(names.LABEL_TEAM) == "control-plane-admin"
             and [(r.kind, r.name) for r in found.metadata.owner_references or []]
             == [("Membership", "alice")]
         )
@@ -275,10 +276,8 @@ def test_a_membership_is_labelled_as_it_is_created(
         "memberships", membership("dora", "Dora@Example.test", "portal-admin"), f"org-{org_name}"
     )
     labels = created["metadata"]["labels"]
-    assert labels["orgkeeper.dev/organization"] == org_name
-    assert (
-        labels["orgkeeper.dev/email-hash"] == hashlib.sha256(b"dora@example.test").hexdigest()[:16]
-    )
+    assert labels[names.LABEL_ORGANIZATION] == org_name
+    assert labels[names.LABEL_EMAIL_HASH] == hashlib.sha256(b"dora@example.test").hexdigest()[:16]
 
 
 def test_membership_admission_rules(admin: Kube, as_user: AsUser, org_name: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from orgkeeper import names
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster
 from support import identity
 from support.identity import ServiceAccountIdentity
@@ -303,14 +305,14 @@ ALLOWED = [
         "patch",
         "validatingwebhookconfigurations",
         ADMISSION,
-        name="orgkeeper.dev",
+        name=WEBHOOK_CONFIGURATION,
     ),
     Access(
         "patch its own mutating webhook configuration",
         "patch",
         "mutatingwebhookconfigurations",
         ADMISSION,
-        name="orgkeeper.dev",
+        name=WEBHOOK_CONFIGURATION,
     ),
 ]
 
@@ -431,7 +433,7 @@ def test_the_operator_does_its_whole_job_as_its_service_account_and_is_never_ref
     as_user(owner).create("memberships", member, f"org-{name}")
     wait_members_bound(admin, name, {owner: ["organization-admin"], alice: ["analytics-viewer"]})
     edge = f"edge-{unique}"
-    labels = {"orgkeeper.dev/organization": name}  # given to the org by the admin
+    labels = {names.LABEL_ORGANIZATION: name}  # given to the org by the admin
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
     )

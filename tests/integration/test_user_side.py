@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from conftest import kubectl
+from orgkeeper import names
 from orgkeeper.localcluster import LocalCluster
 from support import metrics as scraping
 from support.cli import orgkeeper
@@ -158,7 +159,7 @@ def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
         "organizations", organization(name, f"owner@{name}.test", plan="Plus")
     )
     wait_org(admin, name)
-    labels = {"orgkeeper.dev/organization": name}  # given to the org by the admin
+    labels = {names.LABEL_ORGANIZATION: name}  # given to the org by the admin
     admin.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=f"edge-{unique}", labels=labels))
     )

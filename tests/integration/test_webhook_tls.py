@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
 from orgkeeper.localcluster import LocalCluster
 from orgkeeper.pki import certificate, pem_key, subject_name
 from support import identity
@@ -142,7 +143,7 @@ def configuration_calls(bare: Bare, verb: str, since: int) -> list[str]:
         if (
             event["user"].get("username") == identity.USER
             and event["verb"] == verb
-            and ref.get("name") == identity.WEBHOOK_CONFIGURATION
+            and ref.get("name") == WEBHOOK_CONFIGURATION
         ):
             calls.append(ref["resource"])
     return calls

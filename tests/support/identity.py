@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION, WEBHOOK_KINDS
 from orgkeeper.localcluster import LocalCluster, binaries
 from support.kube import Kube
 
@@ -26,8 +27,6 @@ MANIFESTS = REPO / "manifests"
 NAMESPACE = "orgkeeper-system"
 SERVICE_ACCOUNT = "orgkeeper"
 USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
-WEBHOOK_CONFIGURATION = "orgkeeper.dev"  # the name of both webhook configurations
-WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 IDENTITY_KINDS = frozenset(
     {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 )

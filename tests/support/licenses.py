@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from orgkeeper import licensing
+from orgkeeper import licensing, names
 from support.kube import Kube
 
 OPERATOR_NAMESPACE = "orgkeeper-system"
@@ -61,7 +61,7 @@ def secret_body(name: str, document: bytes) -> dict[str, Any]:
 
 def license_body(name: str, product: str, secret: str) -> dict[str, Any]:
     return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "apiVersion": names.API_VERSION,
         "kind": "License",
         "metadata": {"name": name},
         "spec": {

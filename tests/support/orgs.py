@@ -6,6 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
+from orgkeeper import names
 from support.kube import Kube, wait_for
 
 
@@ -13,7 +14,7 @@ def organization(
     name: str, owner: str, *, plan: str = "Enterprise", region: str = "eu", **spec: Any
 ) -> dict[str, Any]:
     return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "apiVersion": names.API_VERSION,
         "kind": "Organization",
         "metadata": {"name": name},
         "spec": {
@@ -28,7 +29,7 @@ def organization(
 
 def membership(name: str, email: str, *teams: str) -> dict[str, Any]:
     return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
+        "apiVersion": names.API_VERSION,
         "kind": "Membership",
         "metadata": {"name": name},
         "spec": {"email": email, "teams": list(teams)},
@@ -94,7 +95,7 @@ def allowed(
     verb: str,
     resource: str,
     *,
-    group: str = "orgkeeper.dev",
+    group: str = names.GROUP,
     name: str | None = None,
     namespace: str | None = None,
 ) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from orgkeeper import names
 from support.kube import Kube
 
 RESTRICTED = {
@@ -21,9 +22,9 @@ def workload(
 ) -> dict[str, Any]:
     labels = {
         "app": name,
-        "orgkeeper.dev/organization": org,
-        "orgkeeper.dev/component": component,
-        "orgkeeper.dev/product": product,
+        names.LABEL_ORGANIZATION: org,
+        names.LABEL_COMPONENT: component,
+        names.LABEL_PRODUCT: product,
     }
     # Pod Security `restricted` (what org namespaces enforce) admits its Pods.
     container = {

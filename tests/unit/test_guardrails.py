@@ -10,13 +10,14 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from orgkeeper import names
 from orgkeeper.controllers import guardrails
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.kube import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails, KubeApi, OwnerRef
 
 DEFAULTS = Guardrails()
 ENFORCE = POD_SECURITY_ENFORCE
-OWNER = OwnerRef("orgkeeper.dev/v1alpha1", "Organization", "acme", "uid-1")
+OWNER = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-1")
 
 
 class FakeCore:

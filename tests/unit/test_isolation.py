@@ -139,7 +139,7 @@ def test_a_namespace_belongs_to_its_owning_organization_else_to_its_label() -> N
                 "labels": {names.LABEL_ORGANIZATION: "acme"},
                 "ownerReferences": [
                     {
-                        "apiVersion": "orgkeeper.dev/v1alpha1",
+                        "apiVersion": names.API_VERSION,
                         "kind": "Organization",
                         "name": "beta",
                         "uid": "uid-beta",
@@ -364,7 +364,7 @@ class SquattedCore:
 
     def read_namespace(self, name: str) -> client.V1Namespace:
         ref = client.V1OwnerReference(
-            api_version="orgkeeper.dev/v1alpha1",
+            api_version=names.API_VERSION,
             kind="Organization",
             name="acme",
             uid=self.owner_uid,
@@ -375,7 +375,7 @@ class SquattedCore:
 def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() -> None:
     """L1: a 409 on create is the org's namespace only if the org owns what is there."""
     kube = KubeApi(client.ApiClient())
-    owner = OwnerRef("orgkeeper.dev/v1alpha1", "Organization", "acme", "uid-acme")
+    owner = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-acme")
     kube.core = cast(client.CoreV1Api, SquattedCore("someone-else"))
     assert kube.create_namespace("org-acme", "acme", owner) is False
     kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create

@@ -122,8 +122,8 @@ def test_the_samples_create_the_org_namespace_before_anything_in_it() -> None:
     name = organization["metadata"]["name"]
     assert namespace["metadata"]["name"] == f"org-{name}"
     # What makes orgkeeper serve it as the org's (and nothing else does).
-    assert namespace["metadata"]["labels"] == {"orgkeeper.dev/organization": name}
-    assert made_for(name, 0, namespace["metadata"]["labels"]["orgkeeper.dev/organization"])
+    assert namespace["metadata"]["labels"] == {names.LABEL_ORGANIZATION: name}
+    assert made_for(name, 0, namespace["metadata"]["labels"][names.LABEL_ORGANIZATION])
     for _, document in documents[1:]:
         assert document["metadata"].get("namespace") in (None, f"org-{name}")
 
@@ -301,7 +301,7 @@ def test_the_readme_tells_how_sign_up_works() -> None:
     teams = list(yaml.safe_load_all((MANIFESTS / "rbac" / "teams.yaml").read_text()))
     (creator,) = [d for d in teams if d["metadata"]["name"] == "orgkeeper-organization-creator"]
     assert creator["rules"] == [
-        {"apiGroups": ["orgkeeper.dev"], "resources": ["organizations"], "verbs": ["create"]}
+        {"apiGroups": [names.GROUP], "resources": ["organizations"], "verbs": ["create"]}
     ]
     assert "--clusterrole=orgkeeper-organization-creator --group=system:authenticated" in README
     assert "for themselves only" in README and "on `Free` or `Plus`" in README
