@@ -453,55 +453,58 @@ class KubeApi:
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
-    def ensure_owner_rbac(self, organization: str, user: str, owner: OwnerRef) -> bool:
-        """The per-org ClusterRole and its binding to the Owner; True if anything was written."""
+    def ensure_owner_rbac(
+        self, organization: str, user: str, owner: OwnerRef, rules: Sequence[Mapping[str, Any]]
+    ) -> bool:
+        """The per-org ClusterRole with `rules` (the domain's `owner_rules`) and its binding
+        to the Owner `user`; True if anything was written."""
         name = names.owner_role(organization)
-        labels = managed_labels(organization)
-        role = {
-            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["organizations"],
-                    "resourceNames": [organization],
-                    "verbs": ["get", "update", "patch", "delete"],
-                },
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["organizations/status"],
-                    "resourceNames": [organization],
-                    "verbs": ["get"],
-                },
-            ],
+        metadata = {
+            "name": name,
+            "labels": managed_labels(organization),
+            "ownerReferences": [owner.to_wire()],
         }
+        role = {"metadata": metadata, "rules": [dict(rule) for rule in rules]}
         binding = {
-            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
+            "metadata": metadata,
             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
         }
-        wrote = False
-        current_role = absent_ok(self.rbac.read_cluster_role, name)
-        if current_role is None:
-            self.rbac.create_cluster_role(role, field_manager=FIELD_MANAGER)
-            wrote = True
-        elif self.api_client.sanitize_for_serialization(current_role.rules) != role["rules"]:
-            self.rbac.patch_cluster_role(
-                name, {"rules": role["rules"]}, field_manager=FIELD_MANAGER
-            )
-            wrote = True
-        current = absent_ok(self.rbac.read_cluster_role_binding, name)
+        wrote_role = self._create_or_repair(
+            self.rbac.read_cluster_role,
+            self.rbac.create_cluster_role,
+            self.rbac.patch_cluster_role,
+            role,
+            "rules",
+        )
+        wrote_binding = self._create_or_repair(
+            self.rbac.read_cluster_role_binding,
+            self.rbac.create_cluster_role_binding,
+            self.rbac.patch_cluster_role_binding,
+            binding,
+            "subjects",
+        )
+        return wrote_role or wrote_binding
+
+    def _create_or_repair(
+        self,
+        read: Callable[[str], Any],
+        create: Callable[..., Any],
+        patch: Callable[..., Any],
+        body: dict[str, Any],
+        field: str,
+    ) -> bool:
+        """Creates the cluster-scoped object, or patches `field` back if it differs from
+        `body`'s; True if anything was written."""
+        name = body["metadata"]["name"]
+        current = absent_ok(read, name)
         if current is None:
-            self.rbac.create_cluster_role_binding(binding, field_manager=FIELD_MANAGER)
-            wrote = True
-        elif (
-            self.api_client.sanitize_for_serialization(current.subjects or [])
-            != binding["subjects"]
-        ):
-            self.rbac.patch_cluster_role_binding(
-                name, {"subjects": binding["subjects"]}, field_manager=FIELD_MANAGER
-            )
-            wrote = True
-        return wrote
+            create(body, field_manager=FIELD_MANAGER)
+            return True
+        if self.api_client.sanitize_for_serialization(current).get(field) == body[field]:
+            return False
+        patch(name, {field: body[field]}, field_manager=FIELD_MANAGER)
+        return True
 
     def remove_owner_binding(self, organization: str) -> None:
         absent_ok(self.rbac.delete_cluster_role_binding, names.owner_role(organization))
