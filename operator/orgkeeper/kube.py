@@ -706,8 +706,9 @@ class KubeApi:
         *,
         exists: bool,
         resource_version: str | None = None,
-    ) -> None:
-        """Creates the Secret, or replaces its data, labels and owners (merge patch).
+    ) -> client.V1Secret:
+        """Creates the Secret, or replaces its data, labels and owners (merge patch); returns it
+        as the server now has it.
 
         With `resource_version`, only that version is patched (409 if it changed since read).
         """
@@ -724,9 +725,10 @@ class KubeApi:
             "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
         }
         if exists:
-            self.core.patch_namespaced_secret(name, namespace, body, field_manager=FIELD_MANAGER)
-        else:
-            self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
+            return self.core.patch_namespaced_secret(
+                name, namespace, body, field_manager=FIELD_MANAGER
+            )
+        return self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
 
     def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
