@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib.metadata import version
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -31,6 +31,7 @@ from .api.v1alpha1 import API_VERSION, GROUP, VERSION
 from .domain.membership import Binding
 
 T = TypeVar("T")
+P = ParamSpec("P")
 FIELD_MANAGER = "orgkeeper"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CONNECTIONS = 32
@@ -110,6 +111,30 @@ def server_version(identity: str, timeout: float) -> str:
 
 def is_status(error: Exception, *codes: int) -> bool:
     return isinstance(error, ApiException) and error.status in codes
+
+
+# The two answers that mean "already so": a read, patch or delete of what is not there (404),
+# and a create of what is there already (409). These turn them into None; any other error
+# goes on up.
+
+
+def absent_ok(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """The call's answer, or None if what it reads, patches or deletes is not there (404)."""
+    return _none_on(404, call, *args, **kwargs)
+
+
+def exists_ok(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """The call's answer, or None if what it creates is there already (409)."""
+    return _none_on(409, call, *args, **kwargs)
+
+
+def _none_on(status: int, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    try:
+        return call(*args, **kwargs)
+    except ApiException as error:
+        if error.status == status:
+            return None
+        raise
 
 
 def managed_labels(organization: str, **extra: str) -> dict[str, str]:
@@ -347,12 +372,16 @@ class KubeApi:
     # --- namespaces ---------------------------------------------------------------------
 
     def read_namespace(self, name: str) -> client.V1Namespace | None:
-        try:
-            return self.core.read_namespace(name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return absent_ok(self.core.read_namespace, name)
+
+    def ensure_namespace(self, name: str) -> None:
+        """A plain namespace (the operator's own), created if missing."""
+        if self.read_namespace(name) is None:
+            exists_ok(
+                self.core.create_namespace,
+                {"metadata": {"name": name}},
+                field_manager=FIELD_MANAGER,
+            )
 
     def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
@@ -364,15 +393,11 @@ class KubeApi:
                 "ownerReferences": [owner.to_wire()],
             }
         }
-        try:
-            self.core.create_namespace(body, field_manager=FIELD_MANAGER)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            found = self.read_namespace(name)
-            refs = (found.metadata.owner_references or []) if found is not None else []
-            return any(ref.uid == owner.uid for ref in refs)
-        return True
+        if exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER) is not None:
+            return True
+        found = self.read_namespace(name)
+        refs = (found.metadata.owner_references or []) if found is not None else []
+        return any(ref.uid == owner.uid for ref in refs)
 
     def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
@@ -391,11 +416,8 @@ class KubeApi:
         org ready.
         """
         hard = self.guardrails.hard()
-        try:
-            quota = self.core.read_namespaced_resource_quota(QUOTA_NAME, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        quota = absent_ok(self.core.read_namespaced_resource_quota, QUOTA_NAME, name)
+        if quota is None:
             quota = self._create_quota(name, organization, owner)
         if _uncounted(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
             # kube-controller-manager counts a custom resource only once its discovery (every
@@ -422,70 +444,70 @@ class KubeApi:
             },
             "spec": {"hard": self.guardrails.hard()},
         }
-        try:
-            return self.core.create_namespaced_resource_quota(
-                namespace, body, field_manager=FIELD_MANAGER
-            )
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            return self.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
+        created = exists_ok(
+            self.core.create_namespaced_resource_quota, namespace, body, field_manager=FIELD_MANAGER
+        )
+        if created is not None:
+            return created
+        return self.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
-    def ensure_owner_rbac(self, organization: str, user: str, owner: OwnerRef) -> bool:
-        """The per-org ClusterRole and its binding to the Owner; True if anything was written."""
+    def ensure_owner_rbac(
+        self, organization: str, user: str, owner: OwnerRef, rules: Sequence[Mapping[str, Any]]
+    ) -> bool:
+        """The per-org ClusterRole with `rules` (the domain's `owner_rules`) and its binding
+        to the Owner `user`; True if anything was written."""
         name = names.owner_role(organization)
-        labels = managed_labels(organization)
-        role = {
-            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["organizations"],
-                    "resourceNames": [organization],
-                    "verbs": ["get", "update", "patch", "delete"],
-                },
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["organizations/status"],
-                    "resourceNames": [organization],
-                    "verbs": ["get"],
-                },
-            ],
+        metadata = {
+            "name": name,
+            "labels": managed_labels(organization),
+            "ownerReferences": [owner.to_wire()],
         }
+        role = {"metadata": metadata, "rules": [dict(rule) for rule in rules]}
         binding = {
-            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner.to_wire()]},
+            "metadata": metadata,
             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
         }
-        wrote = False
-        try:
-            current_role = self.rbac.read_cluster_role(name)
-            if self.api_client.sanitize_for_serialization(current_role.rules) != role["rules"]:
-                self.rbac.patch_cluster_role(
-                    name, {"rules": role["rules"]}, field_manager=FIELD_MANAGER
-                )
-                wrote = True
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            self.rbac.create_cluster_role(role, field_manager=FIELD_MANAGER)
-            wrote = True
-        try:
-            current = self.rbac.read_cluster_role_binding(name)
-            subjects = self.api_client.sanitize_for_serialization(current.subjects or [])
-            if subjects != binding["subjects"]:
-                self.rbac.patch_cluster_role_binding(
-                    name, {"subjects": binding["subjects"]}, field_manager=FIELD_MANAGER
-                )
-                wrote = True
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            self.rbac.create_cluster_role_binding(binding, field_manager=FIELD_MANAGER)
-            wrote = True
-        return wrote
+        wrote_role = self._create_or_repair(
+            self.rbac.read_cluster_role,
+            self.rbac.create_cluster_role,
+            self.rbac.patch_cluster_role,
+            role,
+            "rules",
+        )
+        wrote_binding = self._create_or_repair(
+            self.rbac.read_cluster_role_binding,
+            self.rbac.create_cluster_role_binding,
+            self.rbac.patch_cluster_role_binding,
+            binding,
+            "subjects",
+        )
+        return wrote_role or wrote_binding
+
+    def _create_or_repair(
+        self,
+        read: Callable[[str], Any],
+        create: Callable[..., Any],
+        patch: Callable[..., Any],
+        body: dict[str, Any],
+        field: str,
+    ) -> bool:
+        """Creates the cluster-scoped object, or patches `field` back if it differs from
+        `body`'s; True if anything was written."""
+        name = body["metadata"]["name"]
+        current = absent_ok(read, name)
+        if current is None:
+            create(body, field_manager=FIELD_MANAGER)
+            return True
+        if self.api_client.sanitize_for_serialization(current).get(field) == body[field]:
+            return False
+        patch(name, {field: body[field]}, field_manager=FIELD_MANAGER)
+        return True
+
+    def remove_owner_binding(self, organization: str) -> None:
+        absent_ok(self.rbac.delete_cluster_role_binding, names.owner_role(organization))
 
     # --- member RoleBindings ------------------------------------------------------------
 
@@ -513,13 +535,10 @@ class KubeApi:
             },
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": binding.user}],
         }
-        try:
-            written = self.rbac.create_namespaced_role_binding(
-                namespace, body, field_manager=FIELD_MANAGER
-            )
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        written = exists_ok(
+            self.rbac.create_namespaced_role_binding, namespace, body, field_manager=FIELD_MANAGER
+        )
+        if written is None:
             # Subjects may change (SSO switch), labels and owner may have drifted (an unlabelled
             # binding would leave the informer, and outlive its Membership); roleRef can't
             # change, and the name encodes the team.
@@ -537,52 +556,26 @@ class KubeApi:
         return wire
 
     def delete_role_binding(self, namespace: str, name: str) -> None:
-        try:
-            self.rbac.delete_namespaced_role_binding(name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    # --- Events: the operator posts its own -------------------------------------------
-
-    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
-        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
-        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
-        meta = involved.get("metadata") or {}
-        namespace = meta.get("namespace") or ""
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"),
-                kind=involved.get("kind"),
-                name=meta.get("name"),
-                namespace=namespace or None,
-                uid=meta.get("uid"),
-            ),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1024],
-            action=event.action,
-            source=client.V1EventSource(component=EVENT_CONTROLLER),
-            reporting_component=EVENT_CONTROLLER,
-            reporting_instance=event.instance,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
-        self.core.create_namespaced_event(namespace or "default", body)
+        absent_ok(self.rbac.delete_namespaced_role_binding, name, namespace)
 
     # --- orgkeeper.dev objects ----------------------------------------------------------
 
+    def read_organization(self, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = absent_ok(
+            self.custom.get_cluster_custom_object, GROUP, VERSION, "organizations", name
+        )
+        return found
+
     def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
-        try:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, body, field_manager=FIELD_MANAGER
-            )
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        exists_ok(
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            body,
+            field_manager=FIELD_MANAGER,
+        )
 
     def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
         """Removes these finalizers from the Organization, leaving any other (kopf's own
@@ -643,20 +636,28 @@ class KubeApi:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            if namespace is None:
-                patched = self.custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, plural, name, body, field_manager=FIELD_MANAGER
-                )
-            else:
-                patched = self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, body, field_manager=FIELD_MANAGER
-                )
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            return None
-        result: dict[str, Any] = patched
+        if namespace is None:
+            patched = absent_ok(
+                self.custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                plural,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+            )
+        else:
+            patched = absent_ok(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+            )
+        result: dict[str, Any] | None = patched
         return result
 
     # --- data-plane and control-plane workloads -----------------------------------------
@@ -683,33 +684,103 @@ class KubeApi:
     ) -> None:
         """Sets (or, with None, removes) annotations on a workload's metadata."""
         patch, _ = self._workload_calls(kind)
-        try:
-            patch(
-                name,
-                namespace,
-                {"metadata": {"annotations": dict(annotations)}},
-                field_manager=FIELD_MANAGER,
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        body = {"metadata": {"annotations": dict(annotations)}}
+        absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
     def delete_workload(self, kind: str, namespace: str, name: str) -> None:
         _, delete = self._workload_calls(kind)
-        try:
-            delete(name, namespace, propagation_policy="Background")
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        absent_ok(delete, name, namespace, propagation_policy="Background")
 
-    def remove_owner_binding(self, organization: str) -> None:
-        try:
-            self.rbac.delete_cluster_role_binding(names.owner_role(organization))
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    # --- Secrets and ConfigMaps, by name only (orgkeeper never lists or watches Secrets) --
 
-    # --- authorization ------------------------------------------------------------------
+    def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        return absent_ok(self.core.read_namespaced_secret, name, namespace)
+
+    def write_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str],
+        owners: Sequence[Mapping[str, Any]] = (),
+        *,
+        exists: bool,
+        resource_version: str | None = None,
+    ) -> client.V1Secret:
+        """Creates the Secret, or replaces its data, labels and owners (merge patch); returns it
+        as the server now has it.
+
+        With `resource_version`, only that version is patched (409 if it changed since read).
+        """
+        metadata: dict[str, Any] = {
+            "name": name,
+            "labels": dict(labels),
+            "ownerReferences": list(owners),
+        }
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {
+            "metadata": metadata,
+            "type": "Opaque",
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        if exists:
+            return self.core.patch_namespaced_secret(
+                name, namespace, body, field_manager=FIELD_MANAGER
+            )
+        return self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
+
+    def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        absent_ok(
+            self.core.delete_namespaced_secret, name, namespace, body=options if uid else None
+        )
+
+    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        body = {
+            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+            "data": dict(data),
+        }
+        current = absent_ok(self.core.read_namespaced_config_map, name, namespace)
+        if current is None:
+            self.core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
+        elif (current.data or {}) != dict(data):
+            self.core.patch_namespaced_config_map(
+                name, namespace, body, field_manager=FIELD_MANAGER
+            )
+
+    # --- Events: the operator posts its own -------------------------------------------
+
+    def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
+        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
+        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=namespace or None,
+                uid=meta.get("uid"),
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1024],
+            action=event.action,
+            source=client.V1EventSource(component=EVENT_CONTROLLER),
+            reporting_component=EVENT_CONTROLLER,
+            reporting_instance=event.instance,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        self.core.create_namespaced_event(namespace or "default", body)
+
+    # --- authorization: SubjectAccessReviews (admission's support check, /metrics) ------
 
     def may(self, user: Mapping[str, Any], verb: str, organization: str) -> bool:
         """Whether the API server's authorizers let `user` (an admission request's userInfo)
@@ -728,99 +799,7 @@ class KubeApi:
         answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
         return bool(answer.status and answer.status.allowed)
 
-    # --- organizations -----------------------------------------------------------------
-
-    def read_organization(self, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self.custom.get_cluster_custom_object(
-                GROUP, VERSION, "organizations", name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return found
-
-    # --- Secrets, by name only (orgkeeper never lists or watches Secrets) --------------
-
-    def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
-        try:
-            return self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    def write_secret(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, bytes],
-        labels: Mapping[str, str],
-        owners: Sequence[Mapping[str, Any]] = (),
-        *,
-        exists: bool,
-        resource_version: str | None = None,
-    ) -> None:
-        """Creates the Secret, or replaces its data, labels and owners (merge patch).
-
-        With `resource_version`, only that version is patched (409 if it changed since read).
-        """
-        metadata: dict[str, Any] = {
-            "name": name,
-            "labels": dict(labels),
-            "ownerReferences": list(owners),
-        }
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        body = {
-            "metadata": metadata,
-            "type": "Opaque",
-            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-        }
-        if exists:
-            self.core.patch_namespaced_secret(name, namespace, body, field_manager=FIELD_MANAGER)
-        else:
-            self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
-
-    def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
-        """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        try:
-            self.core.delete_namespaced_secret(name, namespace, body=options if uid else None)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    def ensure_namespace(self, name: str) -> None:
-        if self.read_namespace(name) is None:
-            try:
-                self.core.create_namespace(
-                    {"metadata": {"name": name}}, field_manager=FIELD_MANAGER
-                )
-            except ApiException as error:
-                if error.status != 409:
-                    raise
-
-    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        body = {
-            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
-            "data": dict(data),
-        }
-        try:
-            current = self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            self.core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
-            return
-        if (current.data or {}) != dict(data):
-            self.core.patch_namespaced_config_map(
-                name, namespace, body, field_manager=FIELD_MANAGER
-            )
-
-    # --- who may read /metrics (kubebuilder's secure metrics) --------------------------
-
+    # Who may read /metrics (kubebuilder's secure metrics).
     def review_metrics_access(self, token: str, path: str) -> int:
         """200 if the token's user may `get` the non-resource URL `path`; 401 or 403 if not."""
         authentication = client.AuthenticationV1Api(self.api_client)
@@ -868,12 +847,9 @@ class KubeApi:
                 admission.patch_mutating_webhook_configuration,
             ),
         }[kind]
-        try:
-            current = read(name)
-        except ApiException as error:
-            if error.status == 404:
-                return CABundle.ABSENT
-            raise
+        current = absent_ok(read, name)
+        if current is None:
+            return CABundle.ABSENT
         wire = self.api_client.sanitize_for_serialization(current)
         operations: list[dict[str, Any]] = []
         for index, webhook in enumerate(wire.get("webhooks") or []):
@@ -894,12 +870,11 @@ class KubeApi:
         self, namespace: str, name: str, timeout: float | None = None
     ) -> dict[str, Any] | None:
         coordination = client.CoordinationV1Api(self.api_client)
-        try:
-            found = coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        found = absent_ok(
+            coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout
+        )
+        if found is None:
+            return None
         wire: dict[str, Any] = self.api_client.sanitize_for_serialization(found)
         return wire
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orgkeeper.api.v1alpha1 import PRODUCTS
+from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS
 from orgkeeper.api.v1alpha1.common import Condition, Product, Team
 from orgkeeper.api.v1alpha1.organization import (
     Activity,
@@ -30,6 +30,7 @@ from orgkeeper.domain.organization import (
     decide_owner,
     organization_status,
     owner_membership_needed,
+    owner_rules,
     roll_billing_cycle,
     trial,
 )
@@ -730,3 +731,28 @@ def test_plan_change_keeps_the_billing_cycle() -> None:
     status = status_of(observe(plan="Plus", created=NOW - timedelta(days=90), status=previous))
     assert previous.billing is not None and status.billing is not None
     assert status.billing.cycle_start == previous.billing.cycle_start
+
+
+def _granted(rules: Sequence[Mapping[str, Sequence[str]]], resource: str, verb: str) -> set[str]:
+    """The Organizations (by name) on which `rules` grant `verb` on `resource`."""
+    return {
+        name
+        for rule in rules
+        if rule["apiGroups"] == [GROUP] and resource in rule["resources"] and verb in rule["verbs"]
+        for name in rule["resourceNames"]
+    }
+
+
+def test_the_owner_may_read_edit_and_delete_their_own_org_and_nothing_else() -> None:
+    # README "Who may do what" and API.md: the Owner changes their fields (an edit: `update`
+    # or `patch`; admission decides which fields), labels a namespace for the org (`update`),
+    # and deletes the org. Support's verb, creating orgs and writing status are not theirs.
+    rules = owner_rules("acme")
+    for verb in ("get", "update", "patch", "delete"):
+        assert _granted(rules, "organizations", verb) == {"acme"}, verb
+    assert _granted(rules, "organizations/status", "get") == {"acme"}
+    for verb in ("list", "watch", "create", "deletecollection", "support"):
+        assert _granted(rules, "organizations", verb) == set(), verb
+    for verb in ("update", "patch"):
+        assert _granted(rules, "organizations/status", verb) == set(), verb
+    assert all(set(rule) == {"apiGroups", "resources", "resourceNames", "verbs"} for rule in rules)

@@ -379,10 +379,25 @@ class Secrets:
 
     def write_secret(
         self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
-    ) -> None:
+    ) -> SimpleNamespace:
         self.created += 1
         encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
         self.stored[name] = SimpleNamespace(data=encoded)
+        return self.stored[name]
+
+
+class RacedSecrets(Secrets):
+    """Another replica creates its Secrets between this one's read and its create."""
+
+    def __init__(self, theirs: dict[str, SimpleNamespace]) -> None:
+        super().__init__()
+        self.theirs = theirs
+
+    def write_secret(
+        self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
+    ) -> SimpleNamespace:
+        self.stored.update(self.theirs)
+        raise ApiException(status=409, reason="AlreadyExists")
 
 
 def test_replicas_serve_their_webhooks_under_one_ca() -> None:
@@ -398,6 +413,14 @@ def test_replicas_serve_their_webhooks_under_one_ca() -> None:
     assert servers[0].certfile != servers[1].certfile  # each its own key and certificate
     alone = webhook_server(Settings(webhook_mode="serve"))
     assert alone.cadata != servers[0].cadata  # without replicas, a CA of its own as before
+
+
+def test_a_replica_that_loses_the_race_to_create_the_ca_takes_the_winners() -> None:
+    winner = Secrets()
+    theirs = load_or_create_webhook_authority(cast(KubeApi, winner), NAMESPACE)
+    late = RacedSecrets(winner.stored)
+    mine = load_or_create_webhook_authority(cast(KubeApi, late), NAMESPACE)
+    assert mine[0] == theirs[0]
 
 
 def test_without_lease_rights_only_an_electing_operator_is_stopped(leases: Leases) -> None:

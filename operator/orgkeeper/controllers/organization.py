@@ -212,7 +212,9 @@ async def reconcile_organization(
             user = membership_domain.user_name(
                 decision.effective, org, settings.sso_username_prefix
             )
-            owner_rbac = kube.run(kube.ensure_owner_rbac, name, user, owner_ref)
+            owner_rbac = kube.run(
+                kube.ensure_owner_rbac, name, user, owner_ref, org_domain.owner_rules(name)
+            )
         await attempt(
             [(Target(f"ClusterRoleBinding {names.owner_role(name)}"), owner_rbac)], failures
         )

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import licensing, names, pki
-from ..kube import KubeApi, is_status
+from ..kube import KubeApi, exists_ok
 
 KEY_FIELD = "signing-key.pem"
 PUBLIC_FIELD = "public-key.pem"
@@ -24,19 +24,16 @@ def load_or_create_signing_key(kube: KubeApi, namespace: str) -> Ed25519PrivateK
     if key is None:
         created = licensing.new_signing_key()
         labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
-        try:
-            kube.write_secret(
-                namespace,
-                names.SIGNING_KEY_SECRET,
-                {KEY_FIELD: licensing.private_pem(created)},
-                labels,
-                exists=False,
-            )
-            key = created
-        except Exception as error:
-            if not is_status(error, 409):
-                raise
-            key = _read(kube, namespace)  # another replica won the race
+        written = exists_ok(
+            kube.write_secret,
+            namespace,
+            names.SIGNING_KEY_SECRET,
+            {KEY_FIELD: licensing.private_pem(created)},
+            labels,
+            exists=False,
+        )
+        # None: another replica won the race, and its key is the one to use.
+        key = created if written is not None else _read(kube, namespace)
         if key is None:
             raise RuntimeError(
                 f"the signing key Secret in {namespace} vanished while it was created"
@@ -74,12 +71,11 @@ def load_or_create_webhook_authority(kube: KubeApi, namespace: str) -> pki.Autho
         "ca.key": pki.pem_key(key),
     }
     labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
-    try:
-        kube.write_secret(namespace, names.WEBHOOK_CA_SECRET, data, labels, exists=False)
+    written = exists_ok(
+        kube.write_secret, namespace, names.WEBHOOK_CA_SECRET, data, labels, exists=False
+    )
+    if written is not None:
         return cert, key
-    except Exception as error:
-        if not is_status(error, 409):
-            raise
     found = _read_authority(kube, namespace)  # another replica won the race
     if found is None:
         raise RuntimeError(f"the webhook CA Secret in {namespace} vanished while it was created")

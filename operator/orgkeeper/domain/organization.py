@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .. import names
-from ..api.v1alpha1 import PRODUCTS
+from ..api.v1alpha1 import GROUP, PRODUCTS
 from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.organization import (
     Activity,
@@ -106,6 +106,26 @@ def owner_membership_needed(
     if previous is None:
         return True
     return not same_email(spec_owner, previous) and find_member(members, previous) is None
+
+
+def owner_rules(organization: str) -> list[dict[str, list[str]]]:
+    """The rules of the Owner's per-org ClusterRole: read, edit and delete this one
+    Organization, and read its status. Admission decides which fields an edit may change;
+    `update` is also what it asks of whoever labels a namespace for the org."""
+    return [
+        {
+            "apiGroups": [GROUP],
+            "resources": ["organizations"],
+            "resourceNames": [organization],
+            "verbs": ["get", "update", "patch", "delete"],
+        },
+        {
+            "apiGroups": [GROUP],
+            "resources": ["organizations/status"],
+            "resourceNames": [organization],
+            "verbs": ["get"],
+        },
+    ]
 
 
 def context(name: str, spec: OrganizationSpec, owner: str, lifecycle: Lifecycle) -> OrgContext:
