@@ -117,3 +117,26 @@ def test_is_true_only_for_a_present_condition_with_status_true(
     existing: list[Condition], expected: bool
 ) -> None:
     assert conditions.is_true(existing, "Ready") is expected
+
+
+def test_a_condition_set_puts_each_condition_at_its_generation_and_time() -> None:
+    found = conditions.ConditionSet([condition("Ready", "True")], generation=3, now=NOW)
+    found.put("Valid", True, "Verified", "verified")
+    found.put("Ready", False, "Broken", "broken")
+    assert found.conditions == conditions.put(
+        conditions.put(
+            [condition("Ready", "True")],
+            "Valid",
+            True,
+            "Verified",
+            "verified",
+            generation=3,
+            now=NOW,
+        ),
+        "Ready",
+        False,
+        "Broken",
+        "broken",
+        generation=3,
+        now=NOW,
+    )

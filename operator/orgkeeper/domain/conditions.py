@@ -45,6 +45,26 @@ def put(
     return [updated if c.type == type_ else c for c in conditions]
 
 
+class ConditionSet:
+    """The conditions a status builder sets one `put` at a time, at one generation and time."""
+
+    def __init__(self, previous: Sequence[Condition], *, generation: int, now: datetime) -> None:
+        self.conditions: list[Condition] = list(previous)
+        self._generation = generation
+        self._now = now
+
+    def put(self, type_: str, status: bool | ConditionStatus, reason: str, message: str) -> None:
+        self.conditions = put(
+            self.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation=self._generation,
+            now=self._now,
+        )
+
+
 def is_true(conditions: Sequence[Condition], type_: str) -> bool:
     found = find(conditions, type_)
     return found is not None and found.status == "True"
