@@ -24,6 +24,7 @@ from ..domain.license import (
     Delivery,
     Issue,
     LicenseObservation,
+    LicensePlan,
     LicenseSeen,
     Notice,
     Owner,
@@ -59,6 +60,7 @@ async def reconcile_licenses(
         raise RuntimeError("the license signing key is not loaded")
     organization, settings = owner.name, runtime.settings
     documents = await asyncio.gather(*(_document(runtime, record) for record in licenses))
+    # Where the statuses say copies are, and where the last reconcile left them.
     recorded: dict[str, set[str]] = {
         product: recorded_copies(licenses, product)
         | runtime.copies.get((organization, product), frozenset())
@@ -117,6 +119,18 @@ async def reconcile_licenses(
     }
     runtime.metrics.reconciles.labels("License", "success").inc(len(licenses))
 
+    await attempt(_status_writes(runtime, licenses, plan, deliveries, now), failures)
+    return LicenseOutcome(set(plan.active), events, failures)
+
+
+def _status_writes(
+    runtime: Runtime,
+    licenses: Sequence[LicenseRecord],
+    plan: LicensePlan[WorkloadRecord],
+    deliveries: Mapping[str, Delivery],
+    now: datetime,
+) -> list[tuple[Target, Awaitable[Any]]]:
+    """The status of each License the domain gives, where it differs from the one written."""
     kube = runtime.kube
     writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in licenses:
@@ -133,8 +147,7 @@ async def reconcile_licenses(
             target = Target(f"License {record.namespace}/{record.name}", (_involved(record),))
             patch = kube.run(kube.patch_status, "licenses", record.name, wire, record.namespace)
             writes.append((target, patch))
-    await attempt(writes, failures)
-    return LicenseOutcome(set(plan.active), events, failures)
+    return writes
 
 
 async def _read_copies(
