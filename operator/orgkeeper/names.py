@@ -92,6 +92,10 @@ def owner_membership(email: str) -> str:
     return f"owner-{email_hash(email)}"
 
 
+# The key of a license Secret's data: a copy's, and spec.secretRef's default.
+LICENSE_DATA_KEY = "license"
+
+
 def propagated_license_secret(product: str) -> str:
     """The Secret that carries a product's license into a data plane's namespace."""
     return f"orgkeeper-license-{product}"

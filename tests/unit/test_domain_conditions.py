@@ -101,3 +101,26 @@ def test_find_returns_the_condition_of_that_type_or_none() -> None:
     ready = condition("Ready")
     assert conditions.find([condition("OwnerValid"), ready], "Ready") is ready
     assert conditions.find([condition("OwnerValid")], "Ready") is None
+
+
+def test_a_condition_set_puts_each_condition_at_its_generation_and_time() -> None:
+    found = conditions.ConditionSet([condition("Ready", "True")], generation=3, now=NOW)
+    found.put("Valid", True, "Verified", "verified")
+    found.put("Ready", False, "Broken", "broken")
+    assert found.conditions == conditions.put(
+        conditions.put(
+            [condition("Ready", "True")],
+            "Valid",
+            True,
+            "Verified",
+            "verified",
+            generation=3,
+            now=NOW,
+        ),
+        "Ready",
+        False,
+        "Broken",
+        "broken",
+        generation=3,
+        now=NOW,
+    )

@@ -1,54 +1,46 @@
-"""Licenses of one org: issue and rotate Provisioned ones, validate all, deliver the active ones."""
+"""Licenses of one org: read what the domain's plan needs, sign and write what it says, and
+write each License's status."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import dataclasses
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import licensing, names
 from ..api.v1alpha1 import API_VERSION, PRODUCTS
 from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..domain import license as license_domain
-from ..domain.license import Delivery, Evaluated
-from ..domain.namespaces import summary
+from ..domain.license import (
+    Copy,
+    CopyPlan,
+    Delivery,
+    Issue,
+    LicenseObservation,
+    LicensePlan,
+    LicenseSeen,
+    Notice,
+    Owner,
+    Refused,
+)
 from ..kube import OwnerRef, is_status, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Event, Runtime
-from .writes import Failure, Target, annotate, attempt, differs, status_wire, workload_ref
+from .writes import Failure, Target, annotate, attempt, differs, fetch, status_wire, workload_ref
 
 
-@dataclass
+@dataclass(frozen=True)
 class LicenseOutcome:
-    active_products: set[str] = field(default_factory=set)
-    events: list[Event] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-
-def _involved(record: LicenseRecord) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "License",
-        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
-    }
-
-
-async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | None, str]:
-    if not record.secret_name:
-        return None, "spec.secretRef names no Secret"
-    secret = await runtime.kube.run(runtime.kube.read_secret, record.namespace, record.secret_name)
-    if secret is None:
-        return None, f"Secret {record.secret_name} not found in {record.namespace}"
-    encoded = (secret.data or {}).get(record.secret_key)
-    if encoded is None:
-        return None, f"Secret {record.secret_name} has no key {record.secret_key}"
-    return base64.b64decode(encoded), ""
+    active_products: set[str]
+    events: list[Event]
+    failures: list[Failure]
 
 
 async def reconcile_licenses(
@@ -63,157 +55,274 @@ async def reconcile_licenses(
     changed_at: float,
 ) -> LicenseOutcome:
     """`workloads`: the org's, in the namespaces it owns (the only ones served)."""
-    kube, settings, key = runtime.kube, runtime.settings, runtime.signing_key
-    organization = owner.name
+    key = runtime.signing_key
     if key is None:
         raise RuntimeError("the license signing key is not loaded")
-    outcome = LicenseOutcome()
-    public = key.public_key()
-
-    def judge(record: LicenseRecord, document: bytes | None, missing: str = "") -> Evaluated:
-        return license_domain.evaluate(
-            record.name,
-            record.product,
-            record.source,
-            record.created,
-            document,
-            organization=organization,
-            public_key=public,
-            now=now,
-            missing=missing,
-        )
-
-    found = {record.name: await _document(runtime, record) for record in licenses}
-    # One Secret holds one provisioned payload. Of the Provisioned Licenses naming the same
-    # Secret, one issues into it: the one whose payload it holds, else the oldest. The others
-    # never do (each would otherwise overwrite the other's payload at every reconcile).
-    issuers: dict[str, LicenseRecord] = {}
-    for record in sorted(
-        licenses,
-        key=lambda r: (not judge(r, *found[r.name]).valid, r.created, r.name),
-    ):
-        if record.source == "Provisioned" and record.secret_name:
-            issuers.setdefault(record.secret_name, record)
-
-    evaluated: dict[str, Evaluated] = {}
-    documents: dict[str, bytes] = {}
-    for record in licenses:
-        document, missing = found[record.name]
-        item = judge(record, document, missing)
-        issuer = issuers.get(record.secret_name or "")
-        issues = record.source == "Provisioned" and issuer is not None and issuer is record
-        why = (
-            license_domain.needs_issuing(
-                item,
-                now=now,
-                rotate_after=settings.license_rotate_after,
-                plan=spec.plan,
-                region=spec.region,
-            )
-            if issues
-            else None
-        )
-        if record.source == "Provisioned" and issuer is not None and not issues and not item.valid:
-            item = dataclasses.replace(
-                item,
-                reason="SecretInUse",
-                message=f"Secret {record.secret_name} holds the provisioned license of License "
-                f"{issuer.name}; name a Secret of its own in spec.secretRef",
-            )
-        if why is not None and record.secret_name:
-            payload = licensing.LicensePayload(
-                organization=organization,
-                product=record.product,
-                plan=spec.plan,
-                region=spec.region,
-                issued_at=now,
-                expires_at=now + settings.license_validity,
-            )
-            issued = licensing.sign(payload, key)
-            try:
-                await kube.run(
-                    kube.write_secret,
-                    record.namespace,
-                    record.secret_name,
-                    {record.secret_key: issued},
-                    managed_labels(organization, **{names.LABEL_PRODUCT: record.product}),
-                    exists=item.reason != "SecretMissing",
-                )
-            except Exception as error:
-                # Refused for this License alone (RBAC lets orgkeeper patch only the Secrets it
-                # names itself): said on the License, while the rest of the org converges.
-                if not is_status(error, 403, 422):
-                    raise
-                own = names.provisioned_license_secret(record.product)
-                item = dataclasses.replace(
-                    item,
-                    reason="SecretNotWritable",
-                    message=f"orgkeeper may not write Secret {record.secret_name} "
-                    f"(HTTP {getattr(error, 'status', '?')}); name the Secret {own} in "
-                    "spec.secretRef for a Provisioned license",
-                )
-            else:
-                document = issued
-                item = judge(record, document)
-                if why != "issued" and item.verified is not None:
-                    reason = "LicenseRotated" if why == "rotated" else "LicenseReissued"
-                    message = f"{why} the {record.product} license: {item.verified.fingerprint}"
-                    outcome.events.append(Event("Normal", reason, message, _involved(record)))
-        evaluated[record.name] = item
-        if document is not None:
-            documents[record.name] = document
-
-    active = license_domain.active_by_product(list(evaluated.values()))
-    outcome.active_products = set(active)
-    by_name = {record.name: record for record in licenses}
-    deliveries: dict[str, Delivery] = {
-        product: await _deliver(
-            runtime,
-            owner,
-            product,
-            active.get(product),
-            # Its Events go on the License whose payload the copies carry.
-            involved=_involved(by_name[active[product].name]) if product in active else None,
-            documents=documents,
-            workloads=workloads,
-            recorded=recorded_copies(licenses, product)
-            | runtime.copies.get((organization, product), frozenset()),
-            deactivated=deactivated,
-            outcome=outcome,
-            changed_at=changed_at,
-        )
+    organization, settings = owner.name, runtime.settings
+    documents = await asyncio.gather(*(_document(runtime, record) for record in licenses))
+    # Where the statuses say copies are, and where the last reconcile left them.
+    recorded: dict[str, set[str]] = {
+        product: recorded_copies(licenses, product)
+        | runtime.copies.get((organization, product), frozenset())
         for product in PRODUCTS
     }
+    wanted = license_domain.copies_to_read(
+        workloads, recorded, {r.product for r in licenses}, deactivated=deactivated
+    )
+    copies, read_failures = await _read_copies(runtime, workloads, wanted)
+    observation = LicenseObservation(
+        organization=organization,
+        organization_uid=owner.uid,
+        spec=spec,
+        deactivated=deactivated,
+        now=now,
+        rotate_after=settings.license_rotate_after,
+        validity=settings.license_validity,
+        public_key=key.public_key(),
+        licenses=[
+            LicenseSeen(
+                r.name, r.product, r.source, r.created, r.secret_name, r.secret_key, *document
+            )
+            for r, document in zip(licenses, documents, strict=True)
+        ],
+        workloads=workloads,
+        recorded=recorded,
+        copies=copies,
+        labels={product: _labels(organization, product) for product in PRODUCTS},
+    )
+    issuing = license_domain.plan_issuing(observation)
+    by_name = {record.name: record for record in licenses}
+    issued = await asyncio.gather(
+        *(_issue(runtime, by_name[issue.license], issue, key) for issue in issuing.issues)
+    )
+    plan = license_domain.plan_licenses(
+        observation,
+        issuing,
+        {issue.license: outcome for issue, outcome in zip(issuing.issues, issued, strict=True)},
+    )
+
+    events = [_event(notice, by_name) for notice in plan.notices]
+    failures: list[Failure] = []
+    deliveries: dict[str, Delivery] = {}
+    for copy_plan in plan.copies:
+        product = copy_plan.product
+        delivered = await _deliver(runtime, owner, copy_plan, read_failures[product], changed_at)
+        deliveries[product] = delivered.delivery
+        failures += delivered.failures
+        if delivered.notice is not None:
+            events.append(_event(delivered.notice, by_name))
+
     runtime.metrics.license_expiry[organization] = {
         (item.name, item.product): item.verified.payload.expires_at
-        for item in evaluated.values()
+        for item in plan.evaluated.values()
         if item.verified is not None
     }
     runtime.metrics.reconciles.labels("License", "success").inc(len(licenses))
 
+    await attempt(_status_writes(runtime, licenses, plan, deliveries, now), failures)
+    return LicenseOutcome(set(plan.active), events, failures)
+
+
+def _status_writes(
+    runtime: Runtime,
+    licenses: Sequence[LicenseRecord],
+    plan: LicensePlan[WorkloadRecord],
+    deliveries: Mapping[str, Delivery],
+    now: datetime,
+) -> list[tuple[Target, Awaitable[Any]]]:
+    """The status of each License the domain gives, where it differs from the one written."""
+    kube = runtime.kube
     writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in licenses:
-        item = evaluated[record.name]
-        previous = LicenseStatus.model_validate(record.status)
-        chosen = active.get(record.product)
-        delivery = deliveries.get(record.product, Delivery())
-        if chosen is not None and chosen.name != record.name:
-            # The copies hold the active license's payload: its status keeps their record.
-            delivery = dataclasses.replace(delivery, namespaces=())
         status = license_domain.license_status(
-            item, chosen, delivery, previous, generation=record.generation, now=now
+            plan.evaluated[record.name],
+            plan.active.get(record.product),
+            deliveries.get(record.product, Delivery()),
+            LicenseStatus.model_validate(record.status),
+            generation=record.generation,
+            now=now,
         )
         wire = status_wire(status)
         if differs(wire, record.status):
             target = Target(f"License {record.namespace}/{record.name}", (_involved(record),))
-            writes.append(
-                (
-                    target,
-                    kube.run(kube.patch_status, "licenses", record.name, wire, record.namespace),
+            patch = kube.run(kube.patch_status, names.LICENSES, record.name, wire, record.namespace)
+            writes.append((target, patch))
+    return writes
+
+
+async def _read_copies(
+    runtime: Runtime, workloads: Sequence[WorkloadRecord], wanted: Mapping[str, Sequence[str]]
+) -> tuple[dict[tuple[str, str], Copy | None], dict[str, list[Failure]]]:
+    """The copies wanted (by product, namespaces), by (product, namespace); a copy that can't
+    be read is left out, its failure told on its target (by product)."""
+    copies: dict[tuple[str, str], Copy | None] = {}
+    failures: dict[str, list[Failure]] = {}
+    for product, namespaces in wanted.items():
+        secret_name = names.propagated_license_secret(product)
+        targets = license_domain.data_planes(workloads, product)
+        failures[product] = []
+        found = await fetch(
+            {
+                namespace: (
+                    _secret_target(namespace, secret_name, targets.get(namespace, ())),
+                    _read_copy(runtime, namespace, secret_name),
                 )
-            )
-    await attempt(writes, outcome.failures)
-    return outcome
+                for namespace in namespaces
+            },
+            failures[product],
+        )
+        copies |= {(product, namespace): copy for namespace, copy in found.items()}
+    return copies, failures
+
+
+async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | None, str]:
+    """The License's document, or None and why there is none."""
+    if not record.secret_name:
+        return None, "spec.secretRef names no Secret"
+    secret = await runtime.kube.run(runtime.kube.read_secret, record.namespace, record.secret_name)
+    if secret is None:
+        return None, f"Secret {record.secret_name} not found in {record.namespace}"
+    encoded = (secret.data or {}).get(record.secret_key)
+    if encoded is None:
+        return None, f"Secret {record.secret_name} has no key {record.secret_key}"
+    return base64.b64decode(encoded), ""
+
+
+async def _read_copy(runtime: Runtime, namespace: str, secret_name: str) -> Copy | None:
+    secret = await runtime.kube.run(runtime.kube.read_secret, namespace, secret_name)
+    if secret is None:
+        return None
+    meta = secret.metadata
+    return Copy(
+        uid=meta.uid,
+        resource_version=meta.resource_version,
+        document=base64.b64decode((secret.data or {}).get(names.LICENSE_DATA_KEY, "")),
+        labels=dict(meta.labels or {}),
+        owners=[
+            Owner(ref.kind, ref.name, ref.uid, bool(ref.controller))
+            for ref in meta.owner_references or []
+        ],
+    )
+
+
+async def _issue(
+    runtime: Runtime, record: LicenseRecord, issue: Issue, key: Ed25519PrivateKey
+) -> bytes | Refused:
+    """Signs the payload and writes it into the License's Secret: the document, or the
+    refusal (for this License alone, said on it while the rest of the org converges)."""
+    kube = runtime.kube
+    document = licensing.sign(issue.payload, key)
+    try:
+        await kube.run(
+            kube.write_secret,
+            record.namespace,
+            issue.secret_name,
+            {issue.secret_key: document},
+            _labels(issue.payload.organization, record.product),
+            exists=issue.exists,
+        )
+    except Exception as error:
+        if not is_status(error, 403, 422):
+            raise
+        return Refused(int(getattr(error, "status", 0)))
+    return document
+
+
+class Delivered(NamedTuple):
+    delivery: Delivery
+    failures: list[Failure]
+    notice: Notice | None
+
+
+async def _deliver(
+    runtime: Runtime,
+    owner: OwnerRef,
+    copies: CopyPlan[WorkloadRecord],
+    read_failures: Sequence[Failure],
+    changed_at: float,
+) -> Delivered:
+    """Applies the plan of one product's copies; a failure in one namespace is reported and
+    never stops the others."""
+    kube = runtime.kube
+    failures = list(read_failures)
+
+    def target(namespace: str) -> Target:
+        return _secret_target(namespace, copies.secret, copies.targets.get(namespace, ()))
+
+    withdrawals = [
+        (target(namespace), kube.run(kube.delete_secret, namespace, copies.secret, uid))
+        for namespace, uid in copies.withdraw
+    ]
+    writes = [
+        (
+            target(write.namespace),
+            kube.run(
+                kube.write_secret,
+                write.namespace,
+                copies.secret,
+                copies.data,
+                copies.labels,
+                [owner.to_wire()],
+                exists=write.exists,
+                resource_version=write.resource_version,
+            ),
+        )
+        for write in copies.writes
+    ]
+    done = await attempt(withdrawals + writes, failures)
+    withdrawn, stored = done[: len(withdrawals)], done[len(withdrawals) :]
+    undeleted = [ns for (ns, _), ok in zip(copies.withdraw, withdrawn, strict=True) if not ok]
+    written = [w.namespace for w, ok in zip(copies.writes, stored, strict=True) if ok]
+    failures += [
+        Failure(target(namespace), "SecretConflict", license_domain.CONFLICT)
+        for namespace in copies.conflicts
+    ]
+    fingerprint = {names.ANNOTATION_LICENSE_FINGERPRINT: copies.fingerprint}
+    await attempt(
+        [
+            (Target(f"{w.kind} {w.ref}", (workload_ref(w),)), annotate(runtime, w, fingerprint))
+            for w in copies.annotations(written)
+        ],
+        failures,
+    )
+    notice = copies.notice(written)
+    if notice is not None:
+        runtime.metrics.propagation_lag.labels(copies.product).observe(
+            time.monotonic() - changed_at
+        )
+    delivery = copies.delivery(
+        written=written, undeleted=undeleted, failed=tuple(f.describe() for f in failures)
+    )
+    held = (owner.name, copies.product)
+    if delivery.namespaces:
+        runtime.copies[held] = frozenset(delivery.namespaces)
+    else:
+        runtime.copies.pop(held, None)
+    return Delivered(delivery, failures, notice)
+
+
+def _labels(organization: str, product: str) -> dict[str, str]:
+    """The labels of orgkeeper's Secrets of a product's license."""
+    return managed_labels(organization, **{names.LABEL_PRODUCT: product})
+
+
+def _secret_target(
+    namespace: str, secret_name: str, data_planes: Iterable[WorkloadRecord]
+) -> Target:
+    """A copy, its failures told on the data planes there."""
+    return Target(f"Secret {namespace}/{secret_name}", tuple(workload_ref(w) for w in data_planes))
+
+
+def _involved(record: LicenseRecord) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "License",
+        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
+    }
+
+
+def _event(notice: Notice, licenses: Mapping[str, LicenseRecord]) -> Event:
+    return Event("Normal", notice.reason, notice.message, _involved(licenses[notice.license]))
 
 
 def recorded_copies(licenses: Sequence[LicenseRecord], product: str) -> set[str]:
@@ -226,156 +335,12 @@ def recorded_copies(licenses: Sequence[LicenseRecord], product: str) -> set[str]
     }
 
 
-def ours(secret: Any, organization_uid: str) -> bool:
-    """A copy is orgkeeper's when its Organization owns it: decided by the owner's UID, which a
-    tenant can't take over as it can labels."""
-    return any(ref.uid == organization_uid for ref in secret.metadata.owner_references or [])
-
-
 async def _withdraw(runtime: Runtime, namespace: str, secret_name: str, uid: str) -> None:
     """Deletes the copy there if it is the org's; anything else of that name is left alone."""
     kube = runtime.kube
-    secret = await kube.run(kube.read_secret, namespace, secret_name)
-    if secret is not None and ours(secret, uid):
-        await kube.run(kube.delete_secret, namespace, secret_name, secret.metadata.uid)
-
-
-async def _deliver(
-    runtime: Runtime,
-    owner: OwnerRef,
-    product: str,
-    active: Evaluated | None,
-    *,
-    involved: Mapping[str, Any] | None,
-    documents: Mapping[str, bytes],
-    workloads: Sequence[WorkloadRecord],
-    recorded: Iterable[str],
-    deactivated: bool,
-    outcome: LicenseOutcome,
-    changed_at: float,
-) -> Delivery:
-    """Keeps orgkeeper-license-<product> in every namespace with a data plane of the product.
-
-    `workloads` are the org's, in namespaces it owns; `recorded` are the namespaces the
-    License statuses say hold a copy. Copies where no data plane needs one any more go (also
-    while the org is deactivated), from that record, so a relabelled or deleted data plane, or
-    a detached namespace, leaves nothing behind. A failure in one namespace is reported and
-    never stops the others.
-    """
-    kube = runtime.kube
-    organization = owner.name
-    secret_name = names.propagated_license_secret(product)
-    targets: dict[str, list[WorkloadRecord]] = defaultdict(list)
-    for workload in workloads:
-        if workload.component == names.COMPONENT_DATA_PLANE and workload.product == product:
-            targets[workload.namespace].append(workload)
-    failures: list[Failure] = []
-
-    def secret_target(namespace: str) -> Target:
-        involved = tuple(workload_ref(w) for w in targets.get(namespace, ()))
-        return Target(f"Secret {namespace}/{secret_name}", involved)
-
-    stale = sorted(set(recorded) - targets.keys())
-    removed = await attempt(
-        [(secret_target(ns), _withdraw(runtime, ns, secret_name, owner.uid)) for ns in stale],
-        failures,
-    )
-    kept = {ns for ns, done in zip(stale, removed, strict=True) if not done}
-    held = (set(recorded) & targets.keys()) | kept
-    refs = [w.ref for group in targets.values() for w in group]
-
-    def finish(delivery: Delivery) -> Delivery:
-        if held:
-            runtime.copies[(organization, product)] = frozenset(held)
-        else:
-            runtime.copies.pop((organization, product), None)
-        outcome.failures += failures
-        failed = tuple(f.describe() for f in failures)
-        return dataclasses.replace(delivery, failed=failed, namespaces=sorted(held))
-
-    if deactivated:
-        return finish(Delivery(refs=refs, frozen=True))  # frozen: nothing new reaches them
-    if active is None or active.verified is None:
-        return finish(Delivery())  # no valid license: the copies delivered stay as they are
-
-    document = documents[active.name]
-    fingerprint = active.verified.fingerprint
-    labels = managed_labels(organization, **{names.LABEL_PRODUCT: product})
-    conflicts: list[str] = []
-    delivered: list[str] = []
-    current_in: set[str] = set()
-
-    async def place(namespace: str) -> None:
-        secret = await kube.run(kube.read_secret, namespace, secret_name)
-        if secret is not None and not ours(secret, owner.uid):
-            conflicts.append(namespace)
-            return
-        if secret is not None:
-            held.add(namespace)
-            found = base64.b64decode((secret.data or {}).get("license", ""))
-            found_labels = secret.metadata.labels or {}
-            owners = [
-                (r.kind, r.name, r.uid, bool(r.controller))
-                for r in secret.metadata.owner_references or []
-            ]
-            if (
-                found == document
-                and owners == [(owner.kind, owner.name, owner.uid, True)]
-                and all(found_labels.get(k) == v for k, v in labels.items())
-            ):
-                current_in.add(namespace)
-                return
-        await kube.run(
-            kube.write_secret,
-            namespace,
-            secret_name,
-            {"license": document},
-            labels,
-            [owner.to_wire()],
-            exists=secret is not None,
-            # Only the copy just read is replaced: one swapped in meanwhile is refused (409).
-            resource_version=secret.metadata.resource_version if secret is not None else None,
-        )
-        held.add(namespace)
-        current_in.add(namespace)
-        delivered.append(namespace)
-
-    await attempt([(secret_target(ns), place(ns)) for ns in sorted(targets)], failures)
-    for namespace in conflicts:
-        failures.append(
-            Failure(
-                secret_target(namespace),
-                "SecretConflict",
-                "a Secret of that name that orgkeeper does not own is in the way; "
-                "rename or delete it so the license can be delivered",
-            )
-        )
-    annotations = [
-        (
-            Target(f"{w.kind} {w.ref}", (workload_ref(w),)),
-            annotate(runtime, w, {names.ANNOTATION_LICENSE_FINGERPRINT: fingerprint}),
-        )
-        for namespace in sorted(current_in)
-        for w in targets[namespace]
-        if w.annotations.get(names.ANNOTATION_LICENSE_FINGERPRINT) != fingerprint
-    ]
-    await attempt(annotations, failures)
-    if delivered:
-        runtime.metrics.propagation_lag.labels(product).observe(time.monotonic() - changed_at)
-        outcome.events.append(
-            Event(
-                "Normal",
-                "LicensePropagated",
-                f"{product} license {fingerprint[:19]} delivered to {summary(sorted(delivered))}",
-                involved,
-            )
-        )
-    return finish(
-        Delivery(
-            refs=[w.ref for ns in sorted(current_in) for w in targets[ns]],
-            conflicts=sorted(conflicts),
-        )
-    )
+    copy = await _read_copy(runtime, namespace, secret_name)
+    if copy is not None and license_domain.is_ours(copy, uid):
+        await kube.run(kube.delete_secret, namespace, secret_name, copy.uid)
 
 
 async def withdraw_copies(

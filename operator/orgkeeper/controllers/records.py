@@ -123,7 +123,7 @@ class LicenseRecord:
             product=spec.get("product", ""),
             source=spec.get("source", ""),
             secret_name=ref.get("name"),
-            secret_key=ref.get("key", "license"),
+            secret_key=ref.get("key", names.LICENSE_DATA_KEY),
             status=dict(body.get("status") or {}),
         )
 

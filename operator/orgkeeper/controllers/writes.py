@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
@@ -20,6 +20,8 @@ WRITE_CONCURRENCY = 16
 DETAIL = 160
 
 logger = logging.getLogger(__name__)
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 async def bounded(
@@ -30,18 +32,24 @@ async def bounded(
     `limit` workers take the calls in turn, so a cascade of thousands holds `limit` tasks,
     not one per call; one call failing never keeps the others from running and being told.
     """
+    outcomes = await _outcomes(calls, limit)
+    return [o if isinstance(o, Exception) else None for o in outcomes]
+
+
+async def _outcomes(calls: Sequence[Awaitable[T]], limit: int) -> list[T | Exception]:
+    """Each call's answer, or its error; the calls run as `bounded` says."""
     pending = iter(enumerate(calls))
-    errors: list[Exception | None] = [None] * len(calls)
+    outcomes: dict[int, T | Exception] = {}
 
     async def worker() -> None:
         for index, call in pending:
             try:
-                await call
+                outcomes[index] = await call
             except Exception as error:
-                errors[index] = error
+                outcomes[index] = error
 
     await asyncio.gather(*(worker() for _ in range(min(limit, len(calls)))))
-    return errors
+    return [outcomes[index] for index in range(len(calls))]
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,22 @@ async def attempt(
             logger.warning("%s: write failed: %s", target.what, error)
             failures.append(Failure.of(target, error))
     return [error is None for error in errors]
+
+
+async def fetch(
+    calls: Mapping[K, tuple[Target, Awaitable[T]]], failures: list[Failure]
+) -> dict[K, T]:
+    """Runs the reads bounded, as `attempt` runs writes: the answers by key; a read that failed
+    is in `failures` (told on its target) and its key is absent."""
+    outcomes = await _outcomes([call for _, call in calls.values()], WRITE_CONCURRENCY)
+    answers: dict[K, T] = {}
+    for (key, (target, _)), outcome in zip(calls.items(), outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            logger.warning("%s: read failed: %s", target.what, outcome)
+            failures.append(Failure.of(target, outcome))
+        else:
+            answers[key] = outcome
+    return answers
 
 
 def workload_ref(workload: WorkloadRecord) -> dict[str, Any]:

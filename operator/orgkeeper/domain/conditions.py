@@ -43,3 +43,23 @@ def put(
     if previous is None:
         return [*conditions, updated]
     return [updated if c.type == type_ else c for c in conditions]
+
+
+class ConditionSet:
+    """The conditions a status builder sets one `put` at a time, at one generation and time."""
+
+    def __init__(self, previous: Sequence[Condition], *, generation: int, now: datetime) -> None:
+        self.conditions: list[Condition] = list(previous)
+        self._generation = generation
+        self._now = now
+
+    def put(self, type_: str, status: bool | ConditionStatus, reason: str, message: str) -> None:
+        self.conditions = put(
+            self.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation=self._generation,
+            now=self._now,
+        )

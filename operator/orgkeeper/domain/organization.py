@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 
 from .. import names
 from ..api.v1alpha1 import GROUP, PRODUCTS
-from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.organization import (
     Activity,
     ApiRequests,
@@ -202,13 +201,8 @@ def organization_status(
     activity = activity.model_copy(update={"last_login_time": last_login})
 
     missing = sorted(set(PRODUCTS) - set(observed.licenses))
-    found: list[Condition] = list(previous.conditions)
-
-    def put(type_: str, status: bool, reason: str, message: str) -> None:
-        nonlocal found
-        found = conditions.put(
-            found, type_, status, reason, message, generation=generation, now=now
-        )
+    found = conditions.ConditionSet(previous.conditions, generation=generation, now=now)
+    put = found.put
 
     put("OwnerValid", owner.valid, owner.reason, owner.message)
     put(
@@ -251,7 +245,7 @@ def organization_status(
     )
     return OrganizationStatus(
         phase=phase,
-        conditions=found,
+        conditions=found.conditions,
         observed_generation=generation,
         namespace=namespace,
         owner=owner.effective,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from ...names import LICENSES
+from ...names import LICENSE_DATA_KEY, LICENSES
 from .common import (
     ApiModel,
     Conditions,
@@ -42,7 +42,7 @@ class SecretKeyRef(ApiModel):
         description="Name of the Secret holding the license (a DNS subdomain, as any Secret).",
     )
     key: str = Field(
-        default="license",
+        default=LICENSE_DATA_KEY,
         max_length=253,
         pattern=SECRET_KEY_PATTERN,
         description="Key within the Secret (letters, digits, '-', '_' and '.'; not '.' or '..').",
