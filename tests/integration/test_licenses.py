@@ -387,3 +387,24 @@ def test_a_provisioned_license_in_a_secret_orgkeeper_may_not_write_is_reported(
         "the org to keep converging",
         lambda: (admin.get("memberships", "late", ns).get("status") or {}).get("state") == "Active",
     )
+
+
+def test_a_provisioned_secret_that_lost_its_document_is_issued_again(
+    admin: Kube, as_user: AsUser, unique: str
+) -> None:
+    org = f"lost-{unique}"
+    new_org(admin, as_user, org)
+    ns, secret = f"org-{org}", names.provisioned_license_secret("mesh")
+    wait_for("the mesh license to be issued", lambda: secret_document(admin, ns, secret))
+
+    admin.core.patch_namespaced_secret(secret, ns, [{"op": "remove", "path": "/data/license"}])
+
+    def reissued() -> bool:
+        data = admin.core.read_namespaced_secret(secret, ns).data or {}
+        return "license" in data and is_condition(
+            admin.get("licenses", "mesh", ns), "Valid", "True"
+        )
+
+    # The Secret exists without its key: it is patched, not created (a create answers 409).
+    wait_for("the document to be written into the existing Secret", reissued, timeout=60)
+    assert is_condition(admin.get("organizations", org), "Ready", "True")

@@ -59,9 +59,12 @@ def lic(
     source: str = "Provisioned",
     created: str = "2026-01-01T00:00:00Z",
     secret: str | None = "license-mesh",
+    secret_exists: bool | None = None,
 ) -> LicenseSeen:
+    """`secret_exists` defaults to whether there is a document."""
+    exists = doc is not None if secret_exists is None else secret_exists
     missing = "" if doc is not None else f"Secret {secret} not found in org-{ORG}"
-    return LicenseSeen(name, product, source, created, secret, "license", doc, missing)
+    return LicenseSeen(name, product, source, created, secret, "license", doc, missing, exists)
 
 
 def plane(namespace: str, name: str = "dp", *, fingerprint: str | None = None) -> WorkloadRecord:
@@ -196,6 +199,12 @@ def test_a_provisioned_license_is_issued_rotated_or_reissued_when_due(
         assert (issue.secret_name, issue.secret_key) == ("license-mesh", "license")
         assert (issue.payload.plan, issue.payload.issued_at) == ("Plus", NOW)
         assert issue.payload.expires_at == NOW + timedelta(days=365)
+
+
+def test_a_secret_without_the_document_is_patched_not_created() -> None:
+    # Creating it would answer 409 on every check and the License would never be issued.
+    issuing = domain.plan_issuing(observe([lic("mesh", None, secret_exists=True)]))
+    assert [(i.license, i.why, i.exists) for i in issuing.issues] == [("mesh", "issued", True)]
 
 
 @pytest.mark.parametrize(

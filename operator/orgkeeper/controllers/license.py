@@ -175,17 +175,17 @@ async def _read_copies(
     return copies, failures
 
 
-async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | None, str]:
-    """The License's document, or None and why there is none."""
+async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | None, str, bool]:
+    """The License's document, or None and why there is none; and whether its Secret exists."""
     if not record.secret_name:
-        return None, "spec.secretRef names no Secret"
+        return None, "spec.secretRef names no Secret", False
     secret = await runtime.kube.run(runtime.kube.read_secret, record.namespace, record.secret_name)
     if secret is None:
-        return None, f"Secret {record.secret_name} not found in {record.namespace}"
+        return None, f"Secret {record.secret_name} not found in {record.namespace}", False
     encoded = (secret.data or {}).get(record.secret_key)
     if encoded is None:
-        return None, f"Secret {record.secret_name} has no key {record.secret_key}"
-    return base64.b64decode(encoded), ""
+        return None, f"Secret {record.secret_name} has no key {record.secret_key}", True
+    return base64.b64decode(encoded), "", True
 
 
 async def _read_copy(runtime: Runtime, namespace: str, secret_name: str) -> Copy | None:

@@ -64,6 +64,7 @@ class LicenseSeen:
     secret_key: str
     document: bytes | None
     missing: str = ""
+    secret_exists: bool = False  # the Secret may exist without the document (then it is patched)
 
 
 @dataclass(frozen=True)
@@ -317,8 +318,9 @@ def plan_issuing(observation: LicenseObservation[W]) -> Issuing:
             issued_at=now,
             expires_at=now + observation.validity,
         )
-        exists = item.reason != "SecretMissing"
-        issues.append(Issue(seen.name, seen.secret_name, seen.secret_key, payload, why, exists))
+        issues.append(
+            Issue(seen.name, seen.secret_name, seen.secret_key, payload, why, seen.secret_exists)
+        )
     return Issuing(evaluated, issues)
 
 
