@@ -409,7 +409,7 @@ def test_converged_org_is_ready_and_active() -> None:
         "owner-before-licenses",
     ],
 )
-def test_org_is_not_ready_until_converged(
+def test_ready_says_what_the_org_waits_for(
     namespace_ready: bool, owner: OwnerDecision, licenses: list[Product], reason: str
 ) -> None:
     observed = observe(namespace_ready=namespace_ready)
