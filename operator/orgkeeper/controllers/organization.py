@@ -103,7 +103,10 @@ async def reconcile_organization(
             events.append(plan.owner_membership.created)
     events += plan.events
     if plan.records_deactivation_first:
-        first = Applied(owner_membership_created, tuple(f.describe() for f in failures))
+        first = Applied(
+            owner_membership_created=owner_membership_created,
+            failed=tuple(f.describe() for f in failures),
+        )
         await _write_status(
             runtime,
             name,
@@ -143,9 +146,9 @@ async def reconcile_organization(
     events += _warnings(runtime, name, ignored, failures)
 
     applied = Applied(
-        owner_membership_created,
-        tuple(f.describe() for f in failures),
-        licensed,
+        owner_membership_created=owner_membership_created,
+        failed=tuple(f.describe() for f in failures),
+        licenses=licensed,
         complete=True,
     )
     desired = organization_status(plan, applied)

@@ -243,14 +243,9 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
         observed.name, observed.uid, observed.claims, org_namespace_owned=observed.namespace_ready
     )
     served = [w for w in observed.workloads if w.namespace in owned]
-    return OrganizationPlan(
-        observed=observed,
-        owner_membership=owner_membership,
-        owner=owner,
-        lifecycle=lifecycle_plan,
-        org=org,
-        events=(*owner_events(owner, status), *starting_events(lifecycle_plan)),
-        namespace=NamespacePlan(
+    namespace_plan = None
+    if observed.namespace_ready:
+        namespace_plan = NamespacePlan(
             owner_user=None
             if org.deactivated
             else user_name(owner.effective, org, observed.sso_prefix),
@@ -263,8 +258,14 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
             ),
             licenses=tuple(p for p in PRODUCTS if p not in observed.provisioned),
         )
-        if observed.namespace_ready
-        else None,
+    return OrganizationPlan(
+        observed=observed,
+        owner_membership=owner_membership,
+        owner=owner,
+        lifecycle=lifecycle_plan,
+        org=org,
+        events=(*owner_events(owner, status), *starting_events(lifecycle_plan)),
+        namespace=namespace_plan,
         owned_namespaces=owned,
         workloads={
             w.uid: action
