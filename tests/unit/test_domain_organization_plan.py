@@ -23,7 +23,7 @@ from orgkeeper.api.v1alpha1.organization import (
 from orgkeeper.controllers.records import BindingRecord, MemberRecord, WorkloadRecord
 from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.membership import OrgContext, membership_labels, plan_memberships
-from orgkeeper.domain.namespaces import Claim
+from orgkeeper.domain.namespaces import Claim, org_namespace_ready
 from orgkeeper.domain.organization import (
     Applied,
     OrganizationPlan,
@@ -355,6 +355,23 @@ def test_a_conflicted_namespace_writes_nothing_in_it() -> None:
     assert dict(planned.workloads) == {"edge-dp": "Unfreeze"}
     ready = organization_status(planned, Applied(complete=True)).conditions[-1]
     assert (ready.type, ready.reason) == ("Ready", "NamespaceConflict")
+
+
+@pytest.mark.parametrize(
+    ("owners", "label", "ready"),
+    [
+        (["uid-acme"], None, True),
+        (["uid-other"], "acme", False),
+        ([], "acme", True),  # made for the org, ahead of it
+        ([], "other", False),
+        ([], None, False),
+    ],
+    ids=["owned", "someone-elses", "made-for-it", "labelled-for-another", "squatted"],
+)
+def test_a_found_org_namespace_serves_the_org_if_it_owns_it_or_it_was_made_for_it(
+    owners: list[str], label: str | None, ready: bool
+) -> None:
+    assert org_namespace_ready("acme", "uid-acme", owners, label) is ready
 
 
 def test_the_provisioned_licenses_missing_are_created() -> None:

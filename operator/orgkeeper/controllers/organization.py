@@ -170,7 +170,7 @@ async def _org_namespace(
     refs = found.metadata.owner_references or []
     label = (found.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
     owner_uids = [ref.uid for ref in refs]
-    return found, namespace_domain.org_namespace_is_its(organization, owner.uid, owner_uids, label)
+    return found, namespace_domain.org_namespace_ready(organization, owner.uid, owner_uids, label)
 
 
 async def _owner_rbac(
