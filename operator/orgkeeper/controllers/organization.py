@@ -21,7 +21,13 @@ from ..domain import namespaces as namespace_domain
 from ..domain import organization as org_domain
 from ..domain.events import Event
 from ..domain.namespaces import Claim
-from ..domain.organization import Applied, WorkloadAction, closing_events, organization_status
+from ..domain.organization import (
+    Applied,
+    OrganizationPlan,
+    WorkloadAction,
+    closing_events,
+    organization_status,
+)
 from ..kube import OwnerRef, owner_of
 from . import guardrails
 from .license import reconcile_licenses
@@ -52,7 +58,6 @@ async def reconcile_organization(
 
     `changed_at` is when the change this reconcile answers arrived (time.monotonic()).
     """
-    settings = runtime.settings
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return []  # going away: the delete handler withdraws, garbage collection does the rest
@@ -78,9 +83,9 @@ async def reconcile_organization(
             spec=spec,
             status=status,
             now=now,
-            billing_cycle=settings.billing_cycle,
-            inactivity_window=settings.inactivity_window,
-            sso_prefix=settings.sso_username_prefix,
+            billing_cycle=runtime.settings.billing_cycle,
+            inactivity_window=runtime.settings.inactivity_window,
+            sso_prefix=runtime.settings.sso_username_prefix,
             namespace_ready=namespace_ready,
             claims=[Claim(c.name, c.organization, c.owners) for c in indexed.claims],
             memberships=indexed.members,
@@ -107,42 +112,15 @@ async def reconcile_organization(
             owner_membership_created=owner_membership_created,
             failed=tuple(f.describe() for f in failures),
         )
-        await _write_status(
-            runtime,
-            name,
-            organization_status(plan, first),
-            current_status,
-            version=version,
-            now=now,
-        )
+        recorded = organization_status(plan, first)
+        await _write_status(runtime, name, recorded, current_status, version=version, now=now)
         version = None  # changed by that write: a rollover reads the org again
 
-    served = [w for w in indexed.workloads if w.namespace in plan.owned_namespaces]
+    told, licensed = await _apply(
+        runtime, plan, indexed, owner_ref, namespace_object, failures, changed_at=changed_at
+    )
+    events += told
     ignored = [w for w in indexed.workloads if w.namespace not in plan.owned_namespaces]
-    licensed: frozenset[str] = frozenset()
-    if plan.namespace is not None:
-        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref, namespace_object)
-        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner_ref, failures)
-        await sync_memberships(
-            runtime, namespace, plan.namespace.memberships, indexed.members, failures
-        )
-        await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
-    await sync_workloads(runtime, served, plan.workloads, failures)
-    if plan.namespace is not None:
-        # Never in a namespace the org doesn't own: nothing is written into a squatted one.
-        reconciled = await reconcile_licenses(
-            runtime,
-            owner=owner_ref,
-            spec=spec,
-            deactivated=plan.org.deactivated,
-            licenses=indexed.licenses,
-            workloads=served,
-            now=now,
-            changed_at=changed_at,
-        )
-        events += reconciled.events
-        failures += reconciled.failures
-        licensed = frozenset(reconciled.active_products)
     events += _warnings(runtime, name, ignored, failures)
 
     applied = Applied(
@@ -156,6 +134,44 @@ async def reconcile_organization(
     runtime.metrics.phases[name] = desired.phase or "Provisioning"
     runtime.metrics.reconciles.labels(MEMBERSHIP.kind, "success").inc(len(indexed.members))
     return events + closing_events(plan, desired)
+
+
+async def _apply(
+    runtime: Runtime,
+    plan: OrganizationPlan,
+    indexed: Indexed,
+    owner: OwnerRef,
+    namespace_object: client.V1Namespace | None,
+    failures: list[Failure],
+    *,
+    changed_at: float,
+) -> tuple[list[Event], frozenset[str]]:
+    """The plan's effects in org-<name> and on the workloads, then the licenses; returns the
+    Events the licenses tell and the products licensed. Failures go to `failures`."""
+    name, namespace = plan.observed.name, names.org_namespace(plan.observed.name)
+    served = [w for w in indexed.workloads if w.namespace in plan.owned_namespaces]
+    if plan.namespace is not None:
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
+        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
+        await sync_memberships(
+            runtime, namespace, plan.namespace.memberships, indexed.members, failures
+        )
+        await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
+    await sync_workloads(runtime, served, plan.workloads, failures)
+    if plan.namespace is None:
+        return [], frozenset()  # nothing is written into a namespace the org doesn't own
+    reconciled = await reconcile_licenses(
+        runtime,
+        owner=owner,
+        spec=plan.observed.spec,
+        deactivated=plan.org.deactivated,
+        licenses=indexed.licenses,
+        workloads=served,
+        now=plan.observed.now,
+        changed_at=changed_at,
+    )
+    failures += reconciled.failures
+    return reconciled.events, frozenset(reconciled.active_products)
 
 
 async def _org_namespace(
