@@ -184,7 +184,7 @@ class OrganizationPlan:
     owned_namespaces: frozenset[str]  # where its workloads are its own
     workloads: Mapping[str, WorkloadAction]  # by uid, for workloads in owned namespaces
     members: tuple[Member, ...]  # as found (the Owner's new Membership not among them)
-    cycle: Billing | None  # the billing found, moved on to the current cycle (None: none yet)
+    rolled_billing: Billing | None  # the billing found, rolled to the current cycle (or none)
     activity: Activity  # the current cycle's request counters, and the last login
     control_planes: int
     data_planes: int
@@ -227,7 +227,7 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     # The Owner's new Membership doesn't change the decision: it is made only for a first
     # Owner or one support named after the previous one left, each valid without it.
     owner = decide_owner(spec.owner, known_owner, members)
-    cycle, activity = current_cycle(status, observed.billing_cycle, now)
+    rolled_billing, activity = current_cycle(status, observed.billing_cycle, now)
     logins = [found.last_login for found in observed.memberships]
     lifecycle_plan = lifecycle.assess(
         spec,
@@ -273,7 +273,7 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
             if (action := workload_action(w, deactivated=org.deactivated)) is not None
         },
         members=members,
-        cycle=cycle,
+        rolled_billing=rolled_billing,
         activity=activity.model_copy(
             update={"last_login_time": max((t for t in logins if t is not None), default=None)}
         ),
@@ -383,11 +383,11 @@ def current_cycle(
 def billing_of(plan: OrganizationPlan) -> Billing:
     """Stopped while deactivated (the cycle kept); else a subscription per product of the plan,
     in its trial while that lasts."""
-    spec, now, cycle = plan.observed.spec, plan.observed.now, plan.cycle
+    spec, now, rolled = plan.observed.spec, plan.observed.now, plan.rolled_billing
     if plan.lifecycle.target == "Deactivated":
-        start = cycle.cycle_start if cycle else None
+        start = rolled.cycle_start if rolled else None
         return Billing(state="Stopped", cycle_start=start, subscriptions=[])
-    billed = billing(spec, cycle, now)
+    billed = billing(spec, rolled, now)
     trial_state = trial(spec, plan.observed.created)
     if trial_state is not None and now < trial_state.ends_at:
         return billed.model_copy(update={"state": "Trial"})
