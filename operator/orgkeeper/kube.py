@@ -512,20 +512,13 @@ class KubeApi:
     # --- member RoleBindings ------------------------------------------------------------
 
     def create_member_binding(
-        self, namespace: str, organization: str, binding: Binding, owner: OwnerRef
+        self, namespace: str, binding: Binding, owner: OwnerRef
     ) -> dict[str, Any]:
         """Creates (or re-points) the binding; returns it as the server now has it."""
         body: dict[str, Any] = {
             "metadata": {
                 "name": binding.name,
-                "labels": managed_labels(
-                    organization,
-                    **{
-                        names.LABEL_MEMBERSHIP: binding.membership,
-                        names.LABEL_EMAIL_HASH: names.email_hash(binding.email),
-                        names.LABEL_TEAM: binding.team,
-                    },
-                ),
+                "labels": binding.labels,
                 "ownerReferences": [owner.to_wire()],
             },
             "roleRef": {

@@ -104,12 +104,20 @@ def test_binding_binds_the_email_to_the_team_cluster_role() -> None:
     (binding,) = desired_bindings(member(DEV, "portal-admin", name="dev"), org(), SSO_PREFIX)
     assert binding == Binding(
         name=names.member_binding(DEV, "portal-admin"),
+        organization="acme",
         membership="dev",
         email=DEV,
         team="portal-admin",
         user=DEV,
     )
     assert binding.cluster_role == "orgkeeper-portal-admin"
+    assert binding.labels == {
+        "app.kubernetes.io/managed-by": "orgkeeper",
+        "orgkeeper.dev/organization": "acme",
+        "orgkeeper.dev/membership": "dev",
+        "orgkeeper.dev/email-hash": names.email_hash(DEV),
+        "orgkeeper.dev/team": "portal-admin",
+    }
 
 
 def test_bindings_of_an_sso_only_org_bind_the_prefixed_user() -> None:

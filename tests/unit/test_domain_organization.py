@@ -21,9 +21,11 @@ from orgkeeper.api.v1alpha1.organization import (
     Plan,
     Subscription,
 )
+from orgkeeper.controllers.records import MemberRecord, WorkloadRecord
 from orgkeeper.domain.lifecycle import Lifecycle
-from orgkeeper.domain.membership import Member
+from orgkeeper.domain.membership import Member, membership_labels
 from orgkeeper.domain.organization import (
+    Applied,
     OrgObservation,
     OwnerDecision,
     billing,
@@ -34,6 +36,7 @@ from orgkeeper.domain.organization import (
     roll_billing_cycle,
     trial,
 )
+from orgkeeper.domain.organization import plan as plan_of
 
 OWNER = "owner@example.com"
 ADMIN = "admin@example.com"
@@ -289,29 +292,64 @@ def test_stopped_billing_gets_new_subscriptions_on_reactivation(
 # organization_status
 
 
+def record(found: Member, last_login: datetime | None = None) -> MemberRecord:
+    """A Membership as the cache holds it."""
+    status = {"lastLoginTime": last_login.isoformat()} if last_login else {}
+    return MemberRecord(
+        name=found.name,
+        namespace="org-acme",
+        uid=f"uid-{found.name}",
+        generation=1,
+        email=found.email,
+        teams=found.teams,
+        labels=membership_labels("acme", found.email),
+        status=status,
+    )
+
+
+def workload(name: str, component: str, *, namespace: str = "org-acme") -> WorkloadRecord:
+    return WorkloadRecord(
+        kind="Deployment",
+        namespace=namespace,
+        name=name,
+        uid=f"uid-{name}",
+        organization="acme",
+        component=component,
+        product="mesh",
+        annotations={},
+    )
+
+
+PLANES = (
+    *(workload(f"cp-{i}", "control-plane") for i in range(2)),
+    *(workload(f"dp-{i}", "data-plane") for i in range(5)),
+)
+
+
 def observe(
     *,
     namespace_ready: bool = True,
-    namespace_conflict: bool = False,
-    licenses: Collection[Product] = PRODUCTS,
     members: Sequence[Member] = MEMBERS,
     plan: Plan = "Free",
     created: datetime = NOW - timedelta(days=1),
     status: OrganizationStatus | None = None,
     generation: int = 3,
 ) -> OrgObservation:
+    """An org with 2 control planes and 5 data planes; its first member logged in LAST_LOGIN."""
     return OrgObservation(
         name="acme",
+        uid="uid-acme",
         generation=generation,
         created=created,
         spec=spec(plan),
         status=status or OrganizationStatus(),
-        members=members,
+        now=NOW,
+        billing_cycle=CYCLE,
+        inactivity_window=timedelta(days=30),
+        sso_prefix="oidc:",
         namespace_ready=namespace_ready,
-        namespace_conflict=namespace_conflict,
-        licenses=frozenset(licenses),
-        control_planes=2,
-        data_planes=5,
+        memberships=[record(m, LAST_LOGIN if i == 0 else None) for i, m in enumerate(members)],
+        workloads=PLANES,
     )
 
 
@@ -330,19 +368,14 @@ def status_of(
     *,
     now: datetime = NOW,
     lifecycle: Lifecycle = ACTIVE,
+    licenses: Collection[Product] = PRODUCTS,
     effects_applied: bool = False,
 ) -> OrganizationStatus:
-    """The status after one reconcile; by default of an org that stays active."""
-    return organization_status(
-        observed,
-        owner,
-        lifecycle,
-        namespace="org-acme",
-        now=now,
-        billing_cycle=CYCLE,
-        last_login=LAST_LOGIN,
-        effects_applied=effects_applied,
-    )
+    """The status after one reconcile, for the given owner decision and lifecycle (by default
+    of an org that stays active), with a License per product (by default)."""
+    planned = replace(plan_of(replace(observed, now=now)), owner=owner, lifecycle=lifecycle)
+    applied = Applied(licenses=frozenset(licenses), complete=effects_applied)
+    return organization_status(planned, applied)
 
 
 def condition(status: OrganizationStatus, type_: str) -> Condition:
@@ -357,37 +390,36 @@ def test_converged_org_is_ready_and_active() -> None:
 
 
 @pytest.mark.parametrize(
-    ("observed", "owner", "reason"),
+    ("namespace_ready", "owner", "licenses", "reason"),
     [
-        (observe(namespace_conflict=True), VALID_OWNER, "NamespaceConflict"),
-        (observe(namespace_conflict=True, namespace_ready=False), VALID_OWNER, "NamespaceConflict"),
-        (observe(namespace_ready=False), VALID_OWNER, "Provisioning"),
-        (observe(namespace_ready=False), REJECTED_OWNER, "Provisioning"),
-        (observe(), REJECTED_OWNER, "TransferRejected"),
-        (observe(licenses=[]), VALID_OWNER, "LicensesMissing"),
-        (observe(licenses=["gateway-enterprise", "mesh"]), VALID_OWNER, "LicensesMissing"),
-        (observe(licenses=[]), REJECTED_OWNER, "TransferRejected"),
+        (True, VALID_OWNER, PRODUCTS, "Reconciled"),
+        (False, VALID_OWNER, PRODUCTS, "NamespaceConflict"),
+        (False, REJECTED_OWNER, PRODUCTS, "NamespaceConflict"),
+        (True, REJECTED_OWNER, PRODUCTS, "TransferRejected"),
+        (True, VALID_OWNER, [], "LicensesMissing"),
+        (True, VALID_OWNER, ["gateway-enterprise", "mesh"], "LicensesMissing"),
+        (True, REJECTED_OWNER, [], "TransferRejected"),
     ],
     ids=[
+        "converged",
         "namespace-conflict",
-        "namespace-conflict-before-provisioning",
-        "namespace-not-ready",
-        "provisioning-before-owner",
+        "namespace-conflict-before-owner",
         "owner-invalid",
         "no-licenses",
         "one-license-missing",
         "owner-before-licenses",
     ],
 )
-def test_org_is_not_ready_until_converged(
-    observed: OrgObservation, owner: OwnerDecision, reason: str
+def test_ready_says_what_the_org_waits_for(
+    namespace_ready: bool, owner: OwnerDecision, licenses: list[Product], reason: str
 ) -> None:
-    ready = condition(status_of(observed, owner), "Ready")
-    assert (ready.status, ready.reason) == ("False", reason)
+    observed = observe(namespace_ready=namespace_ready)
+    ready = condition(status_of(observed, owner, licenses=licenses), "Ready")
+    assert (ready.status, ready.reason) == (str(reason == "Reconciled"), reason)
 
 
 def test_namespace_conflict_tells_what_to_do() -> None:
-    ready = condition(status_of(observe(namespace_conflict=True)), "Ready")
+    ready = condition(status_of(observe(namespace_ready=False)), "Ready")
     assert ready.message.startswith("namespace org-acme belongs to something else; delete it")
     # Finding 7/9: how to hand it over, and when a deletion is noticed.
     assert "label it orgkeeper.dev/organization=acme" in ready.message
@@ -400,7 +432,7 @@ def test_org_is_provisioning_until_its_namespace_is_ready() -> None:
 
 def test_licenses_provisioned_names_the_missing_products() -> None:
     provisioned = condition(
-        status_of(observe(licenses=["gateway-enterprise"])), "LicensesProvisioned"
+        status_of(observe(), licenses=["gateway-enterprise"]), "LicensesProvisioned"
     )
     assert (provisioned.status, provisioned.reason, provisioned.message) == (
         "False",
@@ -646,7 +678,8 @@ def test_deactivated_condition_says_whether_the_owner_email_is_locked(
 def test_deactivated_ready_does_not_wait_for_provisioning_or_licenses() -> None:
     """Converged means deactivated: a missing namespace or license is no longer a goal."""
     status = status_of(
-        observe(namespace_ready=False, licenses=[]),
+        observe(namespace_ready=False),
+        licenses=[],
         lifecycle=deactivating(),
         effects_applied=True,
     )

@@ -27,7 +27,6 @@ from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, Workloa
 from orgkeeper.controllers.runtime import Runtime, ignored_key
 from orgkeeper.domain import license as license_domain
 from orgkeeper.domain import organization as org_domain
-from orgkeeper.domain.lifecycle import Lifecycle
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
 from orgkeeper.handlers.organization import workload_changed
 from orgkeeper.kube import KubeApi, OwnerRef
@@ -229,24 +228,24 @@ def test_failed_targets_keep_ready_false_with_a_short_message() -> None:
     )
     observed = org_domain.OrgObservation(
         name="acme",
+        uid="uid-acme",
         generation=3,
         created=NOW,
         spec=spec,
         status=OrganizationStatus(),
-        namespace_ready=True,
-        licenses=frozenset({"gateway-enterprise", "ingress-controller", "mesh"}),
-        failed=tuple(f"Deployment ns-{i}/fat (Invalid: too long)" for i in range(40)),
-    )
-    decision = org_domain.decide_owner("o@acme.test", None, [])
-    status = org_domain.organization_status(
-        observed,
-        decision,
-        Lifecycle(target="Active", deactivation=None),
-        namespace="org-acme",
         now=NOW,
         billing_cycle=timedelta(days=30),
-        last_login=None,
-        effects_applied=False,
+        inactivity_window=timedelta(days=30),
+        sso_prefix="oidc:",
+        namespace_ready=True,
+    )
+    status = org_domain.organization_status(
+        org_domain.plan(observed),
+        org_domain.Applied(
+            licenses=frozenset({"gateway-enterprise", "ingress-controller", "mesh"}),
+            failed=tuple(f"Deployment ns-{i}/fat (Invalid: too long)" for i in range(40)),
+            complete=True,
+        ),
     )
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("False", "PartiallyApplied")

@@ -18,6 +18,7 @@ from ..api.v1alpha1 import API_VERSION, PRODUCTS
 from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..domain import license as license_domain
+from ..domain.events import Event
 from ..domain.license import (
     Copy,
     CopyPlan,
@@ -32,7 +33,7 @@ from ..domain.license import (
 )
 from ..kube import OwnerRef, is_status, managed_labels
 from .records import LicenseRecord, WorkloadRecord
-from .runtime import Event, Runtime
+from .runtime import Runtime
 from .writes import Failure, Target, annotate, attempt, differs, fetch, status_wire, workload_ref
 
 

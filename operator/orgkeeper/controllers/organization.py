@@ -1,44 +1,40 @@
-"""One reconcile of an Organization: namespace, Owner, memberships and their RBAC, status."""
+"""One reconcile of an Organization: observe, ask the domain for the plan, perform it, and
+write the status."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from .. import names
-from ..api.v1alpha1 import PRODUCTS
+from ..api.v1alpha1 import API_VERSION, LICENSE, MEMBERSHIP, ORGANIZATION
 from ..api.v1alpha1.common import Condition
-from ..api.v1alpha1.membership import MembershipStatus
 from ..api.v1alpha1.organization import Activity, OrganizationSpec, OrganizationStatus
-from ..domain import conditions, lifecycle
-from ..domain import membership as membership_domain
+from ..domain import conditions
 from ..domain import namespaces as namespace_domain
 from ..domain import organization as org_domain
-from ..domain.membership import Binding, Member, OrgContext
+from ..domain.events import Event
 from ..domain.namespaces import Claim
-from ..domain.organization import deactivation_message
+from ..domain.organization import (
+    Applied,
+    OrganizationPlan,
+    WorkloadAction,
+    closing_events,
+    organization_status,
+)
 from ..kube import OwnerRef, owner_of
 from . import guardrails
-from .informer import Informer
 from .license import reconcile_licenses
+from .membership import create_owner_membership, sync_memberships
 from .records import BindingRecord, LicenseRecord, MemberRecord, NamespaceRecord, WorkloadRecord
-from .runtime import Event, Runtime, ignored_key
-from .writes import (
-    Failure,
-    Target,
-    annotate,
-    attempt,
-    differs,
-    now_utc,
-    status_wire,
-    workload_ref,
-)
+from .runtime import Runtime, ignored_key
+from .writes import Failure, Target, annotate, attempt, differs, now_utc, status_wire, workload_ref
 
 ROLLOVER_ATTEMPTS = 5
 
@@ -57,11 +53,11 @@ class Indexed:
 async def reconcile_organization(
     runtime: Runtime, body: Mapping[str, Any], indexed: Indexed, *, changed_at: float
 ) -> list[Event]:
-    """Converges one Organization; returns the Events worth posting.
+    """Converges one Organization: observes, asks the domain for the plan, performs it in
+    order, and writes the status; returns the Events worth posting.
 
     `changed_at` is when the change this reconcile answers arrived (time.monotonic()).
     """
-    kube, settings = runtime.kube, runtime.settings
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return []  # going away: the delete handler withdraws, garbage collection does the rest
@@ -75,210 +71,163 @@ async def reconcile_organization(
     except ValidationError as error:
         return await _stalled(runtime, name, generation, current_status, error, now)
 
-    owner_ref = owner_of("Organization", body)
+    owner_ref = owner_of(ORGANIZATION.kind, body)
     namespace = names.org_namespace(name)
-    namespace_object = await kube.run(kube.read_namespace, namespace)
-    if namespace_object is None:
-        # Someone may create it between the read and the create: only one the org owns counts.
-        namespace_ready = await kube.run(kube.create_namespace, namespace, name, owner_ref)
-    else:
-        refs = namespace_object.metadata.owner_references or []
-        label = (namespace_object.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
-        namespace_ready = any(
-            ref.uid == owner_ref.uid for ref in refs
-        ) or namespace_domain.made_for(name, len(refs), label)
-    namespace_conflict = not namespace_ready
-    # While org-<name> isn't the org's, no Membership there is the Owner's and none was made
-    # for them: once it is the org's (the conflict resolved), the Owner gets theirs as at
-    # creation, rather than being taken for an Owner who left.
-    previous_ready = conditions.find(status.conditions, "Ready")
-    conflicted = namespace_conflict or (
-        previous_ready is not None and previous_ready.reason == "NamespaceConflict"
-    )
-    known_owner = None if conflicted else status.owner
-
-    # Only workloads in namespaces the org owns are its own; labelled ones elsewhere are told
-    # why they are ignored, and never served.
-    claims = [Claim(c.name, c.organization, c.owners) for c in indexed.claims]
-    owned = namespace_domain.owned_namespaces(
-        name, owner_ref.uid, claims, org_namespace_owned=namespace_ready
-    )
-    workloads = [w for w in indexed.workloads if w.namespace in owned]
-    ignored = [w for w in indexed.workloads if w.namespace not in owned]
-    failures: list[Failure] = []
-
-    events: list[Event] = []
-    members = [record.member() for record in indexed.members]
-    if namespace_ready and org_domain.owner_membership_needed(spec.owner, known_owner, members):
-        created = await attempt(
-            [
-                (
-                    Target(f"Membership {namespace}/{names.owner_membership(spec.owner)}"),
-                    kube.run(
-                        kube.create_custom,
-                        "memberships",
-                        namespace,
-                        _owner_membership(name, spec.owner),
-                    ),
-                )
-            ],
-            failures,
-        )
-        if all(created):
-            members.append(
-                Member(names.owner_membership(spec.owner), spec.owner, ("organization-admin",))
-            )
-            events.append(
-                Event(
-                    "Normal",
-                    "OwnerMembershipCreated",
-                    f"created the Membership of the Owner {spec.owner}",
-                )
-            )
-
-    decision = org_domain.decide_owner(spec.owner, known_owner, members)
-    if decision.transferred_from:
-        events.append(Event("Normal", "OwnershipTransferred", decision.message))
-    elif not decision.valid:
-        previous = conditions.find(status.conditions, "OwnerValid")
-        if previous is None or previous.reason != decision.reason:
-            events.append(Event("Warning", decision.reason, decision.message))
-
-    logins = [_login_time(record) for record in indexed.members]
-    last_login = max((t for t in logins if t is not None), default=None)
-    activity = status.activity or Activity()
-    _, rolled_activity = org_domain.roll_billing_cycle(
-        status.billing or org_domain.billing(spec, None, now), activity, settings.billing_cycle, now
-    )
-    idle = lifecycle.inactive(
-        spec,
-        rolled_activity,
-        lifecycle.last_activity(
-            _created(meta, now),
-            [last_login],
-            reactivated_at=lifecycle.reactivated_at(status),
-        ),
-        now=now,
-        window=settings.inactivity_window,
-    )
-    plan = lifecycle.decide(spec, status, idle=idle, now=now)
-    observed = org_domain.OrgObservation(
-        name=name,
-        generation=generation,
-        created=_created(meta, now),
-        spec=spec,
-        status=status,
-        members=members,
-        namespace_ready=namespace_ready,
-        namespace_conflict=namespace_conflict,
-        licenses=frozenset(),  # filled in once the licenses are reconciled
-        control_planes=sum(1 for w in workloads if w.component == names.COMPONENT_CONTROL_PLANE),
-        data_planes=sum(1 for w in workloads if w.component == names.COMPONENT_DATA_PLANE),
-    )
-
-    def status_for(effects_applied: bool) -> OrganizationStatus:
-        return org_domain.organization_status(
-            dataclasses.replace(observed, failed=tuple(f.describe() for f in failures)),
-            decision,
-            plan,
-            namespace=namespace,
-            now=now,
-            billing_cycle=settings.billing_cycle,
-            last_login=last_login,
-            effects_applied=effects_applied,
-        )
-
-    if plan.started and plan.deactivation is not None:
-        # Recorded before any effect, so a crash mid-way resumes the deactivation.
-        await _write_status(
-            runtime, name, status_for(False), current_status, version=version, now=now
-        )
-        version = None  # changed by that write: a rollover reads the org again
-        events.append(
-            Event(
-                "Normal",
-                "Deactivating",
-                f"deactivating the organization ({plan.deactivation.reason})",
-            )
-        )
-
-    org = org_domain.context(name, spec, decision.effective, plan)
-    if namespace_ready:
-        await guardrails.ensure_guardrails(runtime, namespace, name, owner_ref, namespace_object)
-        owner_rbac: Awaitable[Any]
-        if org.deactivated:
-            owner_rbac = kube.run(kube.remove_owner_binding, name)
-        else:
-            user = membership_domain.user_name(
-                decision.effective, org, settings.sso_username_prefix
-            )
-            owner_rbac = kube.run(
-                kube.ensure_owner_rbac, name, user, owner_ref, org_domain.owner_rules(name)
-            )
-        await attempt(
-            [(Target(f"ClusterRoleBinding {names.owner_role(name)}"), owner_rbac)], failures
-        )
-        await sync_members(
-            runtime, org, namespace, indexed.members, indexed.bindings, now, failures
-        )
-        await ensure_licenses(runtime, namespace, name, indexed.licenses, failures)
-    await sync_workloads(runtime, workloads, failures, deactivated=org.deactivated)
-    if namespace_ready:
-        # Never in a namespace the org doesn't own: nothing is written into a squatted one.
-        licensed = await reconcile_licenses(
-            runtime,
-            owner=owner_ref,
+    namespace_object, namespace_ready = await _org_namespace(runtime, namespace, name, owner_ref)
+    plan = org_domain.plan(
+        org_domain.OrgObservation(
+            name=name,
+            uid=owner_ref.uid,
+            generation=generation,
+            created=_created(meta, now),
             spec=spec,
-            deactivated=org.deactivated,
-            licenses=indexed.licenses,
-            workloads=workloads,
+            status=status,
             now=now,
-            changed_at=changed_at,
+            billing_cycle=runtime.settings.billing_cycle,
+            inactivity_window=runtime.settings.inactivity_window,
+            sso_prefix=runtime.settings.sso_username_prefix,
+            namespace_ready=namespace_ready,
+            claims=[Claim(c.name, c.organization, c.owners) for c in indexed.claims],
+            memberships=indexed.members,
+            bindings=indexed.bindings,
+            provisioned=frozenset(
+                record.product for record in indexed.licenses if record.source == "Provisioned"
+            ),
+            workloads=indexed.workloads,
         )
-        events += licensed.events
-        failures += licensed.failures
-        observed = dataclasses.replace(observed, licenses=frozenset(licensed.active_products))
+    )
+
+    failures: list[Failure] = []
+    events: list[Event] = []
+    owner_membership_created = False
+    if plan.owner_membership is not None:
+        owner_membership_created = await create_owner_membership(
+            runtime, namespace, plan.owner_membership, failures
+        )
+        if owner_membership_created:
+            events.append(plan.owner_membership.created)
+    events += plan.events
+    if plan.records_deactivation_first:
+        first = Applied(
+            owner_membership_created=owner_membership_created,
+            failed=tuple(f.describe() for f in failures),
+        )
+        recorded = organization_status(plan, first)
+        await _write_status(runtime, name, recorded, current_status, version=version, now=now)
+        version = None  # changed by that write: a rollover reads the org again
+
+    told, licensed = await _apply(
+        runtime, plan, indexed, owner_ref, namespace_object, failures, changed_at=changed_at
+    )
+    events += told
+    ignored = [w for w in indexed.workloads if w.namespace not in plan.owned_namespaces]
     events += _warnings(runtime, name, ignored, failures)
 
-    desired = status_for(not failures)
+    applied = Applied(
+        owner_membership_created=owner_membership_created,
+        failed=tuple(f.describe() for f in failures),
+        licenses=licensed,
+        complete=True,
+    )
+    desired = organization_status(plan, applied)
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
     runtime.metrics.phases[name] = desired.phase or "Provisioning"
-    runtime.metrics.reconciles.labels("Membership", "success").inc(len(indexed.members))
-    if desired.phase == "Deactivated" and status.phase != "Deactivated" and plan.deactivation:
-        events.append(Event("Normal", "Deactivated", deactivation_message(plan, spec)))
-    if plan.reactivated:
-        events.append(
-            Event("Normal", "Reactivated", "billing, roles and license propagation restored")
+    runtime.metrics.reconciles.labels(MEMBERSHIP.kind, "success").inc(len(indexed.members))
+    return events + closing_events(plan, desired)
+
+
+async def _apply(
+    runtime: Runtime,
+    plan: OrganizationPlan,
+    indexed: Indexed,
+    owner: OwnerRef,
+    namespace_object: client.V1Namespace | None,
+    failures: list[Failure],
+    *,
+    changed_at: float,
+) -> tuple[list[Event], frozenset[str]]:
+    """The plan's effects in org-<name> and on the workloads, then the licenses; returns the
+    Events the licenses tell and the products licensed. Failures go to `failures`."""
+    name, namespace = plan.observed.name, names.org_namespace(plan.observed.name)
+    served = [w for w in indexed.workloads if w.namespace in plan.owned_namespaces]
+    if plan.namespace is not None:
+        await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
+        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
+        await sync_memberships(
+            runtime, namespace, plan.namespace.memberships, indexed.members, failures
         )
-    return events
+        await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
+    await sync_workloads(runtime, served, plan.workloads, failures)
+    if plan.namespace is None:
+        return [], frozenset()  # nothing is written into a namespace the org doesn't own
+    reconciled = await reconcile_licenses(
+        runtime,
+        owner=owner,
+        spec=plan.observed.spec,
+        deactivated=plan.org.deactivated,
+        licenses=indexed.licenses,
+        workloads=served,
+        now=plan.observed.now,
+        changed_at=changed_at,
+    )
+    failures += reconciled.failures
+    return reconciled.events, frozenset(reconciled.active_products)
+
+
+async def _org_namespace(
+    runtime: Runtime, namespace: str, organization: str, owner: OwnerRef
+) -> tuple[client.V1Namespace | None, bool]:
+    """org-<name> as found (None: this reconcile created it), and whether it is the org's."""
+    kube = runtime.kube
+    found = await kube.run(kube.read_namespace, namespace)
+    if found is None:
+        # Someone may create it between the read and the create: only one the org owns counts.
+        return None, await kube.run(kube.create_namespace, namespace, organization, owner)
+    refs = found.metadata.owner_references or []
+    label = (found.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
+    owner_uids = [ref.uid for ref in refs]
+    return found, namespace_domain.org_namespace_ready(organization, owner.uid, owner_uids, label)
+
+
+async def _owner_rbac(
+    runtime: Runtime, organization: str, user: str | None, owner: OwnerRef, failures: list[Failure]
+) -> None:
+    """The Owner's rights on the org granted to `user`; None: revoked."""
+    kube = runtime.kube
+    write: Awaitable[Any] = (
+        kube.run(kube.remove_owner_binding, organization)
+        if user is None
+        else kube.run(
+            kube.ensure_owner_rbac, organization, user, owner, org_domain.owner_rules(organization)
+        )
+    )
+    await attempt(
+        [(Target(f"ClusterRoleBinding {names.owner_role(organization)}"), write)], failures
+    )
 
 
 async def sync_workloads(
     runtime: Runtime,
     workloads: Sequence[WorkloadRecord],
+    actions: Mapping[str, WorkloadAction],
     failures: list[Failure],
-    *,
-    deactivated: bool,
 ) -> None:
-    """Deactivated: control planes decommissioned (again, if one reappears), data planes
-    frozen (again, if the annotation was removed). Active: unfrozen.
-
-    `workloads` are the org's, in namespaces it owns."""
+    """Performs the plan's action for each workload (by uid); `workloads` are the org's, in
+    namespaces it owns."""
     kube = runtime.kube
     writes: list[tuple[Target, Awaitable[Any]]] = []
     for workload in workloads:
+        action = actions.get(workload.uid)
+        if action is None:
+            continue
         target = Target(f"{workload.kind} {workload.ref}", (workload_ref(workload),))
-        if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
-            writes.append(
-                (
-                    target,
-                    kube.run(
-                        kube.delete_workload, workload.kind, workload.namespace, workload.name
-                    ),
-                )
+        if action == "Decommission":
+            delete = kube.run(
+                kube.delete_workload, workload.kind, workload.namespace, workload.name
             )
-        elif workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
-            value = "true" if deactivated else None
+            writes.append((target, delete))
+        else:
+            value = "true" if action == "Freeze" else None
             writes.append((target, annotate(runtime, workload, {names.ANNOTATION_FROZEN: value})))
     await attempt(writes, failures)
 
@@ -328,29 +277,9 @@ def _warnings(
     return events
 
 
-def _login_time(record: MemberRecord) -> datetime | None:
-    stamp = record.status.get("lastLoginTime")
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
-
-
 def _created(meta: Mapping[str, Any], fallback: datetime) -> datetime:
     stamp = meta.get("creationTimestamp")
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else fallback
-
-
-def _owner_membership(organization: str, email: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
-        "kind": "Membership",
-        "metadata": {
-            "name": names.owner_membership(email),
-            "labels": {
-                names.LABEL_ORGANIZATION: organization,
-                names.LABEL_EMAIL_HASH: names.email_hash(email),
-            },
-        },
-        "spec": {"email": email, "teams": ["organization-admin"]},
-    }
 
 
 async def _write_status(
@@ -374,7 +303,7 @@ async def _write_status(
         if current_requests is not None and wanted is not None:
             wire["activity"] = {k: v for k, v in wire["activity"].items() if k != "apiRequests"}
         if differs(wire, current):
-            await kube.run(kube.patch_status, "organizations", name, wire)
+            await kube.run(kube.patch_status, ORGANIZATION.plural, name, wire)
         return
     for _ in range(ROLLOVER_ATTEMPTS):
         if version is None:
@@ -392,7 +321,9 @@ async def _write_status(
                 mode="json", by_alias=True
             )
         try:
-            await kube.run(kube.patch_status, "organizations", name, wire, resource_version=version)
+            await kube.run(
+                kube.patch_status, ORGANIZATION.plural, name, wire, resource_version=version
+            )
             return
         except ApiException as error:
             if error.status != 409:
@@ -429,160 +360,30 @@ async def _stalled(
         "observedGeneration": generation,
     }
     if differs(wire, current):
-        await runtime.kube.run(runtime.kube.patch_status, "organizations", name, wire)
+        await runtime.kube.run(runtime.kube.patch_status, ORGANIZATION.plural, name, wire)
     return [Event("Warning", "InvalidSpec", message)]
 
 
-async def sync_members(
-    runtime: Runtime,
-    org: OrgContext,
-    namespace: str,
-    members: Sequence[MemberRecord],
-    bindings: Sequence[BindingRecord],
-    now: datetime,
-    failures: list[Failure],
-) -> None:
-    """Labels, RoleBindings and status of every Membership of the org; writes only differences.
-
-    A write that fails is added to `failures`; the others go on."""
-    kube, prefix = runtime.kube, runtime.settings.sso_username_prefix
-    desired: dict[str, tuple[Binding, MemberRecord]] = {}
-    for record in members:
-        for binding in membership_domain.desired_bindings(record.member(), org, prefix):
-            desired[binding.name] = (binding, record)
-    existing = {b.name: b for b in bindings}
-
-    # RoleBindings first: a Membership's status says its teams are bound only once they are.
-    rbac: list[tuple[Target, Awaitable[Any]]] = []
-    rbac_of: list[str] = []  # the Membership each RBAC write is for ("" for a removal)
-    for binding_name, (binding, record) in desired.items():
-        found = existing.get(binding_name)
-        if found is None or _drifted(found, binding, org.name, record.uid):
-            owner = OwnerRef("orgkeeper.dev/v1alpha1", "Membership", record.name, record.uid)
-            create = kube.run(kube.create_member_binding, namespace, org.name, binding, owner)
-            target = Target(f"RoleBinding {namespace}/{binding_name}", (_membership(record),))
-            rbac.append((target, _taken_in(runtime.bindings, create)))
-            rbac_of.append(record.name)
-    for binding_name in existing.keys() - desired.keys():
-        target = Target(f"RoleBinding {namespace}/{binding_name}")
-        rbac.append((target, _deleted_binding(runtime, namespace, binding_name)))
-        rbac_of.append("")
-    done = await attempt(rbac, failures)
-    unbound = {name for name, ok in zip(rbac_of, done, strict=True) if name and not ok}
-
-    writes: list[tuple[Target, Awaitable[Any]]] = []
-    for record in members:
-        target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
-        labels = {
-            names.LABEL_ORGANIZATION: org.name,
-            names.LABEL_EMAIL_HASH: names.email_hash(record.email),
-        }
-        if any(record.labels.get(k) != v for k, v in labels.items()):
-            label = kube.run(kube.patch_labels, "memberships", namespace, record.name, labels)
-            writes.append((target, _taken_in(runtime.members, label)))
-        if record.name in unbound:
-            continue  # its status waits until its RoleBindings are written (the org says why)
-        status_write = _status_write(runtime, record, org, now)
-        if status_write is not None:
-            writes.append((target, status_write))
-    await attempt(writes, failures)
-
-
-def _status_write(
-    runtime: Runtime, record: MemberRecord, org: OrgContext | None, now: datetime
-) -> Awaitable[None] | None:
-    """The patch of a Membership's status in `org` (None: no org), if it differs."""
-    previous = MembershipStatus.model_validate(record.status)
-    status = membership_domain.membership_status(
-        record.member(), org, previous, generation=record.generation, now=now
-    )
-    wire = status_wire(status, omit=("lastLoginTime",))
-    if not differs(wire, record.status):
-        return None
-    kube = runtime.kube
-    patch = kube.run(kube.patch_status, "memberships", record.name, wire, record.namespace)
-    return _taken_in(runtime.members, patch)
-
-
-async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
-    """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
-    Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
-    an org that was then deleted). Once the org exists, its own reconcile takes over."""
-    writes: list[tuple[Target, Awaitable[Any]]] = [
-        (
-            Target(f"RoleBinding {namespace}/{binding.name}"),
-            _deleted_binding(runtime, namespace, binding.name),
-        )
-        for binding in runtime.bindings.in_namespace(namespace)
-    ]
-    for record in runtime.members.in_namespace(namespace):
-        status_write = _status_write(runtime, record, None, now)
-        if status_write is not None:
-            target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
-            writes.append((target, status_write))
-    failures: list[Failure] = []
-    await attempt(writes, failures)
-    return failures
-
-
-def _drifted(found: BindingRecord, binding: Binding, organization: str, owner_uid: str) -> bool:
-    """Subjects, role, labels or owner differ from what the Membership asks for."""
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_ORGANIZATION: organization,
-        names.LABEL_MEMBERSHIP: binding.membership,
-        names.LABEL_EMAIL_HASH: names.email_hash(binding.email),
-        names.LABEL_TEAM: binding.team,
-    }
-    return (
-        found.users != (binding.user,)
-        or found.role != binding.cluster_role
-        or dict(found.labels) != labels
-        or owner_uid not in found.owners
-    )
-
-
-def _membership(record: MemberRecord) -> dict[str, Any]:
-    return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
-        "kind": "Membership",
-        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
-    }
-
-
-async def _deleted_binding(runtime: Runtime, namespace: str, name: str) -> None:
-    await runtime.kube.run(runtime.kube.delete_role_binding, namespace, name)
-    runtime.bindings.forget(namespace, name)
-
-
-async def _taken_in(informer: Informer[Any], write: Awaitable[Mapping[str, Any] | None]) -> None:
-    """Awaits a write and puts its answer in the cache, so the next reconcile doesn't redo it."""
-    written = await write
-    if written is not None:
-        informer.observe(written)
-
-
-async def ensure_licenses(
+async def create_licenses(
     runtime: Runtime,
     namespace: str,
     organization: str,
-    licenses: Sequence[LicenseRecord],
+    products: Sequence[str],
     failures: list[Failure],
 ) -> None:
-    """One Provisioned License per product; the license controller issues and signs them."""
+    """The Provisioned Licenses the plan asks for; the license controller issues and signs them."""
     kube = runtime.kube
-    present = {record.product for record in licenses if record.source == "Provisioned"}
     await attempt(
         [
             (
                 Target(f"License {namespace}/{product}"),
                 kube.run(
                     kube.create_custom,
-                    "licenses",
+                    LICENSE.plural,
                     namespace,
                     {
-                        "apiVersion": "orgkeeper.dev/v1alpha1",
-                        "kind": "License",
+                        "apiVersion": API_VERSION,
+                        "kind": LICENSE.kind,
                         "metadata": {
                             "name": product,
                             "labels": {
@@ -595,14 +396,13 @@ async def ensure_licenses(
                             "source": "Provisioned",
                             "secretRef": {
                                 "name": names.provisioned_license_secret(product),
-                                "key": "license",
+                                "key": names.LICENSE_DATA_KEY,
                             },
                         },
                     },
                 ),
             )
-            for product in PRODUCTS
-            if product not in present
+            for product in products
         ],
         failures,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .. import names
@@ -73,6 +74,12 @@ class MemberRecord:
 
     def member(self) -> Member:
         return Member(self.name, self.email, self.teams)
+
+    @property
+    def last_login(self) -> datetime | None:
+        """status.lastLoginTime (set by `orgkeeper activity login`)."""
+        stamp = self.status.get("lastLoginTime")
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
 @dataclass(frozen=True)

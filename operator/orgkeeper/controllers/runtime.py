@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -23,39 +22,6 @@ RECONCILE_CONCURRENCY = 8
 def ignored_key(uid: str | None) -> str:
     """How a workload told it is ignored is remembered in Runtime.told."""
     return f"ignored:{uid}"
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post on the reconciled object, or on `involved` when given."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-    involved: Mapping[str, Any] | None = None
-
-    @property
-    def action(self) -> str:
-        """What the operator was doing (the Event's `action`)."""
-        return ACTIONS.get(self.reason, "Reconcile")
-
-
-ACTIONS = {
-    "OwnerMembershipCreated": "CreateOwnerMembership",
-    "OwnershipTransferred": "TransferOwnership",
-    "TransferRejected": "TransferOwnership",
-    "OwnerLeft": "CheckOwner",
-    "Deactivating": "Deactivate",
-    "Deactivated": "Deactivate",
-    "Reactivated": "Reactivate",
-    "LicensePropagated": "PropagateLicense",
-    "LicenseRotated": "IssueLicense",
-    "LicenseReissued": "IssueLicense",
-    "InvalidSpec": "ValidateSpec",
-    "NamespaceNotOwned": "IgnoreWorkload",
-    "SecretConflict": "PropagateLicense",
-    "ApplyFailed": "Apply",
-}
 
 
 @dataclass

@@ -70,6 +70,24 @@ def inactive(
     )
 
 
+def assess(
+    spec: OrganizationSpec,
+    status: OrganizationStatus,
+    *,
+    created: datetime,
+    logins: Iterable[datetime | None],
+    activity: Activity,
+    now: datetime,
+    window: timedelta,
+) -> Lifecycle:
+    """Where the org should be now, from everything the inactivity rule counts: its creation,
+    its members' logins, its last reactivation and its API requests (`activity`, with the
+    counters of the current billing cycle)."""
+    last_active = last_activity(created, logins, reactivated_at=reactivated_at(status))
+    idle = inactive(spec, activity, last_active, now=now, window=window)
+    return decide(spec, status, idle=idle, now=now)
+
+
 def decide(
     spec: OrganizationSpec,
     status: OrganizationStatus,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from .. import names
 from ..api.v1alpha1 import TEAMS
@@ -42,6 +42,7 @@ class Binding:
     """One RoleBinding in the org namespace: a member's user bound to a team's ClusterRole."""
 
     name: str
+    organization: str
     membership: str
     email: str
     team: Team
@@ -50,6 +51,61 @@ class Binding:
     @property
     def cluster_role(self) -> str:
         return names.team_cluster_role(self.team)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """What finds it again: the member RoleBinding informer selects on these."""
+        return {
+            names.LABEL_MANAGED_BY: names.MANAGED_BY,
+            names.LABEL_ORGANIZATION: self.organization,
+            names.LABEL_MEMBERSHIP: self.membership,
+            names.LABEL_EMAIL_HASH: names.email_hash(self.email),
+            names.LABEL_TEAM: self.team,
+        }
+
+
+class FoundMembership(Protocol):
+    """A Membership as the cache holds it: what its reconcile reads."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def status(self) -> Mapping[str, Any]: ...
+    @property
+    def last_login(self) -> datetime | None: ...
+    def member(self) -> Member: ...
+
+
+class FoundBinding(Protocol):
+    """A member RoleBinding as the cache holds it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def users(self) -> tuple[str, ...]: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def owners(self) -> tuple[str, ...]: ...  # ownerReference UIDs
+
+
+@dataclass(frozen=True)
+class MembershipsPlan:
+    """What the Memberships of one org namespace and their RoleBindings need written."""
+
+    bindings: tuple[Binding, ...] = ()  # missing or drifted: created, or repaired
+    stale_bindings: tuple[str, ...] = ()  # RoleBindings no Membership asks for: deleted
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by Membership
+    # By Membership: its status once its RoleBindings are written.
+    statuses: Mapping[str, MembershipStatus] = field(default_factory=dict)
 
 
 def user_name(email: str, org: OrgContext, sso_prefix: str) -> str:
@@ -72,9 +128,76 @@ def desired_bindings(member: Member, org: OrgContext | None, sso_prefix: str) ->
         return []
     user = user_name(member.email, org, sso_prefix)
     return [
-        Binding(names.member_binding(member.email, team), member.name, member.email, team, user)
+        Binding(
+            name=names.member_binding(member.email, team),
+            organization=org.name,
+            membership=member.name,
+            email=member.email,
+            team=team,
+            user=user,
+        )
         for team in effective_teams(member, org)
     ]
+
+
+def membership_labels(organization: str, email: str) -> dict[str, str]:
+    """The labels a Membership carries: its org, and its e-mail's hash (for lookups by e-mail)."""
+    return {
+        names.LABEL_ORGANIZATION: organization,
+        names.LABEL_EMAIL_HASH: names.email_hash(email),
+    }
+
+
+def drifted(found: FoundBinding, binding: Binding, membership_uid: str) -> bool:
+    """Subjects, role, labels or owner differ from what the Membership asks for."""
+    return (
+        found.users != (binding.user,)
+        or found.role != binding.cluster_role
+        or dict(found.labels) != binding.labels
+        or membership_uid not in found.owners
+    )
+
+
+def plan_memberships(
+    org: OrgContext | None,
+    memberships: Sequence[FoundMembership],
+    bindings: Sequence[FoundBinding],
+    *,
+    sso_prefix: str,
+    now: datetime,
+) -> MembershipsPlan:
+    """Labels, RoleBindings and status of every Membership of a namespace (None: no org there,
+    its Memberships wait as Pending and hold no RoleBinding); only differences are written."""
+    members = [(found, found.member()) for found in memberships]
+    desired: dict[str, tuple[Binding, FoundMembership]] = {}
+    for found, member in members:
+        for binding in desired_bindings(member, org, sso_prefix):
+            desired[binding.name] = (binding, found)
+    existing = {b.name: b for b in bindings}
+    labels: dict[str, Mapping[str, str]] = {}
+    for found, member in members:
+        wanted = membership_labels(org.name, member.email) if org is not None else {}
+        if any(found.labels.get(key) != value for key, value in wanted.items()):
+            labels[found.name] = wanted
+    return MembershipsPlan(
+        bindings=tuple(
+            binding
+            for name, (binding, found) in desired.items()
+            if name not in existing or drifted(existing[name], binding, found.uid)
+        ),
+        stale_bindings=tuple(sorted(existing.keys() - desired.keys())),
+        labels=labels,
+        statuses={
+            found.name: membership_status(
+                member,
+                org,
+                MembershipStatus.model_validate(found.status),
+                generation=found.generation,
+                now=now,
+            )
+            for found, member in members
+        },
+    )
 
 
 def membership_state(org: OrgContext | None) -> Literal["Active", "Removed", "Pending"]:

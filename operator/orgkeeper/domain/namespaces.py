@@ -37,6 +37,13 @@ def made_for(organization: str, owners: int, label: str | None) -> bool:
     return owners == 0 and label == organization
 
 
+def org_namespace_ready(
+    organization: str, uid: str, owner_uids: Sequence[str], label: str | None
+) -> bool:
+    """Whether an org-<name> found in place serves the org: it owns it, or it was made for it."""
+    return uid in owner_uids or made_for(organization, len(owner_uids), label)
+
+
 def owned_namespaces(
     organization: str, uid: str, claims: Iterable[Claim], *, org_namespace_owned: bool
 ) -> frozenset[str]:

@@ -1,10 +1,12 @@
-"""Organizations: ownership, billing, counts, phase and conditions, from what was observed."""
+"""Organizations: what one reconcile does (its plan), decided from what it observed, and the
+status it reports once that is applied. Ownership, billing, lifecycle and counts live here."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from .. import names
 from ..api.v1alpha1 import GROUP, PRODUCTS
@@ -18,32 +20,63 @@ from ..api.v1alpha1.organization import (
     Subscription,
     Trial,
 )
-from . import conditions
+from . import conditions, lifecycle
+from .events import Event
 from .lifecycle import Lifecycle
-from .membership import OWNER_TEAM, Member, OrgContext, same_email
-from .namespaces import summary
+from .membership import (
+    OWNER_TEAM,
+    FoundBinding,
+    FoundMembership,
+    Member,
+    MembershipsPlan,
+    OrgContext,
+    membership_labels,
+    plan_memberships,
+    same_email,
+    user_name,
+)
+from .namespaces import Claim, owned_namespaces, summary
 
 PLUS_TRIAL = timedelta(days=30)
 PLUS_TRIAL_CREDITS = 500
 
+WorkloadAction = Literal["Decommission", "Freeze", "Unfreeze"]
+
+
+class FoundWorkload(Protocol):
+    """A Deployment, StatefulSet or DaemonSet labelled with the org, as the cache holds it."""
+
+    @property
+    def uid(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def component(self) -> str: ...
+    @property
+    def frozen(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class OrgObservation:
-    """Everything the reconcile of one Organization looked at."""
+    """Everything the reconcile of one Organization looked at, and the settings it acts by."""
 
     name: str
+    uid: str
     generation: int
     created: datetime
     spec: OrganizationSpec
     status: OrganizationStatus
-    members: Sequence[Member] = ()
+    now: datetime
+    billing_cycle: timedelta
+    inactivity_window: timedelta
+    sso_prefix: str
+    # org-<name> is the org's: it made it, owns it, or it was made for it (namespaces.made_for).
     namespace_ready: bool = False
-    namespace_conflict: bool = False
-    licenses: Collection[str] = field(default_factory=frozenset)
-    control_planes: int = 0
-    data_planes: int = 0
-    # Targets (namespace, Secret, workload...) a write failed for, each with a short reason.
-    failed: Sequence[str] = ()
+    claims: Sequence[Claim] = ()  # the Namespaces labelled with the org
+    memberships: Sequence[FoundMembership] = ()  # in org-<name>
+    bindings: Sequence[FoundBinding] = ()  # the member RoleBindings in org-<name>
+    provisioned: Collection[str] = field(default_factory=frozenset)  # has a Provisioned License
+    workloads: Sequence[FoundWorkload] = ()  # labelled with the org, wherever they are
 
 
 @dataclass(frozen=True)
@@ -127,6 +160,188 @@ def owner_rules(organization: str) -> list[dict[str, list[str]]]:
     ]
 
 
+@dataclass(frozen=True)
+class OwnerMembership:
+    """The Membership orgkeeper creates for an Owner who has none."""
+
+    member: Member
+    labels: Mapping[str, str]
+
+    @property
+    def created(self) -> Event:
+        """Told once it exists."""
+        return Event(
+            "Normal",
+            "OwnerMembershipCreated",
+            f"created the Membership of the Owner {self.member.email}",
+        )
+
+
+@dataclass(frozen=True)
+class NamespacePlan:
+    """What is written in org-<name>, which is the org's."""
+
+    owner_user: str | None  # the user granted the Owner's rights on the org; None: revoked
+    memberships: MembershipsPlan
+    licenses: tuple[str, ...]  # the products that get a Provisioned License
+
+
+@dataclass(frozen=True)
+class OrganizationPlan:
+    """One reconcile of an Organization, decided. The controller performs it in this order:
+    the Owner's Membership; the status first when a deactivation begins; org-<name> (Owner
+    RBAC, Memberships, Licenses); the workloads; then it asks for the status (organization_status)
+    and the Events that close the reconcile (closing_events)."""
+
+    observed: OrgObservation
+    owner_membership: OwnerMembership | None  # the Owner asked for has none
+    owner: OwnerDecision
+    lifecycle: Lifecycle
+    org: OrgContext  # what the org's Memberships see of it
+    events: tuple[Event, ...]  # the owner decision's, and a deactivation beginning
+    namespace: NamespacePlan | None  # None: org-<name> isn't the org's, nothing is written there
+    owned_namespaces: frozenset[str]  # where its workloads are its own
+    workloads: Mapping[str, WorkloadAction]  # by uid, for workloads in owned namespaces
+    members: tuple[Member, ...]  # as found (the Owner's new Membership not among them)
+    rolled_billing: Billing | None  # the billing found, rolled to the current cycle (or none)
+    activity: Activity  # the current cycle's request counters, and the last login
+    control_planes: int
+    data_planes: int
+
+    @property
+    def records_deactivation_first(self) -> bool:
+        """A deactivation begins: its status is written before any effect, so a crash midway
+        resumes it."""
+        return self.lifecycle.started and self.lifecycle.deactivation is not None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a reconcile's writes achieved, as the status reports it."""
+
+    owner_membership_created: bool = False
+    failed: Sequence[str] = ()  # targets (namespace, Secret, workload...) with a short reason
+    licenses: Collection[str] = field(default_factory=frozenset)  # products licensed now
+    complete: bool = False  # every effect was attempted (False: the status is written first)
+
+
+def plan(observed: OrgObservation) -> OrganizationPlan:
+    """What to do for this Organization, as observed."""
+    spec, status, now = observed.spec, observed.status, observed.now
+    # While org-<name> isn't the org's, no Membership there is the Owner's and none was made
+    # for them: once it is the org's (the conflict resolved), the Owner gets theirs as at
+    # creation, rather than being taken for an Owner who left.
+    previous_ready = conditions.find(status.conditions, "Ready")
+    conflicted = not observed.namespace_ready or (
+        previous_ready is not None and previous_ready.reason == "NamespaceConflict"
+    )
+    known_owner = None if conflicted else status.owner
+    members = tuple(found.member() for found in observed.memberships)
+    owner_membership = None
+    if observed.namespace_ready and owner_membership_needed(spec.owner, known_owner, members):
+        owner_membership = OwnerMembership(
+            Member(names.owner_membership(spec.owner), spec.owner, (OWNER_TEAM,)),
+            membership_labels(observed.name, spec.owner),
+        )
+    # The Owner's new Membership doesn't change the decision: it is made only for a first
+    # Owner or one support named after the previous one left, each valid without it.
+    owner = decide_owner(spec.owner, known_owner, members)
+    rolled_billing, activity = current_cycle(status, observed.billing_cycle, now)
+    logins = [found.last_login for found in observed.memberships]
+    lifecycle_plan = lifecycle.assess(
+        spec,
+        status,
+        created=observed.created,
+        logins=logins,
+        activity=activity,
+        now=now,
+        window=observed.inactivity_window,
+    )
+    org = context(observed.name, spec, owner.effective, lifecycle_plan)
+    owned = owned_namespaces(
+        observed.name, observed.uid, observed.claims, org_namespace_owned=observed.namespace_ready
+    )
+    served = [w for w in observed.workloads if w.namespace in owned]
+    namespace_plan = None
+    if observed.namespace_ready:
+        namespace_plan = NamespacePlan(
+            owner_user=None
+            if org.deactivated
+            else user_name(owner.effective, org, observed.sso_prefix),
+            memberships=plan_memberships(
+                org,
+                observed.memberships,
+                observed.bindings,
+                sso_prefix=observed.sso_prefix,
+                now=now,
+            ),
+            licenses=tuple(p for p in PRODUCTS if p not in observed.provisioned),
+        )
+    return OrganizationPlan(
+        observed=observed,
+        owner_membership=owner_membership,
+        owner=owner,
+        lifecycle=lifecycle_plan,
+        org=org,
+        events=(*owner_events(owner, status), *starting_events(lifecycle_plan)),
+        namespace=namespace_plan,
+        owned_namespaces=owned,
+        workloads={
+            w.uid: action
+            for w in served
+            if (action := workload_action(w, deactivated=org.deactivated)) is not None
+        },
+        members=members,
+        rolled_billing=rolled_billing,
+        activity=activity.model_copy(
+            update={"last_login_time": max((t for t in logins if t is not None), default=None)}
+        ),
+        control_planes=sum(1 for w in served if w.component == names.COMPONENT_CONTROL_PLANE),
+        data_planes=sum(1 for w in served if w.component == names.COMPONENT_DATA_PLANE),
+    )
+
+
+def owner_events(owner: OwnerDecision, status: OrganizationStatus) -> list[Event]:
+    """A transfer is told; a problem with the Owner once, when its reason changes."""
+    if owner.transferred_from:
+        return [Event("Normal", "OwnershipTransferred", owner.message)]
+    previous = conditions.find(status.conditions, "OwnerValid")
+    if not owner.valid and (previous is None or previous.reason != owner.reason):
+        return [Event("Warning", owner.reason, owner.message)]
+    return []
+
+
+def starting_events(lifecycle_plan: Lifecycle) -> list[Event]:
+    if lifecycle_plan.started and lifecycle_plan.deactivation is not None:
+        reason = lifecycle_plan.deactivation.reason
+        return [Event("Normal", "Deactivating", f"deactivating the organization ({reason})")]
+    return []
+
+
+def workload_action(workload: FoundWorkload, *, deactivated: bool) -> WorkloadAction | None:
+    """Deactivated: control planes decommissioned (again, if one reappears), data planes
+    frozen (again, if the annotation was removed). Active: data planes unfrozen."""
+    if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
+        return "Decommission"
+    if workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
+        return "Freeze" if deactivated else "Unfreeze"
+    return None
+
+
+def closing_events(plan: OrganizationPlan, status: OrganizationStatus) -> list[Event]:
+    """What the reconcile tells last, given the status it wrote."""
+    events = []
+    finished = status.phase == "Deactivated" and plan.observed.status.phase != "Deactivated"
+    if finished and plan.lifecycle.deactivation is not None:
+        message = deactivation_message(plan.lifecycle, plan.observed.spec)
+        events.append(Event("Normal", "Deactivated", message))
+    if plan.lifecycle.reactivated:
+        events.append(
+            Event("Normal", "Reactivated", "billing, roles and license propagation restored")
+        )
+    return events
+
+
 def context(name: str, spec: OrganizationSpec, owner: str, lifecycle: Lifecycle) -> OrgContext:
     """What memberships need of their org."""
     return OrgContext(
@@ -173,34 +388,44 @@ def roll_billing_cycle(
     return billing_state.model_copy(update={"cycle_start": start + elapsed * cycle}), rolled
 
 
-def organization_status(
-    observed: OrgObservation,
-    owner: OwnerDecision,
-    lifecycle: Lifecycle,
-    *,
-    namespace: str,
-    now: datetime,
-    billing_cycle: timedelta,
-    last_login: datetime | None,
-    effects_applied: bool,
-) -> OrganizationStatus:
-    """The status after one reconcile; `effects_applied` says a deactivation is complete."""
-    spec, previous, generation = observed.spec, observed.status, observed.generation
-    deactivated = lifecycle.target == "Deactivated"
-    trial_state = trial(spec, observed.created)
-    if deactivated:
-        start = previous.billing.cycle_start if previous.billing else None
-        billed = Billing(state="Stopped", cycle_start=start, subscriptions=[])
-    else:
-        billed = billing(spec, previous.billing, now)
-        if trial_state is not None and now < trial_state.ends_at:
-            billed = billed.model_copy(update={"state": "Trial"})
-    billed, activity = roll_billing_cycle(
-        billed, previous.activity or Activity(), billing_cycle, now
-    )
-    activity = activity.model_copy(update={"last_login_time": last_login})
+def current_cycle(
+    status: OrganizationStatus, cycle: timedelta, now: datetime
+) -> tuple[Billing | None, Activity]:
+    """The billing and activity found, moved on to the cycle `now` is in (no billing yet: the
+    first cycle starts now, nothing to move)."""
+    activity = status.activity or Activity()
+    if status.billing is None:
+        return None, activity
+    return roll_billing_cycle(status.billing, activity, cycle, now)
 
-    missing = sorted(set(PRODUCTS) - set(observed.licenses))
+
+def billing_of(plan: OrganizationPlan) -> Billing:
+    """Stopped while deactivated (the cycle kept); else a subscription per product of the plan,
+    in its trial while that lasts."""
+    spec, now, rolled = plan.observed.spec, plan.observed.now, plan.rolled_billing
+    if plan.lifecycle.target == "Deactivated":
+        start = rolled.cycle_start if rolled else None
+        return Billing(state="Stopped", cycle_start=start, subscriptions=[])
+    billed = billing(spec, rolled, now)
+    trial_state = trial(spec, plan.observed.created)
+    if trial_state is not None and now < trial_state.ends_at:
+        return billed.model_copy(update={"state": "Trial"})
+    return billed
+
+
+def organization_status(plan: OrganizationPlan, applied: Applied) -> OrganizationStatus:
+    """The status once the plan is applied as far as `applied` says; a deactivation is
+    complete when every effect was applied."""
+    observed, owner, lifecycle_plan = plan.observed, plan.owner, plan.lifecycle
+    spec, previous, generation, now = (
+        observed.spec,
+        observed.status,
+        observed.generation,
+        observed.now,
+    )
+    deactivated = lifecycle_plan.target == "Deactivated"
+    effects_applied = applied.complete and not applied.failed
+    missing = sorted(set(PRODUCTS) - set(applied.licenses))
     found = conditions.ConditionSet(previous.conditions, generation=generation, now=now)
     put = found.put
 
@@ -214,11 +439,11 @@ def organization_status(
         else f"no License yet for {', '.join(missing)}",
     )
     phase: Phase
-    if deactivated and lifecycle.deactivation is not None:
-        reason = lifecycle.deactivation.reason
+    if deactivated and lifecycle_plan.deactivation is not None:
+        reason = lifecycle_plan.deactivation.reason
         phase = "Deactivated" if effects_applied else "Deactivating"
         if effects_applied:
-            put("Deactivated", True, reason, deactivation_message(lifecycle, spec))
+            put("Deactivated", True, reason, deactivation_message(lifecycle_plan, spec))
             put(
                 "Ready",
                 True,
@@ -232,32 +457,35 @@ def organization_status(
                 "Deactivating",
                 f"applying the effects of deactivation ({reason})",
             )
-            if observed.failed:
-                put("Ready", False, "PartiallyApplied", partially_applied(observed.failed))
+            if applied.failed:
+                put("Ready", False, "PartiallyApplied", partially_applied(applied.failed))
             else:
                 put("Ready", False, "Deactivating", "deactivation is in progress")
     else:
         phase = "Active" if observed.namespace_ready else "Provisioning"
         put("Deactivated", False, "Active", "the organization is active")
-        put("Ready", *readiness(observed, owner, missing))
+        put("Ready", *readiness(observed, owner, missing, applied.failed))
+    members = list(plan.members)
+    if applied.owner_membership_created and plan.owner_membership is not None:
+        members.append(plan.owner_membership.member)
     admins = sum(
-        1 for m in observed.members if OWNER_TEAM in m.teams or same_email(m.email, owner.effective)
+        1 for m in members if OWNER_TEAM in m.teams or same_email(m.email, owner.effective)
     )
     return OrganizationStatus(
         phase=phase,
         conditions=found.conditions,
         observed_generation=generation,
-        namespace=namespace,
+        namespace=names.org_namespace(observed.name),
         owner=owner.effective,
-        billing=billed,
-        trial=trial_state,
-        activity=activity,
-        deactivation=lifecycle.deactivation,
+        billing=billing_of(plan),
+        trial=trial(spec, observed.created),
+        activity=plan.activity,
+        deactivation=lifecycle_plan.deactivation,
         owner_email_locked=deactivated and not spec.unlock_owner_email,
-        members=len(observed.members),
+        members=len(members),
         admins=admins,
-        control_planes=observed.control_planes,
-        data_planes=observed.data_planes,
+        control_planes=plan.control_planes,
+        data_planes=plan.data_planes,
     )
 
 
@@ -284,9 +512,9 @@ def partially_applied(failed: Sequence[str]) -> str:
 
 
 def readiness(
-    observed: OrgObservation, owner: OwnerDecision, missing: Sequence[str]
+    observed: OrgObservation, owner: OwnerDecision, missing: Sequence[str], failed: Sequence[str]
 ) -> tuple[bool, str, str]:
-    if observed.namespace_conflict:
+    if not observed.namespace_ready:
         return (
             False,
             "NamespaceConflict",
@@ -295,12 +523,10 @@ def readiness(
             "if it is meant for this organization (one nothing owns is then served as its own); a "
             "deleted one is noticed at the next periodic check (--check-interval)",
         )
-    if not observed.namespace_ready:
-        return False, "Provisioning", "creating the organization's namespace"
     if not owner.valid:
         return False, owner.reason, owner.message
     if missing:
         return False, "LicensesMissing", f"waiting for licenses: {', '.join(missing)}"
-    if observed.failed:
-        return False, "PartiallyApplied", partially_applied(observed.failed)
+    if failed:
+        return False, "PartiallyApplied", partially_applied(failed)
     return True, "Reconciled", "the organization is provisioned and its policy applied"

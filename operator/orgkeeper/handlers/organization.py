@@ -13,10 +13,12 @@ import kopf
 from .. import names
 from ..api.v1alpha1 import PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
-from ..controllers.organization import Indexed, mark_pending, reconcile_organization
+from ..controllers.membership import mark_pending
+from ..controllers.organization import Indexed, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
-from ..controllers.runtime import Event, Runtime, ignored_key
+from ..controllers.runtime import Runtime, ignored_key
 from ..controllers.writes import explain, now_utc
+from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import PostedEvent, owner_of

@@ -1,0 +1,132 @@
+"""Memberships: writes what the domain planned for the Memberships of an org namespace (their
+labels, RoleBindings and status), and the Owner's Membership when they have none."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..api.v1alpha1 import API_VERSION, MEMBERSHIP
+from ..api.v1alpha1.membership import MembershipStatus
+from ..domain.membership import MembershipsPlan, plan_memberships
+from ..domain.organization import OwnerMembership
+from ..kube import OwnerRef
+from .informer import Informer
+from .records import MemberRecord
+from .runtime import Runtime
+from .writes import Failure, Target, attempt, differs, status_wire
+
+
+async def create_owner_membership(
+    runtime: Runtime, namespace: str, owner: OwnerMembership, failures: list[Failure]
+) -> bool:
+    """Whether it was created; a failure is added to `failures`."""
+    kube, member = runtime.kube, owner.member
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": MEMBERSHIP.kind,
+        "metadata": {"name": member.name, "labels": dict(owner.labels)},
+        "spec": {"email": member.email, "teams": list(member.teams)},
+    }
+    create = kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, body)
+    (created,) = await attempt(
+        [(Target(f"Membership {namespace}/{member.name}"), create)], failures
+    )
+    return created
+
+
+async def sync_memberships(
+    runtime: Runtime,
+    namespace: str,
+    plan: MembershipsPlan,
+    memberships: Sequence[MemberRecord],
+    failures: list[Failure],
+) -> None:
+    """Writes the plan for the Memberships of `namespace` (as the cache held them when it was
+    made). A write that fails is added to `failures`; the others go on."""
+    kube = runtime.kube
+    records = {record.name: record for record in memberships}
+
+    # RoleBindings first: a Membership's status says its teams are bound only once they are.
+    rbac: list[tuple[Target, Awaitable[Any]]] = []
+    rbac_of: list[str] = []  # the Membership each RBAC write is for ("" for a removal)
+    for binding in plan.bindings:
+        record = records[binding.membership]
+        owner = OwnerRef(API_VERSION, MEMBERSHIP.kind, record.name, record.uid)
+        create = kube.run(kube.create_member_binding, namespace, binding, owner)
+        target = Target(f"RoleBinding {namespace}/{binding.name}", (_membership(record),))
+        rbac.append((target, _taken_in(runtime.bindings, create)))
+        rbac_of.append(record.name)
+    for binding_name in plan.stale_bindings:
+        target = Target(f"RoleBinding {namespace}/{binding_name}")
+        rbac.append((target, _deleted_binding(runtime, namespace, binding_name)))
+        rbac_of.append("")
+    done = await attempt(rbac, failures)
+    unbound = {name for name, ok in zip(rbac_of, done, strict=True) if name and not ok}
+
+    writes: list[tuple[Target, Awaitable[Any]]] = []
+    for record in memberships:
+        target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
+        labels = plan.labels.get(record.name)
+        if labels is not None:
+            label = kube.run(
+                kube.patch_labels, MEMBERSHIP.plural, namespace, record.name, dict(labels)
+            )
+            writes.append((target, _taken_in(runtime.members, label)))
+        if record.name in unbound:
+            continue  # its status waits until its RoleBindings are written (the org says why)
+        status_write = _status_write(runtime, record, plan.statuses[record.name])
+        if status_write is not None:
+            writes.append((target, status_write))
+    await attempt(writes, failures)
+
+
+async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
+    """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
+    Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
+    an org that was then deleted). Once the org exists, its own reconcile takes over."""
+    memberships = runtime.members.in_namespace(namespace)
+    plan = plan_memberships(
+        None,
+        memberships,
+        runtime.bindings.in_namespace(namespace),
+        sso_prefix=runtime.settings.sso_username_prefix,
+        now=now,
+    )
+    failures: list[Failure] = []
+    await sync_memberships(runtime, namespace, plan, memberships, failures)
+    return failures
+
+
+def _status_write(
+    runtime: Runtime, record: MemberRecord, status: MembershipStatus
+) -> Awaitable[None] | None:
+    """The patch of a Membership's status, if it differs (lastLoginTime is the CLI's)."""
+    wire = status_wire(status, omit=("lastLoginTime",))
+    if not differs(wire, record.status):
+        return None
+    kube = runtime.kube
+    patch = kube.run(kube.patch_status, MEMBERSHIP.plural, record.name, wire, record.namespace)
+    return _taken_in(runtime.members, patch)
+
+
+def _membership(record: MemberRecord) -> dict[str, Any]:
+    """A Membership as the object an Event is about."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": MEMBERSHIP.kind,
+        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
+    }
+
+
+async def _deleted_binding(runtime: Runtime, namespace: str, name: str) -> None:
+    await runtime.kube.run(runtime.kube.delete_role_binding, namespace, name)
+    runtime.bindings.forget(namespace, name)
+
+
+async def _taken_in(informer: Informer[Any], write: Awaitable[Mapping[str, Any] | None]) -> None:
+    """Awaits a write and puts its answer in the cache, so the next reconcile doesn't redo it."""
+    written = await write
+    if written is not None:
+        informer.observe(written)

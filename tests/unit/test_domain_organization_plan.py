@@ -1,0 +1,449 @@
+"""The plan of one Organization reconcile, from what it observed: no cluster, only facts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orgkeeper import names
+from orgkeeper.api.v1alpha1 import PRODUCTS
+from orgkeeper.api.v1alpha1.common import Team
+from orgkeeper.api.v1alpha1.organization import (
+    Activity,
+    ApiRequests,
+    Billing,
+    Deactivation,
+    OrganizationSpec,
+    OrganizationStatus,
+    Plan,
+)
+from orgkeeper.controllers.records import BindingRecord, MemberRecord, WorkloadRecord
+from orgkeeper.domain import organization as org_domain
+from orgkeeper.domain.membership import OrgContext, membership_labels, plan_memberships
+from orgkeeper.domain.namespaces import Claim, org_namespace_ready
+from orgkeeper.domain.organization import (
+    Applied,
+    OrganizationPlan,
+    OrgObservation,
+    closing_events,
+    organization_status,
+    plan,
+)
+
+OWNER = "owner@example.com"
+ADMIN = "admin@example.com"
+DEV = "dev@example.com"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(days=30)
+CYCLE = timedelta(days=30)
+LONG_AGO = NOW - timedelta(days=200)
+RECENTLY = NOW - timedelta(days=2)
+
+
+def membership(
+    email: str, *teams: Team, last_login: datetime | None = None, labelled: bool = True
+) -> MemberRecord:
+    name = email.split("@")[0]
+    return MemberRecord(
+        name=name,
+        namespace="org-acme",
+        uid=f"uid-{name}",
+        generation=1,
+        email=email,
+        teams=teams,
+        labels=membership_labels("acme", email) if labelled else {},
+        status={"lastLoginTime": last_login.isoformat()} if last_login else {},
+    )
+
+
+def workload(
+    name: str, component: str, *, frozen: bool = False, namespace: str = "org-acme"
+) -> WorkloadRecord:
+    return WorkloadRecord(
+        kind="Deployment",
+        namespace=namespace,
+        name=name,
+        uid=name,
+        organization="acme",
+        component=component,
+        product="mesh",
+        annotations={names.ANNOTATION_FROZEN: "true"} if frozen else {},
+    )
+
+
+PLANES = (
+    workload("cp", "control-plane"),
+    workload("dp", "data-plane"),
+    workload("dp-frozen", "data-plane", frozen=True),
+)
+MEMBERS = (membership(OWNER, "organization-admin"), membership(DEV, "api-product-developer"))
+
+
+def active_status(
+    *, owner: str = OWNER, cycle_start: datetime = NOW - timedelta(days=3), requests: int = 0
+) -> OrganizationStatus:
+    """An org reconciled before: it has an Owner and a running billing cycle."""
+    return OrganizationStatus(
+        phase="Active",
+        owner=owner,
+        billing=Billing(state="Active", cycle_start=cycle_start),
+        activity=Activity(api_requests=ApiRequests(current_cycle=requests)),
+    )
+
+
+def deactivated_status(reason: str, at: datetime = NOW - timedelta(days=10)) -> OrganizationStatus:
+    return OrganizationStatus.model_validate(
+        {
+            "phase": "Deactivated",
+            "owner": OWNER,
+            "billing": {"state": "Stopped", "cycleStart": NOW - timedelta(days=3)},
+            "deactivation": {"at": at, "reason": reason},
+        }
+    )
+
+
+def observe(
+    *,
+    plan: Plan = "Free",
+    status: OrganizationStatus | None = None,
+    created: datetime = RECENTLY,
+    members: Sequence[MemberRecord] = MEMBERS,
+    bindings: Sequence[BindingRecord] = (),
+    workloads: Sequence[WorkloadRecord] = PLANES,
+    claims: Sequence[Claim] = (),
+    namespace_ready: bool = True,
+    provisioned: Sequence[str] = PRODUCTS,
+    **spec: Any,
+) -> OrgObservation:
+    """Org acme, by default a Free one created lately and reconciled before."""
+    return OrgObservation(
+        name="acme",
+        uid="uid-acme",
+        generation=2,
+        created=created,
+        spec=OrganizationSpec.model_validate(
+            {"displayName": "Acme", "plan": plan, "region": "eu", "owner": OWNER, **spec}
+        ),
+        status=active_status() if status is None else status,
+        now=NOW,
+        billing_cycle=CYCLE,
+        inactivity_window=WINDOW,
+        sso_prefix="oidc:",
+        namespace_ready=namespace_ready,
+        claims=claims,
+        memberships=members,
+        bindings=bindings,
+        provisioned=frozenset(provisioned),
+        workloads=workloads,
+    )
+
+
+def reasons(planned: OrganizationPlan) -> list[str]:
+    return [event.reason for event in planned.events]
+
+
+# The lifecycle: who is deactivated, what happens to their workloads and the Owner's rights.
+
+
+def logged_in(at: datetime) -> dict[str, Any]:
+    """An org created long ago whose Owner last logged in `at`."""
+    return {
+        "created": LONG_AGO,
+        "members": (membership(OWNER, "organization-admin", last_login=at),),
+    }
+
+
+IDLE, USED = logged_in(LONG_AGO), logged_in(RECENTLY)
+STOPPED = {"cp": "Decommission", "dp": "Freeze"}  # what deactivation does to the planes
+RUNNING = {"dp-frozen": "Unfreeze"}
+
+
+@pytest.mark.parametrize(
+    ("facts", "target", "started", "workloads", "owner_user"),
+    [
+        (IDLE, "Deactivated", True, STOPPED, None),
+        (USED, "Active", False, RUNNING, OWNER),
+        ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, OWNER),
+        ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, OWNER),
+        ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, OWNER),
+        ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, OWNER),
+        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, None),
+        ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, OWNER),
+        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, None),
+        ({**IDLE, "status": deactivated_status("Inactive"), "reactivationRequestedAt": NOW},
+            "Active", False, RUNNING, OWNER),
+        ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, f"oidc:{OWNER}"),
+    ],
+    ids=[
+        "free-idle-past-the-window",
+        "free-logged-in-lately",
+        "plus-never-idle",
+        "enterprise-never-idle",
+        "free-created-lately",
+        "free-with-api-requests",
+        "requested",
+        "requested-then-active-again",
+        "inactive-stays-deactivated",
+        "inactive-reactivated-on-request",
+        "sso-only-owner-is-the-idps-user",
+    ],
+)  # fmt: skip
+def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
+    facts: dict[str, Any],
+    target: str,
+    started: bool,
+    workloads: dict[str, str],
+    owner_user: str | None,
+) -> None:
+    planned = plan(observe(**facts))
+    assert planned.namespace is not None
+    assert (planned.lifecycle.target, planned.lifecycle.started) == (target, started)
+    assert planned.records_deactivation_first is started
+    assert ("Deactivating" in reasons(planned)) is started
+    assert dict(planned.workloads) == workloads
+    assert planned.namespace.owner_user == owner_user
+
+
+def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None:
+    planned = plan(observe(**IDLE))
+    assert planned.events[-1].message == "deactivating the organization (Inactive)"
+    first = organization_status(planned, Applied())
+    assert (first.phase, closing_events(planned, first)) == ("Deactivating", [])
+    failed = organization_status(planned, Applied(failed=("Deployment org-acme/cp (x)",)))
+    assert failed.phase == "Deactivating"
+    done = organization_status(planned, Applied(complete=True))
+    (told,) = closing_events(planned, done)
+    assert (done.phase, told.reason) == ("Deactivated", "Deactivated")
+    assert done.billing is not None and done.billing.state == "Stopped"
+
+
+def test_a_reactivation_tells_reactivated_and_restarts_billing() -> None:
+    planned = plan(observe(**USED, status=deactivated_status("Requested")))
+    status = organization_status(planned, Applied(licenses=frozenset(PRODUCTS), complete=True))
+    assert [e.reason for e in closing_events(planned, status)] == ["Reactivated"]
+    assert status.billing is not None and status.billing.state == "Active"
+    assert (status.phase, status.deactivation) == ("Active", None)
+
+
+def test_a_deactivated_org_holds_no_member_roles() -> None:
+    bound = plan(observe(**USED)).namespace
+    assert bound is not None and bound.memberships.bindings
+    existing = [
+        BindingRecord(b.name, "org-acme", (b.user,), b.cluster_role, b.labels, ("uid-owner",))
+        for b in bound.memberships.bindings
+    ]
+    removed = plan(observe(**USED, state="Deactivated", bindings=existing)).namespace
+    assert removed is not None
+    assert removed.memberships.bindings == ()
+    assert removed.memberships.stale_bindings == tuple(sorted(b.name for b in existing))
+    assert {s.state for s in removed.memberships.statuses.values()} == {"Removed"}
+
+
+# Billing: rolled once, at the end of a cycle, and what the inactivity rule counts.
+
+
+@pytest.mark.parametrize(
+    ("cycle_start", "requests", "rolled", "target"),
+    [
+        (NOW - timedelta(days=3), 5, ApiRequests(current_cycle=5), "Active"),
+        (NOW - CYCLE - timedelta(days=3), 5, ApiRequests(previous_cycle=5), "Active"),
+        (NOW - 2 * CYCLE - timedelta(days=3), 5, ApiRequests(), "Deactivated"),
+    ],
+    ids=["within-the-cycle", "one-cycle-ended", "two-cycles-ended"],
+)
+def test_the_billing_cycle_rolls_at_its_end_and_the_rolled_counters_decide_idleness(
+    cycle_start: datetime, requests: int, rolled: ApiRequests, target: str
+) -> None:
+    status = active_status(cycle_start=cycle_start, requests=requests)
+    planned = plan(observe(**IDLE, status=status))
+    assert (planned.activity.api_requests, planned.lifecycle.target) == (rolled, target)
+    written = organization_status(planned, Applied(complete=True))
+    assert written.activity is not None and written.activity.api_requests == rolled
+    assert written.billing is not None and written.billing.cycle_start is not None
+    assert NOW - CYCLE < written.billing.cycle_start <= NOW
+
+
+def test_the_billing_cycle_is_rolled_once_per_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+    rolls: list[datetime] = []
+    roll = org_domain.roll_billing_cycle
+
+    def counted(*args: Any) -> Any:
+        rolls.append(args[-1])
+        return roll(*args)
+
+    monkeypatch.setattr(org_domain, "roll_billing_cycle", counted)
+    planned = plan(observe(status=active_status(cycle_start=NOW - CYCLE, requests=5)))
+    organization_status(planned, Applied())  # the status written before the effects
+    organization_status(planned, Applied(complete=True))
+    assert rolls == [NOW]
+
+
+def test_the_last_login_is_the_latest_of_the_members() -> None:
+    members = (
+        membership(OWNER, "organization-admin", last_login=LONG_AGO),
+        membership(DEV, last_login=RECENTLY),
+        membership(ADMIN),
+    )
+    assert plan(observe(members=members)).activity.last_login_time == RECENTLY
+
+
+# The Owner: their Membership, a transfer, and nothing at all in a namespace not the org's.
+
+
+@pytest.mark.parametrize(
+    ("status", "members", "namespace_ready", "created"),
+    [
+        (OrganizationStatus(), (), True, True),
+        (OrganizationStatus(), (), False, False),
+        (active_status(), MEMBERS, True, False),
+        (active_status(), MEMBERS[1:], True, False),  # the Owner left: no Membership back
+        (active_status(owner=ADMIN), MEMBERS[1:], True, True),  # support named a new Owner
+    ],
+    ids=["new-org", "new-org-namespace-conflict", "owner-present", "owner-left", "support"],
+)
+def test_the_owners_membership_is_created_only_in_the_orgs_namespace(
+    status: OrganizationStatus,
+    members: Sequence[MemberRecord],
+    namespace_ready: bool,
+    created: bool,
+) -> None:
+    planned = plan(observe(status=status, members=members, namespace_ready=namespace_ready))
+    assert (planned.owner_membership is not None) is created
+    if planned.owner_membership is not None:
+        owner = planned.owner_membership
+        assert (owner.member.name, owner.member.teams) == (
+            names.owner_membership(OWNER),
+            ("organization-admin",),
+        )
+        assert owner.labels == membership_labels("acme", OWNER)
+        assert owner.created.reason == "OwnerMembershipCreated"
+        status_after = organization_status(planned, Applied(owner_membership_created=True))
+        assert (status_after.members, status_after.admins) == (len(members) + 1, 1)
+
+
+def test_a_transfer_to_an_organization_admin_moves_the_owners_rights() -> None:
+    members = (*MEMBERS, membership(ADMIN, "organization-admin"))
+    planned = plan(observe(members=members, owner=ADMIN))
+    assert planned.namespace is not None
+    assert (planned.owner.effective, planned.namespace.owner_user) == (ADMIN, ADMIN)
+    assert reasons(planned) == ["OwnershipTransferred"]
+
+
+def test_a_rejected_transfer_is_told_once() -> None:
+    planned = plan(observe(owner=DEV))
+    assert (planned.owner.effective, reasons(planned)) == (OWNER, ["TransferRejected"])
+    again = plan(observe(owner=DEV, status=organization_status(planned, Applied())))
+    assert reasons(again) == []
+
+
+def test_a_conflicted_namespace_writes_nothing_in_it() -> None:
+    elsewhere = workload("edge-dp", "data-plane", frozen=True, namespace="edge")
+    planned = plan(
+        observe(
+            status=OrganizationStatus(),
+            members=(),
+            namespace_ready=False,
+            workloads=(*PLANES, elsewhere),
+            claims=(Claim("edge", "acme"),),
+        )
+    )
+    assert (planned.namespace, planned.owner_membership) == (None, None)
+    assert planned.owned_namespaces == {"edge"}
+    assert dict(planned.workloads) == {"edge-dp": "Unfreeze"}
+    ready = organization_status(planned, Applied(complete=True)).conditions[-1]
+    assert (ready.type, ready.reason) == ("Ready", "NamespaceConflict")
+
+
+@pytest.mark.parametrize(
+    ("owners", "label", "ready"),
+    [
+        (["uid-acme"], None, True),
+        (["uid-other"], "acme", False),
+        ([], "acme", True),  # made for the org, ahead of it
+        ([], "other", False),
+        ([], None, False),
+    ],
+    ids=["owned", "someone-elses", "made-for-it", "labelled-for-another", "squatted"],
+)
+def test_a_found_org_namespace_serves_the_org_if_it_owns_it_or_it_was_made_for_it(
+    owners: list[str], label: str | None, ready: bool
+) -> None:
+    assert org_namespace_ready("acme", "uid-acme", owners, label) is ready
+
+
+def test_the_provisioned_licenses_missing_are_created() -> None:
+    planned = plan(observe(provisioned=["mesh"]))
+    assert planned.namespace is not None
+    assert planned.namespace.licenses == ("gateway-enterprise", "ingress-controller")
+
+
+def test_planes_are_counted_in_owned_namespaces_only() -> None:
+    elsewhere = workload("stray", "control-plane", namespace="elsewhere")
+    status = organization_status(plan(observe(workloads=(*PLANES, elsewhere))), Applied())
+    assert (status.control_planes, status.data_planes) == (1, 2)
+
+
+# Member RoleBindings: desired, drifted, stale; labels; Pending without an org.
+
+ORG = OrgContext(name="acme", owner=OWNER, sso_only=False, deactivated=False, region="eu")
+
+
+def found(name: str, user: str, role: str, owner: str, **labels: str) -> BindingRecord:
+    dev_labels = {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_ORGANIZATION: "acme",
+        names.LABEL_MEMBERSHIP: "dev",
+        names.LABEL_EMAIL_HASH: names.email_hash(DEV),
+        names.LABEL_TEAM: "api-product-developer",
+    }
+    return BindingRecord(name, "org-acme", (user,), role, {**dev_labels, **labels}, (owner,))
+
+
+DEV_BINDING = names.member_binding(DEV, "api-product-developer")
+DEV_ROLE = "orgkeeper-api-product-developer"
+OTHER_TEAM = {names.LABEL_TEAM: "portal-admin"}
+IN_PLACE = found(DEV_BINDING, DEV, DEV_ROLE, "uid-dev")
+
+
+@pytest.mark.parametrize(
+    ("existing", "written", "stale"),
+    [
+        ((), [DEV_BINDING], ()),
+        ((IN_PLACE,), [], ()),
+        ((found(DEV_BINDING, "oidc:" + DEV, DEV_ROLE, "uid-dev"),), [DEV_BINDING], ()),
+        ((found(DEV_BINDING, DEV, DEV_ROLE, "uid-other"),), [DEV_BINDING], ()),
+        ((found(DEV_BINDING, DEV, DEV_ROLE, "uid-dev", **OTHER_TEAM),), [DEV_BINDING], ()),
+        ((IN_PLACE, found("gone", DEV, DEV_ROLE, "x")), [], ("gone",)),
+    ],
+    ids=["missing", "in-place", "subject-drifted", "owner-drifted", "label-drifted", "stale"],
+)  # fmt: skip
+def test_member_bindings_are_written_where_missing_or_drifted_and_stale_ones_removed(
+    existing: Sequence[BindingRecord], written: list[str], stale: tuple[str, ...]
+) -> None:
+    members = (membership(DEV, "api-product-developer"),)
+    planned = plan_memberships(ORG, members, existing, sso_prefix="oidc:", now=NOW)
+    assert [b.name for b in planned.bindings] == written
+    assert planned.stale_bindings == stale
+    assert planned.statuses["dev"].effective_teams == ["api-product-developer"]
+
+
+def test_a_membership_missing_its_labels_gets_them() -> None:
+    members = (membership(DEV, labelled=False), membership(OWNER))
+    planned = plan_memberships(ORG, members, (), sso_prefix="oidc:", now=NOW)
+    assert planned.labels == {"dev": membership_labels("acme", DEV)}
+
+
+def test_without_an_org_memberships_are_pending_and_hold_no_roles() -> None:
+    members = (membership(DEV, "api-product-developer", labelled=False),)
+    existing = (found(DEV_BINDING, DEV, DEV_ROLE, "uid-dev"),)
+    planned = plan_memberships(None, members, existing, sso_prefix="oidc:", now=NOW)
+    assert (planned.bindings, planned.stale_bindings, planned.labels) == ((), (DEV_BINDING,), {})
+    assert planned.statuses["dev"].state == "Pending"
+
+
+def test_deactivation_records_its_start() -> None:
+    planned = plan(observe(**IDLE))
+    assert planned.lifecycle.deactivation == Deactivation(at=NOW, reason="Inactive")
