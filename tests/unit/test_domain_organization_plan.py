@@ -21,7 +21,9 @@ from orgkeeper.api.v1alpha1.organization import (
     Plan,
 )
 from orgkeeper.controllers.records import BindingRecord, MemberRecord, WorkloadRecord
+from orgkeeper.domain import conditions
 from orgkeeper.domain import organization as org_domain
+from orgkeeper.domain.conditions import find
 from orgkeeper.domain.membership import OrgContext, membership_labels, plan_memberships
 from orgkeeper.domain.namespaces import Claim, org_namespace_ready
 from orgkeeper.domain.organization import (
@@ -218,6 +220,22 @@ def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None
     (told,) = closing_events(planned, done)
     assert (done.phase, told.reason) == ("Deactivated", "Deactivated")
     assert done.billing is not None and done.billing.state == "Stopped"
+
+
+def test_the_status_written_before_a_deactivations_effects_keeps_the_licenses_condition() -> None:
+    licensed = conditions.put(
+        [],
+        "LicensesProvisioned",
+        True,
+        "Provisioned",
+        "a License exists for every product",
+        generation=1,
+        now=LONG_AGO,
+    )
+    status = active_status().model_copy(update={"conditions": licensed})
+    first = organization_status(plan(observe(**IDLE, status=status)), Applied())
+    assert first.phase == "Deactivating"
+    assert find(first.conditions, "LicensesProvisioned") == licensed[0]
 
 
 def test_a_reactivation_tells_reactivated_and_restarts_billing() -> None:

@@ -221,7 +221,9 @@ class Applied:
 
     owner_membership_created: bool = False
     failed: Sequence[str] = ()  # targets (namespace, Secret, workload...) with a short reason
-    licenses: Collection[str] = field(default_factory=frozenset)  # products licensed now
+    # Products licensed now; None: the Licenses aren't reconciled yet (the status written
+    # before a deactivation's effects), so LicensesProvisioned keeps what it said.
+    licenses: Collection[str] | None = None
     complete: bool = False  # every effect was attempted (False: the status is written first)
 
 
@@ -425,19 +427,20 @@ def organization_status(plan: OrganizationPlan, applied: Applied) -> Organizatio
     )
     deactivated = lifecycle_plan.target == "Deactivated"
     effects_applied = applied.complete and not applied.failed
-    missing = sorted(set(PRODUCTS) - set(applied.licenses))
+    missing = sorted(set(PRODUCTS) - set(applied.licenses or ()))
     found = conditions.ConditionSet(previous.conditions, generation=generation, now=now)
     put = found.put
 
     put("OwnerValid", owner.valid, owner.reason, owner.message)
-    put(
-        "LicensesProvisioned",
-        not missing,
-        "Provisioned" if not missing else "LicensesMissing",
-        "a License exists for every product"
-        if not missing
-        else f"no License yet for {', '.join(missing)}",
-    )
+    if applied.licenses is not None:
+        put(
+            "LicensesProvisioned",
+            not missing,
+            "Provisioned" if not missing else "LicensesMissing",
+            "a License exists for every product"
+            if not missing
+            else f"no License yet for {', '.join(missing)}",
+        )
     phase: Phase
     if deactivated and lifecycle_plan.deactivation is not None:
         reason = lifecycle_plan.deactivation.reason
