@@ -33,7 +33,7 @@ from kubernetes import client, config
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audit
 
-from orgkeeper.localcluster import REPO_ROOT, LocalCluster, free_port
+from orgkeeper_dev.localcluster import REPO_ROOT, LocalCluster, free_port
 
 OUT = REPO_ROOT / "bench" / "out"
 STATE = REPO_ROOT / ".cache" / "bench" / "cluster"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper_dev.localcluster import LocalCluster, binaries
 from support import identity
 from support.identity import ServiceAccountIdentity
 from support.install import install_orgkeeper

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper_dev.localcluster import LocalCluster, binaries
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client
 

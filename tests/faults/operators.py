@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.api.v1alpha1 import GROUP, VERSION
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
 from support.operator import OperatorProcess

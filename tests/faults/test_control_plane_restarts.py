@@ -7,7 +7,7 @@ import time
 import uuid
 from functools import partial
 
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube
 from support.orgs import wait_org
 

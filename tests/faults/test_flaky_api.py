@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube
 
 from .operators import Operators

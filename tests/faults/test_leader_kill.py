@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orgkeeper.api.v1alpha1 import PRODUCTS
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
 from support.replicas import (

@@ -18,7 +18,7 @@ from kubernetes import client
 
 from orgkeeper import names
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.cli import orgkeeper
 from support.kube import Kube, rejection, wait_for
 from support.orgs import allowed, membership, organization, wait_members_bound, wait_org

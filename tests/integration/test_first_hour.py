@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orgkeeper.localcluster import LocalCluster, binaries, free_port
+from orgkeeper_dev.localcluster import LocalCluster, binaries, free_port
 from support.cli import orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.orgs import condition, membership, organization, wait_org

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
-from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper_dev.localcluster import LocalCluster, free_port
 from support import identity
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for

@@ -27,7 +27,7 @@ import pytest
 from kubernetes import client, watch
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper_dev.localcluster import LocalCluster, free_port
 from support import identity
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.identity import ServiceAccountIdentity
 from support.kube import Kube, api_client, rejection, wait_for

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for

@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 
 from conftest import kubectl
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import metrics as scraping
 from support.cli import orgkeeper
 from support.kube import Kube, wait_for

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orgkeeper.localcluster import LocalCluster
 from orgkeeper.pki import certificate, pem_key, subject_name
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.identity import ServiceAccountIdentity
 from support.install import install_orgkeeper

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper_dev.localcluster import LocalCluster, binaries
 from support.kube import Kube
 
 REPO = Path(__file__).resolve().parents[2]

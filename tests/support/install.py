@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster, install_arguments
+from orgkeeper_dev.localcluster import LocalCluster, install_arguments
 from support.identity import kubectl
 from support.kube import (
     Kube,

@@ -19,8 +19,8 @@ from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
 from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
 from orgkeeper.settings import REGIONS, Settings, lease_name, parse_duration
+from orgkeeper_dev.localcluster import INSTALL_MANIFESTS, install_arguments
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -22,9 +22,9 @@ from orgkeeper.api.v1alpha1.membership import MembershipSpec
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.namespaces import made_for
 from orgkeeper.handlers.startup import configure_kopf
-from orgkeeper.localcluster import LocalCluster, binaries, kubeconfig_environment
 from orgkeeper.metrics import OperatorMetrics
 from orgkeeper.settings import Settings
+from orgkeeper_dev.localcluster import LocalCluster, binaries, kubeconfig_environment
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -273,7 +273,7 @@ def test_make_help_and_localcluster_help_say_what_the_readme_says() -> None:
     readme = (REPO / "README.md").read_text()
     makefile = (REPO / "Makefile").read_text()
     assert "about 17 min" in makefile and "about 17 minutes" in readme
-    from orgkeeper import localcluster
+    from orgkeeper_dev import localcluster
 
     assert "~/.cache/orgkeeper/controlplane/<fingerprint>/" in (localcluster.__doc__ or "")
     header = (MANIFESTS / "kustomization.yaml").read_text()

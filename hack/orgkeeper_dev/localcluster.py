@@ -3,7 +3,8 @@
 Binaries come from $KUBEBUILDER_ASSETS when it has them, otherwise they are built once from the
 Go module in hack/controlplane and cached per machine in
 ~/.cache/orgkeeper/controlplane/<fingerprint>/ ($ORGKEEPER_CONTROLPLANE_CACHE). `python -m
-orgkeeper.localcluster build|up|down|status` is what `make cluster-up` and friends call.
+orgkeeper_dev.localcluster build|up|down|status|kubectl|install` is what `make cluster-up` and
+friends call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .pki import certificate, pem_key, subject_name
+from orgkeeper.pki import certificate, pem_key, subject_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GO_MODULE = REPO_ROOT / "hack" / "controlplane"
@@ -493,18 +494,10 @@ def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) ->
     return {"KUBECONFIG": str(cluster.kubeconfig)}
 
 
-@contextlib.contextmanager
-def running_cluster(state_dir: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(state_dir)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orgkeeper.localcluster", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m orgkeeper_dev.localcluster", description=__doc__
+    )
     parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl", "install"])
     parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)

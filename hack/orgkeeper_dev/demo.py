@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .localcluster import (
+from orgkeeper_dev.localcluster import (
     DEFAULT_STATE_DIR,
     LocalCluster,
     binaries,
@@ -512,7 +512,7 @@ def deployment(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orgkeeper.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m orgkeeper_dev.demo", description=__doc__)
     parser.add_argument(
         "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the cluster lives"
     )
