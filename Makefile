@@ -71,4 +71,4 @@ demo: controlplane ## the main job, told with real objects on a fresh local cont
 
 bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(DEV_PYTHON) bench/run.py
+	$(BIN)/python bench/run.py

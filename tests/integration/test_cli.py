@@ -6,7 +6,6 @@ import base64
 import json
 import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,13 @@ from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.cli import orgkeeper
 from support.identity import ServiceAccountIdentity
-from support.kube import Kube, wait_for
+from support.kube import AsUser, Kube, wait_for
 from support.licenses import license_body
 from support.metrics import service_account_token
 from support.orgs import condition, membership, organization, wait_members_bound, wait_org
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-AsUser = Callable[[str], Kube]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -17,10 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orgkeeper.pki import certificate, pem_key, subject_name
-from orgkeeper_dev.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
