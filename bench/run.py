@@ -27,13 +27,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 
+# `audit` beside this file, and the development tooling (hack/orgkeeper_dev) of this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "hack"))
 import audit
 
-from orgkeeper.localcluster import REPO_ROOT, LocalCluster, free_port
 from orgkeeper.names import (
     API_VERSION,
     COMPONENT_DATA_PLANE,
@@ -46,6 +46,13 @@ from orgkeeper.names import (
     ORGANIZATIONS,
     VERSION,
     propagated_license_secret,
+)
+from orgkeeper_dev.localcluster import (
+    REPO_ROOT,
+    LocalCluster,
+    free_port,
+    install_orgkeeper,
+    kubectl,
 )
 
 OUT = REPO_ROOT / "bench" / "out"
@@ -99,19 +106,22 @@ class Bench:
     # --- setup ----------------------------------------------------------------------------
 
     def install(self) -> None:
-        kubectl = self.cluster.kubectl
+        install_orgkeeper(self.cluster)
+        # The floor writes Memberships in namespaces orgkeeper ignores, which this admission
+        # policy refuses; it guards users, and the bench's writers are the admin and the operator.
         kubectl(
-            "apply",
-            "--server-side",
-            "-f",
-            str(REPO_ROOT / "crds"),
-            "-f",
-            str(REPO_ROOT / "manifests" / "rbac" / "teams.yaml"),
+            self.cluster,
+            "delete",
+            "validatingadmissionpolicybinding",
+            "orgkeeper-org-namespace-only",
         )
-        kubectl("create", "namespace", "orgkeeper-system")
-        kubectl("create", "serviceaccount", "orgkeeper-bench", "-n", "orgkeeper-system")
+        kubectl(self.cluster, "create", "namespace", "orgkeeper-system")
+        kubectl(
+            self.cluster, "create", "serviceaccount", "orgkeeper-bench", "-n", "orgkeeper-system"
+        )
         # The bench measures speed, not RBAC (the test suite proves that): cluster-admin here.
         kubectl(
+            self.cluster,
             "create",
             "clusterrolebinding",
             "orgkeeper-bench",
@@ -122,65 +132,16 @@ class Bench:
             "orgkeeper-bench", "orgkeeper-system", {"spec": {"expirationSeconds": 86400}}
         ).status.token
         self.operator_token = str(token)  # cluster-admin: it may also read /metrics
-        self.operator_kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {
-                                "server": self.cluster.server,
-                                "certificate-authority": str(self.cluster.pki / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [{"name": "operator", "user": {"token": token}}],
-                    "contexts": [
-                        {"name": "local", "context": {"cluster": "local", "user": "operator"}}
-                    ],
-                    "current-context": "local",
-                }
-            )
-        )
+        self.cluster.token_kubeconfig(self.operator_kubeconfig, self.operator_token)
 
     def start_operator(self) -> None:
-        health = free_port()
-        self.cluster.spawn(
-            "orgkeeper",
-            [
-                sys.executable,
-                "-m",
-                "orgkeeper.cli",
-                "run",
-                "--listen-address=127.0.0.1",
-                f"--webhook-port={free_port()}",
-                f"--health-port={health}",
-                f"--metrics-port={self.metrics_port}",
-                # Periodic checks inside the idle window, so it shows what they cost.
-                "--check-interval=60s",
-            ],
-            # MALLOC_ARENA_MAX as the image (Dockerfile) runs it.
-            env={
-                **os.environ,
-                "KUBECONFIG": str(self.operator_kubeconfig),
-                "MALLOC_ARENA_MAX": "2",
-            },
-        )
-        wait(
-            "the operator",
-            lambda: self._get(f"http://127.0.0.1:{health}/healthz") is not None,
-            timeout=120,
-        )
-        wait(
-            "the webhooks",
-            lambda: bool(
-                client.AdmissionregistrationV1Api(self.api)
-                .list_validating_webhook_configuration()
-                .items
-            ),
-            timeout=60,
+        self.cluster.start_operator(
+            # Periodic checks inside the idle window, so it shows what they cost.
+            "--check-interval=60s",
+            kubeconfig=self.operator_kubeconfig,
+            metrics_port=self.metrics_port,
+            # As the image (Dockerfile) runs it.
+            environ={"MALLOC_ARENA_MAX": "2"},
         )
 
     def stop_operator(self) -> None:
@@ -195,14 +156,6 @@ class Bench:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise SystemExit("bench: no VmRSS for the operator")
-
-    @staticmethod
-    def _get(url: str) -> str | None:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                return str(reply.read().decode())
-        except OSError:
-            return None
 
     def metric(self, sample: str) -> float:
         # /metrics is HTTPS with the operator's own certificate, for authorized tokens only.

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.install import install_orgkeeper
-from support.kube import Kube, api_client, wait_for
+from support.kube import AsUser, Kube, api_client, wait_for
 from support.metrics import READER_ROLE, service_account_token
 from support.operator import OperatorProcess
+from support.orgs import unique_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
@@ -38,18 +35,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.stop()
-
-
-def kubectl(
-    local: LocalCluster, *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(binaries(build=False)["kubectl"]), *args],
-        env={**os.environ, "KUBECONFIG": str(local.kubeconfig)},
-        capture_output=True,
-        text=True,
-        check=check,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +92,7 @@ def metrics_reader(admin: Kube, operator_identity: ServiceAccountIdentity) -> st
 
 
 @pytest.fixture
-def as_user(cluster: LocalCluster) -> Callable[[str], Kube]:
+def as_user(cluster: LocalCluster) -> AsUser:
     """The cluster as a given user sees it (impersonation, with system:authenticated)."""
     return lambda user: Kube(api_client(cluster.kubeconfig, user=user))
 
@@ -115,4 +100,4 @@ def as_user(cluster: LocalCluster) -> Callable[[str], Kube]:
 @pytest.fixture
 def unique() -> str:
     """A short suffix that keeps this test's object names apart from every other test's."""
-    return uuid.uuid4().hex[:6]
+    return unique_suffix()

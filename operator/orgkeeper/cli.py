@@ -29,7 +29,9 @@ from .names import (
     same_email,
 )
 
-DEFAULT_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+# Relative to where the command runs (a checkout's root, as `make crds` runs it): the installed
+# package knows nothing of the checkout it was built from.
+DEFAULT_CRD_DIR = Path("crds")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -279,7 +281,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_crds(commands: Any) -> None:
     crds = commands.add_parser("crds", help="write crds/*.yaml from the API models")
-    crds.add_argument("--dir", type=Path, default=DEFAULT_CRD_DIR, help="target directory")
+    crds.add_argument(
+        "--dir", type=Path, default=DEFAULT_CRD_DIR, help="target directory (default: ./crds)"
+    )
     crds.add_argument(
         "--check", action="store_true", help="fail if the files differ instead of writing"
     )

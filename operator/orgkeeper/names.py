@@ -36,6 +36,11 @@ def finalizer(region: str | None) -> str:
     return f"{kopf_prefix(region)}/finalizer"
 
 
+# kopf names both webhook configurations by the prefix of an all-regions operator; regional ones
+# share them (admission is region-independent).
+WEBHOOK_CONFIGURATION = kopf_prefix(None)
+
+
 def stale_finalizers(found: list[str], region: str | None) -> list[str]:
     """orgkeeper finalizers on an org of `region` other than this operator's: left by an
     operator of the other kind (all regions, or regional) that ran before this one. The two

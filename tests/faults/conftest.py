@@ -7,16 +7,13 @@ processes of its own against it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orgkeeper.localcluster import LocalCluster, binaries
-from support.install import install_orgkeeper
-from support.kube import Kube, api_client
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
+from support.kube import AsUser, Kube, api_client
 
 from .operators import Operators
 from .report import REPORT_PATH, TALLY, TRIALS
@@ -39,19 +36,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section(f"fault suite ({TRIALS} trial(s) per fault)")
     terminalreporter.write_line(TALLY.table())
     terminalreporter.write_line(f"written to {path.relative_to(REPO)}")
-
-
-def kubectl(cluster: LocalCluster, *args: str) -> str:
-    done = subprocess.run(
-        [str(binaries(build=False)["kubectl"]), *args],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
 
 
 @pytest.fixture(scope="package")
@@ -85,6 +69,6 @@ def operators(
 
 
 @pytest.fixture
-def as_user(fault_cluster: LocalCluster) -> Callable[[str], Kube]:
+def as_user(fault_cluster: LocalCluster) -> AsUser:
     """The fault cluster as a given user sees it (impersonation)."""
     return lambda user: Kube(api_client(fault_cluster.kubeconfig, user=user))

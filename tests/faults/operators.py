@@ -8,16 +8,15 @@ configuration stays whatever happens to the process, as it does in a cluster.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TypedDict, Unpack
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.api.v1alpha1 import GROUP, VERSION
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
 from support.operator import OperatorProcess
@@ -50,18 +49,6 @@ DEFAULTS: Settings = {
 }
 
 
-def loopback_webhooks(rendered: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
-    """The manifests' webhook configurations, each Service reference made https://127.0.0.1."""
-    configurations = copy.deepcopy(
-        [doc for doc in rendered if doc["kind"].endswith("WebhookConfiguration")]
-    )
-    for configuration in configurations:
-        for webhook in configuration["webhooks"]:
-            service = webhook["clientConfig"].pop("service")
-            webhook["clientConfig"]["url"] = f"https://127.0.0.1:{port}{service.get('path', '/')}"
-    return configurations
-
-
 class Operators:
     """One `orgkeeper run` at a time against the fault cluster."""
 
@@ -77,7 +64,9 @@ class Operators:
         # Where the operator finds the API server; the flaky-API test points it at a proxy.
         self.kubeconfig = self.identity.kubeconfig
         self.process = self._new()
-        identity.apply(cluster, loopback_webhooks(identity.render(), self.process.webhook_port))
+        identity.apply(
+            cluster, identity.loopback_webhooks(identity.render(), self.process.webhook_port)
+        )
 
     def _new(self, **ports: Unpack[Ports]) -> OperatorProcess:
         return OperatorProcess(

@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orgkeeper.localcluster import LocalCluster, free_port
 from orgkeeper.pki import certificate, pem_key, subject_name
+from orgkeeper_dev.localcluster import LocalCluster, free_port
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}

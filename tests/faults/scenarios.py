@@ -12,13 +12,12 @@ from kubernetes import client
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import TEAMS
-from support.kube import Kube, timed_wait_for
-from support.orgs import membership, organization
+from support.kube import AsUser, Kube, timed_wait_for
+from support.orgs import membership, new_org
 from support.workloads import create, workload
 
 from .state import Plane, Snapshot, snapshot
 
-AsUser = Callable[[str], Kube]
 OWNER_TEAM = "organization-admin"
 
 
@@ -42,11 +41,6 @@ def control_plane(admin: Kube, org: str) -> Plane:
     namespace = names.org_namespace(org)
     create(admin, namespace, workload("Deployment", "control", org, "control-plane"))
     return Plane("Deployment", namespace, "control")
-
-
-def new_org(as_user: AsUser, org: str, owner: str, **spec: Any) -> None:
-    """The Owner signs up, as a signed-in user would (self-service: Plus unless told)."""
-    as_user(owner).create("organizations", organization(org, owner, **{"plan": "Plus", **spec}))
 
 
 def member_teams(index: int) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -16,21 +15,17 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, TEAMS, VERSION
-from support.kube import Kube, wait_for
-from support.orgs import allowed, membership, wait_org
+from support.kube import AsUser, Kube, wait_for
+from support.orgs import allowed, membership, new_org, unique_suffix, wait_org
 
 from .report import TALLY, TRIALS, Trials
-from .scenarios import AsUser, active_problems, add_members, new_org, wait_until
+from .scenarios import active_problems, add_members, wait_until
 from .state import Snapshot, snapshot, wait_gone, wait_namespaces_gone
 
 pytestmark = pytest.mark.usefixtures("operators")
 
 EDIT_ROUNDS = 5
 EDITED_MEMBERS = 8
-
-
-def _suffix() -> str:
-    return uuid.uuid4().hex[:5]
 
 
 def _together(*calls: Callable[[], Any]) -> list[Any]:
@@ -65,7 +60,7 @@ def labels_problems(snap: Snapshot, org: str) -> list[str]:
 
 def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
     """One trial of concurrent edits; the number of 409s the user saw (and retried)."""
-    org = f"edit-{_suffix()}"
+    org = f"edit-{unique_suffix()}"
     owner, namespace = f"owner@{org}.test", names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)
@@ -142,7 +137,7 @@ def test_users_edit_while_the_operator_writes(fault_admin: Kube, as_user: AsUser
 
 def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> bool:
     """One race; True if both transfers were admitted (the later one won)."""
-    org = f"race-{_suffix()}"
+    org = f"race-{unique_suffix()}"
     owner, alice, bob = (f"{who}@{org}.test" for who in ("owner", "alice", "bob"))
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)
@@ -206,7 +201,7 @@ def test_racing_ownership_transfers(fault_admin: Kube, as_user: AsUser) -> None:
 
 def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> str:
     """One trial; how the Membership's deletion was answered."""
-    org = f"gone-{_suffix()}"
+    org = f"gone-{unique_suffix()}"
     owner, namespace = f"owner@{org}.test", names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)

@@ -4,16 +4,15 @@ process (no restart of its own) notices and converges again within 90 seconds.""
 from __future__ import annotations
 
 import time
-import uuid
 from functools import partial
 
-from orgkeeper.localcluster import LocalCluster
-from support.kube import Kube
-from support.orgs import wait_org
+from orgkeeper_dev.localcluster import LocalCluster
+from support.kube import AsUser, Kube
+from support.orgs import new_org, unique_suffix, wait_org
 
 from .operators import Operators
 from .report import RESTARTS, TALLY, Trials
-from .scenarios import AsUser, active_problems, add_members, new_org, wait_until
+from .scenarios import active_problems, add_members, wait_until
 from .state import delete_and_wait_gone, snapshot
 
 CONVERGE_WITHIN = 90.0
@@ -40,7 +39,7 @@ def test_control_plane_restarts_during_convergence(
         for index in range(RESTARTS):
             with trials.trial(fault, index) as rng:
                 pid = operators.pid
-                org = f"restart-{uuid.uuid4().hex[:5]}"
+                org = f"restart-{unique_suffix()}"
                 owner = f"owner@{org}.test"
                 new_org(as_user, org, owner)
                 wait_org(admin, org)

@@ -5,25 +5,23 @@ still converges, and no update is lost."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
-from orgkeeper.localcluster import LocalCluster
-from support.kube import Kube
+from orgkeeper_dev.localcluster import LocalCluster
+from support.kube import AsUser, Kube
+from support.orgs import new_org, unique_suffix
 
 from .operators import Operators
 from .proxy import FlakyProxy
 from .report import TALLY, TRIALS, Trials, rng
 from .scenarios import (
-    AsUser,
     active_problems,
     add_members,
     data_plane,
     licenses_problems,
     member_teams,
-    new_org,
     wait_until,
 )
 from .state import delete_and_wait_gone, delete_namespaces, snapshot
@@ -65,7 +63,7 @@ def test_operator_converges_through_a_failing_api(
 def converge_through(admin: Kube, as_user: AsUser, salt: float) -> float:
     """An org provisioned, members added, then every member's teams changed, the org renamed
     and a data plane added: all of it must show, with nothing lost. The seconds it took."""
-    org = f"flaky-{uuid.uuid4().hex[:5]}"
+    org = f"flaky-{unique_suffix()}"
     owner, edge = f"owner@{org}.test", f"edge-{org}"
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)

@@ -10,26 +10,24 @@ delay is the fault itself). Every org is deleted at the end and must be gone wit
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from functools import partial
 
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
-from support.kube import Kube
+from support.kube import AsUser, Kube
+from support.orgs import new_org, unique_suffix
 
 from .operators import Operators
 from .report import MEMBERS, TALLY, TRIALS, Trials
 from .scenarios import (
-    AsUser,
     active_problems,
     big_org,
     control_plane,
     data_plane,
     deactivated_problems,
     licenses_problems,
-    new_org,
     provisioned_problems,
     wait_until,
 )
@@ -46,10 +44,6 @@ from .state import (
 
 # How long a restarted operator may take to converge, beyond its own start.
 RECOVERY_TIMEOUT = 60.0 + MEMBERS / 10
-
-
-def _suffix() -> str:
-    return uuid.uuid4().hex[:5]
 
 
 def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators: Operators) -> None:
@@ -80,7 +74,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
         return normalized(snapshot(admin, org, planes), identity_of(org, f"owner@{org}.test"))
 
     # The control: provisioning without a fault.
-    org = f"prov-{_suffix()}"
+    org = f"prov-{unique_suffix()}"
     planes, started = provision(org, None)
     wait_until(
         "the control org provisioned",
@@ -99,7 +93,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
 
     for index in range(TRIALS):
         with trials.trial("SIGKILL during provisioning", index) as rng:
-            org = f"prov-{_suffix()}"
+            org = f"prov-{unique_suffix()}"
             planes, _ = provision(org, rng.uniform(0, window))
             wait_equal(
                 f"org {org} after a kill",
@@ -118,7 +112,7 @@ def test_kill_during_deactivation_and_reactivation(
 ) -> None:
     """One big org, deactivated and reactivated again and again; a kill during each."""
     admin, trials = fault_admin, Trials()
-    big = big_org(admin, as_user, f"big-{_suffix()}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
+    big = big_org(admin, as_user, f"big-{unique_suffix()}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
     org, edge, dp, cp = big.name, big.edge, big.data_plane, big.control_plane
     read, bound, switch = big.read, big.bound, big.switch
 
@@ -214,7 +208,7 @@ def test_kill_during_license_rotation(
             return normalized(snapshot(admin, org, [plane]), replace)
 
         # The control: one rotation without a fault.
-        org = f"rot-{_suffix()}"
+        org = f"rot-{unique_suffix()}"
         owner, plane, first = start(org)
         window = wait_until(
             "the control rotation", lambda: rotated(org, plane, first), timeout=rotate_after + 30
@@ -231,7 +225,7 @@ def test_kill_during_license_rotation(
 
         for index in range(TRIALS):
             with trials.trial("SIGKILL during license rotation", index) as rng:
-                org = f"rot-{_suffix()}"
+                org = f"rot-{unique_suffix()}"
                 owner, plane, first = start(org)
                 time.sleep(rng.uniform(window / 2, window * 1.2))  # the seeded fault moment
                 operators.kill()

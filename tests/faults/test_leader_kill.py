@@ -12,16 +12,16 @@ write); both come back at the end.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orgkeeper.api.v1alpha1 import PRODUCTS
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
-from support.kube import Kube, wait_for
+from support.kube import AsUser, Kube, wait_for
+from support.orgs import new_org, unique_suffix
 from support.replicas import (
     NAMES,
     Replicas,
@@ -33,17 +33,15 @@ from support.replicas import (
     replica_of,
 )
 
-from .operators import Operators, loopback_webhooks
+from .operators import Operators
 from .proxy import FlakyProxy
 from .report import MEMBERS, TALLY, TRIALS, Trials, once, rng
 from .scenarios import (
-    AsUser,
     active_problems,
     add_members,
     big_org,
     control_plane,
     deactivated_problems,
-    new_org,
     provisioned_problems,
     wait_until,
 )
@@ -76,7 +74,7 @@ def replicas(
         yield pair
     finally:
         pair.stop()
-        webhooks = loopback_webhooks(identity.render(), operators.process.webhook_port)
+        webhooks = identity.loopback_webhooks(identity.render(), operators.process.webhook_port)
         identity.apply(fault_cluster, webhooks)
         operators.start()
 
@@ -85,7 +83,7 @@ def test_leader_kill_during_deactivation(
     fault_admin: Kube, as_user: AsUser, replicas: Replicas
 ) -> None:
     admin, trials = fault_admin, Trials()
-    big = big_org(admin, as_user, f"ha-{uuid.uuid4().hex[:5]}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
+    big = big_org(admin, as_user, f"ha-{unique_suffix()}", MEMBERS, PRODUCTS, RECOVERY_TIMEOUT)
     org, edge = big.name, big.edge
     read, bound, switch = big.read, big.bound, big.switch
 
@@ -164,7 +162,7 @@ def test_a_leader_cut_off_from_its_lease_stops_writing_before_the_takeover(
     try:
         with once(PARTITION):
             pair.start()  # replica-a, behind the proxy, leads
-            org = f"cut-{uuid.uuid4().hex[:5]}"
+            org = f"cut-{unique_suffix()}"
             owner = f"owner@{org}.test"
             new_org(as_user, org, owner)
             wait_until(
@@ -226,6 +224,6 @@ def test_a_leader_cut_off_from_its_lease_stops_writing_before_the_takeover(
     finally:
         pair.stop()
         proxy.stop()
-        webhooks = loopback_webhooks(identity.render(), operators.process.webhook_port)
+        webhooks = identity.loopback_webhooks(identity.render(), operators.process.webhook_port)
         identity.apply(fault_cluster, webhooks)
         operators.start()

@@ -4,19 +4,24 @@ operator is back every write works again."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from support.kube import Kube, rejection
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from support.kube import AsUser, Kube, rejection
+from support.orgs import (
+    membership,
+    new_org,
+    organization,
+    unique_suffix,
+    wait_members_bound,
+    wait_org,
+)
 
 from .operators import Operators
 from .report import TALLY, once
-from .scenarios import AsUser, new_org
 from .state import delete_and_wait_gone
 
 FAULT = "operator down, webhooks failurePolicy Fail"
@@ -40,7 +45,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
     fault_admin: Kube, as_user: AsUser, operators: Operators
 ) -> None:
     admin = fault_admin
-    org = f"hook-{uuid.uuid4().hex[:5]}"
+    org = f"hook-{unique_suffix()}"
     owner, alice = f"owner@{org}.test", f"alice@{org}.test"
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)
@@ -55,7 +60,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
         ).read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
         assert {hook.failure_policy for hook in configuration.webhooks} == {"Fail"}
         before = _state(admin, org)
-        newcomer = f"late-{uuid.uuid4().hex[:5]}"
+        newcomer = f"late-{unique_suffix()}"
         writes = {
             "create an Organization": (
                 "validate-organization.orgkeeper.dev",

@@ -17,14 +17,12 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import LocalCluster
-from support.install import install_orgkeeper
-from support.kube import Kube, api_client, rejection, wait_for
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
+from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import is_condition, membership, organization, wait_members_bound, wait_org
 
-AsUser = Callable[[str], Kube]
 SUPPORT = "support (orgkeeper-support)"
 LABEL = names.LABEL_ORGANIZATION
 AUTHORITY_POLICY = "ValidatingAdmissionPolicy 'orgkeeper-organization-authority'"

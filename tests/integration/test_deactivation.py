@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -10,15 +9,13 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.cli import orgkeeper
-from support.kube import Kube, rejection, wait_for
+from support.kube import AsUser, Kube, rejection, wait_for
 from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
 from support.workloads import create, read, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-AsUser = Callable[[str], Kube]
 
 
 def member_bindings(admin: Kube, namespace: str) -> list[Any]:

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster
-from support.identity import kubectl
+from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support.kube import Kube, wait_for
 from support.orgs import membership, organization, wait_members_bound, wait_org
 from support.workloads import create, workload

@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,15 @@ import pytest
 from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
-from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
-from support.install import install_orgkeeper
-from support.kube import Kube, api_client, rejection, wait_for
+from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-AsUser = Callable[[str], Kube]
 ENFORCE = "pod-security.kubernetes.io/enforce"
 ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
 MEMBERSHIPS = "count/memberships.orgkeeper.dev"

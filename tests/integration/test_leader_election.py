@@ -27,13 +27,12 @@ import pytest
 from kubernetes import client, watch
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
-from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.orgs import membership, organization, unique_suffix, wait_members_bound, wait_org
 from support.replicas import (
     LEASE,
     NAMES,
@@ -112,7 +111,7 @@ def test_one_replica_leads_and_only_it_reconciles(pair: Pair) -> None:
     leader, follower = pair.leader(), pair.follower()
     assert metric(pair, leader, "orgkeeper_leader") == 1
     assert metric(pair, follower, "orgkeeper_leader") == 0
-    name = f"lead-{uuid.uuid4().hex[:5]}"
+    name = f"lead-{unique_suffix()}"
     pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
     wait_org(pair.admin, name)
     lease = client.CoordinationV1Api(pair.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
@@ -157,7 +156,7 @@ def admit(pair: Pair, process: OperatorProcess, path: str, body: bytes) -> dict[
 
 
 def test_a_follower_answers_admission_on_its_own_port(pair: Pair) -> None:
-    name = f"adm-{uuid.uuid4().hex[:5]}"
+    name = f"adm-{unique_suffix()}"
     owner, member = f"owner@{name}.test", f"dev@{name}.test"
     pair.admin.create("organizations", organization(name, owner))
     wait_org(pair.admin, name)
@@ -222,7 +221,7 @@ def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
     assert elapsed <= 5, f"the Lease passed from {old} to {new} in {elapsed:.1f}s"
     assert metric(pair, follower, "orgkeeper_leader") == 1
     # The new leader reconciles.
-    name = f"hand-{uuid.uuid4().hex[:5]}"
+    name = f"hand-{unique_suffix()}"
     pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
     wait_org(pair.admin, name)
     leader.start()  # back, as the follower
@@ -259,7 +258,7 @@ def kill_on_first_delete(
 def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exactly(
     pair: Pair,
 ) -> None:
-    name = f"kill-{uuid.uuid4().hex[:5]}"
+    name = f"kill-{unique_suffix()}"
     namespace = names.org_namespace(name)
     owner = f"owner@{name}.test"
     pair.admin.create("organizations", organization(name, owner))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import licensing, names
-from support.kube import Kube, wait_for
+from support.kube import AsUser, Kube, wait_for
 from support.licenses import (
     contract,
     license_body,
@@ -23,19 +22,10 @@ from support.licenses import (
     tampered,
 )
 from support.operator import OperatorProcess
-from support.orgs import is_condition, organization, wait_org
+from support.orgs import is_condition, new_ready_org, wait_org
 from support.workloads import create, read, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-AsUser = Callable[[str], Kube]
-
-
-def new_org(admin: Kube, as_user: AsUser, name: str) -> None:
-    as_user(f"owner@{name}.test").create(
-        "organizations", organization(name, f"owner@{name}.test", plan="Plus")
-    )
-    wait_org(admin, name)
 
 
 def namespace(admin: Kube, name: str, org: str) -> str:
@@ -60,7 +50,7 @@ def test_a_new_data_plane_gets_a_verifiable_license(
     admin: Kube, as_user: AsUser, unique: str
 ) -> None:
     org = f"lic-{unique}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     edge = namespace(admin, f"edge-{unique}", org)
     create(admin, edge, workload("Deployment", "gateway", org, "data-plane", "mesh"))
 
@@ -131,7 +121,7 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
 ) -> None:
     org = f"contract-{unique}"
     ns = f"org-{org}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     edge = namespace(admin, f"edge-{unique}", org)
     create(admin, edge, workload("StatefulSet", "kic", org, "data-plane", "ingress-controller"))
     provisioned = wait_for(
@@ -214,7 +204,7 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
     """The test operator rotates provisioned licenses after 30 seconds."""
     live, frozen = f"live-{unique}", f"frozen-{unique}"
     for org in (live, frozen):
-        new_org(admin, as_user, org)
+        new_ready_org(admin, as_user, org)
     # A namespace belongs to one org: each has its own.
     edge = namespace(admin, f"edge-{unique}", live)
     create(
@@ -293,7 +283,7 @@ def test_a_provisioned_license_cannot_take_over_another_ones_secret(
     product, is refused (SecretInUse) instead of rewriting that Secret at every reconcile."""
     org = f"shared-{unique}"
     ns = f"org-{org}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     before = license_status(admin, org, "gateway-enterprise")["fingerprint"]
     admin.create(
         "licenses",
@@ -345,7 +335,7 @@ def test_a_provisioned_license_in_a_secret_orgkeeper_may_not_write_is_reported(
     and the rest of the org keeps converging."""
     org = f"custom-{unique}"
     ns = f"org-{org}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     admin.core.create_namespaced_secret(ns, secret_body("customer-data", b"not a license"))
     admin.create(
         "licenses",
@@ -393,7 +383,7 @@ def test_a_provisioned_secret_that_lost_its_document_is_issued_again(
     admin: Kube, as_user: AsUser, unique: str
 ) -> None:
     org = f"lost-{unique}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     ns, secret = f"org-{org}", names.provisioned_license_secret("mesh")
     wait_for("the mesh license to be issued", lambda: secret_document(admin, ns, secret))
 

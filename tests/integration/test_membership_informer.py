@@ -15,7 +15,7 @@ from orgkeeper import kube as kube_module
 from orgkeeper.controllers.informer import Informer
 from orgkeeper.controllers.records import MemberRecord
 from orgkeeper.kube import Collection, KubeApi
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube, api_client
 from support.orgs import membership
 

@@ -11,29 +11,27 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from orgkeeper import licensing, names
-from support.kube import Kube, wait_for
+from support.kube import AsUser, Kube, wait_for
 from support.licenses import public_key, secret_document
-from support.orgs import condition, membership, organization, wait_members_bound, wait_org
+from support.orgs import (
+    condition,
+    membership,
+    new_ready_org,
+    organization,
+    wait_members_bound,
+    wait_org,
+)
 from support.workloads import create, read, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-AsUser = Callable[[str], Kube]
 LABEL = names.LABEL_ORGANIZATION
-
-
-def new_org(admin: Kube, as_user: AsUser, name: str, **spec: Any) -> None:
-    """The Owner signs up (self-service: Free or Plus)."""
-    owner = f"owner@{name}.test"
-    as_user(owner).create("organizations", organization(name, owner, **{"plan": "Plus", **spec}))
-    wait_org(admin, name)
 
 
 def namespace(admin: Kube, name: str, org: str | None = None) -> str:
@@ -135,7 +133,7 @@ def test_a_strangers_namespace_never_gets_an_orgs_license(
 ) -> None:
     """H1: anyone who can create a Deployment in their own namespace, labelled for acme."""
     org, mallory = f"acme-{unique}", f"mallory@evil-{unique}.test"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     theirs = namespace(admin, f"mallory-{unique}")
     stranger(admin, theirs, mallory)
     create(as_user(mallory), theirs, workload("Deployment", "stolen", org, "data-plane", "mesh"))
@@ -176,7 +174,7 @@ def test_a_tenant_of_another_org_never_gets_an_orgs_license(
     acme, beta = f"acme-{unique}", f"beta-{unique}"
     tenant = f"cpa@{beta}.test"
     for org in (acme, beta):
-        new_org(admin, as_user, org)
+        new_ready_org(admin, as_user, org)
     admin.create("memberships", membership("cpa", tenant, "control-plane-admin"), f"org-{beta}")
     wait_members_bound(admin, beta, {tenant: ["control-plane-admin"]})
     create(
@@ -217,7 +215,7 @@ def test_failing_targets_are_reported_and_the_org_still_converges(
     """H2: a forged immutable copy and an annotation-stuffed data plane. In a namespace the org
     doesn't own they are ignored; in one it owns they are reported, and stop nothing else."""
     org, mallory = f"victim-{unique}", f"mallory@evil-{unique}.test"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
 
     # Foreign: simply ignored; the org stays Ready.
     theirs = namespace(admin, f"mallory-{unique}")
@@ -295,7 +293,7 @@ def test_copies_go_when_their_data_plane_or_namespace_goes(
 ) -> None:
     """M2: relabelled data plane, detached namespace, and while deactivated."""
     org = f"tidy-{unique}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     relabelled, detached, frozen = (
         namespace(admin, f"{what}-{unique}", org) for what in ("relabel", "detach", "frozen")
     )
@@ -348,7 +346,7 @@ def test_a_secret_orgkeeper_does_not_own_is_never_touched(
 ) -> None:
     """M5: labels don't make a Secret orgkeeper's; only the Organization's ownership does."""
     org = f"forged-{unique}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     edge = namespace(admin, f"edge-{unique}", org)
     admin.core.create_namespaced_secret(edge, forged_secret("orgkeeper-license-mesh", org))
     create(admin, edge, workload("Deployment", "gw", org, "data-plane", "mesh"))
@@ -386,7 +384,7 @@ def test_a_squatted_org_namespace_is_reported_and_never_written_into(
     assert ready is not None
     assert f"namespace org-{squatted} belongs to something else" in ready["message"]
     # Positive control: an org whose namespace is free gets everything.
-    new_org(admin, as_user, control)
+    new_ready_org(admin, as_user, control)
     assert len(admin.list("memberships", f"org-{control}")) == 1
     assert len(admin.list("licenses", f"org-{control}")) == 3
 
@@ -416,7 +414,7 @@ def test_an_org_namespace_made_ahead_and_labelled_for_the_org_is_served_as_its_o
     orgkeeper.dev/organization=<name> (only its Owner or support may), it is the org's."""
     early, late = f"early-{unique}", f"late-{unique}"
     namespace(admin, f"org-{early}", org=early)
-    new_org(admin, as_user, early)
+    new_ready_org(admin, as_user, early)
     # Still its maker's: no ownerReference (that would need `delete` on namespaces).
     assert not admin.core.read_namespace(f"org-{early}").metadata.owner_references
     assert len(admin.list("memberships", f"org-{early}")) == 1
@@ -451,7 +449,7 @@ def test_a_plan_change_reissues_the_license_at_once(
 ) -> None:
     """L7: data planes don't keep a license naming the old plan until the next rotation."""
     org = f"replan-{unique}"
-    new_org(admin, as_user, org)
+    new_ready_org(admin, as_user, org)
     edge = namespace(admin, f"edge-{unique}", org)
     create(admin, edge, workload("Deployment", "gw", org, "data-plane", "mesh"))
 

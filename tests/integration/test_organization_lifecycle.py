@@ -6,30 +6,21 @@ Every test acts as real users through impersonation; RBAC answers come from the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from support.kube import Kube, rejection, wait_for
-from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
+from support.kube import AsUser, Kube, rejection, wait_for
+from support.orgs import allowed, membership, new_org, wait_members_bound, wait_org
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-AsUser = Callable[[str], Kube]
 
 
 @pytest.fixture
 def org_name(unique: str) -> str:
     return f"acme-{unique}"
-
-
-def create_org(as_user: AsUser, name: str, owner: str, **spec: Any) -> None:
-    """The Owner signs up (Plus unless given: Enterprise is support's to set)."""
-    as_user(owner).create("organizations", organization(name, owner, **{"plan": "Plus", **spec}))
 
 
 def add_member(kube: Kube, org: str, name: str, email: str, *teams: str) -> None:
@@ -38,7 +29,7 @@ def add_member(kube: Kube, org: str, name: str, email: str, *teams: str) -> None
 
 def test_a_user_creates_an_org_and_owns_it(admin: Kube, as_user: AsUser, org_name: str) -> None:
     owner = f"owner@{org_name}.test"
-    create_org(as_user, org_name, owner, plan="Plus")
+    new_org(as_user, org_name, owner, plan="Plus")
 
     org = wait_org(admin, org_name)
     status = org["status"]
@@ -75,7 +66,7 @@ def test_only_the_owner_can_delete_the_org(
     owner, alice, victor, mallory = (
         f"{who}@{org_name}.test" for who in ("owner", "alice", "victor", "mallory")
     )
-    create_org(as_user, org_name, owner)
+    new_org(as_user, org_name, owner)
     wait_org(admin, org_name)
     add_member(as_user(owner), org_name, "alice", alice, "organization-admin")
     add_member(as_user(owner), org_name, "victor", victor, "analytics-viewer")
@@ -146,7 +137,7 @@ def test_only_the_owner_can_delete_the_org(
 
 def test_ownership_transfer_to_an_admin_only(admin: Kube, as_user: AsUser, org_name: str) -> None:
     owner, alice, victor = (f"{who}@{org_name}.test" for who in ("owner", "alice", "victor"))
-    create_org(as_user, org_name, owner)
+    new_org(as_user, org_name, owner)
     wait_org(admin, org_name)
     add_member(as_user(owner), org_name, "alice", alice, "organization-admin")
     add_member(as_user(owner), org_name, "victor", victor, "analytics-viewer")
@@ -190,7 +181,7 @@ def test_rbac_follows_memberships_and_repairs_drift(
 ) -> None:
     owner, alice = f"owner@{org_name}.test", f"alice@{org_name}.test"
     namespace = f"org-{org_name}"
-    create_org(as_user, org_name, owner)
+    new_org(as_user, org_name, owner)
     wait_org(admin, org_name)
     add_member(as_user(owner), org_name, "alice", alice, "control-plane-admin", "analytics-viewer")
     wait_members_bound(admin, org_name, {alice: ["control-plane-admin", "analytics-viewer"]})
@@ -247,7 +238,7 @@ def test_one_person_in_two_orgs_is_bound_independently(
     carol = f"carol@{unique}.test"
     orgs = [f"one-{unique}", f"two-{unique}"]
     for name in orgs:
-        create_org(as_user, name, f"owner@{name}.test")
+        new_org(as_user, name, f"owner@{name}.test")
         wait_org(admin, name)
         add_member(as_user(f"owner@{name}.test"), name, "carol", carol, "portal-admin")
         wait_members_bound(admin, name, {carol: ["portal-admin"]})
@@ -270,7 +261,7 @@ def test_a_membership_is_labelled_as_it_is_created(
     admin: Kube, as_user: AsUser, org_name: str
 ) -> None:
     owner = f"owner@{org_name}.test"
-    create_org(as_user, org_name, owner)
+    new_org(as_user, org_name, owner)
     wait_org(admin, org_name)
     created = as_user(owner).create(
         "memberships", membership("dora", "Dora@Example.test", "portal-admin"), f"org-{org_name}"
@@ -283,7 +274,7 @@ def test_a_membership_is_labelled_as_it_is_created(
 def test_membership_admission_rules(admin: Kube, as_user: AsUser, org_name: str) -> None:
     owner, alice = f"owner@{org_name}.test", f"alice@{org_name}.test"
     namespace = f"org-{org_name}"
-    create_org(as_user, org_name, owner)
+    new_org(as_user, org_name, owner)
     wait_org(admin, org_name)
     add_member(as_user(owner), org_name, "alice", alice, "portal-admin")
 
@@ -321,7 +312,7 @@ def test_sso_only_orgs_bind_the_identity_provider_user(
 ) -> None:
     owner, alice = f"owner@{org_name}.test", f"alice@{org_name}.test"
     namespace = f"org-{org_name}"
-    create_org(as_user, org_name, owner, ssoOnly=True)
+    new_org(as_user, org_name, owner, ssoOnly=True)
     wait_org(admin, org_name)
     add_member(admin, org_name, "alice", alice, "control-plane-admin")
     wait_members_bound(admin, org_name, {alice: ["control-plane-admin"]})

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orgkeeper.localcluster import LocalCluster
-from support.install import install_orgkeeper
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support.kube import Kube, api_client
 from support.operator import OperatorProcess
 from support.orgs import (

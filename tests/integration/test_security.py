@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,18 +17,17 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.kube import Kube, api_client, rejection, wait_for
+from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
 from support.workloads import create, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-AsUser = Callable[[str], Kube]
 RBAC = "rbac.authorization.k8s.io"
 ADMISSION = "admissionregistration.k8s.io"
 TEAM_ROLES = {
@@ -125,7 +124,7 @@ def test_kubectl_apply_k_manifests_is_accepted_without_warnings(
     cluster: LocalCluster,
 ) -> None:
     """The whole base, as `kubectl apply -k manifests/` sends it (server-side dry run)."""
-    done = identity.kubectl(
+    done = kubectl(
         cluster,
         "apply",
         "-k",

@@ -20,9 +20,8 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
-from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org

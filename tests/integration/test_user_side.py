@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from conftest import kubectl
 from orgkeeper import names
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support import metrics as scraping
 from support.cli import orgkeeper
-from support.kube import Kube, wait_for
+from support.kube import AsUser, Kube, wait_for
 from support.licenses import license_body, secret_body
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org
@@ -25,7 +23,6 @@ from support.workloads import create, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-AsUser = Callable[[str], Kube]
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = (REPO / "manifests" / "gitops" / "health.lua").read_text()
 

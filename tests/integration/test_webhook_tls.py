@@ -16,12 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.pki import certificate, pem_key, subject_name
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.identity import ServiceAccountIdentity
-from support.install import install_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import membership, organization, wait_members_bound, wait_org

@@ -9,8 +9,6 @@ reference turned into a loopback URL (no Pods run here): paths and rules stay th
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,9 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION, WEBHOOK_KINDS
-from orgkeeper.localcluster import LocalCluster, binaries
+from orgkeeper.handlers.webhooks import WEBHOOK_KINDS
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support.kube import Kube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,26 +36,6 @@ RBAC_KINDS = frozenset({"ClusterRole", "Role"})
 class ServiceAccountIdentity:
     user: str
     kubeconfig: Path
-
-
-def kubectl(
-    cluster: LocalCluster | None, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The built kubectl; against `cluster` when given. Fails with kubectl's own message."""
-    env = dict(os.environ)
-    if cluster is not None:
-        env["KUBECONFIG"] = str(cluster.kubeconfig)
-    done = subprocess.run(
-        [str(binaries(build=False)["kubectl"]), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
-    return done
 
 
 def render(directory: Path = MANIFESTS) -> list[dict[str, Any]]:
@@ -119,27 +98,5 @@ def issue_token(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
     )
     issued = admin.core.create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, request)
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": cluster.server,
-                            "certificate-authority": str(cluster.pki / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": issued.status.token}}],
-                "contexts": [
-                    {"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}
-                ],
-                "current-context": "operator",
-            }
-        )
-    )
-    kubeconfig.chmod(0o600)
+    cluster.token_kubeconfig(kubeconfig, issued.status.token)
     return ServiceAccountIdentity(USER, kubeconfig)

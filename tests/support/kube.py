@@ -105,12 +105,8 @@ class Kube:
         return list(result["items"])
 
 
-def crd_established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
-    """Whether the CustomResourceDefinition `name` is Established (its kind is served)."""
-    return any(
-        c.type == "Established" and c.status == "True"
-        for c in (extensions.read_custom_resource_definition(name).status.conditions or [])
-    )
+# The cluster as a given user sees it (impersonation, with system:authenticated): `as_user`.
+AsUser = Callable[[str], Kube]
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
@@ -176,29 +172,3 @@ def timed_wait_for(
     started = time.monotonic()
     wait_for(what, probe, timeout=timeout, interval=interval, details=details)
     return time.monotonic() - started
-
-
-def wait_membership_quota_counted(kube: Kube, timeout: float = 120.0) -> None:
-    """Waits until kube-controller-manager counts Memberships in a ResourceQuota.
-
-    It finds new CRDs by discovery every 30 s, and a quota made before that counts them only at
-    its 5-minute resync: meanwhile the API server refuses every Membership create in an org
-    namespace ("status unknown for quota"). A fresh probe quota is counted at once afterwards.
-    """
-    namespace, resource = "orgkeeper-quota-probe", f"count/memberships.{GROUP}"
-    kube.core.create_namespace({"metadata": {"name": namespace}})
-    quota = {"metadata": {"name": "probe"}, "spec": {"hard": {resource: "1"}}}
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            kube.core.create_namespaced_resource_quota(namespace, quota)
-            for _ in range(10):
-                status = kube.core.read_namespaced_resource_quota("probe", namespace).status
-                if status is not None and resource in (status.used or {}):
-                    return
-                time.sleep(0.2)
-            kube.core.delete_namespaced_resource_quota("probe", namespace)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"kube-controller-manager never counted {resource}")
-    finally:
-        kube.core.delete_namespace(namespace)

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orgkeeper.localcluster import LocalCluster, free_port
+from orgkeeper_dev.localcluster import LocalCluster, free_port, healthy
 from support.kube import wait_for
 
 
@@ -69,13 +68,7 @@ class OperatorProcess:
             raise AssertionError(
                 f"the operator exited with {self.process.returncode}:\n{self.log_tail()}"
             )
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
-            ) as reply:
-                return bool(reply.status == 200)
-        except OSError:
-            return False
+        return healthy(self.health_port)
 
     def log_tail(self, size: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-size:]

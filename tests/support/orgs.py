@@ -1,39 +1,33 @@
-"""Building and observing orgkeeper objects in tests."""
+"""Building and observing orgkeeper objects in tests (the bodies are the demo's too)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from kubernetes import client
 
 from orgkeeper import names
-from support.kube import Kube, wait_for
+from orgkeeper_dev.objects import membership as membership
+from orgkeeper_dev.objects import organization as organization
+from support.kube import AsUser, Kube, wait_for
 
 
-def organization(
-    name: str, owner: str, *, plan: str = "Enterprise", region: str = "eu", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": "Organization",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": name.title(),
-            "plan": plan,
-            "region": region,
-            "owner": owner,
-            **spec,
-        },
-    }
+def unique_suffix() -> str:
+    """A short suffix that keeps object names apart from every other test's and trial's."""
+    return uuid.uuid4().hex[:6]
 
 
-def membership(name: str, email: str, *teams: str) -> dict[str, Any]:
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": "Membership",
-        "metadata": {"name": name},
-        "spec": {"email": email, "teams": list(teams)},
-    }
+def new_org(as_user: AsUser, name: str, owner: str, **spec: Any) -> None:
+    """The Owner signs up, as a signed-in user would (self-service: Plus unless given, since
+    Enterprise is support's to set)."""
+    as_user(owner).create("organizations", organization(name, owner, **{"plan": "Plus", **spec}))
+
+
+def new_ready_org(admin: Kube, as_user: AsUser, name: str) -> None:
+    """owner@<name>.test signs up (new_org); returns once the org is Ready."""
+    new_org(as_user, name, f"owner@{name}.test")
+    wait_org(admin, name)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

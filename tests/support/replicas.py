@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from orgkeeper.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube, wait_for
 from support.operator import OperatorProcess
 

@@ -2,11 +2,13 @@
 
 The Dockerfile is parsed for its stages, user and entrypoint; its build stage is then replayed
 on this machine: the files it copies, installed with its pip settings into a fresh virtualenv,
-must give an `orgkeeper run` that starts (its imports resolve) outside this checkout.
+must give an `orgkeeper run` that starts (its imports resolve) outside this checkout, and no
+development tooling (hack/orgkeeper_dev: the local control plane, the demo).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -109,6 +111,23 @@ def test_the_environment_and_entrypoint(stages: list[Stage]) -> None:
     assert set(exposed.split()) == {"8080", "9090", "9443"}
 
 
+def test_the_shipped_package_holds_no_development_tooling() -> None:
+    """Nothing under operator/ imports the dev tooling, and no module but the kubeconfig
+    client (exec credential plugins) starts processes: no cluster builders ship."""
+    package = REPO / "operator" / "orgkeeper"
+    imported: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        modules = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module)
+        imported[path.relative_to(package).as_posix()] = {m.split(".")[0] for m in modules}
+    assert [name for name, modules in imported.items() if "orgkeeper_dev" in modules] == []
+    assert [name for name, modules in imported.items() if "subprocess" in modules] == ["client.py"]
+
+
 @pytest.mark.timeout(240)
 def test_orgkeeper_run_works_after_the_build_stages_pip_install(
     stages: list[Stage], tmp_path: Path
@@ -167,3 +186,11 @@ def test_orgkeeper_run_works_after_the_build_stages_pip_install(
     )
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip().startswith(str(venv)), "imported from the checkout instead"
+    tooling = subprocess.run(
+        ["python", "-c", "import importlib.util; print(importlib.util.find_spec('orgkeeper_dev'))"],
+        cwd=tmp_path,
+        env=runtime_env,
+        capture_output=True,
+        text=True,
+    )
+    assert tooling.stdout.strip() == "None", "the image carries the development tooling"

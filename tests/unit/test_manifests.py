@@ -18,9 +18,9 @@ from kopf._core.intents.causes import WebhookType
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, PRODUCTS, REGIONS, TEAMS, VERSION
 from orgkeeper.handlers import admission, mutation
-from orgkeeper.handlers.webhooks import WEBHOOK_CONFIGURATION
-from orgkeeper.localcluster import INSTALL_MANIFESTS, install_arguments
+from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.settings import Settings, lease_name, parse_duration
+from orgkeeper_dev.localcluster import INSTALL_MANIFESTS, install_arguments
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -22,9 +22,10 @@ from orgkeeper.api.v1alpha1.membership import MembershipSpec
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.namespaces import made_for
 from orgkeeper.handlers.startup import configure_kopf
-from orgkeeper.localcluster import LocalCluster, binaries, kubeconfig_environment
 from orgkeeper.metrics import OperatorMetrics
 from orgkeeper.settings import Settings
+from orgkeeper_dev.localcluster import LocalCluster, kubeconfig_environment
+from support.identity import render
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -168,14 +169,6 @@ def test_memberships_outside_org_namespaces_are_refused_by_an_installed_policy()
 # Finding 12: manifests/gitops joins Argo CD's own kustomization.
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    kubectl = str(binaries(build=False)["kubectl"])
-    rendered = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=True
-    ).stdout
-    return [d for d in yaml.safe_load_all(rendered) if d]
-
-
 def test_the_health_checks_merge_into_argo_cds_own_argocd_cm(tmp_path: Path) -> None:
     overlay = tmp_path / "argocd"
     overlay.mkdir()
@@ -201,7 +194,7 @@ def test_the_health_checks_merge_into_argo_cds_own_argocd_cm(tmp_path: Path) -> 
             }
         )
     )
-    (config,) = kustomize(overlay)
+    (config,) = render(overlay)
     assert config["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
     health = (MANIFESTS / "gitops" / "health.lua").read_text()
     assert config["data"] == {
@@ -214,7 +207,7 @@ def test_the_health_checks_merge_into_argo_cds_own_argocd_cm(tmp_path: Path) -> 
 
 
 def test_the_standalone_health_checks_render_alone() -> None:
-    (config,) = kustomize(MANIFESTS / "gitops-standalone")
+    (config,) = render(MANIFESTS / "gitops-standalone")
     assert (config["kind"], config["metadata"]["namespace"]) == ("ConfigMap", "argocd")
     assert len(config["data"]) == 3
 
@@ -273,7 +266,7 @@ def test_make_help_and_localcluster_help_say_what_the_readme_says() -> None:
     readme = (REPO / "README.md").read_text()
     makefile = (REPO / "Makefile").read_text()
     assert "about 17 min" in makefile and "about 17 minutes" in readme
-    from orgkeeper import localcluster
+    from orgkeeper_dev import localcluster
 
     assert "~/.cache/orgkeeper/controlplane/<fingerprint>/" in (localcluster.__doc__ or "")
     header = (MANIFESTS / "kustomization.yaml").read_text()

@@ -15,13 +15,12 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from ..kube import CABundle, KubeApi, NotLeaderError
-from ..names import kopf_prefix
+from ..names import WEBHOOK_CONFIGURATION
 from ..pki import Authority, mounted_webhook_tls, webhook_tls
 from ..settings import Settings
 
-# The name of both webhook configurations (Validating and Mutating): kopf's own in `managed`
-# mode (named after the all-regions operator's prefix), those of manifests/ in `serve` mode.
-WEBHOOK_CONFIGURATION = kopf_prefix(None)
+# The kinds of both webhook configurations (names.WEBHOOK_CONFIGURATION): kopf's own in
+# `managed` mode, those of manifests/ in `serve` mode.
 WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 # How often, at most, `serve` mode re-checks the configuration's caBundle (a re-applied or
 # re-created configuration gets it back).

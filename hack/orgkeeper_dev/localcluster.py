@@ -3,7 +3,8 @@
 Binaries come from $KUBEBUILDER_ASSETS when it has them, otherwise they are built once from the
 Go module in hack/controlplane and cached per machine in
 ~/.cache/orgkeeper/controlplane/<fingerprint>/ ($ORGKEEPER_CONTROLPLANE_CACHE). `python -m
-orgkeeper.localcluster build|up|down|status` is what `make cluster-up` and friends call.
+orgkeeper_dev.localcluster build|up|down|status|kubectl|install` is what `make cluster-up` and
+friends call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,11 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .pki import certificate, pem_key, subject_name
+from orgkeeper.api.v1alpha1 import GROUP
+from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper.pki import certificate, pem_key, subject_name
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: this is hack/orgkeeper_dev/
 GO_MODULE = REPO_ROOT / "hack" / "controlplane"
 # Machine-wide, so every clone on this machine (CI's fresh one too) reuses one build.
 BIN_CACHE_ROOT = Path(
@@ -46,8 +49,9 @@ ADMIN_USER = "orgkeeper-admin"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-# What `make install` and the test session apply (one recipe): CRDs, the team and support
-# ClusterRoles, and the admission policies that hold without the operator.
+# What `make install` applies, and every local cluster of the demo, the bench and the tests
+# (install_orgkeeper): CRDs, the team, sign-up and support ClusterRoles, and the admission
+# policies that hold without the operator.
 INSTALL_MANIFESTS = (
     "crds",
     "manifests/rbac/teams.yaml",
@@ -65,14 +69,12 @@ AUDIT_POLICY = {
 }
 
 
-def install_arguments() -> list[str]:
-    """`kubectl` arguments that install orgkeeper's cluster-wide pieces (INSTALL_MANIFESTS)."""
-    files = [arg for path in INSTALL_MANIFESTS for arg in ("-f", str(REPO_ROOT / path))]
-    return ["apply", "--server-side", *files]
-
-
 class ControlPlaneError(RuntimeError):
     """The local control plane could not be built or started; the message says why."""
+
+
+class KubectlError(RuntimeError):
+    """kubectl failed; the message is the command and what kubectl said."""
 
 
 # --- binaries ---------------------------------------------------------------------------
@@ -199,9 +201,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kubeconfig_for(
-    server: str, ca_file: Path, cert_file: Path, key_file: Path
-) -> dict[str, object]:
+def kubeconfig_for(server: str, ca_file: Path, credentials: Mapping[str, str]) -> dict[str, object]:
+    """A kubeconfig for `server` whose one user has `credentials`: a client certificate and key
+    (`client-certificate`, `client-key`) or a bearer `token`."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -211,14 +213,9 @@ def kubeconfig_for(
                 "cluster": {"server": server, "certificate-authority": str(ca_file)},
             }
         ],
-        "users": [
-            {
-                "name": "admin",
-                "user": {"client-certificate": str(cert_file), "client-key": str(key_file)},
-            }
-        ],
+        "users": [{"name": "user", "user": dict(credentials)}],
         "contexts": [
-            {"name": "orgkeeper-local", "context": {"cluster": "orgkeeper-local", "user": "admin"}}
+            {"name": "orgkeeper-local", "context": {"cluster": "orgkeeper-local", "user": "user"}}
         ],
         "current-context": "orgkeeper-local",
     }
@@ -249,16 +246,6 @@ class LocalCluster:
     def _pidfile(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.pid"
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """kubectl against this cluster, as the admin."""
-        return subprocess.run(
-            [str(binaries(build=False)["kubectl"]), *args],
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            capture_output=True,
-            text=True,
-            check=check,
-        )
-
     def pid(self, name: str) -> int | None:
         """The process id of a running component (or spawned process), None if it isn't."""
         return int(self._pidfile(name).read_text()) if self._alive(name) else None
@@ -288,22 +275,13 @@ class LocalCluster:
             json.dumps({"server": server, "etcd": f"http://127.0.0.1:{etcd_port}"})
         )
         pki = self.pki
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                kubeconfig_for(server, pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
-            )
-        )
         kcm_kubeconfig = self.state_dir / "controller-manager.kubeconfig"
-        kcm_kubeconfig.write_text(
-            yaml.safe_dump(
-                kubeconfig_for(
-                    server,
-                    pki / "ca.crt",
-                    pki / "controller-manager.crt",
-                    pki / "controller-manager.key",
-                )
-            )
-        )
+        for path, stem in ((self.kubeconfig, "admin"), (kcm_kubeconfig, "controller-manager")):
+            credentials = {
+                "client-certificate": str(pki / f"{stem}.crt"),
+                "client-key": str(pki / f"{stem}.key"),
+            }
+            path.write_text(yaml.safe_dump(kubeconfig_for(server, pki / "ca.crt", credentials)))
         self.spawn(
             "etcd",
             [
@@ -382,6 +360,60 @@ class LocalCluster:
         # What `restart` needs to start it again as it was.
         self._argvfile(name).write_text(json.dumps({"argv": argv, "env": env}))
         return log_path
+
+    def start_operator(
+        self,
+        *flags: str,
+        kubeconfig: Path | None = None,
+        metrics_port: int | None = None,
+        environ: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> Path:
+        """`orgkeeper run` beside the cluster (it stops with it), on loopback and free ports, as
+        the user of `kubeconfig` (the admin's unless given), with `flags` and `environ` added.
+
+        Returns its log path once it is healthy and has registered its admission webhooks.
+        """
+        health_port = free_port()
+        log_path = self.spawn(
+            "orgkeeper",
+            [
+                sys.executable,
+                "-m",
+                "orgkeeper.cli",
+                "run",
+                "--listen-address=127.0.0.1",
+                f"--webhook-port={free_port()}",
+                f"--health-port={health_port}",
+                f"--metrics-port={metrics_port or free_port()}",
+                *flags,
+            ],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+                **(environ or {}),
+            },
+        )
+        webhooks = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+        def started() -> bool:
+            if not self._alive("orgkeeper"):
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ControlPlaneError(f"orgkeeper exited; the end of its log:\n{tail}")
+            return (
+                healthy(health_port) and self.get(f"{webhooks}/{WEBHOOK_CONFIGURATION}")[0] == 200
+            )
+
+        _wait(f"orgkeeper to start ({log_path})", started, timeout)
+        return log_path
+
+    def token_kubeconfig(self, path: Path, token: str) -> Path:
+        """Writes a kubeconfig for this cluster that authenticates with a bearer token (a
+        ServiceAccount's from the TokenRequest API), readable by its owner only."""
+        config = kubeconfig_for(self.server, self.pki / "ca.crt", {"token": token})
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def _argvfile(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.json"
@@ -485,6 +517,96 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def healthy(port: int) -> bool:
+    """Whether an `orgkeeper run` on this machine answers 200 on /healthz at `port`."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def _wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def kubectl(
+    cluster: LocalCluster | None, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The built kubectl; against `cluster` as its admin when given. With `check`, a failure
+    raises KubectlError with kubectl's own message."""
+    env = dict(os.environ)
+    if cluster is not None:
+        env["KUBECONFIG"] = str(cluster.kubeconfig)
+    done = subprocess.run(
+        [str(binaries(build=False)["kubectl"]), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if check and done.returncode != 0:
+        raise KubectlError(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
+    return done
+
+
+def install_arguments() -> list[str]:
+    """`kubectl` arguments that install orgkeeper's cluster-wide pieces (INSTALL_MANIFESTS)."""
+    files = [arg for path in INSTALL_MANIFESTS for arg in ("-f", str(REPO_ROOT / path))]
+    return ["apply", "--server-side", *files]
+
+
+def install_orgkeeper(cluster: LocalCluster) -> None:
+    """`make install`'s manifests on a local cluster, ready for use: the CRDs served,
+    kube-controller-manager counting Memberships, and the README's sign-up binding (every
+    signed-in user may sign up an org). What the demo, the bench and the tests start from."""
+    kubectl(cluster, *install_arguments())
+    crds = str(REPO_ROOT / "crds")
+    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+    _wait_membership_quota_counted(cluster)
+    kubectl(
+        cluster,
+        "create",
+        "clusterrolebinding",
+        "orgkeeper-organization-creators",
+        "--clusterrole=orgkeeper-organization-creator",
+        "--group=system:authenticated",
+    )
+
+
+def _wait_membership_quota_counted(cluster: LocalCluster, timeout: float = 120.0) -> None:
+    """Waits until kube-controller-manager counts Memberships in a ResourceQuota.
+
+    It finds new CRDs by discovery every 30 s, and a quota made before that counts them only at
+    its 5-minute resync: meanwhile the API server refuses every Membership create in an org
+    namespace ("status unknown for quota"). A fresh probe quota is counted at once afterwards.
+    """
+    namespace, resource = "orgkeeper-quota-probe", f"count/memberships.{GROUP}"
+    probe = f"/api/v1/namespaces/{namespace}/resourcequotas/probe"
+    kubectl(cluster, "create", "namespace", namespace)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            kubectl(cluster, "create", "quota", "probe", f"--hard={resource}=1", "-n", namespace)
+            for _ in range(10):
+                code, body = cluster.get(probe)
+                quota = json.loads(body) if code == 200 else {}
+                if resource in (quota.get("status") or {}).get("used", {}):
+                    return
+                time.sleep(0.2)
+            kubectl(cluster, "delete", "quota", "probe", "-n", namespace)
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"kube-controller-manager never counted {resource}")
+    finally:
+        kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
+
+
 def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) -> dict[str, str]:
     """KUBECONFIG for `install` and `kubectl`: as given, else the local control plane's while it
     is up (its kubeconfig exists), else nothing, so kubectl uses ~/.kube/config's context."""
@@ -493,18 +615,10 @@ def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) ->
     return {"KUBECONFIG": str(cluster.kubeconfig)}
 
 
-@contextlib.contextmanager
-def running_cluster(state_dir: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(state_dir)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orgkeeper.localcluster", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m orgkeeper_dev.localcluster", description=__doc__
+    )
     parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl", "install"])
     parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)

@@ -1,9 +1,10 @@
 """`make demo`: orgkeeper's story, told with real objects on the embedded local control plane.
 
 It starts a fresh control plane (etcd, kube-apiserver, kube-controller-manager on loopback),
-installs the CRDs and team roles, starts the operator beside it, and walks through sign-up,
-members, a data plane's license, ownership transfer, the org switcher, deactivation for
-inactivity and reactivation. The operator keeps running afterwards (`--stop` ends everything).
+installs orgkeeper as `make install` does, starts the operator beside it, and walks through
+sign-up, members, a data plane's license, ownership transfer, the org switcher, deactivation
+for inactivity and reactivation, one method per chapter. The operator keeps running afterwards
+(`--stop` ends everything).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +22,14 @@ from typing import Any
 
 import yaml
 
-from .localcluster import (
+from orgkeeper_dev.localcluster import (
     DEFAULT_STATE_DIR,
     LocalCluster,
     binaries,
-    free_port,
-    install_arguments,
+    install_orgkeeper,
+    kubectl,
 )
+from orgkeeper_dev.objects import membership, organization, workload
 
 # For the demo, 20 seconds without activity stand for the policy's 30 days.
 DEMO_SETTINGS = ("--inactivity-window=20s", "--billing-cycle=20s", "--check-interval=2s")
@@ -37,9 +38,6 @@ DEMO_SETTINGS = ("--inactivity-window=20s", "--billing-cycle=20s", "--check-inte
 class Demo:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
-        self.kubectl_path = str(binaries(build=False)["kubectl"])
-        self.env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-        self.health_port = free_port()
 
     # --- telling ------------------------------------------------------------------------
 
@@ -56,13 +54,17 @@ class Demo:
     ) -> subprocess.CompletedProcess[str]:
         """A command as the user would type it, and what it printed."""
         shown = " ".join(args)
-        command = (
-            [self.kubectl_path, *args[1:]]
+        result = (
+            kubectl(self.cluster, *args[1:], check=False)
             if args[0] == "kubectl"
-            else [sys.executable, "-m", "orgkeeper.cli", *args[1:]]
-        )
-        result = subprocess.run(
-            command, env=self.env, capture_output=True, text=True, check=False, timeout=60
+            else subprocess.run(
+                [sys.executable, "-m", "orgkeeper.cli", *args[1:]],
+                env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
         )
         if show:
             print(f"\n$ {shown}")
@@ -76,15 +78,28 @@ class Demo:
         return result
 
     def create(
-        self, body: dict[str, Any], *, as_user: str | None = None, show: bool = True
+        self,
+        body: dict[str, Any],
+        *,
+        namespace: str | None = None,
+        as_user: str | None = None,
+        show: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        """`kubectl create -f` of the body, written to a file as a user would have it."""
         path = (
             self.cluster.state_dir / f"demo-{body['kind'].lower()}-{body['metadata']['name']}.yaml"
         )
         path.write_text(yaml.safe_dump(body, sort_keys=False))
-        impersonation = (f"--as={as_user}", "--as-group=system:authenticated") if as_user else ()
+        where = ("-n", namespace) if namespace else ()
         return self.run(
-            "kubectl", "create", "-f", str(path), *impersonation, show=show, check=False
+            "kubectl",
+            "create",
+            "-f",
+            str(path),
+            *where,
+            *impersonated(as_user),
+            show=show,
+            check=False,
         )
 
     def get(self, *args: str) -> dict[str, Any]:
@@ -112,8 +127,11 @@ class Demo:
             raise SystemExit(f"demo: {' '.join(result.args)} was not refused")
 
     def patch_org(
-        self, name: str, spec: dict[str, Any], *, as_user: str
+        self, name: str, spec: dict[str, Any], *, as_user: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        """`kubectl patch organization` of its spec; as the cluster admin (who holds support's
+        rights) unless `as_user` is given."""
+        patch = json.dumps({"spec": spec}, separators=(",", ":"))
         return self.run(
             "kubectl",
             "patch",
@@ -121,10 +139,9 @@ class Demo:
             name,
             "--type=merge",
             "-p",
-            json.dumps({"spec": spec}),
-            f"--as={as_user}",
-            "--as-group=system:authenticated",
-            check=False,
+            patch,
+            *impersonated(as_user),
+            check=check,
         )
 
     def ready(self, org: str) -> bool:
@@ -138,103 +155,81 @@ class Demo:
 
     def install(self) -> None:
         self.chapter("A local control plane with orgkeeper installed")
-        self.run("kubectl", *install_arguments(), show=False)
-        self.run(
-            "kubectl",
-            "create",
-            "clusterrolebinding",
-            "orgkeeper-organization-creators",
-            "--clusterrole=orgkeeper-organization-creator",
-            "--group=system:authenticated",
-            show=False,
-        )
-        self.cluster.spawn(
-            "orgkeeper",
-            [
-                sys.executable,
-                "-m",
-                "orgkeeper.cli",
-                "run",
-                "--listen-address=127.0.0.1",
-                f"--webhook-port={free_port()}",
-                f"--health-port={self.health_port}",
-                f"--metrics-port={free_port()}",
-                *DEMO_SETTINGS,
-            ],
-            env=self.env,
-        )
-        self.wait("the operator to start", self._operator_up)
-        self.wait(
-            "the admission webhooks",
-            lambda: self.get("validatingwebhookconfiguration", "orgkeeper.dev"),
-        )
-        self.say(
-            f"control plane at {self.cluster.server}; "
-            f"operator log in {self.cluster.state_dir / 'logs' / 'orgkeeper.log'}"
-        )
+        install_orgkeeper(self.cluster)
+        log = self.cluster.start_operator(*DEMO_SETTINGS)
+        self.say(f"control plane at {self.cluster.server}; operator log in {log}")
         self.say("For the demo, 20 seconds without activity stand for the policy's 30 days.")
-
-    def _operator_up(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
-            ) as reply:
-                return bool(reply.status == 200)
-        except OSError:
-            return False
 
     # --- the story ----------------------------------------------------------------------
 
     def story(self) -> None:
+        """The chapters in order; tests/integration/test_demo.py checks their headings."""
+        for chapter in (
+            self.sign_up,
+            self.boundary,
+            self.members,
+            self.data_plane,
+            self.transfer,
+            self.switcher,
+            self.inactivity,
+            self.reactivation,
+        ):
+            chapter()
+
+    def sign_up(self) -> None:
         self.chapter("Two organizations sign up")
         self.say(
             "Sign-up is self-service: owner@acme.example creates ACME (Plus, eu); "
             "founder@tiny.example creates Tiny (Free, us)."
         )
         self.create(
-            org("acme", "ACME Corporation", "Plus", "eu", "owner@acme.example"),
+            organization("acme", "owner@acme.example", plan="Plus", displayName="ACME Corporation"),
             as_user="owner@acme.example",
         )
         self.create(
-            org("tiny", "Tiny Start", "Free", "us", "founder@tiny.example"),
+            organization(
+                "tiny", "founder@tiny.example", plan="Free", region="us", displayName="Tiny Start"
+            ),
             as_user="founder@tiny.example",
         )
         self.wait("both to be Ready", lambda: self.ready("acme") and self.ready("tiny"))
         self.say("Each got a namespace, the Owner's Membership and three signed Licenses:")
         self.run("kubectl", "get", "orgkeeper", "-A")
 
+    def boundary(self) -> None:
         self.chapter("The boundary: a stranger can't act for someone else")
         self.say("mallory@evil.example tries to sign up an org owned by owner@acme.example:")
         self.refused(
             self.create(
-                org("acme-2", "Not ACME", "Free", "eu", "owner@acme.example"),
+                organization("acme-2", "owner@acme.example", plan="Free", displayName="Not ACME"),
                 as_user="mallory@evil.example",
             )
         )
         self.say("The Owner may not choose Enterprise either: that is a contract, support's call.")
-        self.refused(self.patch_org("acme", {"plan": "Enterprise"}, as_user="owner@acme.example"))
-        self.say("Support (here the cluster admin, who holds the verb `support`) may:")
-        self.run(
-            "kubectl",
-            "patch",
-            "organization",
-            "acme",
-            "--type=merge",
-            "-p",
-            '{"spec":{"plan":"Enterprise"}}',
+        self.refused(
+            self.patch_org(
+                "acme", {"plan": "Enterprise"}, as_user="owner@acme.example", check=False
+            )
         )
+        self.say("Support (here the cluster admin, who holds the verb `support`) may:")
+        self.patch_org("acme", {"plan": "Enterprise"})
 
+    def members(self) -> None:
         self.chapter("Members join, and their teams become RBAC")
-        for name, email, teams in (
-            ("alice", "alice@acme.example", ["organization-admin"]),
-            ("bob", "bob@acme.example", ["analytics-viewer"]),
-            ("carol", "carol@example.com", ["portal-admin"]),
+        for name, email, team in (
+            ("alice", "alice@acme.example", "organization-admin"),
+            ("bob", "bob@acme.example", "analytics-viewer"),
+            ("carol", "carol@example.com", "portal-admin"),
         ):
             self.create(
-                member(name, "org-acme", email, teams), as_user="owner@acme.example", show=False
+                membership(name, email, team),
+                namespace="org-acme",
+                as_user="owner@acme.example",
+                show=False,
             )
         self.create(
-            member("carol", "org-tiny", "carol@example.com", ["api-product-developer"]),
+            membership("carol", "carol@example.com", "api-product-developer"),
+            namespace="org-tiny",
             as_user="founder@tiny.example",
             show=False,
         )
@@ -253,6 +248,7 @@ class Demo:
         self.can_i_delete("acme", "owner@acme.example")
         self.can_i_delete("acme", "alice@acme.example")
 
+    def data_plane(self) -> None:
         self.chapter("A data plane receives its license, implicitly")
         self.say(
             "Workloads count only in namespaces the org owns: org-acme, and namespaces its "
@@ -291,8 +287,7 @@ class Demo:
                 "namespace",
                 "mallory",
                 "orgkeeper.dev/organization=acme",
-                "--as=mallory@evil.example",
-                "--as-group=system:authenticated",
+                *impersonated("mallory@evil.example"),
                 check=False,
             )
         )
@@ -303,10 +298,9 @@ class Demo:
             "namespace",
             "edge-eu",
             "orgkeeper.dev/organization=acme",
-            "--as=owner@acme.example",
-            "--as-group=system:authenticated",
+            *impersonated("owner@acme.example"),
         )
-        self.create(deployment("gateway", "edge-eu", "acme", "data-plane", "gateway-enterprise"))
+        self.create(workload("Deployment", "gateway", "acme", "data-plane"), namespace="edge-eu")
         self.wait(
             "the license copy",
             lambda: self.get("secret", "orgkeeper-license-gateway-enterprise", "-n", "edge-eu"),
@@ -330,23 +324,16 @@ class Demo:
             "status shows only its fingerprint, never the payload."
         )
 
+    def transfer(self) -> None:
         self.chapter("Ownership transfer: only to an Organization Admin")
         self.say("The Owner tries to hand ACME to bob, an analytics-viewer:")
         self.refused(
-            self.patch_org("acme", {"owner": "bob@acme.example"}, as_user="owner@acme.example")
+            self.patch_org(
+                "acme", {"owner": "bob@acme.example"}, as_user="owner@acme.example", check=False
+            )
         )
         self.say("...and to alice, an organization-admin:")
-        self.run(
-            "kubectl",
-            "patch",
-            "organization",
-            "acme",
-            "--type=merge",
-            "-p",
-            '{"spec":{"owner":"alice@acme.example"}}',
-            "--as=owner@acme.example",
-            "--as-group=system:authenticated",
-        )
+        self.patch_org("acme", {"owner": "alice@acme.example"}, as_user="owner@acme.example")
         self.wait(
             "the transfer",
             lambda: (
@@ -362,19 +349,21 @@ class Demo:
         self.can_i_delete("acme", "alice@acme.example")
         self.can_i_delete("acme", "owner@acme.example")
 
+    def switcher(self) -> None:
         self.chapter("The org switcher")
         self.say("carol belongs to both organizations:")
         self.run("orgkeeper", "orgs", "--email", "carol@example.com")
 
+    def inactivity(self) -> None:
         self.chapter("Tiny goes quiet and is deactivated for inactivity")
         self.create(
-            deployment(
-                "tiny-control-plane", "org-tiny", "tiny", "control-plane", "gateway-enterprise"
-            ),
+            workload("Deployment", "tiny-control-plane", "tiny", "control-plane"),
+            namespace="org-tiny",
             show=False,
         )
         self.create(
-            deployment("tiny-gateway", "org-tiny", "tiny", "data-plane", "gateway-enterprise"),
+            workload("Deployment", "tiny-gateway", "tiny", "data-plane"),
+            namespace="org-tiny",
             show=False,
         )
         self.say(
@@ -406,22 +395,15 @@ class Demo:
         self.say("and the owner e-mail is locked:")
         self.refused(
             self.create(
-                org("tiny-again", "Tiny Again", "Free", "us", "founder@tiny.example"),
+                organization("tiny-again", "founder@tiny.example", plan="Free", region="us"),
                 as_user="founder@tiny.example",
             )
         )
 
+    def reactivation(self) -> None:
         self.chapter("Support reactivates Tiny")
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        self.run(
-            "kubectl",
-            "patch",
-            "organization",
-            "tiny",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"reactivationRequestedAt": now}}),
-        )
+        self.patch_org("tiny", {"reactivationRequestedAt": now})
         self.wait(
             "Tiny to be active", lambda: self.phase("tiny") == "Active" and self.ready("tiny")
         )
@@ -445,7 +427,7 @@ class Demo:
             self.say("The demo's control plane and operator have been stopped.")
             return
         self.say(f"export KUBECONFIG={self.cluster.kubeconfig}")
-        self.say(f"alias kubectl={self.kubectl_path}")
+        self.say(f"alias kubectl={binaries(build=False)['kubectl']}")
         self.say("kubectl get orgkeeper -A")
         self.say(".venv/bin/orgkeeper status acme")
         self.say(
@@ -454,65 +436,13 @@ class Demo:
         )
 
 
-def org(name: str, display: str, plan: str, region: str, owner: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
-        "kind": "Organization",
-        "metadata": {"name": name},
-        "spec": {"displayName": display, "plan": plan, "region": region, "owner": owner},
-    }
-
-
-def member(name: str, namespace: str, email: str, teams: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "orgkeeper.dev/v1alpha1",
-        "kind": "Membership",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"email": email, "teams": teams},
-    }
-
-
-def deployment(
-    name: str, namespace: str, organization: str, component: str, product: str
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "orgkeeper.dev/organization": organization,
-                "orgkeeper.dev/component": component,
-                "orgkeeper.dev/product": product,
-            },
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "gateway",
-                            "image": "kong/kong-gateway:3.9",
-                            # Org namespaces enforce Pod Security `restricted`.
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                                "runAsNonRoot": True,
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
+def impersonated(user: str | None) -> tuple[str, ...]:
+    """kubectl flags that act as a signed-in `user` (none: as the cluster admin)."""
+    return (f"--as={user}", "--as-group=system:authenticated") if user else ()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orgkeeper.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m orgkeeper_dev.demo", description=__doc__)
     parser.add_argument(
         "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the cluster lives"
     )
