@@ -12,6 +12,7 @@ generated Memberships and Licenses land in keeps working for everyone else.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import string
@@ -395,14 +396,14 @@ def test_generated_organizations(fault_admin: Kube, operators: Operators) -> Non
     admin, outcomes = fault_admin, Outcomes("Organization")
     before = operators.log_size(), operators.pid, time.monotonic()
     run = uuid.uuid4().hex[:4]
-    counter = [0]
+    counter = itertools.count(1)
 
     @seed(SEED)
     @HYPOTHESIS
     @given(spec=ORG_SPEC, name=NAME)
     def one(spec: dict[str, Any], name: str) -> None:
-        counter[0] += 1
-        body = generated_body("Organization", name or f"hx-{run}-{counter[0]}", spec)
+        n = next(counter)
+        body = generated_body("Organization", name or f"hx-{run}-{n}", spec)
         send(outcomes, lambda: admin.create("organizations", body), body)
 
     try:
@@ -419,18 +420,18 @@ def test_generated_memberships(fault_admin: Kube, operators: Operators, target_o
     admin, outcomes = fault_admin, Outcomes("Membership")
     namespace = names.org_namespace(target_org)
     before = operators.log_size(), operators.pid, time.monotonic()
-    counter = [0]
+    counter = itertools.count(1)
 
     @seed(SEED)
     @HYPOTHESIS
     @given(spec=MEMBERSHIP_SPEC, name=NAME)
     def one(spec: dict[str, Any], name: str) -> None:
-        counter[0] += 1
+        n = next(counter)
         if isinstance(spec.get("email"), str) and "@" in spec["email"]:
             # One Membership per e-mail in an org (admission): keep generated ones apart.
             local, _, domain = spec["email"].partition("@")
-            spec = {**spec, "email": f"{local}{counter[0]}@{domain}"}
-        body = generated_body("Membership", name or f"hm-{counter[0]}", spec, namespace)
+            spec = {**spec, "email": f"{local}{n}@{domain}"}
+        body = generated_body("Membership", name or f"hm-{n}", spec, namespace)
         send(outcomes, lambda: admin.create("memberships", body, namespace), body)
 
     one()
@@ -441,20 +442,20 @@ def test_generated_licenses(fault_admin: Kube, operators: Operators, target_org:
     admin, outcomes = fault_admin, Outcomes("License")
     namespace = names.org_namespace(target_org)
     before = operators.log_size(), operators.pid, time.monotonic()
-    counter = [0]
+    counter = itertools.count(1)
 
     @seed(SEED)
     @HYPOTHESIS
     @given(spec=LICENSE_SPEC, name=NAME, content=SECRET_CONTENT)
     def one(spec: dict[str, Any], name: str, content: bytes | None) -> None:
-        counter[0] += 1
+        n = next(counter)
         ref = spec.get("secretRef")
         if content is not None and isinstance(ref, dict) and _secret_name(ref.get("name")):
             key = ref.get("key")
             _put_secret(
                 admin, namespace, ref["name"], key if isinstance(key, str) else "license", content
             )
-        body = generated_body("License", name or f"hl-{counter[0]}", spec, namespace)
+        body = generated_body("License", name or f"hl-{n}", spec, namespace)
         send(outcomes, lambda: admin.create("licenses", body, namespace), body)
 
     one()

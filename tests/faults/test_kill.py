@@ -50,10 +50,11 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
     admin, trials = fault_admin, Trials()
     leftovers: list[str] = []
     expected: Snapshot = {}
-    undone = [0]
+    undone = 0
 
     def provision(org: str, kill_after: float | None) -> tuple[list[Plane], float]:
         """The org, created where data planes of each product already wait for licenses."""
+        nonlocal undone
         owner = f"owner@{org}.test"
         planes = [
             data_plane(admin, org, f"edge-{org}-{i}", product) for i, product in enumerate(PRODUCTS)
@@ -65,7 +66,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
             time.sleep(kill_after)  # the seeded fault moment
             operators.kill()
             # What the kill left: work undone unless it already equals the converged state.
-            undone[0] += read(org, planes) != expected
+            undone += read(org, planes) != expected
             operators.start()
         return planes, started
 
@@ -102,7 +103,7 @@ def test_kill_during_provisioning(fault_admin: Kube, as_user: AsUser, operators:
                 timeout=RECOVERY_TIMEOUT,
             )
             delete_and_wait_gone(admin, org)
-    TALLY.note("SIGKILL during provisioning", f"{undone[0]} of {TRIALS} kills left work undone")
+    TALLY.note("SIGKILL during provisioning", f"{undone} of {TRIALS} kills left work undone")
     delete_namespaces(admin, leftovers)
     trials.check()
 
