@@ -40,7 +40,7 @@ ROLLOVER_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
-class Indexed:
+class Cached:
     """What the caches hold for one org: its namespace's objects and its workloads."""
 
     members: Sequence[MemberRecord] = ()
@@ -51,7 +51,7 @@ class Indexed:
 
 
 async def reconcile_organization(
-    runtime: Runtime, body: Mapping[str, Any], indexed: Indexed, *, changed_at: float
+    runtime: Runtime, body: Mapping[str, Any], cached: Cached, *, changed_at: float
 ) -> list[Event]:
     """Converges one Organization: observes, asks the domain for the plan, performs it in
     order, and writes the status; returns the Events worth posting.
@@ -87,13 +87,13 @@ async def reconcile_organization(
             inactivity_window=runtime.settings.inactivity_window,
             sso_prefix=runtime.settings.sso_username_prefix,
             namespace_ready=namespace_ready,
-            claims=[Claim(c.name, c.organization, c.owners) for c in indexed.claims],
-            memberships=indexed.members,
-            bindings=indexed.bindings,
+            claims=[Claim(c.name, c.organization, c.owners) for c in cached.claims],
+            memberships=cached.members,
+            bindings=cached.bindings,
             provisioned=frozenset(
-                record.product for record in indexed.licenses if record.source == "Provisioned"
+                record.product for record in cached.licenses if record.source == "Provisioned"
             ),
-            workloads=indexed.workloads,
+            workloads=cached.workloads,
         )
     )
 
@@ -117,10 +117,10 @@ async def reconcile_organization(
         version = None  # changed by that write: a rollover reads the org again
 
     told, licensed = await _apply(
-        runtime, plan, indexed, owner_ref, namespace_object, failures, changed_at=changed_at
+        runtime, plan, cached, owner_ref, namespace_object, failures, changed_at=changed_at
     )
     events += told
-    ignored = [w for w in indexed.workloads if w.namespace not in plan.owned_namespaces]
+    ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
     events += _warnings(runtime, name, ignored, failures)
 
     applied = Applied(
@@ -132,14 +132,14 @@ async def reconcile_organization(
     desired = organization_status(plan, applied)
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
     runtime.metrics.phases[name] = desired.phase or "Provisioning"
-    runtime.metrics.reconciles.labels(MEMBERSHIP.kind, "success").inc(len(indexed.members))
+    runtime.metrics.reconciles.labels(MEMBERSHIP.kind, "success").inc(len(cached.members))
     return events + closing_events(plan, desired)
 
 
 async def _apply(
     runtime: Runtime,
     plan: OrganizationPlan,
-    indexed: Indexed,
+    cached: Cached,
     owner: OwnerRef,
     namespace_object: client.V1Namespace | None,
     failures: list[Failure],
@@ -149,12 +149,12 @@ async def _apply(
     """The plan's effects in org-<name> and on the workloads, then the licenses; returns the
     Events the licenses tell and the products licensed. Failures go to `failures`."""
     name, namespace = plan.observed.name, names.org_namespace(plan.observed.name)
-    served = [w for w in indexed.workloads if w.namespace in plan.owned_namespaces]
+    served = [w for w in cached.workloads if w.namespace in plan.owned_namespaces]
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
         await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
         await sync_memberships(
-            runtime, namespace, plan.namespace.memberships, indexed.members, failures
+            runtime, namespace, plan.namespace.memberships, cached.members, failures
         )
         await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
@@ -165,7 +165,7 @@ async def _apply(
         owner=owner,
         spec=plan.observed.spec,
         deactivated=plan.org.deactivated,
-        licenses=indexed.licenses,
+        licenses=cached.licenses,
         workloads=served,
         now=plan.observed.now,
         changed_at=changed_at,

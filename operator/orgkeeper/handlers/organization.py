@@ -14,7 +14,7 @@ from .. import names
 from ..api.v1alpha1 import PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.membership import mark_pending
-from ..controllers.organization import Indexed, reconcile_organization
+from ..controllers.organization import Cached, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Runtime, ignored_key
 from ..controllers.writes import explain, now_utc
@@ -166,10 +166,10 @@ async def _going_away(runtime: Runtime, namespace: str) -> bool:
     return any(ref.kind == "Organization" for ref in found.metadata.owner_references or [])
 
 
-def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Indexed:
+def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
     """What the caches hold for the org now (taken once it has a reconcile slot)."""
     namespace = names.org_namespace(organization)
-    return Indexed(
+    return Cached(
         members=runtime.members.in_namespace(namespace),
         bindings=runtime.bindings.in_namespace(namespace),
         licenses=values(indexes["licenses_by_namespace"], namespace),
