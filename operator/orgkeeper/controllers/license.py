@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import licensing, names
-from ..api.v1alpha1 import API_VERSION, PRODUCTS
+from ..api.v1alpha1 import API_VERSION, LICENSE, PRODUCTS
 from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..domain import license as license_domain
@@ -118,7 +118,7 @@ async def reconcile_licenses(
         for item in plan.evaluated.values()
         if item.verified is not None
     }
-    runtime.metrics.reconciles.labels("License", "success").inc(len(licenses))
+    runtime.metrics.reconciles.labels(LICENSE.kind, "success").inc(len(licenses))
 
     await attempt(_status_writes(runtime, licenses, plan, deliveries, now), failures)
     return LicenseOutcome(set(plan.active), events, failures)
@@ -317,7 +317,7 @@ def _secret_target(
 def _involved(record: LicenseRecord) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
-        "kind": "License",
+        "kind": LICENSE.kind,
         "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
     }
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import names
-from ..api.v1alpha1 import GROUP, TEAMS
+from ..api.v1alpha1 import GROUP, ORGANIZATION, TEAMS
 from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
 
@@ -189,7 +189,7 @@ class NamespaceRecord:
             owners=tuple(
                 (ref.get("name", ""), ref.get("uid", ""))
                 for ref in meta.get("ownerReferences") or []
-                if ref.get("kind") == "Organization"
+                if ref.get("kind") == ORGANIZATION.kind
                 and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
             ),
         )

@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .. import names
-from ..api.v1alpha1 import PRODUCTS
+from ..api.v1alpha1 import ORGANIZATION, PRODUCTS
 from ..api.v1alpha1.license import MAX_COPY_NAMESPACES, LicenseStatus, PropagatedTo
 from ..api.v1alpha1.organization import OrganizationSpec
 from ..licensing import LicenseError, LicensePayload, VerifiedLicense, verify
@@ -27,7 +27,6 @@ from .namespaces import summary
 
 MAX_REFS = 16
 PROVISIONED = "Provisioned"
-OWNER_KIND = "Organization"  # what owns the copies
 CONFLICT = (
     "a Secret of that name that orgkeeper does not own is in the way; "
     "rename or delete it so the license can be delivered"
@@ -513,7 +512,7 @@ def _copy_plan(
         return plan
     document = documents[active.name]
     labels = observation.labels[product]
-    owners = [Owner(OWNER_KIND, observation.organization, uid, True)]
+    owners = [Owner(ORGANIZATION.kind, observation.organization, uid, True)]
     held, current = set(plan.held), set()
     writes: list[CopyWrite] = []
     conflicts: list[str] = []

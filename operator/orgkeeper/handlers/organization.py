@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from .. import names
-from ..api.v1alpha1 import PRODUCTS
+from ..api.v1alpha1 import ORGANIZATION, PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.membership import mark_pending
 from ..controllers.organization import Cached, reconcile_organization
@@ -82,7 +82,7 @@ async def organization_loop(
                 )
             except Exception as error:  # the loop must outlive any single failure
                 events = None
-                runtime.metrics.reconciles.labels("Organization", "error").inc()
+                runtime.metrics.reconciles.labels(ORGANIZATION.kind, "error").inc()
                 # Details go to the log only: kopf would post a WARNING from its own logger as
                 # an Event, raw API answers (headers, bodies) included.
                 log.warning(
@@ -97,8 +97,10 @@ async def organization_loop(
             backoff = min(backoff * 2, MAX_BACKOFF)
             trigger.set()
             continue
-        runtime.metrics.reconciles.labels("Organization", "success").inc()
-        runtime.metrics.reconcile_seconds.labels("Organization").observe(time.monotonic() - started)
+        runtime.metrics.reconciles.labels(ORGANIZATION.kind, "success").inc()
+        runtime.metrics.reconcile_seconds.labels(ORGANIZATION.kind).observe(
+            time.monotonic() - started
+        )
         backoff = 1.0
         await post(runtime, body, events)
 
@@ -107,7 +109,7 @@ async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kw
     """License copies and orgkeeper's annotations leave the namespaces the org owned (copies
     are owned by the Organization too: garbage collection takes any left behind)."""
     runtime: Runtime = memo.runtime
-    owner = owner_of("Organization", body)
+    owner = owner_of(ORGANIZATION.kind, body)
     namespace = names.org_namespace(name)
     claims = [Claim(c.name, c.organization, c.owners) for c in runtime.claimed(name)]
     owned = owned_namespaces(name, owner.uid, claims, org_namespace_owned=True)
@@ -163,7 +165,7 @@ async def _going_away(runtime: Runtime, namespace: str) -> bool:
     found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
     if found is None or found.metadata.deletion_timestamp is not None:
         return True
-    return any(ref.kind == "Organization" for ref in found.metadata.owner_references or [])
+    return any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or [])
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
