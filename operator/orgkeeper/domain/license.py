@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -24,6 +24,7 @@ from ..api.v1alpha1.organization import OrganizationSpec
 from ..licensing import LicenseError, LicensePayload, VerifiedLicense, verify
 from .conditions import ConditionSet
 from .namespaces import summary
+from .workloads import Workload
 
 MAX_REFS = 16
 PROVISIONED = "Provisioned"
@@ -33,22 +34,7 @@ CONFLICT = (
 )
 
 
-class DataPlane(Protocol):
-    """What delivery reads of a workload (the controllers' WorkloadRecord is one)."""
-
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def component(self) -> str: ...
-    @property
-    def product(self) -> str: ...
-    @property
-    def annotations(self) -> Mapping[str, str]: ...
-    @property
-    def ref(self) -> str: ...
-
-
-W = TypeVar("W", bound=DataPlane)
+W = TypeVar("W", bound=Workload)
 
 
 @dataclass(frozen=True)

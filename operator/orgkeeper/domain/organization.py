@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from .. import names
 from ..api.v1alpha1 import GROUP, PRODUCTS
@@ -36,24 +36,12 @@ from .membership import (
     user_name,
 )
 from .namespaces import Claim, owned_namespaces, summary
+from .workloads import Workload
 
 PLUS_TRIAL = timedelta(days=30)
 PLUS_TRIAL_CREDITS = 500
 
 WorkloadAction = Literal["Decommission", "Freeze", "Unfreeze"]
-
-
-class FoundWorkload(Protocol):
-    """A Deployment, StatefulSet or DaemonSet labelled with the org, as the cache holds it."""
-
-    @property
-    def uid(self) -> str: ...
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def component(self) -> str: ...
-    @property
-    def frozen(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +64,7 @@ class OrgObservation:
     memberships: Sequence[FoundMembership] = ()  # in org-<name>
     bindings: Sequence[FoundBinding] = ()  # the member RoleBindings in org-<name>
     provisioned: Collection[str] = field(default_factory=frozenset)  # has a Provisioned License
-    workloads: Sequence[FoundWorkload] = ()  # labelled with the org, wherever they are
+    workloads: Sequence[Workload] = ()  # labelled with the org, wherever they are
 
 
 @dataclass(frozen=True)
@@ -320,7 +308,7 @@ def starting_events(lifecycle_plan: Lifecycle) -> list[Event]:
     return []
 
 
-def workload_action(workload: FoundWorkload, *, deactivated: bool) -> WorkloadAction | None:
+def workload_action(workload: Workload, *, deactivated: bool) -> WorkloadAction | None:
     """Deactivated: control planes decommissioned (again, if one reappears), data planes
     frozen (again, if the annotation was removed). Active: data planes unfrozen."""
     if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
