@@ -21,7 +21,14 @@ from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
-from support.orgs import is_condition, membership, organization, wait_members_bound, wait_org
+from support.orgs import (
+    is_condition,
+    membership,
+    organization,
+    wait_allowed,
+    wait_members_bound,
+    wait_org,
+)
 
 SUPPORT = "support (orgkeeper-support)"
 LABEL = names.LABEL_ORGANIZATION
@@ -47,6 +54,15 @@ def grant(admin: Kube, user: str, name: str, rules: list[client.V1PolicyRule]) -
         client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name), rules=rules)
     )
     admin.rbac.create_cluster_role_binding(binding(name, name, user))
+    rule = rules[0]
+    wait_allowed(
+        admin,
+        user,
+        rule.verbs[0],
+        rule.resources[0],
+        group=rule.api_groups[0],
+        name=(rule.resource_names or [None])[0],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +72,7 @@ def support_user(admin: Kube) -> str:
     admin.rbac.create_cluster_role_binding(
         binding("test-orgkeeper-support", "orgkeeper-support", user)
     )
+    wait_allowed(admin, user, "support", "organizations")
     return user
 
 

@@ -24,6 +24,7 @@ from support.orgs import (
     membership,
     new_ready_org,
     organization,
+    wait_allowed,
     wait_members_bound,
     wait_org,
 )
@@ -57,6 +58,7 @@ def stranger(admin: Kube, ns: str, user: str) -> None:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
         },
     )
+    wait_allowed(admin, user, "create", "secrets", group="", namespace=ns)
 
 
 def events(kube: Kube, ns: str, name: str, reason: str) -> list[Any]:

@@ -13,7 +13,7 @@ from kubernetes import client
 
 from orgkeeper import names
 from support.kube import AsUser, Kube, rejection, wait_for
-from support.orgs import allowed, membership, new_org, wait_members_bound, wait_org
+from support.orgs import allowed, membership, new_org, wait_allowed, wait_members_bound, wait_org
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -111,6 +111,7 @@ def test_only_the_owner_can_delete_the_org(
             ],
         )
     )
+    wait_allowed(admin, mallory, "delete", "organizations", name=org_name)
     status, message = rejection(lambda: as_user(mallory).delete("organizations", org_name))
     assert status == 403
     assert f"only the Owner ({owner}) can delete Organization {org_name}" in message, message

@@ -106,3 +106,22 @@ def allowed(
     return bool(
         client.AuthorizationV1Api(admin.api).create_subject_access_review(review).status.allowed
     )
+
+
+def wait_allowed(
+    admin: Kube,
+    user: str,
+    verb: str,
+    resource: str,
+    *,
+    group: str = names.GROUP,
+    name: str | None = None,
+    namespace: str | None = None,
+) -> None:
+    """Until RBAC lets `user` do this. The API server's authorizer takes a new (Cluster)RoleBinding
+    in from its own watch, a moment after the create answered: acting at once can get a 403."""
+    wait_for(
+        f"RBAC to let {user} {verb} {resource}",
+        lambda: allowed(admin, user, verb, resource, group=group, name=name, namespace=namespace),
+        timeout=30,
+    )
