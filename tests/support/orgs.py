@@ -108,20 +108,12 @@ def allowed(
     )
 
 
-def wait_allowed(
-    admin: Kube,
-    user: str,
-    verb: str,
-    resource: str,
-    *,
-    group: str = names.GROUP,
-    name: str | None = None,
-    namespace: str | None = None,
-) -> None:
-    """Until RBAC lets `user` do this. The API server's authorizer takes a new (Cluster)RoleBinding
-    in from its own watch, a moment after the create answered: acting at once can get a 403."""
+def wait_allowed(admin: Kube, user: str, verb: str, resource: str, **where: Any) -> None:
+    """Until `allowed` (same arguments) says yes. The API server's authorizer takes a new
+    (Cluster)RoleBinding in from its own watch, a moment after the create answered: acting at
+    once can get a 403."""
     wait_for(
         f"RBAC to let {user} {verb} {resource}",
-        lambda: allowed(admin, user, verb, resource, group=group, name=name, namespace=namespace),
+        lambda: allowed(admin, user, verb, resource, **where),
         timeout=30,
     )
