@@ -176,14 +176,18 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
             (copy := delivered(admin, edge, "ingress-controller")) and copy.fingerprint == expected
         ),
     )
+    # Copies are written before statuses, and each License's status is its own write.
     wait_for(
         "the provisioned license to say it is superseded",
         lambda: is_condition(
             admin.get("licenses", "ingress-controller", ns), "Ready", "True", "Superseded"
         ),
     )
-    assert license_status(admin, org, "contract-2026")["active"] is True
     assert license_status(admin, org, "ingress-controller")["active"] is False
+    wait_for(
+        "the contract license to say it is active",
+        lambda: license_status(admin, org, "contract-2026").get("active") is True,
+    )
 
     # Deleting the active one falls back to the next valid one.
     admin.delete("licenses", "contract-2026", ns)
@@ -195,7 +199,10 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
             == license_status(admin, org, "ingress-controller").get("fingerprint")
         ),
     )
-    assert license_status(admin, org, "ingress-controller")["active"] is True
+    wait_for(
+        "the provisioned license to say it is active again",
+        lambda: license_status(admin, org, "ingress-controller").get("active") is True,
+    )
 
 
 def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
