@@ -66,10 +66,11 @@ def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
     wait_org(admin, org)
     emails = add_members(admin, org, EDITED_MEMBERS)
     wanted: dict[str, list[str]] = {}
-    conflicts = [0]
+    conflicts: dict[str, int] = {}  # per editor thread, so no two threads add to one counter
 
     def edit(email: str, generator: random.Random) -> None:
         name = email.split("@")[0]
+        conflicts[email] = 0
         for _ in range(EDIT_ROUNDS):
             teams: list[str] = sorted(generator.sample(TEAMS, generator.randint(0, 3)))
             while True:
@@ -83,7 +84,7 @@ def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
                 except ApiException as error:
                     if error.status != 409:
                         raise
-                    conflicts[0] += 1
+                    conflicts[email] += 1
         wanted[email] = teams
 
     def rename() -> None:
@@ -116,7 +117,7 @@ def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
     )
     admin.delete("organizations", org)
     wait_gone(admin, org)
-    return conflicts[0]
+    return sum(conflicts.values())
 
 
 def test_users_edit_while_the_operator_writes(fault_admin: Kube, as_user: AsUser) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from orgkeeper.handlers.webhooks import WEBHOOK_KINDS
 from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper.webhook_server import WEBHOOK_KINDS
 from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support.kube import Kube
 

@@ -21,7 +21,6 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
-from orgkeeper.handlers.webhooks import webhook_server
 from orgkeeper.kube import KubeApi, NotLeaderError, passes_gate, user_agent
 from orgkeeper.leader import (
     Elector,
@@ -33,6 +32,7 @@ from orgkeeper.leader import (
 )
 from orgkeeper.manager import operator_paused
 from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
+from orgkeeper.webhook_server import webhook_server
 
 NAMESPACE = "orgkeeper-system"
 

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orgkeeper import cli
-from orgkeeper.handlers.webhooks import ServingWebhookServer, serving_names, webhook_server
 from orgkeeper.pki import certificate, mounted_webhook_tls, pem_key, subject_name
 from orgkeeper.settings import Settings
+from orgkeeper.webhook_server import ServingWebhookServer, serving_names, webhook_server
 
 
 def write_mount(directory: Path, *, with_ca: bool = True) -> None:

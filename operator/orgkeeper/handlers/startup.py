@@ -19,14 +19,14 @@ from ..memory import trim_periodically
 from ..pki import Authority
 from ..preflight import Listeners
 from ..settings import Settings
-from .admission import log_refusals_as_info
-from .organization import pending_memberships
-from .webhooks import (
+from ..webhook_server import (
     CA_BUNDLE_RECHECK_SECONDS,
     ServingWebhookServer,
     keep_ca_bundle,
     webhook_server,
 )
+from .admission import log_refusals_as_info
+from .organization import pending_memberships
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

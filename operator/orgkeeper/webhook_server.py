@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..kube import CABundle, KubeApi, NotLeaderError
-from ..names import WEBHOOK_CONFIGURATION
-from ..pki import Authority, mounted_webhook_tls, webhook_tls
-from ..settings import Settings
+from .kube import CABundle, KubeApi, NotLeaderError
+from .names import WEBHOOK_CONFIGURATION
+from .pki import Authority, mounted_webhook_tls, webhook_tls
+from .settings import Settings
 
 # The kinds of both webhook configurations (names.WEBHOOK_CONFIGURATION): kopf's own in
 # `managed` mode, those of manifests/ in `serve` mode.
