@@ -1,4 +1,5 @@
-"""An operator with `--region eu` and no webhooks: geos share a cluster, rules become conditions."""
+"""An operator with `--region eu` and no webhooks: geos share a cluster, rules become conditions.
+Its periodic check is 10 minutes away: whatever a test sees happen, an event made happen."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
+from orgkeeper import names
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
-from support.kube import Kube, api_client
+from support.kube import Kube, api_client, wait_for
+from support.licenses import secret_document
 from support.operator import OperatorProcess
 from support.orgs import (
     condition,
@@ -18,6 +22,7 @@ from support.orgs import (
     wait_members_bound,
     wait_org,
 )
+from support.workloads import create, workload
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def eu_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Op
         install_orgkeeper(local)
         log: Path = tmp_path_factory.mktemp("geo-operator") / "operator.log"
         process = OperatorProcess(
-            local, log, extra_args=("--region=eu",), webhook_mode="off"
+            local, log, extra_args=("--region=eu",), webhook_mode="off", check_interval="10m"
         ).start()
         try:
             yield Kube(api_client(local.kubeconfig)), process
@@ -87,3 +92,35 @@ def test_without_webhooks_the_rules_show_as_conditions(
     admin.patch("organizations", "quiet", {"spec": {"owner": alice}})
     org = wait_org(admin, "quiet")
     assert org["status"]["owner"] == alice
+
+
+def test_a_data_plane_that_leaves_its_org_loses_the_copy_at_once(
+    eu_only: tuple[Kube, OperatorProcess],
+) -> None:
+    """kopf filters by label on the new body only: the org the workload left is woken all
+    the same, not at its next periodic check."""
+    admin, _ = eu_only
+    admin.create("organizations", organization("leaver", "owner@leaver.test", region="eu"))
+    wait_org(admin, "leaver")
+    edge = "edge-leaver"
+    labels = {names.LABEL_ORGANIZATION: "leaver"}
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=edge, labels=labels))
+    )
+    create(admin, edge, workload("Deployment", "gateway", "leaver", "data-plane", "mesh"))
+
+    def holders() -> list[str]:
+        status = admin.get("licenses", "mesh", "org-leaver").get("status") or {}
+        return list(status.get("propagatedTo", {}).get("namespaces", []))
+
+    wait_for("the copy", lambda: secret_document(admin, edge, "orgkeeper-license-mesh"))
+    wait_for("the License to record the copy", lambda: holders() == [edge])
+
+    admin.apps.patch_namespaced_deployment(
+        "gateway", edge, {"metadata": {"labels": {names.LABEL_ORGANIZATION: None}}}
+    )
+    wait_for(
+        "the copy to go",
+        lambda: secret_document(admin, edge, "orgkeeper-license-mesh") is None,
+    )
+    wait_for("the License to drop the copy", lambda: holders() == [])

@@ -28,7 +28,7 @@ from orgkeeper.controllers.runtime import Runtime, ignored_key
 from orgkeeper.domain import license as license_domain
 from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
-from orgkeeper.handlers.organization import workload_changed
+from orgkeeper.handlers.organization import labelled_or_counted, workload_changed
 from orgkeeper.kube import KubeApi, OwnerRef
 from orgkeeper.settings import Settings
 from orgkeeper.views import switcher_rows
@@ -80,6 +80,96 @@ def test_a_workload_outside_the_orgs_namespaces_wakes_it_once() -> None:
         assert acme.is_set()
 
     asyncio.run(scenario())
+
+
+async def unlabelled(memo: kopf.Memo, namespace: str, uid: str, type: str = "MODIFIED") -> None:
+    """An event of a workload without the org label, if kopf's filter lets it through."""
+    labels = cast(kopf.Labels, {"app": "gateway"})
+    if labelled_or_counted(labels=labels, uid=uid, memo=memo):
+        await workload_changed(labels=labels, namespace=namespace, uid=uid, type=type, memo=memo)
+
+
+def test_a_workload_whose_org_label_is_removed_wakes_the_org_it_left_once() -> None:
+    async def scenario() -> None:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        served.count_workloads("acme", ["uid-gw"])  # acme's reconcile counted it
+        await unlabelled(memo, "org-acme", "uid-gw")
+        assert acme.is_set()
+        acme.clear()
+        await unlabelled(memo, "org-acme", "uid-gw")  # its status changes, say
+        await unlabelled(memo, "org-acme", "uid-gw", "DELETED")
+        assert not acme.is_set()
+        assert served.counted_by == {}
+        served.count_workloads("acme", [])  # the reconcile it woke
+        assert served.counted == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_workload_moved_to_another_org_wakes_both() -> None:
+    async def scenario() -> None:
+        served = runtime()
+        acme, beta = served.trigger("acme"), served.trigger("beta")
+        memo = kopf.Memo(runtime=served)
+        served.count_workloads("acme", ["uid-gw", "uid-other"])
+        await changed(memo, "beta", "org-acme", "uid-gw")
+        assert acme.is_set()  # it left: acme's copy and count go
+        assert beta.is_set()  # to be told why it is ignored in acme's namespace
+        # beta reconciles first and counts it, then acme: acme's count leaves beta's be.
+        served.count_workloads("beta", ["uid-gw"])
+        served.count_workloads("acme", ["uid-other"])
+        assert served.counted_by == {"uid-gw": "beta", "uid-other": "acme"}
+        acme.clear()
+        beta.clear()
+        await changed(memo, "acme", "org-acme", "uid-gw")  # and back
+        assert acme.is_set()
+        assert not beta.is_set()  # it left beta from a namespace beta doesn't own
+
+    asyncio.run(scenario())
+
+
+def test_a_workload_never_labelled_wakes_nothing_and_is_remembered_nowhere() -> None:
+    async def scenario() -> Runtime:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        served.count_workloads("acme", ["uid-gw"])
+        for i in range(1_000):
+            await unlabelled(memo, "org-acme", f"uid-{i}")
+            await unlabelled(memo, "org-acme", f"uid-{i}", "DELETED")
+        assert not acme.is_set()
+        return served
+
+    served = asyncio.run(scenario())
+    assert served.counted_by == {"uid-gw": "acme"}
+    assert served.counted == {"acme": frozenset({"uid-gw"})}
+    assert list(served.triggers) == ["acme"] and served.changed_at == {}
+
+
+def test_a_workload_leaving_a_namespace_the_org_does_not_own_wakes_nothing() -> None:
+    async def scenario() -> None:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        served.count_workloads("acme", ["uid-stolen"])  # counted, and told it is ignored
+        served.told["acme"] = frozenset({ignored_key("uid-stolen")})
+        for _ in range(100):
+            await unlabelled(memo, "mallory", "uid-stolen")
+            await changed(memo, "acme", "mallory", "uid-stolen")
+        assert not acme.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_forgotten_org_keeps_no_count() -> None:
+    served = runtime()
+    served.count_workloads("acme", ["uid-gw"])
+    served.count_workloads("beta", ["uid-db"])
+    served.forget("acme")
+    assert served.counted == {"beta": frozenset({"uid-db"})}
+    assert served.counted_by == {"uid-db": "beta"}
 
 
 def test_records_keep_only_the_keys_orgkeeper_reads() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,11 @@ class Runtime:
     namespaces: Informer[NamespaceRecord] = field(init=False)
     claims: dict[str, str] = field(default_factory=dict)
     claimed_by: dict[str, set[str]] = field(default_factory=dict)  # org -> its labelled ones
+    # Per org, the uids of the workloads its last reconcile counted, and the org of each uid:
+    # a workload that leaves (label removed or changed, or deleted) wakes the org it left,
+    # which kopf's label filter and index (both on the new body only) can't tell.
+    counted: dict[str, frozenset[str]] = field(default_factory=dict)
+    counted_by: dict[str, str] = field(default_factory=dict)
     # Per org, the warnings already told (ignored workloads, failing targets): each is posted
     # once as an Event while it lasts, not at every reconcile.
     told: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -114,6 +120,38 @@ class Runtime:
             or self.claims.get(namespace) == organization
         )
 
+    def count_workloads(self, organization: str, uids: Iterable[str]) -> None:
+        """The workloads the org's reconcile found labelled for it now (see workload_wakes)."""
+        now = frozenset(uids)
+        for uid in self.counted.get(organization, frozenset()) - now:
+            if self.counted_by.get(uid) == organization:
+                del self.counted_by[uid]
+        for uid in now:
+            self.counted_by[uid] = organization
+        if now:
+            self.counted[organization] = now
+        else:
+            self.counted.pop(organization, None)
+
+    def workload_wakes(
+        self, uid: str, namespace: str, organization: str | None, *, deleted: bool
+    ) -> set[str]:
+        """The orgs a workload's event wakes, by the rules of handlers/organization.py's
+        workload_changed: the org its label names, and the org that counted it if it left
+        (label removed or changed, or deleted) from a namespace that org may own. The count
+        forgets it there and then, so its later events wake nothing."""
+        wakes: set[str] = set()
+        if organization:
+            untold = not deleted and ignored_key(uid) not in self.told.get(organization, ())
+            if untold or self.may_own(organization, namespace):
+                wakes.add(organization)
+        left = self.counted_by.get(uid)
+        if left is not None and (deleted or left != organization):
+            del self.counted_by[uid]  # its next reconcile counts it no more
+            if self.may_own(left, namespace):
+                wakes.add(left)
+        return wakes
+
     def org_changed(self, organization: str) -> None:
         """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
         if self.organizations.get("", organization) is None:
@@ -158,6 +196,7 @@ class Runtime:
         self.changed_at.pop(organization, None)
         self.told.pop(organization, None)
         self.transitions.pop(organization, None)
+        self.count_workloads(organization, ())
         for key in [key for key in self.copies if key[0] == organization]:
             del self.copies[key]
         self.metrics.forget(organization)

@@ -16,13 +16,13 @@ from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.membership import mark_pending
 from ..controllers.organization import Cached, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
-from ..controllers.runtime import Runtime, ignored_key
+from ..controllers.runtime import Runtime
 from ..controllers.writes import explain, now_utc
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import PostedEvent, owner_of
-from .indexes import ORGANIZATION_LABELLED, ORGANIZATIONS, WORKLOADS, workload_index
+from .indexes import ORGANIZATIONS, WORKLOADS, workload_index
 
 MAX_BACKOFF = 60.0
 # How often a follower looks whether it leads now, and a failed Pending write is retried.
@@ -169,13 +169,16 @@ async def _going_away(runtime: Runtime, namespace: str) -> bool:
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
-    """What the caches hold for the org now (taken once it has a reconcile slot)."""
+    """What the caches hold for the org now (taken once it has a reconcile slot); the workloads
+    are counted as the org's, so that one leaving wakes it."""
     namespace = names.org_namespace(organization)
+    workloads = _workloads(indexes, organization)
+    runtime.count_workloads(organization, (w.uid for w in workloads))
     return Cached(
         members=runtime.members.in_namespace(namespace),
         bindings=runtime.bindings.in_namespace(namespace),
         licenses=values(indexes["licenses_by_namespace"], namespace),
-        workloads=_workloads(indexes, organization),
+        workloads=workloads,
         claims=runtime.claimed(organization),
     )
 
@@ -197,6 +200,13 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
+def labelled_or_counted(labels: kopf.Labels, uid: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf filters labels on the new body only: a workload whose org label went must still
+    reach workload_changed if an org counted it."""
+    runtime: Runtime = memo.runtime
+    return bool(labels.get(names.LABEL_ORGANIZATION)) or uid in runtime.counted_by
+
+
 async def workload_changed(
     labels: kopf.Labels,
     namespace: str | None,
@@ -205,19 +215,20 @@ async def workload_changed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """A workload labelled with an org changed: its org reconciles (counts, freeze, licenses).
+    """A workload labelled with an org changed, or left the org that counted it: each org
+    concerned reconciles (counts, freeze, licenses); see Runtime.workload_wakes.
 
     A label naming no org served here wakes nothing and is remembered nowhere. A workload in a
     namespace the org doesn't own wakes it once, to be told why it is ignored: patching it over
     and over can't keep the org's reconciles busy.
     """
     runtime: Runtime = memo.runtime
-    organization = labels.get(names.LABEL_ORGANIZATION)
-    if not organization:
-        return
-    untold = type != "DELETED" and ignored_key(uid) not in runtime.told.get(organization, ())
-    if untold or runtime.may_own(organization, namespace or ""):
-        runtime.poke(organization)
+    organization = labels.get(names.LABEL_ORGANIZATION) or None
+    wakes = runtime.workload_wakes(
+        uid or "", namespace or "", organization, deleted=type == "DELETED"
+    )
+    for woken in wakes:
+        runtime.poke(woken)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -228,6 +239,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
     for kind, resource in WORKLOADS.items():
         on_workload = kopf.on.event(
-            *resource, labels=ORGANIZATION_LABELLED, id=f"{kind.lower()}_changed", registry=registry
+            *resource, when=labelled_or_counted, id=f"{kind.lower()}_changed", registry=registry
         )
         on_workload(workload_changed)
