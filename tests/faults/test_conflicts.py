@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 from orgkeeper import names
 from orgkeeper.api.v1alpha1 import GROUP, TEAMS, VERSION
 from support.kube import AsUser, Kube, wait_for
-from support.orgs import allowed, membership, new_org, unique_suffix, wait_org
+from support.orgs import allowed, membership, new_org, unique_suffix, wait_org, wait_owner_rights
 
 from .report import TALLY, TRIALS, Trials
 from .scenarios import active_problems, add_members, wait_until
@@ -64,6 +64,7 @@ def edit_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> int:
     owner, namespace = f"owner@{org}.test", names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)
+    wait_owner_rights(admin, org, owner)
     emails = add_members(admin, org, EDITED_MEMBERS)
     wanted: dict[str, list[str]] = {}
     conflicts: dict[str, int] = {}  # per editor thread, so no two threads add to one counter
@@ -143,6 +144,7 @@ def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> bool:
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)
+    wait_owner_rights(admin, org, owner)
     for name, email in (("alice", alice), ("bob", bob)):
         admin.create("memberships", membership(name, email, "organization-admin"), namespace)
     wait_until(
@@ -176,9 +178,17 @@ def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> bool:
 
     wait_until(f"one Owner ({winner}) in {org}", one_owner, timeout=60)
     assert admin.get("organizations", org)["status"]["owner"] == winner
-    assert allowed(admin, winner, "delete", "organizations", name=org)
-    for other in (loser, owner):
-        assert not allowed(admin, other, "delete", "organizations", name=org), other
+    # The binding moved before the status; the API server's authorizer follows by its watch.
+    wait_for(
+        f"RBAC to let {winner} alone delete {org}",
+        lambda: (
+            allowed(admin, winner, "delete", "organizations", name=org)
+            and not any(
+                allowed(admin, other, "delete", "organizations", name=org)
+                for other in (loser, owner)
+            )
+        ),
+    )
     owner_binding = admin.rbac.read_cluster_role_binding(names.owner_role(org))
     assert [s.name for s in owner_binding.subjects] == [winner]
     admin.delete("organizations", org)
@@ -206,6 +216,7 @@ def deletion_trial(admin: Kube, as_user: AsUser, owners_own: bool) -> str:
     owner, namespace = f"owner@{org}.test", names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)
+    wait_owner_rights(admin, org, owner)
     add_members(admin, org, 3)
     wait_until(
         "members bound",

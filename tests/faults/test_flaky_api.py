@@ -11,7 +11,7 @@ from orgkeeper import names
 from orgkeeper.api.v1alpha1 import PRODUCTS
 from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import AsUser, Kube
-from support.orgs import new_org, unique_suffix
+from support.orgs import new_org, unique_suffix, wait_org
 
 from .operators import Operators
 from .proxy import FlakyProxy
@@ -68,12 +68,9 @@ def converge_through(admin: Kube, as_user: AsUser, salt: float) -> float:
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)
     started = time.monotonic()
-    # The namespace comes from the operator, through the proxy.
-    wait_until(
-        "the org namespace",
-        lambda: [] if _exists(admin, namespace) else ["no namespace yet"],
-        timeout=CONVERGE_WITHIN,
-    )
+    # Memberships are admitted once the org is Ready: until kube-controller-manager has counted
+    # the namespace's new quota, the API server refuses them.
+    wait_org(admin, org, timeout=CONVERGE_WITHIN)
     wanted = add_members(admin, org, MEMBERS)
     # Every member's teams change once the first ones may have been bound.
     for i, email in enumerate(sorted(wanted)):
@@ -102,7 +99,3 @@ def converge_through(admin: Kube, as_user: AsUser, salt: float) -> float:
     delete_and_wait_gone(admin, org)
     delete_namespaces(admin, [edge])
     return elapsed
-
-
-def _exists(admin: Kube, namespace: str) -> bool:
-    return bool(admin.core.list_namespace(field_selector=f"metadata.name={namespace}").items)

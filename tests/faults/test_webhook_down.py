@@ -18,6 +18,7 @@ from support.orgs import (
     unique_suffix,
     wait_members_bound,
     wait_org,
+    wait_owner_rights,
 )
 
 from .operators import Operators
@@ -50,6 +51,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
     namespace = names.org_namespace(org)
     new_org(as_user, org, owner)
     wait_org(admin, org)
+    wait_owner_rights(admin, org, owner)
     admin.create("memberships", membership("alice", alice, "analytics-viewer"), namespace)
     wait_members_bound(admin, org, {alice: ["analytics-viewer"]})
 

@@ -28,6 +28,7 @@ from support.orgs import (
     wait_allowed,
     wait_members_bound,
     wait_org,
+    wait_owner_rights,
 )
 
 SUPPORT = "support (orgkeeper-support)"
@@ -110,6 +111,7 @@ def organization_label(admin: Kube, namespace: str) -> str | None:
 def sign_up(as_user: AsUser, admin: Kube, name: str, owner: str, **spec: Any) -> None:
     as_user(owner).create("organizations", organization(name, owner, **{"plan": "Plus", **spec}))
     wait_org(admin, name)
+    wait_owner_rights(admin, name, owner)
 
 
 def refused(call: Callable[[], object], *expected: str, status: int = 403) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 import pytest
@@ -12,7 +13,14 @@ from orgkeeper import names
 from orgkeeper_dev.localcluster import LocalCluster
 from support.cli import orgkeeper
 from support.kube import AsUser, Kube, rejection, wait_for
-from support.orgs import allowed, membership, organization, wait_members_bound, wait_org
+from support.orgs import (
+    allowed,
+    membership,
+    organization,
+    wait_allowed,
+    wait_members_bound,
+    wait_org,
+)
 from support.workloads import create, read, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -107,8 +115,14 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
             member["status"]["state"] == "Removed"
             and member["status"].get("effectiveTeams", []) == []
         )
-    assert not allowed(admin, alice, "create", "memberships", namespace=namespace)
-    assert not allowed(admin, owner, "delete", "organizations", name=name)
+    # The bindings are gone; the API server's authorizer takes that in from its watch.
+    wait_for(
+        "RBAC to revoke the members' and the Owner's rights",
+        lambda: (
+            not allowed(admin, alice, "create", "memberships", namespace=namespace)
+            and not allowed(admin, owner, "delete", "organizations", name=name)
+        ),
+    )
     # The same person elsewhere is untouched.
     (elsewhere,) = [
         m for m in admin.list("memberships", f"org-{other}") if m["spec"]["email"] == alice
@@ -131,7 +145,10 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         "the e-mail to be unlocked",
         lambda: admin.get("organizations", name)["status"]["ownerEmailLocked"] is False,
     )
-    as_user(owner).create("organizations", again)
+    # The webhook reads the lock from the operator's cache, which the unlock reaches by a watch.
+    wait_for(
+        "the Owner's sign-up to be admitted", lambda: as_user(owner).create("organizations", again)
+    )
     wait_org(admin, f"again-{unique}")
 
     # Reactivation restores roles and billing and unfreezes; control planes stay gone.
@@ -149,7 +166,7 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         name,
         {alice: ["organization-admin"], bob: ["analytics-viewer"], owner: ["organization-admin"]},
     )
-    assert allowed(admin, alice, "create", "memberships", namespace=namespace)
+    wait_allowed(admin, alice, "create", "memberships", namespace=namespace)
 
     def unfrozen() -> bool:
         for plane in data_planes:
@@ -172,8 +189,10 @@ def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
         as_user(f"owner@{name}.test").create(
             "organizations", organization(name, f"owner@{name}.test", plan=plan)
         )
-    for name in (idle, login, plus, busy):
-        wait_org(admin, name)
+    cycles = {
+        name: wait_org(admin, name)["status"]["billing"]["cycleStart"]
+        for name in (idle, login, plus, busy)
+    }
 
     recorded = orgkeeper(cluster, "activity", "requests", "--org", busy, "--count", "5")
     assert recorded.returncode == 0, recorded.stderr
@@ -196,8 +215,15 @@ def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
     org = wait_org(admin, idle, "Deactivated", "True", "Inactive", timeout=60)
     assert org["status"]["deactivation"]["reason"] == "Inactive"
     assert org["status"]["ownerEmailLocked"] is True
+
+    def rolled(name: str) -> dict[str, Any] | None:
+        found = admin.get("organizations", name)
+        return found if found["status"]["billing"]["cycleStart"] != cycles[name] else None
+
     for name in (login, plus, busy):
-        other = admin.get("organizations", name)
+        # A reconcile that rolls the first billing cycle is as late as the inactivity deadline
+        # of an org without logins or requests (both 20 s): had it counted, it would be there.
+        other = wait_for(f"{name} to reconcile past its first billing cycle", partial(rolled, name))
         assert other["status"]["phase"] == "Active", (name, other["status"])
     assert admin.get("organizations", login)["status"]["activity"]["lastLoginTime"] == later
     wait_for(

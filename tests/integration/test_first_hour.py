@@ -186,7 +186,6 @@ def test_a_membership_for_an_org_not_yet_created_is_pending(running: Kube) -> No
             and (m.get("status") or {}).get("state") == "Pending"
             and m
         ),
-        timeout=15,
     )
     ready = condition(found, "Ready")
     assert ready is not None

@@ -23,7 +23,14 @@ from support import identity
 from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.orgs import (
+    membership,
+    organization,
+    wait_allowed,
+    wait_members_bound,
+    wait_org,
+    wait_owner_rights,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -35,10 +42,11 @@ AUTHENTICATED = ("system:authenticated",)
 
 @pytest.fixture
 def org(admin: Kube, as_user: AsUser, unique: str) -> Iterator[tuple[str, str]]:
-    """A new Ready org: (name, owner)."""
+    """A new Ready org whose Owner may act: (name, owner)."""
     name, owner = f"hard-{unique}", f"owner@hard-{unique}.test"
     as_user(owner).create("organizations", organization(name, owner, plan="Plus"))
     wait_org(admin, name)
+    wait_owner_rights(admin, name, owner)
     yield name, owner
 
 
@@ -111,6 +119,7 @@ def test_a_control_plane_admins_privileged_deployment_gets_no_pod(
     namespace, cpa = f"org-{name}", f"cpa@{name}.test"
     as_user(owner).create("memberships", membership("cpa", cpa, "control-plane-admin"), namespace)
     wait_members_bound(admin, name, {owner: ["organization-admin"], cpa: ["control-plane-admin"]})
+    wait_allowed(admin, cpa, "create", "deployments", group="apps", namespace=namespace)
 
     as_user(cpa).apps.create_namespaced_deployment(namespace, deployment("escape", privileged=True))
     as_user(cpa).apps.create_namespaced_deployment(
@@ -194,6 +203,7 @@ def test_the_quota_refuses_a_membership_beyond_the_limit(small_quota: LocalClust
     as_owner = Kube(api_client(small_quota.kubeconfig, user=owner, groups=AUTHENTICATED))
     as_owner.create("organizations", organization("tiny", owner, plan="Plus"))
     wait_org(admin, "tiny", timeout=60)
+    wait_owner_rights(admin, "tiny", owner)
     assert limit(quota(admin, "org-tiny")) == 2
 
     # The Owner's Membership is one; a second is admitted (positive control), a third is not.

@@ -259,10 +259,16 @@ def test_rotation_reaches_active_data_planes_but_not_frozen_ones(
     frozen_copy = delivered(admin, frozen_edge, "gateway-enterprise")
     assert frozen_copy is not None, f"the license copy in {frozen_edge} is gone"
     assert frozen_copy.fingerprint == first_frozen.fingerprint
-    events = admin.core.list_namespaced_event(
-        f"org-{live}", field_selector="involvedObject.name=gateway-enterprise"
-    ).items
-    assert any(e.reason == "LicenseRotated" for e in events)
+    # Events are posted once the reconcile has written every status.
+    wait_for(
+        "the live License's LicenseRotated Event",
+        lambda: any(
+            e.reason == "LicenseRotated"
+            for e in admin.core.list_namespaced_event(
+                f"org-{live}", field_selector="involvedObject.name=gateway-enterprise"
+            ).items
+        ),
+    )
 
     # Nothing secret leaked into the operator's logs or Events.
     documents = [
@@ -329,6 +335,11 @@ def test_a_provisioned_license_cannot_take_over_another_ones_secret(
     wait_for(
         "the new member bound",
         lambda: (admin.get("memberships", "late", ns).get("status") or {}).get("state") == "Active",
+    )
+    # Its Membership's status comes before the Licenses are reconciled; the org's count after.
+    wait_for(
+        "the org to count the new member",
+        lambda: (admin.get("organizations", org).get("status") or {}).get("members") == 2,
     )
     assert license_status(admin, org, "gateway-enterprise")["fingerprint"] == before
     assert is_condition(admin.get("licenses", "gateway-enterprise", ns), "Ready", "True", "Active")

@@ -23,7 +23,7 @@ from support import identity
 from support.identity import ServiceAccountIdentity
 from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.orgs import membership, organization, wait_members_bound, wait_org, wait_owner_rights
 from support.workloads import create, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -428,6 +428,7 @@ def test_the_operator_does_its_whole_job_as_its_service_account_and_is_never_ref
     since = len(audit_lines(cluster))
     as_user(owner).create("organizations", organization(name, owner, plan="Plus"))
     wait_org(admin, name)
+    wait_owner_rights(admin, name, owner)
     member = membership("alice", alice, "analytics-viewer")
     as_user(owner).create("memberships", member, f"org-{name}")
     wait_members_bound(admin, name, {owner: ["organization-admin"], alice: ["analytics-viewer"]})

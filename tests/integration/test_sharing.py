@@ -24,7 +24,7 @@ from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
-from support.orgs import membership, organization, wait_members_bound, wait_org
+from support.orgs import membership, organization, wait_members_bound, wait_org, wait_owner_rights
 from support.replicas import NAMESPACE, WRITES, completed_requests, describe
 
 REGIONS = ("us", "eu")
@@ -181,13 +181,21 @@ def test_admission_checks_both_regions_through_one_webhook(shared: Shared) -> No
         wait_org(admin, name)
         admin.create("memberships", membership("dev", dev, "analytics-viewer"), namespace)
         wait_members_bound(admin, name, {owner: ["organization-admin"], dev: ["analytics-viewer"]})
+        wait_owner_rights(admin, name, owner)
         as_owner = Kube(api_client(shared.cluster.kubeconfig, user=owner))
 
-        status, message = rejection(
-            lambda: as_owner.patch("organizations", name, {"spec": {"owner": dev}})  # noqa: B023
+        def transfer_refused() -> str | None:
+            status, message = rejection(
+                lambda: as_owner.patch("organizations", name, {"spec": {"owner": dev}})  # noqa: B023
+            )
+            assert status == 403, message
+            # The us operator's cache takes eu's Memberships in from its own watch: until it
+            # holds dev, the refusal says dev has no Membership.
+            return message if "not a member of the organization-admin team" in message else None
+
+        wait_for(
+            f"the webhook to refuse a transfer to {dev}, an analytics-viewer", transfer_refused
         )
-        assert status == 403, message
-        assert "not a member of the organization-admin team" in message
         status, message = rejection(
             lambda: as_owner.delete("memberships", names.owner_membership(owner), namespace)  # noqa: B023
         )

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from kubernetes.client.rest import ApiException
 
+from orgkeeper import names
 from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.pki import certificate, pem_key, subject_name
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
@@ -81,6 +83,23 @@ def transfer(bare: Bare, name: str, to: str) -> None:
     bare.admin.patch("organizations", name, {"spec": {"owner": to}})
 
 
+def refused_in_a_dry_run(bare: Bare, name: str, to: str) -> bool:
+    """Would admission refuse the transfer? A dry run writes nothing; the API server sends it
+    to webhooks without side effects, as orgkeeper's are."""
+    try:
+        bare.admin.custom.patch_cluster_custom_object(
+            names.GROUP,
+            names.VERSION,
+            "organizations",
+            name,
+            {"spec": {"owner": to}},
+            dry_run="All",
+        )
+    except ApiException as error:
+        return bool(error.status == 403)
+    return False
+
+
 def test_the_operator_starts_without_its_webhook_configuration_and_picks_it_up(
     bare: Bare,
 ) -> None:
@@ -105,6 +124,10 @@ def test_the_operator_starts_without_its_webhook_configuration_and_picks_it_up(
         # same transfer is now refused at admission, with the reason.
         bare.apply_webhooks(process.webhook_port)
         wait_for("the CA in every webhook", lambda: all(bare.ca_bundles()))
+        # The API server takes the configuration and its CA in from its own watch.
+        wait_for(
+            "the API server to call the webhook", lambda: refused_in_a_dry_run(bare, "plain", bob)
+        )
         status, message = rejection(lambda: transfer(bare, "plain", bob))
         assert status == 403
         assert "not a member of the organization-admin team" in message

@@ -25,9 +25,11 @@ def new_org(as_user: AsUser, name: str, owner: str, **spec: Any) -> None:
 
 
 def new_ready_org(admin: Kube, as_user: AsUser, name: str) -> None:
-    """owner@<name>.test signs up (new_org); returns once the org is Ready."""
-    new_org(as_user, name, f"owner@{name}.test")
+    """owner@<name>.test signs up (new_org); returns once the org is Ready and its Owner may act."""
+    owner = f"owner@{name}.test"
+    new_org(as_user, name, owner)
     wait_org(admin, name)
+    wait_owner_rights(admin, name, owner)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -117,3 +119,11 @@ def wait_allowed(admin: Kube, user: str, verb: str, resource: str, **where: Any)
         lambda: allowed(admin, user, verb, resource, **where),
         timeout=30,
     )
+
+
+def wait_owner_rights(admin: Kube, org: str, owner: str) -> None:
+    """Until RBAC lets the Owner edit the org and add members. The operator writes their
+    bindings before it says Ready, but the API server's authorizer takes them in from its own
+    watch: an Owner acting the moment the org is Ready can get a 403."""
+    wait_allowed(admin, owner, "patch", "organizations", name=org)
+    wait_allowed(admin, owner, "create", "memberships", namespace=names.org_namespace(org))
