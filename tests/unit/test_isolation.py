@@ -28,7 +28,7 @@ from orgkeeper.controllers.runtime import Runtime, ignored_key
 from orgkeeper.domain import license as license_domain
 from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
-from orgkeeper.handlers.organization import labelled_or_counted, workload_changed
+from orgkeeper.handlers.organization import labelled_or_counted, license_changed, workload_changed
 from orgkeeper.kube import KubeApi, OwnerRef
 from orgkeeper.settings import Settings
 from orgkeeper.views import switcher_rows
@@ -469,3 +469,20 @@ def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() ->
     assert kube.create_namespace("org-acme", "acme", owner) is False
     kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create
     assert kube.create_namespace("org-acme", "acme", owner) is True
+
+
+def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
+    async def scenario() -> Runtime:
+        served = runtime()
+        acme = served.trigger("acme")
+        memo = kopf.Memo(runtime=served)
+        await license_changed(namespace="edge", memo=memo)
+        await license_changed(namespace="org-ghost", memo=memo)
+        assert not acme.is_set()
+        await license_changed(namespace="org-acme", memo=memo)
+        assert acme.is_set()
+        return served
+
+    served = asyncio.run(scenario())
+    assert list(served.triggers) == ["acme"]
+    assert list(served.changed_at) == ["acme"]

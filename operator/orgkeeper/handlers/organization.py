@@ -22,7 +22,7 @@ from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
 from ..kube import PostedEvent, owner_of
-from .indexes import ORGANIZATIONS, WORKLOADS, workload_index
+from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
 MAX_BACKOFF = 60.0
 # How often a follower looks whether it leads now, and a failed Pending write is retried.
@@ -200,6 +200,14 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
+async def license_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A License in org-<name> was created, changed or deleted: the org judges it, picks the
+    active one of its product and delivers it. (Its Secret isn't watched: see README.)"""
+    organization = names.organization_of_namespace(namespace)
+    if organization:
+        memo.runtime.poke(organization)
+
+
 def labelled_or_counted(labels: kopf.Labels, uid: str | None, memo: kopf.Memo, **_: Any) -> bool:
     """kopf filters labels on the new body only: a workload whose org label went must still
     reach workload_changed if an org counted it."""
@@ -237,6 +245,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
+    kopf.on.event(*LICENSES, registry=registry)(license_changed)
     for kind, resource in WORKLOADS.items():
         on_workload = kopf.on.event(
             *resource, when=labelled_or_counted, id=f"{kind.lower()}_changed", registry=registry
