@@ -428,3 +428,20 @@ def test_only_namespaces_with_a_data_plane_of_a_licensed_product_are_read() -> N
     wanted = domain.copies_to_read(workloads, {MESH: {"gone"}}, [MESH], deactivated=False)
     assert wanted == {GATEWAY: [], "ingress-controller": [], MESH: ["edge", "gone"]}
     assert domain.copies_to_read(workloads, {}, [GATEWAY], deactivated=False)[MESH] == []
+
+
+def test_the_next_due_moment_is_the_first_rotation_or_expiry_still_ahead() -> None:
+    rotate_after = timedelta(days=182)
+
+    def due(*licenses: LicenseSeen) -> datetime | None:
+        evaluated = domain.plan_issuing(observe(licenses)).evaluated.values()
+        return domain.next_due(evaluated, now=NOW, rotate_after=rotate_after)
+
+    young = document(age=timedelta(days=10))
+    assert due(lic("mesh", young)) == NOW - timedelta(days=10) + rotate_after
+    # A contract license is never rotated: it is due when it expires.
+    assert due(lic("contract", young, source="SecretRef")) == NOW + timedelta(days=355)
+    # Past its rotation (not rotated yet, or refused): its expiry, never a moment gone by.
+    old = document(age=timedelta(days=200))
+    assert due(lic("mesh", old)) == NOW + timedelta(days=165)
+    assert due(lic("mesh", None), lic("bad", document(GATEWAY), source="SecretRef")) is None

@@ -465,3 +465,37 @@ def test_without_an_org_memberships_are_pending_and_hold_no_roles() -> None:
 def test_deactivation_records_its_start() -> None:
     planned = plan(observe(**IDLE))
     assert planned.lifecycle.deactivation == Deactivation(at=NOW, reason="Inactive")
+
+
+# When the loop wakes without an event: the next moment a time rule changes the plan.
+
+CYCLE_ENDS = NOW + timedelta(days=29)
+FRESH_CYCLE = active_status(cycle_start=CYCLE_ENDS - CYCLE)
+
+
+@pytest.mark.parametrize(
+    ("facts", "due"),
+    [
+        ({**USED, "status": FRESH_CYCLE}, RECENTLY + WINDOW),
+        ({**USED, "status": FRESH_CYCLE, "plan": "Enterprise"}, CYCLE_ENDS),
+        ({"plan": "Plus", "created": NOW - timedelta(days=5), "status": FRESH_CYCLE},
+            NOW - timedelta(days=5) + org_domain.PLUS_TRIAL),
+        ({**IDLE, "status": active_status(cycle_start=CYCLE_ENDS - CYCLE, requests=3)},
+            CYCLE_ENDS),
+        ({**USED, "status": deactivated_status("Inactive")},
+            NOW - timedelta(days=3) + CYCLE),
+        ({**USED, "plan": "Enterprise", "status": OrganizationStatus()}, NOW + CYCLE),
+    ],
+    ids=[
+        "free-inactivity-window-closes",
+        "enterprise-billing-cycle-ends",
+        "plus-trial-ends",
+        "free-idle-with-requests-counters-roll",
+        "deactivated-no-inactivity-window",
+        "the-first-billing-cycle-starts-now",
+    ],
+)  # fmt: skip
+def test_the_next_due_moment_is_the_first_time_rule_still_ahead(
+    facts: dict[str, Any], due: datetime
+) -> None:
+    assert org_domain.next_due(plan(observe(**facts))) == due

@@ -486,3 +486,18 @@ def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
     served = asyncio.run(scenario())
     assert list(served.triggers) == ["acme"]
     assert list(served.changed_at) == ["acme"]
+
+
+def test_the_loop_sleeps_until_a_time_rule_is_due_once() -> None:
+    served = runtime()
+    served.schedule("acme", (None, NOW + timedelta(seconds=20), NOW + timedelta(seconds=5)))
+    assert served.take_wait("acme", 300.0, NOW) == 5.0
+    # Taken: until a reconcile schedules again, the check interval (a stalled or failing
+    # reconcile must not spin on a moment already past).
+    assert served.take_wait("acme", 300.0, NOW) == 300.0
+    served.schedule("acme", (NOW - timedelta(seconds=1),))
+    assert served.take_wait("acme", 300.0, NOW) == 0.0
+    served.schedule("acme", (NOW + timedelta(hours=1),))
+    assert served.take_wait("acme", 300.0, NOW) == 300.0
+    served.schedule("acme", (None,))
+    assert served.due == {}

@@ -42,6 +42,7 @@ class LicenseOutcome:
     active_products: set[str]
     events: list[Event]
     failures: list[Failure]
+    due: datetime | None  # the next rotation or expiry
 
 
 async def reconcile_licenses(
@@ -121,7 +122,10 @@ async def reconcile_licenses(
     runtime.metrics.reconciles.labels(LICENSE.kind, "success").inc(len(licenses))
 
     await attempt(_status_writes(runtime, licenses, plan, deliveries, now), failures)
-    return LicenseOutcome(set(plan.active), events, failures)
+    due = license_domain.next_due(
+        plan.evaluated.values(), now=now, rotate_after=settings.license_rotate_after
+    )
+    return LicenseOutcome(set(plan.active), events, failures, due)
 
 
 def _status_writes(

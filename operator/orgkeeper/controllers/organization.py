@@ -116,9 +116,10 @@ async def reconcile_organization(
         await _write_status(runtime, name, recorded, current_status, version=version, now=now)
         version = None  # changed by that write: a rollover reads the org again
 
-    told, licensed = await _apply(
+    told, licensed, licenses_due = await _apply(
         runtime, plan, cached, owner_ref, namespace_object, failures, changed_at=changed_at
     )
+    runtime.schedule(name, (org_domain.next_due(plan), licenses_due))
     events += told
     ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
     events += _warnings(runtime, name, ignored, failures)
@@ -145,9 +146,10 @@ async def _apply(
     failures: list[Failure],
     *,
     changed_at: float,
-) -> tuple[list[Event], frozenset[str]]:
+) -> tuple[list[Event], frozenset[str], datetime | None]:
     """The plan's effects in org-<name> and on the workloads, then the licenses; returns the
-    Events the licenses tell and the products licensed. Failures go to `failures`."""
+    Events the licenses tell, the products licensed and when a license is due next (rotation,
+    expiry). Failures go to `failures`."""
     name, namespace = plan.observed.name, names.org_namespace(plan.observed.name)
     served = [w for w in cached.workloads if w.namespace in plan.owned_namespaces]
     if plan.namespace is not None:
@@ -159,7 +161,7 @@ async def _apply(
         await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
     if plan.namespace is None:
-        return [], frozenset()  # nothing is written into a namespace the org doesn't own
+        return [], frozenset(), None  # nothing is written into a namespace the org doesn't own
     reconciled = await reconcile_licenses(
         runtime,
         owner=owner,
@@ -171,7 +173,7 @@ async def _apply(
         changed_at=changed_at,
     )
     failures += reconciled.failures
-    return reconciled.events, frozenset(reconciled.active_products)
+    return reconciled.events, frozenset(reconciled.active_products), reconciled.due
 
 
 async def _org_namespace(

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -62,6 +63,9 @@ class Runtime:
     copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     # Per org, the lifecycle transition last posted as an Event (see lifecycle.untold_transitions).
     transitions: dict[str, str | None] = field(default_factory=dict)
+    # Per org, the next moment a time rule (billing cycle, trial, inactivity, license rotation
+    # or expiry) may change what its reconcile decides: its loop wakes then, not at the check.
+    due: dict[str, datetime] = field(default_factory=dict)
     # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
     unserved: set[str] = field(default_factory=set)
@@ -152,6 +156,23 @@ class Runtime:
                 wakes.add(left)
         return wakes
 
+    def schedule(self, organization: str, moments: Iterable[datetime | None]) -> None:
+        """The moments the org's last reconcile found due next; the earliest wakes it."""
+        found = [moment for moment in moments if moment is not None]
+        if found:
+            self.due[organization] = min(found)
+        else:
+            self.due.pop(organization, None)
+
+    def take_wait(self, organization: str, interval: float, now: datetime) -> float:
+        """How long the org's loop sleeps without a poke: the check interval, or less if a
+        time rule is due sooner. The moment is taken: only a reconcile that ends schedules
+        another (one that fails retries, a stalled spec waits for a change or the check)."""
+        due = self.due.pop(organization, None)
+        if due is None:
+            return interval
+        return min(interval, max(0.0, (due - now).total_seconds()))
+
     def org_changed(self, organization: str) -> None:
         """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
         if self.organizations.get("", organization) is None:
@@ -196,6 +217,7 @@ class Runtime:
         self.changed_at.pop(organization, None)
         self.told.pop(organization, None)
         self.transitions.pop(organization, None)
+        self.due.pop(organization, None)
         self.count_workloads(organization, ())
         for key in [key for key in self.copies if key[0] == organization]:
             del self.copies[key]

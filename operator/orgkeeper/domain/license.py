@@ -10,7 +10,7 @@ and what its copies need (`plan_licenses`); once that is applied, each License's
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -203,6 +203,21 @@ def needs_issuing(
     if now - payload.issued_at >= rotate_after:
         return "rotated"
     return None
+
+
+def next_due(
+    evaluated: Iterable[Evaluated], *, now: datetime, rotate_after: timedelta
+) -> datetime | None:
+    """The next moment a valid license expires or a Provisioned one is due for rotation."""
+    moments = []
+    for item in evaluated:
+        if item.verified is None:
+            continue
+        payload = item.verified.payload
+        moments.append(payload.expires_at)
+        if item.source == PROVISIONED:
+            moments.append(payload.issued_at + rotate_after)
+    return min((moment for moment in moments if moment > now), default=None)
 
 
 def data_planes(workloads: Sequence[W], product: str) -> dict[str, list[W]]:

@@ -291,6 +291,28 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     )
 
 
+def next_due(plan: OrganizationPlan) -> datetime | None:
+    """The next moment a time rule may change what the reconcile decides: the billing cycle
+    ends (the request counters roll), the Plus trial ends, an active Free org's inactivity
+    window closes since its last activity."""
+    observed = plan.observed
+    moments = []
+    cycle_start = billing_of(plan).cycle_start
+    if cycle_start is not None:
+        moments.append(cycle_start + observed.billing_cycle)
+    trial_state = trial(observed.spec, observed.created)
+    if trial_state is not None:
+        moments.append(trial_state.ends_at)
+    if observed.spec.plan == "Free" and plan.lifecycle.target == "Active":
+        last_active = lifecycle.last_activity(
+            observed.created,
+            (found.last_login for found in observed.memberships),
+            reactivated_at=lifecycle.reactivated_at(observed.status),
+        )
+        moments.append(last_active + observed.inactivity_window)
+    return min((moment for moment in moments if moment > observed.now), default=None)
+
+
 def owner_events(owner: OwnerDecision, status: OrganizationStatus) -> list[Event]:
     """A transfer is told; a problem with the Owner once, when its reason changes."""
     if owner.transferred_from:

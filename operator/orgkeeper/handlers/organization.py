@@ -62,7 +62,8 @@ async def organization_loop(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """Reconciles whenever poked, and every check interval to repair drift and find idle orgs."""
+    """Reconciles whenever poked, when a time rule is due (Runtime.due), and every check
+    interval to repair drift."""
     runtime: Runtime = memo.runtime
     interval = runtime.settings.check_interval.total_seconds()
     trigger = runtime.trigger(name)
@@ -71,7 +72,8 @@ async def organization_loop(
     await runtime.caches_synced()  # an empty cache would look like members gone
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(trigger.wait(), timeout=interval)
+            timeout = runtime.take_wait(name, interval, now_utc())
+            await asyncio.wait_for(trigger.wait(), timeout=timeout)
         trigger.clear()
         async with runtime.reconcile_slots:
             changed_at = runtime.take_change_time(name)
