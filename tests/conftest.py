@@ -70,6 +70,11 @@ def operator(
         webhook_mode="serve",
         kubeconfig=operator_identity.kubeconfig,
         extra_args=("--webhook-host=127.0.0.1",),
+        # Far beyond any test: what a test waits for must come from an event or a time rule's
+        # own wake, never from the periodic check (tests that start their own keep 2s). The
+        # short test billing cycle (20s) and rotation (30s) still wake every org that often,
+        # so a missing event wake shows only where a test waits less than that.
+        check_interval="10m",
     )
     identity.apply(cluster, identity.loopback_webhooks(identity.render(), process.webhook_port))
     admin = Kube(api_client(cluster.kubeconfig))

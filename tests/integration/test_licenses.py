@@ -406,6 +406,9 @@ def test_a_provisioned_secret_that_lost_its_document_is_issued_again(
     wait_for("the mesh license to be issued", lambda: secret_document(admin, ns, secret))
 
     admin.core.patch_namespaced_secret(secret, ns, [{"op": "remove", "path": "/data/license"}])
+    # Secrets are not watched: the change is read at the org's next reconcile, which any change
+    # to the Organization brings (README), as the session operator's check is 10 minutes away.
+    admin.patch("organizations", org, {"metadata": {"annotations": {"example.com/nudge": "1"}}})
 
     def reissued() -> bool:
         data = admin.core.read_namespaced_secret(secret, ns).data or {}
