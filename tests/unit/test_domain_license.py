@@ -445,3 +445,6 @@ def test_the_next_due_moment_is_the_first_rotation_or_expiry_still_ahead() -> No
     old = document(age=timedelta(days=200))
     assert due(lic("mesh", old)) == NOW + timedelta(days=165)
     assert due(lic("mesh", None), lic("bad", document(GATEWAY), source="SecretRef")) is None
+    # A contract issued ahead is due when it becomes valid: five minutes before its issue time.
+    ahead = document(age=-timedelta(days=30))
+    assert due(lic("next", ahead, source="SecretRef")) == NOW + timedelta(days=30, minutes=-5)

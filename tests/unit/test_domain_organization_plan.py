@@ -24,6 +24,7 @@ from orgkeeper.controllers.records import BindingRecord, MemberRecord, WorkloadR
 from orgkeeper.domain import conditions
 from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.conditions import find
+from orgkeeper.domain.lifecycle import CLOCK_SKEW
 from orgkeeper.domain.membership import OrgContext, membership_labels, plan_memberships
 from orgkeeper.domain.namespaces import Claim, org_namespace_ready
 from orgkeeper.domain.organization import (
@@ -485,6 +486,9 @@ FRESH_CYCLE = active_status(cycle_start=CYCLE_ENDS - CYCLE)
         ({**USED, "status": deactivated_status("Inactive")},
             NOW - timedelta(days=3) + CYCLE),
         ({**USED, "plan": "Enterprise", "status": OrganizationStatus()}, NOW + CYCLE),
+        ({**IDLE, "status": deactivated_status("Inactive"),
+            "reactivationRequestedAt": NOW + timedelta(hours=1)},
+            NOW + timedelta(hours=1) - CLOCK_SKEW),
     ],
     ids=[
         "free-inactivity-window-closes",
@@ -493,6 +497,7 @@ FRESH_CYCLE = active_status(cycle_start=CYCLE_ENDS - CYCLE)
         "free-idle-with-requests-counters-roll",
         "deactivated-no-inactivity-window",
         "the-first-billing-cycle-starts-now",
+        "a-reactivation-request-dated-ahead-comes-due",
     ],
 )  # fmt: skip
 def test_the_next_due_moment_is_the_first_time_rule_still_ahead(

@@ -27,6 +27,8 @@ from .namespaces import summary
 from .workloads import Workload
 
 MAX_REFS = 16
+# A license issued a little ahead of the operator's clock is valid already.
+ISSUE_SKEW = timedelta(minutes=5)
 PROVISIONED = "Provisioned"
 CONFLICT = (
     "a Secret of that name that orgkeeper does not own is in the way; "
@@ -109,6 +111,7 @@ class Evaluated:
     verified: VerifiedLicense | None
     reason: str
     message: str
+    valid_from: datetime | None = None  # NotYetValid: when it becomes valid
 
     @property
     def valid(self) -> bool:
@@ -127,8 +130,8 @@ def evaluate(
     now: datetime,
     missing: str = "",
 ) -> Evaluated:
-    def invalid(reason: str, message: str) -> Evaluated:
-        return Evaluated(name, product, source, created, None, reason, message)
+    def invalid(reason: str, message: str, valid_from: datetime | None = None) -> Evaluated:
+        return Evaluated(name, product, source, created, None, reason, message, valid_from)
 
     if document is None:
         return invalid("SecretMissing", missing or "the license Secret was not found")
@@ -145,8 +148,10 @@ def evaluate(
         return invalid("WrongProduct", f"the license is for {payload.product}, not {product}")
     if now >= payload.expires_at:
         return invalid("Expired", f"the license expired at {payload.expires_at.isoformat()}")
-    if now < payload.issued_at - timedelta(minutes=5):
-        return invalid("NotYetValid", f"the license is issued for {payload.issued_at.isoformat()}")
+    valid_from = payload.issued_at - ISSUE_SKEW
+    if now < valid_from:
+        message = f"the license is issued for {payload.issued_at.isoformat()}"
+        return invalid("NotYetValid", message, valid_from)
     expires = payload.expires_at.isoformat().replace("+00:00", "Z")
     return Evaluated(
         name,
@@ -208,9 +213,12 @@ def needs_issuing(
 def next_due(
     evaluated: Iterable[Evaluated], *, now: datetime, rotate_after: timedelta
 ) -> datetime | None:
-    """The next moment a valid license expires or a Provisioned one is due for rotation."""
+    """The next moment a valid license expires, a Provisioned one is due for rotation, or a
+    license issued ahead becomes valid."""
     moments = []
     for item in evaluated:
+        if item.valid_from is not None:
+            moments.append(item.valid_from)
         if item.verified is None:
             continue
         payload = item.verified.payload

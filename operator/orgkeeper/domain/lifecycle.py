@@ -115,12 +115,24 @@ def reactivation_requested(
     else a stale future time would undo every later deactivation for inactivity."""
     if deactivation.reason == "Requested":
         return spec.state == "Active"
+    due = reactivation_due(spec, deactivation)
+    return due is not None and due <= now
+
+
+def reactivation_due(spec: OrganizationSpec, deactivation: Deactivation | None) -> datetime | None:
+    """The moment an inactivity deactivation's reactivation request counts from: its time less
+    the clock skew, so one dated a little ahead counts at once and one far ahead waits (see
+    reactivation_requested). None without such a request."""
     requested = spec.reactivation_requested_at
-    return (
-        spec.state == "Active"
-        and requested is not None
-        and deactivation.at < requested <= now + CLOCK_SKEW
-    )
+    if (
+        deactivation is None
+        or deactivation.reason != "Inactive"
+        or spec.state != "Active"
+        or requested is None
+        or requested <= deactivation.at
+    ):
+        return None
+    return requested - CLOCK_SKEW
 
 
 # Which lifecycle Event may follow which. A reconcile may read an org a moment older than its

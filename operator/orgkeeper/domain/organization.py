@@ -294,9 +294,9 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
 def next_due(plan: OrganizationPlan) -> datetime | None:
     """The next moment a time rule may change what the reconcile decides: the billing cycle
     ends (the request counters roll), the Plus trial ends, an active Free org's inactivity
-    window closes since its last activity."""
+    window closes since its last activity, a reactivation request dated ahead comes due."""
     observed = plan.observed
-    moments = []
+    moments: list[datetime | None] = []
     cycle_start = billing_of(plan).cycle_start
     if cycle_start is not None:
         moments.append(cycle_start + observed.billing_cycle)
@@ -310,7 +310,8 @@ def next_due(plan: OrganizationPlan) -> datetime | None:
             reactivated_at=lifecycle.reactivated_at(observed.status),
         )
         moments.append(last_active + observed.inactivity_window)
-    return min((moment for moment in moments if moment > observed.now), default=None)
+    moments.append(lifecycle.reactivation_due(observed.spec, plan.lifecycle.deactivation))
+    return min((m for m in moments if m is not None and m > observed.now), default=None)
 
 
 def owner_events(owner: OwnerDecision, status: OrganizationStatus) -> list[Event]:
