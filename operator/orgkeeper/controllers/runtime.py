@@ -63,8 +63,8 @@ class Runtime:
     copies: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     # Per org, the lifecycle transition last posted as an Event (see lifecycle.untold_transitions).
     transitions: dict[str, str | None] = field(default_factory=dict)
-    # Per org, the next moment a time rule (billing cycle, trial, inactivity, license rotation
-    # or expiry) may change what its reconcile decides: its loop wakes then, not at the check.
+    # Per org, the next moment a time rule may change what its reconcile decides (next_due in
+    # domain/organization.py and domain/license.py): its loop wakes then, not at the check.
     due: dict[str, datetime] = field(default_factory=dict)
     # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
