@@ -1,10 +1,14 @@
 """A small Kubernetes API client for the `orgkeeper` command: the kubeconfig, then stdlib HTTPS.
 
-The operator speaks to the API through the official client (kube.py). A command that makes two
-or three calls would spend most of its time importing that client and kopf (about 1 s), so the
-CLI commands read the kubeconfig and send plain JSON requests themselves. Supported: in-cluster
-ServiceAccount credentials, client certificates, bearer tokens (also from a file), exec
-credential plugins, CA files and data, and `insecure-skip-tls-verify`.
+Why not the official client (kube.py, the operator's): a command that makes two or three calls
+would spend most of its time importing that client and kopf (about 1 s); this module imports
+in milliseconds and sends plain JSON requests. It picks credentials as kubectl does: the files
+of $KUBECONFIG merged (the first that sets a name wins; relative paths are relative to the file
+that holds them), else ~/.kube/config, and the Pod's ServiceAccount only when neither has a
+context. Supported: client certificates, bearer tokens (also from a file), basic auth, exec
+credential plugins, CA files and data, `insecure-skip-tls-verify`. What it can't honour it
+refuses in one line rather than ignore: `proxy-url`, `tls-server-name`, impersonation (`as`,
+`as-groups`, `as-uid`, `as-user-extra`) and auth-provider plugins.
 """
 
 from __future__ import annotations
@@ -156,11 +160,21 @@ def _reason(error: Exception) -> str:
 # --- configuration ------------------------------------------------------------------------
 
 
+class NoKubeconfigError(UnreachableError):
+    """No kubeconfig file with a context: the only case where kubectl uses in-cluster
+    credentials instead (client-go's deferred loading treats an empty config so)."""
+
+
 def connect(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """In-cluster credentials when running in a Pod, else the kubeconfig (as kube.py does)."""
-    if "KUBERNETES_SERVICE_HOST" in environ and (IN_CLUSTER / "token").is_file():
-        return _in_cluster(environ)
-    return from_kubeconfig(environ)
+    """The kubeconfig's current context, as kubectl picks it: $KUBECONFIG (else
+    ~/.kube/config) first, the Pod's ServiceAccount only when no kubeconfig has a context. So
+    `KUBECONFIG=~/prod orgkeeper ...` in a CI Pod talks to prod, not to the Pod's cluster."""
+    try:
+        return from_kubeconfig(environ)
+    except NoKubeconfigError:
+        if "KUBERNETES_SERVICE_HOST" in environ and (IN_CLUSTER / "token").is_file():
+            return _in_cluster(environ)
+        raise
 
 
 def _in_cluster(environ: Mapping[str, str]) -> Cluster:
@@ -195,7 +209,7 @@ def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
                 entries.setdefault(entry.get("name"), (entry.get(kind[:-1]) or {}, path.parent))
     if not merged["contexts"]:
         where = ", ".join(str(p) for p in paths)
-        raise UnreachableError(f"no kubeconfig with a context at {where}; set KUBECONFIG")
+        raise NoKubeconfigError(f"no kubeconfig with a context at {where}; set KUBECONFIG")
     if current not in merged["contexts"]:
         raise UnreachableError(f"the kubeconfig has no current context {current!r}")
     context, _ = merged["contexts"][current]
@@ -203,13 +217,32 @@ def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
     user, user_dir = merged["users"].get(context.get("user"), ({}, None))
     if not cluster.get("server"):
         raise UnreachableError(f"the kubeconfig's context {current} names no cluster server")
+    _refuse_unsupported("cluster", context.get("cluster"), cluster, UNSUPPORTED_CLUSTER)
+    _refuse_unsupported("user", context.get("user"), user, UNSUPPORTED_USER)
     if "exec" in user:
-        user = {**user, **_exec_credential(user["exec"])}
+        user = {**user, **_exec_credential(user["exec"], user_dir)}
     return Cluster(
         cluster["server"],
         _tls(cluster, user, cluster_dir, user_dir),
         _authorization(user, user_dir),
     )
+
+
+# Kubeconfig fields this client can't honour: ignoring them would connect another way than
+# kubectl (no proxy, another TLS name) or as another user (impersonation).
+UNSUPPORTED_CLUSTER = ("proxy-url", "tls-server-name")
+UNSUPPORTED_USER = ("as", "as-groups", "as-uid", "as-user-extra")
+
+
+def _refuse_unsupported(
+    kind: str, name: str | None, entry: Mapping[str, Any], fields: tuple[str, ...]
+) -> None:
+    found = [field for field in fields if entry.get(field)]
+    if found:
+        raise UnreachableError(
+            f"the kubeconfig's {kind} {name} sets {', '.join(found)}, which orgkeeper doesn't "
+            f"support; use a context whose {kind} doesn't (kubectl --context, or KUBECONFIG)"
+        )
 
 
 def _file(entry: Mapping[str, Any], key: str, base: Path | None) -> Path | None:
@@ -287,9 +320,19 @@ def _authorization(user: Mapping[str, Any], user_dir: Path | None) -> dict[str, 
     return {}
 
 
-def _exec_credential(spec: Mapping[str, Any]) -> dict[str, str]:
+def exec_command(command: str, base: Path | None) -> str:
+    """The plugin to run, resolved as client-go does: a relative path (one with a separator,
+    `./bin/token`) against the directory of the kubeconfig that names it, never the working
+    directory; a bare name (`aws`) through PATH."""
+    if os.sep in command and not Path(command).is_absolute() and base is not None:
+        return str(base.absolute() / command)
+    return command
+
+
+def _exec_credential(spec: Mapping[str, Any], base: Path | None) -> dict[str, str]:
     """Runs a client-go credential plugin, as kubectl does: its token or client certificate,
-    as the kubeconfig user fields they stand for."""
+    as the kubeconfig user fields they stand for. Its stderr goes to the terminal (as with
+    kubectl); a failure names the plugin, never its arguments (they may hold secrets)."""
     info = {
         "apiVersion": spec.get("apiVersion", "client.authentication.k8s.io/v1"),
         "kind": "ExecCredential",
@@ -299,20 +342,28 @@ def _exec_credential(spec: Mapping[str, Any]) -> dict[str, str]:
 
     env = {**os.environ, "KUBERNETES_EXEC_INFO": json.dumps(info)}
     env.update({e["name"]: e["value"] for e in spec.get("env") or []})
+    command = exec_command(str(spec.get("command") or ""), base)
+    failed = f"the kubeconfig's credential plugin {command or '(no command)'}"
     try:
         done = subprocess.run(
-            [spec["command"], *(spec.get("args") or [])],
+            [command, *(spec.get("args") or [])],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
             timeout=60,
         )
+    except subprocess.TimeoutExpired:
+        raise UnreachableError(f"{failed} didn't answer within 60 s") from None
+    except OSError as error:
+        raise UnreachableError(f"{failed} can't run: {_reason(error)}") from None
+    if done.returncode != 0:
+        raise UnreachableError(f"{failed} failed with exit status {done.returncode}") from None
+    try:
         status = json.loads(done.stdout).get("status") or {}
-    except (OSError, subprocess.SubprocessError, ValueError, AttributeError) as error:
-        raise UnreachableError(
-            f"the kubeconfig's credential plugin {spec.get('command')} failed: {error}"
-        ) from None
+        if not isinstance(status, dict):
+            raise ValueError("status is not an object")
+    except (ValueError, AttributeError):
+        raise UnreachableError(f"{failed} printed no ExecCredential") from None
     fields = {"token": status.get("token")}
     for field, key in (
         ("client-certificate-data", "clientCertificateData"),

@@ -114,8 +114,90 @@ def test_an_exec_plugin_s_token_and_a_failing_plugin(tmp_path: Path) -> None:
     assert cluster._headers == {"Authorization": "Bearer t0k"}
 
     failing = {"command": str(tmp_path / "absent-plugin")}
-    with pytest.raises(client.UnreachableError, match=r"credential plugin .*absent-plugin failed"):
+    with pytest.raises(
+        client.UnreachableError,
+        match=r"credential plugin .*absent-plugin can't run: no such file or directory$",
+    ):
         client.from_kubeconfig(_with_user(tmp_path, {"exec": failing}))
+
+
+def test_a_failing_plugin_s_error_names_it_but_not_its_arguments(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugin"
+    plugin.write_text("#!/bin/sh\nexit 3\n")
+    plugin.chmod(0o700)
+    spec = {"command": str(plugin), "args": ["--client-secret", "hunter2"]}
+    with pytest.raises(client.UnreachableError) as raised:
+        client.from_kubeconfig(_with_user(tmp_path, {"exec": spec}))
+    assert str(raised.value) == (
+        f"the kubeconfig's credential plugin {plugin} failed with exit status 3"
+    )
+    garbage = tmp_path / "garbage"
+    garbage.write_text("#!/bin/sh\necho 'token: hunter2'\n")
+    garbage.chmod(0o700)
+    with pytest.raises(client.UnreachableError) as raised:
+        client.from_kubeconfig(_with_user(tmp_path, {"exec": {"command": str(garbage)}}))
+    assert str(raised.value).endswith("printed no ExecCredential")
+    assert "hunter2" not in str(raised.value)
+
+
+def test_a_relative_plugin_path_is_the_kubeconfig_s_and_a_bare_name_comes_from_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """client-go's rule: `./bin/token` is beside the kubeconfig, never in the working
+    directory (an untrusted checkout); `token` is looked up in PATH."""
+
+    def plugin(path: Path, token: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'#!/bin/sh\necho \'{{"status": {{"token": "{token}"}}}}\'\n')
+        path.chmod(0o700)
+
+    home, checkout = tmp_path / "home", tmp_path / "checkout"
+    plugin(home / "bin" / "token", "from-the-kubeconfig-s-directory")
+    plugin(checkout / "bin" / "token", "from-the-working-directory")
+    plugin(tmp_path / "path" / "token", "from-path")
+    home.mkdir(exist_ok=True)
+    monkeypatch.chdir(checkout)
+    relative = client.from_kubeconfig(_with_user(home, {"exec": {"command": "./bin/token"}}))
+    assert relative._headers == {"Authorization": "Bearer from-the-kubeconfig-s-directory"}
+
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    bare = client.from_kubeconfig(_with_user(home, {"exec": {"command": "token"}}))
+    assert bare._headers == {"Authorization": "Bearer from-path"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "named"),
+    [
+        ("cluster", {"proxy-url": "http://proxy.test:3128"}, "proxy-url"),
+        ("cluster", {"tls-server-name": "api.test"}, "tls-server-name"),
+        ("user", {"token": "t", "as": "admin"}, "as"),
+        (
+            "user",
+            {"token": "t", "as-groups": ["system:masters"], "as-uid": "1"},
+            "as-groups, as-uid",
+        ),
+    ],
+)
+def test_kubeconfig_fields_it_cannot_honour_are_refused_in_one_line(
+    tmp_path: Path, kind: str, fields: dict[str, Any], named: str
+) -> None:
+    cluster = {"server": "https://c.test", **(fields if kind == "cluster" else {})}
+    path = write(
+        tmp_path / "config",
+        [("a", "c", "u")],
+        **{
+            "current-context": "a",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "u", "user": fields if kind == "user" else {"token": "t"}}],
+        },
+    )
+    with pytest.raises(client.UnreachableError) as raised:
+        client.from_kubeconfig({"KUBECONFIG": str(path)})
+    name = "c" if kind == "cluster" else "u"
+    assert str(raised.value) == (
+        f"the kubeconfig's {kind} {name} sets {named}, which orgkeeper doesn't support; "
+        f"use a context whose {kind} doesn't (kubectl --context, or KUBECONFIG)"
+    )
 
 
 def test_basic_auth_and_an_unsupported_auth_provider(tmp_path: Path) -> None:
@@ -184,3 +266,27 @@ def test_in_a_pod_the_service_account_is_used(
     # Outside a Pod (no service host), the kubeconfig.
     with pytest.raises(client.UnreachableError, match="no kubeconfig"):
         client.connect({"KUBECONFIG": str(tmp_path / "absent")})
+
+
+def test_in_a_pod_a_kubeconfig_wins_over_the_service_account_as_with_kubectl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`KUBECONFIG=~/prod orgkeeper ...` in a CI Pod acts on prod as its user, not on the Pod's
+    cluster as the Pod's ServiceAccount; so does ~/.kube/config."""
+    (tmp_path / "token").write_text("pod-token\n")
+    monkeypatch.setattr(client, "IN_CLUSTER", tmp_path)
+    pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    prod = _with_user(tmp_path, {"token": "prod-token"})
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text(Path(prod["KUBECONFIG"]).read_text())
+    for environ in ({**pod, **prod}, {**pod, "HOME": str(home)}):
+        cluster = client.connect(environ)
+        assert (cluster.server, cluster._headers) == (
+            "https://c.test",
+            {"Authorization": "Bearer prod-token"},
+        )
+    # A kubeconfig that is there but broken is its error, not a silent switch to the Pod's.
+    broken = write(tmp_path / "broken", [("a", "none", "u")], **{"current-context": "b"})
+    with pytest.raises(client.UnreachableError, match="no current context 'b'"):
+        client.connect({**pod, "KUBECONFIG": str(broken)})
