@@ -559,8 +559,17 @@ class KubeApi:
         )
         return found
 
-    def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
-        exists_ok(
+    def read_membership(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = absent_ok(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "memberships", name
+        )
+        return found
+
+    def create_custom(
+        self, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The object created, or None if one of that name was there already (409)."""
+        created: dict[str, Any] | None = exists_ok(
             self.custom.create_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -569,6 +578,7 @@ class KubeApi:
             body,
             field_manager=FIELD_MANAGER,
         )
+        return created
 
     def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
         """Removes these finalizers from the Organization, leaving any other (kopf's own

@@ -21,6 +21,9 @@ LABEL_MEMBERSHIP = "orgkeeper.dev/membership"
 LABEL_TEAM = "orgkeeper.dev/team"
 LABEL_COMPONENT = "orgkeeper.dev/component"
 LABEL_PRODUCT = "orgkeeper.dev/product"
+# On an org-<name> made ahead: the region whose operator marks its Memberships Pending while no
+# Organization <name> exists (domain/regions.py). Also on a regional operator's own Pods.
+LABEL_REGION = "orgkeeper.dev/region"
 ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
 

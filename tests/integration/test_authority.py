@@ -349,6 +349,39 @@ def test_support_transfers_an_org_whose_owner_left(
     wait_org(admin, name)
 
 
+def test_an_org_admin_squatting_the_new_owner_s_membership_name_breaks_no_transfer(
+    admin: Kube, as_user: AsUser, operator: OperatorProcess, support_user: str, unique: str
+) -> None:
+    """L5: an org admin makes owner-<hash of the next Owner's e-mail> for another e-mail before
+    support transfers to that person. The plain transfer just above is the positive control."""
+    name, owner = f"squat-{unique}", f"owner@squat-{unique}.test"
+    alice, newcomer = f"alice@squat-{unique}.test", f"new@squat-{unique}.test"
+    decoy, namespace = f"alice2@squat-{unique}.test", f"org-{name}"
+    sign_up(as_user, admin, name, owner)
+    as_user(owner).create(
+        "memberships", membership("alice", alice, "organization-admin"), namespace
+    )
+    wait_members_bound(admin, name, {alice: ["organization-admin"]})
+    squatted = names.owner_membership(newcomer)
+    as_user(alice).create("memberships", membership(squatted, decoy, "portal-admin"), namespace)
+    with membership_deletes_unchecked(admin):
+        admin.delete("memberships", names.owner_membership(owner), namespace)
+    wait_org(admin, name, "OwnerValid", "False", "OwnerLeft")
+
+    patch_spec(as_user(support_user), name, owner=newcomer)()
+    wait_owner(admin, name, newcomer)
+    wait_members_bound(
+        admin,
+        name,
+        {newcomer: ["organization-admin"], decoy: ["portal-admin"], alice: ["organization-admin"]},
+    )
+    wait_org(admin, name)
+    held = {m["spec"]["email"]: m["metadata"]["name"] for m in admin.list("memberships", namespace)}
+    assert held[decoy] == squatted, "the squatted Membership stays what its maker made"
+    assert held[newcomer].startswith(f"{squatted}-"), held
+    wait_owner_rights(admin, name, newcomer)
+
+
 # --- who may claim a namespace for an org ----------------------------------------------------
 
 

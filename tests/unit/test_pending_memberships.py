@@ -1,5 +1,7 @@
 """Finding 9: Memberships in org-<name> while Organization <name> doesn't exist show Pending,
-written by the leader only, never for an org that exists (in any region)."""
+written by the leader only, never for an org that exists (in any region). L8 (security review
+2026-12-07): a regional operator writes only into namespaces it knows are of its region, and
+never on the word of a cache that may lag."""
 
 from __future__ import annotations
 
@@ -10,9 +12,15 @@ from types import SimpleNamespace
 from typing import Any
 from unittest.mock import MagicMock
 
+import pytest
+
+from orgkeeper import names
 from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.domain.regions import marks_pending_here
 from orgkeeper.handlers import organization as handlers
 from orgkeeper.settings import Settings
+
+EU = {names.LABEL_REGION: "eu"}
 
 
 class FakeKube:
@@ -22,6 +30,8 @@ class FakeKube:
         self.write_gate: Callable[[], bool] | None = None
         self.patched: list[tuple[str, str, dict[str, Any]]] = []
         self.namespace_owners: dict[str, list[Any]] = {}
+        self.namespace_labels: dict[str, dict[str, str]] = {}
+        self.organizations: set[str] = set()  # what the API server holds (the cache may lag)
         self.deleted: list[tuple[str, str]] = []
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -29,9 +39,15 @@ class FakeKube:
 
     def read_namespace(self, name: str) -> Any:
         owners = self.namespace_owners.get(name, [])
+        labels = self.namespace_labels.get(name)
         return SimpleNamespace(
-            metadata=SimpleNamespace(deletion_timestamp=None, owner_references=owners)
+            metadata=SimpleNamespace(
+                deletion_timestamp=None, owner_references=owners, labels=labels
+            )
         )
+
+    def read_organization(self, name: str) -> Any:
+        return {"metadata": {"name": name}} if name in self.organizations else None
 
     def delete_role_binding(self, namespace: str, name: str) -> None:
         self.deleted.append((namespace, name))
@@ -56,8 +72,8 @@ def member(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def runtime_with(kube: FakeKube, *members: dict[str, Any]) -> Runtime:
-    runtime = Runtime(kube=MagicMock(), settings=Settings(region="eu"))
+def runtime_with(kube: FakeKube, *members: dict[str, Any], region: str | None = "eu") -> Runtime:
+    runtime = Runtime(kube=MagicMock(), settings=Settings(region=region))
     runtime.kube = kube  # type: ignore[assignment]
     for informer in runtime.informers():
         informer.synced.set()
@@ -85,6 +101,7 @@ async def run_loop(runtime: Runtime, body: Callable[[], Any]) -> None:
 
 def test_the_leader_marks_memberships_of_a_missing_org_pending() -> None:
     kube = FakeKube()
+    kube.namespace_labels["org-ghost"] = EU  # made ahead for an org of region eu
     runtime = runtime_with(kube, member("carol", "org-ghost"), member("dan", "org-ghost"))
 
     async def scenario() -> None:
@@ -109,6 +126,7 @@ def test_the_leader_marks_memberships_of_a_missing_org_pending() -> None:
 
 def test_a_follower_writes_nothing_until_it_leads() -> None:
     kube = FakeKube()
+    kube.namespace_labels["org-ghost"] = EU
     leads = False
     kube.write_gate = lambda: leads
     runtime = runtime_with(kube, member("carol", "org-ghost"))
@@ -151,3 +169,74 @@ def test_an_existing_org_in_any_region_or_a_deleted_one_is_left_alone() -> None:
 
     asyncio.run(run_loop(runtime, scenario))
     assert kube.patched == []
+
+
+@pytest.mark.parametrize(
+    ("region", "labels", "served_here", "marks"),
+    [
+        (None, {}, False, True),  # an operator of every region serves every namespace
+        ("eu", EU, False, True),  # made ahead for region eu
+        ("eu", {}, True, True),  # its own loop served the org until it was deleted
+        ("eu", {}, False, False),  # not known: maybe another region's
+        ("eu", {names.LABEL_REGION: "us"}, False, False),
+    ],
+)
+def test_a_regional_operator_marks_only_namespaces_it_knows_are_its_region_s(
+    region: str | None, labels: dict[str, str], served_here: bool, marks: bool
+) -> None:
+    assert marks_pending_here(region, labels, served_here) is marks
+
+
+def test_a_regional_operator_leaves_namespaces_not_known_to_be_its_own() -> None:
+    kube = FakeKube()
+    kube.namespace_labels["org-theirs"] = {names.LABEL_REGION: "us"}
+    runtime = runtime_with(kube, member("gia", "org-unknown"), member("hal", "org-theirs"))
+    runtime.bindings.observe(
+        {"metadata": {"name": "gia-portal-admin", "namespace": "org-unknown"}, "subjects": []}
+    )
+
+    async def scenario() -> None:
+        runtime.namespace_changed("org-unknown")
+        runtime.namespace_changed("org-theirs")
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run_loop(runtime, scenario))
+    assert (kube.patched, kube.deleted) == ([], [])
+
+
+@pytest.mark.parametrize("region", ["eu", None])
+def test_an_org_the_cache_has_not_seen_yet_is_left_to_its_own_loop(region: str | None) -> None:
+    """The Organizations cache lags (a watch backing off): the API server has the org."""
+    kube = FakeKube()
+    kube.namespace_labels["org-lagging"] = EU  # even labelled for this region
+    kube.organizations.add("lagging")
+    runtime = runtime_with(kube, member("ivy", "org-lagging"), region=region)
+    runtime.bindings.observe(
+        {"metadata": {"name": "ivy-portal-admin", "namespace": "org-lagging"}, "subjects": []}
+    )
+
+    async def scenario() -> None:
+        runtime.namespace_changed("org-lagging")
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run_loop(runtime, scenario))
+    assert (kube.patched, kube.deleted) == ([], [])
+
+
+def test_the_namespace_of_an_org_served_here_is_marked_once_it_is_deleted() -> None:
+    """A namespace made ahead without a region label: the eu operator ran its org's loop, so
+    it knows the namespace is eu's; an operator that never served it doesn't."""
+    kube = FakeKube()
+    runtime = runtime_with(kube, member("jo", "org-left"))
+    runtime.trigger("left")  # the org's loop ran here
+    stranger = runtime_with(FakeKube())
+
+    async def scenario() -> None:
+        runtime.forget("left")  # kopf told the org is gone
+        stranger.forget("left")
+        await settle(kube, 1)
+
+    asyncio.run(run_loop(runtime, scenario))
+    assert [name for _, name, _ in kube.patched] == ["jo"]
+    assert runtime.released == set(), "forgotten once served"
+    assert stranger.released == stranger.unserved == set()

@@ -12,6 +12,7 @@ from ..api.v1alpha1.membership import MembershipStatus
 from ..domain.membership import MembershipsPlan, plan_memberships
 from ..domain.organization import OwnerMembership
 from ..kube import OwnerRef
+from ..names import same_email
 from .informer import Informer
 from .records import MemberRecord
 from .runtime import Runtime
@@ -21,7 +22,18 @@ from .writes import Failure, Target, attempt, differs, status_wire
 async def create_owner_membership(
     runtime: Runtime, namespace: str, owner: OwnerMembership, failures: list[Failure]
 ) -> bool:
-    """Whether it was created; a failure is added to `failures`."""
+    """Whether the Owner has their Membership now (created, or found made earlier); a failure
+    is added to `failures`."""
+    target = Target(f"Membership {namespace}/{owner.member.name}")
+    (done,) = await attempt([(target, _owner_membership(runtime, namespace, owner))], failures)
+    return done
+
+
+async def _owner_membership(runtime: Runtime, namespace: str, owner: OwnerMembership) -> None:
+    """Creates the Owner's Membership as owner-<hash of the e-mail>. An org admin may create a
+    Membership of any name, another e-mail's included: a name taken so is not the Owner's, so
+    theirs then gets a generated name beside it (owner-<hash>-xxxxx). What is written is taken
+    into the cache at once: the next reconcile finds it, by e-mail, and makes no other."""
     kube, member = runtime.kube, owner.member
     body = {
         "apiVersion": API_VERSION,
@@ -29,11 +41,17 @@ async def create_owner_membership(
         "metadata": {"name": member.name, "labels": dict(owner.labels)},
         "spec": {"email": member.email, "teams": list(member.teams)},
     }
-    create = kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, body)
-    (created,) = await attempt(
-        [(Target(f"Membership {namespace}/{member.name}"), create)], failures
-    )
-    return created
+    written = await kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, body)
+    if written is None:  # the name is taken
+        found = await kube.run(kube.read_membership, namespace, member.name)
+        if found is not None and same_email((found.get("spec") or {}).get("email"), member.email):
+            runtime.members.observe(found)
+            return
+        generated = {"generateName": f"{member.name}-", "labels": dict(owner.labels)}
+        beside = {**body, "metadata": generated}
+        written = await kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, beside)
+    if written is not None:
+        runtime.members.observe(written)
 
 
 async def sync_memberships(

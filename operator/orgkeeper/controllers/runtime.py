@@ -70,6 +70,9 @@ class Runtime:
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
     unserved: set[str] = field(default_factory=set)
     unserved_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The org-<name> namespaces of orgs whose loop ran here until they were deleted: known to
+    # be of this operator's region (domain/regions.py), until the pending loop has served them.
+    released: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -197,6 +200,7 @@ class Runtime:
             await informer.synced.wait()
 
     def trigger(self, organization: str) -> asyncio.Event:
+        self.released.discard(names.org_namespace(organization))  # served again
         return self.triggers.setdefault(organization, asyncio.Event())
 
     def poke(self, organization: str) -> None:
@@ -213,7 +217,11 @@ class Runtime:
         return self.changed_at.pop(organization, time.monotonic())
 
     def forget(self, organization: str) -> None:
-        self.triggers.pop(organization, None)
+        if self.triggers.pop(organization, None) is not None:  # served here until now
+            namespace = names.org_namespace(organization)
+            self.released.add(namespace)
+            self.unserved.add(namespace)
+            self.unserved_changed.set()
         self.changed_at.pop(organization, None)
         self.told.pop(organization, None)
         self.transitions.pop(organization, None)

@@ -21,6 +21,7 @@ from ..controllers.writes import explain, now_utc
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, owned_namespaces
+from ..domain.regions import marks_pending_here
 from ..kube import PostedEvent, owner_of
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
@@ -133,7 +134,8 @@ async def pending_memberships(runtime: Runtime) -> None:
     """Memberships in an org-<name> namespace while no Organization <name> exists show
     `Pending` within seconds (no org loop would ever write them). Only the leader writes: a
     follower keeps the namespaces it was told about until it leads (checked every few seconds).
-    An Organization in another region is served by that region's operator, so it is left alone."""
+    An Organization in another region is served by that region's operator, so it is left alone;
+    a regional operator acts only on namespaces it knows are of its region (_pending_here)."""
     await runtime.caches_synced()
     while True:
         leading = runtime.kube.write_gate is None or runtime.kube.write_gate()
@@ -148,26 +150,37 @@ async def pending_memberships(runtime: Runtime) -> None:
             organization = names.organization_of_namespace(namespace) or ""
             if runtime.organizations.get("", organization) is not None:
                 continue  # its own loop (here, or in its region's operator) serves it
+            retry = False
             try:
-                if await _going_away(runtime, namespace):
-                    continue  # its Organization was deleted: garbage collection takes it all
-                failures = await mark_pending(runtime, namespace, now_utc())
+                if await _pending_here(runtime, namespace, organization):
+                    retry = bool(await mark_pending(runtime, namespace, now_utc()))
             except Exception as error:  # the loop must outlive any single failure
-                failures, reason = [], str(error)
-                log.warning("Memberships in %s: marking them Pending failed: %s", namespace, reason)
+                log.warning("Memberships in %s: marking them Pending failed: %s", namespace, error)
+                retry = True
+            if retry:
                 runtime.unserved.add(namespace)
-            if failures:
-                runtime.unserved.add(namespace)
+            else:
+                runtime.released.discard(namespace)
         if runtime.unserved:
             await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
 
 
-async def _going_away(runtime: Runtime, namespace: str) -> bool:
-    """Gone, terminating, or owned by an Organization (one that no longer exists)."""
-    found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
+async def _pending_here(runtime: Runtime, namespace: str, organization: str) -> bool:
+    """Whether this operator marks the namespace's Memberships Pending now, its cache holding no
+    Organization <name>: none exists (the API server says so: the cache may lag), the namespace
+    stays (not gone, terminating, or owned by an Organization: garbage collection takes those),
+    and it is positively of this operator's region (domain/regions.py)."""
+    kube = runtime.kube
+    found = await kube.run(kube.read_namespace, namespace)
     if found is None or found.metadata.deletion_timestamp is not None:
-        return True
-    return any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or [])
+        return False
+    if any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or []):
+        return False
+    labels = found.metadata.labels or {}
+    served_here = namespace in runtime.released
+    if not marks_pending_here(runtime.settings.region, labels, served_here):
+        return False
+    return await kube.run(kube.read_organization, organization) is None
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
