@@ -70,7 +70,8 @@ def _refusal(status: int, text: str) -> web.Response:
 
 
 def metrics_tls(cert_dir: str | None) -> ssl.SSLContext:
-    """A mounted certificate (tls.crt, tls.key), or one made at start (scrapers skip verify)."""
+    """A mounted certificate (tls.crt, tls.key), or one made at start (no scraper can verify
+    it: mount one, README "Metrics")."""
     if cert_dir:
         mounted = mounted_webhook_tls(Path(cert_dir))
         certificate, key = mounted.certificate, mounted.key

@@ -124,3 +124,55 @@ def test_a_data_plane_that_leaves_its_org_loses_the_copy_at_once(
         lambda: secret_document(admin, edge, "orgkeeper-license-mesh") is None,
     )
     wait_for("the License to drop the copy", lambda: holders() == [])
+
+
+def namespace(admin: Kube, name: str, **labels: str) -> None:
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels or None))
+    )
+
+
+def state(admin: Kube, name: str, namespace: str) -> str | None:
+    return (admin.get("memberships", name, namespace).get("status") or {}).get("state")
+
+
+def test_an_eu_operator_marks_pending_only_where_it_knows_the_region(
+    eu_only: tuple[Kube, OperatorProcess],
+) -> None:
+    """L8: with no Organization <name>, the Memberships of org-<name> wait as Pending, marked
+    by the operator of the namespace's region; an eu operator leaves one whose region it
+    doesn't know (it may be another region's, its org not yet in the cache)."""
+    admin, _ = eu_only
+    namespace(admin, "org-anon")
+    admin.create("memberships", membership("kim", "kim@anon.test", "portal-admin"), "org-anon")
+    namespace(admin, "org-euro-later", **{names.LABEL_REGION: "eu"})
+    admin.create(
+        "memberships", membership("lee", "lee@euro.test", "portal-admin"), "org-euro-later"
+    )
+    wait_for("lee Pending", lambda: state(admin, "lee", "org-euro-later") == "Pending")
+    # org-anon sorts first and its Membership came first: looked at, and left alone.
+    assert state(admin, "kim", "org-anon") is None
+
+
+def test_an_eu_operator_marks_pending_in_a_namespace_of_an_org_it_served(
+    eu_only: tuple[Kube, OperatorProcess],
+) -> None:
+    """A namespace made ahead without a region label: the eu operator served its org, so once
+    the org is deleted it knows the namespace was eu's, and takes the members' roles away."""
+    admin, _ = eu_only
+    name, owner = "served", "owner@served.test"
+    namespace(admin, f"org-{name}", **{names.LABEL_ORGANIZATION: name})
+    admin.create("organizations", organization(name, owner, region="eu"))
+    wait_org(admin, name)
+    wait_members_bound(admin, name, {owner: ["organization-admin"]})
+    admin.delete("organizations", name)
+    wait_for(
+        "the Owner's Membership Pending, without RoleBindings",
+        lambda: (
+            all(
+                state(admin, m["metadata"]["name"], f"org-{name}") == "Pending"
+                for m in admin.list("memberships", f"org-{name}")
+            )
+            and not admin.rbac.list_namespaced_role_binding(f"org-{name}").items
+        ),
+    )

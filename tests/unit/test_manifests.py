@@ -178,12 +178,53 @@ def test_the_pod_runs_as_the_images_numeric_user() -> None:
     assert uid != 0
 
 
-def test_metrics_are_announced_for_scraping_on_the_metrics_port() -> None:
-    annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == int(flag("metrics-port")) == port("metrics")
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert annotations["prometheus.io/scheme"] == "https"
+def test_no_generic_scrape_annotations_offer_the_scraper_s_token_to_look_alikes() -> None:
+    """L7: `prometheus.io/*` annotations invite a generic job, which sends its token to any Pod
+    that carries them; the scrape is pinned instead (manifests/prometheus)."""
+    template = the("Deployment")["spec"]["template"]["metadata"]
+    assert not [key for key in template.get("annotations") or {} if key.startswith("prometheus.io")]
+
+
+def test_the_prometheus_option_pins_the_scrape_to_the_operator_and_verifies_its_certificate() -> (
+    None
+):
+    folder = MANIFESTS / "prometheus"
+    (component,) = documents(folder / "kustomization.yaml")
+    added = [doc for item in component["resources"] for doc in documents(folder / item)]
+    deployment, monitor = the("Deployment"), the("ServiceMonitor", added)
+    service, cert = the("Service", added), the("Certificate", added, name="orgkeeper-metrics")
+    namespace = deployment["metadata"]["namespace"]
+    # Only the operator's Pods in the operator's namespace are scraped.
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == namespace
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (served,) = service["spec"]["ports"]
+    assert (served["targetPort"], served["port"]) == ("metrics", port("metrics"))
+    assert port("metrics") == int(flag("metrics-port"))
+    # Over HTTPS, verifying the certificate the operator serves (--metrics-cert-dir) by its CA
+    # and its name.
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"], endpoint["path"]) == (
+        "metrics",
+        "https",
+        "/metrics",
+    )
+    tls = endpoint["tlsConfig"]
+    assert tls["insecureSkipVerify"] is False
+    assert tls["serverName"] in cert["spec"]["dnsNames"]
+    assert tls["serverName"] == f"{service['metadata']['name']}.{namespace}.svc"
+    assert tls["ca"]["secret"] == {"name": cert["spec"]["secretName"], "key": "ca.crt"}
+    (patch,) = component["patches"]
+    pod = yaml.safe_load(patch["patch"])["spec"]["template"]["spec"]
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+    (patched,) = pod["containers"]
+    (mount,) = patched["volumeMounts"]
+    assert patched["env"] == [{"name": "ORGKEEPER_METRICS_CERT_DIR", "value": mount["mountPath"]}]
+    assert "--metrics-cert-dir" not in " ".join(container()["args"])
 
 
 def test_a_metrics_reader_role_grants_get_on_metrics_only() -> None:
