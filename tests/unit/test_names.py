@@ -78,6 +78,7 @@ def test_the_vocabulary_is_the_contracts() -> None:
         "orgkeeper.dev/membership",
         "orgkeeper.dev/organization",
         "orgkeeper.dev/product",
+        "orgkeeper.dev/region",
         "orgkeeper.dev/team",
     ]
 

@@ -122,8 +122,12 @@ def test_the_samples_create_the_org_namespace_before_anything_in_it() -> None:
     organization = next(d for _, d in documents if d["kind"] == "Organization")
     name = organization["metadata"]["name"]
     assert namespace["metadata"]["name"] == f"org-{name}"
-    # What makes orgkeeper serve it as the org's (and nothing else does).
-    assert namespace["metadata"]["labels"] == {names.LABEL_ORGANIZATION: name}
+    # What makes orgkeeper serve it as the org's (and nothing else does), and the region whose
+    # operator marks its Memberships Pending while the org doesn't exist.
+    assert namespace["metadata"]["labels"] == {
+        names.LABEL_ORGANIZATION: name,
+        names.LABEL_REGION: organization["spec"]["region"],
+    }
     assert made_for(name, 0, namespace["metadata"]["labels"][names.LABEL_ORGANIZATION])
     for _, document in documents[1:]:
         assert document["metadata"].get("namespace") in (None, f"org-{name}")
