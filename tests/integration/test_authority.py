@@ -370,15 +370,28 @@ def test_an_org_admin_squatting_the_new_owner_s_membership_name_breaks_no_transf
 
     patch_spec(as_user(support_user), name, owner=newcomer)()
     wait_owner(admin, name, newcomer)
-    wait_members_bound(
-        admin,
-        name,
-        {newcomer: ["organization-admin"], decoy: ["portal-admin"], alice: ["organization-admin"]},
+
+    def held() -> dict[str, tuple[str, list[str]]]:
+        return {
+            m["spec"]["email"]: (
+                m["metadata"]["name"],
+                sorted((m.get("status") or {}).get("effectiveTeams") or []),
+            )
+            for m in admin.list("memberships", namespace)
+        }
+
+    wait_for(
+        "the new Owner's Membership beside the squatted one, each bound",
+        lambda: (
+            (found := held())
+            and found.get(decoy) == (squatted, ["portal-admin"])
+            and found.get(alice, ("", []))[1] == ["organization-admin"]
+            and found.get(newcomer, ("", []))[0].startswith(f"{squatted}-")
+            and found[newcomer][1] == ["organization-admin"]
+        ),
+        details=lambda: str(held()),
     )
     wait_org(admin, name)
-    held = {m["spec"]["email"]: m["metadata"]["name"] for m in admin.list("memberships", namespace)}
-    assert held[decoy] == squatted, "the squatted Membership stays what its maker made"
-    assert held[newcomer].startswith(f"{squatted}-"), held
     wait_owner_rights(admin, name, newcomer)
 
 
