@@ -4,6 +4,7 @@ Pod Security against a real API server.)"""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from orgkeeper.handlers import admission, mutation
 from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.settings import Settings, lease_name, parse_duration
 from orgkeeper_dev.localcluster import INSTALL_MANIFESTS, install_arguments
+from support.identity import render
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -225,6 +227,27 @@ def test_the_prometheus_option_pins_the_scrape_to_the_operator_and_verifies_its_
     (mount,) = patched["volumeMounts"]
     assert patched["env"] == [{"name": "ORGKEEPER_METRICS_CERT_DIR", "value": mount["mountPath"]}]
     assert "--metrics-cert-dir" not in " ".join(container()["args"])
+
+
+def test_the_prometheus_option_renders_beside_the_cert_manager_one(tmp_path: Path) -> None:
+    """`kubectl kustomize` of an overlay with both components: one Deployment serving both
+    mounted certificates."""
+    components = [os.path.relpath(MANIFESTS / c, tmp_path) for c in ("cert-manager", "prometheus")]
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(MANIFESTS, tmp_path)],
+        "components": components,
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    rendered = render(tmp_path)
+    assert the("ServiceMonitor", rendered)["metadata"]["namespace"] == "orgkeeper-system"
+    (operator,) = the("Deployment", rendered)["spec"]["template"]["spec"]["containers"]
+    assert {e["name"] for e in operator["env"]} >= {
+        "ORGKEEPER_WEBHOOK_CERT_DIR",
+        "ORGKEEPER_METRICS_CERT_DIR",
+    }
+    assert {m["name"] for m in operator["volumeMounts"]} == {"tmp", "webhook-tls", "metrics-tls"}
 
 
 def test_a_metrics_reader_role_grants_get_on_metrics_only() -> None:
