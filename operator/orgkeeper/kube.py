@@ -238,7 +238,7 @@ class Collection:
         return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
-EVENT_CONTROLLER = "orgkeeper.dev/operator"  # reportingController of every Event posted
+EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
 # reportingInstance of Events told to outsiders (NamespaceNotOwned): any replica of any region
 # posts the same one, so it says nothing of which operator serves (or whether one serves) an org.
 SHARED_INSTANCE = "orgkeeper"

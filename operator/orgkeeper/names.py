@@ -111,6 +111,10 @@ def provisioned_license_secret(product: str) -> str:
     return f"license-{product}"
 
 
+# The reportingController (and source.component) of every Event the operator posts.
+EVENT_CONTROLLER = "orgkeeper.dev/operator"
+
+
 def once_event_name(object_name: str, uid: str, reason: str) -> str:
     """The name of an Event told once about one object (NamespaceNotOwned): every replica and
     every regional operator that posts it again gets 409, so there is one whoever posts it."""

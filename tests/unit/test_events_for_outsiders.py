@@ -7,13 +7,14 @@ through the API server."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any, cast
 from unittest import mock
 
 import kopf
 import pytest
 
-from orgkeeper import names
+from orgkeeper import names, views
 from orgkeeper.api.v1alpha1.organization import OrganizationStatus
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.events import Event, recorded_in
@@ -150,3 +151,36 @@ def test_the_owners_new_membership_is_told_without_the_email() -> None:
     created = OwnerMembership(Member("owner-x", OWNER, ("organization-admin",)), {}).created
     assert created.reason == "OwnerMembershipCreated"
     assert "@" not in created.message
+
+
+def test_status_shows_the_last_events_oldest_first_or_says_why_not() -> None:
+    def event(reason: str, at: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": f"acme.{reason}", "creationTimestamp": at},
+            "involvedObject": {"kind": "Organization", "name": "acme"},
+            "type": "Normal",
+            "reason": reason,
+            "message": f"{reason} told",
+            "lastTimestamp": at,
+        }
+
+    found = [event(f"R{i:02}", f"2026-12-07T10:{i:02}:00Z") for i in range(12, 0, -1)]
+    rows = views.event_rows(found)
+    assert [row["reason"] for row in rows] == [f"R{i:02}" for i in range(3, 13)]
+    assert rows[0]["object"] == "organization/acme"
+    summary = {"name": "acme", "recentEvents": rows}
+    screen = views.status_screen({**status_summary(), **summary}).splitlines()
+    at = screen.index("Recent events (kubectl get events -n org-acme):")
+    assert screen[at + 1].split() == ["TIME", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    last = ["2026-12-07T10:12:00Z", "Normal", "R12", "organization/acme", "R12", "told"]
+    assert screen[-1].split() == last
+    hidden = views.status_screen({**status_summary(), "name": "acme", "recentEvents": None})
+    assert hidden.splitlines()[-1] == (
+        "Recent events: not shown: you may not list Events in org-acme (its Owner and the "
+        "organization-admin team may)"
+    )
+
+
+def status_summary() -> dict[str, Any]:
+    org = {"metadata": {"name": "acme"}, "spec": {"displayName": "Acme", "plan": "Free"}}
+    return views.status_summary(org, [], datetime(2026, 12, 7, tzinfo=UTC))
