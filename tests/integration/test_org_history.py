@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from orgkeeper import names
 from orgkeeper_dev.localcluster import LocalCluster
@@ -31,7 +30,7 @@ from support.orgs import (
     wait_members_bound,
     wait_org,
 )
-from support.users import user_kubeconfig
+from support.users import namespace_admin, user_kubeconfig
 from support.workloads import create, read, workload
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -105,24 +104,6 @@ def test_the_owner_reads_their_orgs_history_and_a_stranger_reads_nothing(
     assert leaking == []
 
 
-def stranger_namespace(admin: Kube, ns: str, user: str) -> None:
-    """`user` holds the stock `admin` ClusterRole in `ns`, as any namespace owner would."""
-    admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    admin.rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "namespace-admin"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "admin",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
-    )
-    wait_allowed(admin, user, "create", "deployments", group="apps", namespace=ns)
-
-
 def seen_by_mallory(kube: Kube, ns: str, workload_name: str) -> list[Any]:
     return list(
         kube.core.list_namespaced_event(
@@ -138,7 +119,7 @@ def test_labelling_workloads_tells_a_stranger_nothing_about_which_orgs_exist(
     real, ghost = f"real-{unique}", f"ghost-{unique_suffix()}"
     mallory, ns = f"mallory@evil-{unique}.test", f"mallory-{unique}"
     new_ready_org(admin, as_user, real)
-    stranger_namespace(admin, ns, mallory)
+    namespace_admin(admin, ns, mallory)
     attacker = as_user(mallory)
     for org in (real, ghost):
         body = workload("Deployment", f"p-{org}", org, "data-plane", "mesh")

@@ -1,5 +1,6 @@
 """People as the cluster knows them: a kubeconfig with a client certificate the cluster's CA
-signed, so a command (the `orgkeeper` CLI, kubectl) runs with that user's own rights only."""
+signed, so a command (the `orgkeeper` CLI, kubectl) runs with that user's own rights only; a
+namespace admin elsewhere."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orgkeeper.pki import certificate, pem_key, subject_name
 from orgkeeper_dev.localcluster import LocalCluster, kubeconfig_for
+from support.kube import Kube
+from support.orgs import wait_allowed
 
 
 def user_kubeconfig(
@@ -38,3 +41,22 @@ def user_kubeconfig(
     path.write_text(yaml.safe_dump(kubeconfig_for(cluster.server, pki / "ca.crt", credentials)))
     path.chmod(0o600)
     return path
+
+
+def namespace_admin(admin: Kube, namespace: str, user: str) -> None:
+    """A new namespace where `user` holds the stock `admin` ClusterRole, as any namespace owner
+    would (and nothing else)."""
+    admin.core.create_namespace({"metadata": {"name": namespace}})
+    admin.rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "namespace-admin"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    wait_allowed(admin, user, "create", "deployments", group="apps", namespace=namespace)
