@@ -19,6 +19,7 @@ import yaml
 from . import views
 from .client import ApiError, Cluster, UnreachableError, connect
 from .names import (
+    EVENT_CONTROLLER,
     LABEL_EMAIL_HASH,
     LICENSES,
     MEMBERSHIPS,
@@ -484,8 +485,26 @@ def _status(args: argparse.Namespace) -> int:
     org = _organization(cluster, args.org)
     licenses = cluster.list(LICENSES, org_namespace(args.org))
     summary = views.status_summary(org, licenses, datetime.now(UTC))
+    summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))
     _emit(summary, args.output, views.status_screen(summary))
     return 0
+
+
+def _recent_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]] | None:
+    """The org's history as the operator recorded it in org-<name> (about the Organization, its
+    Licenses, Memberships...), with the caller's own rights; None if they may not list Events
+    there."""
+    try:
+        listed = cluster.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            query={"fieldSelector": f"source={EVENT_CONTROLLER}"},
+        )
+    except ApiError as error:
+        if error.status == 403:
+            return None
+        raise
+    return views.event_rows(listed["items"])
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:

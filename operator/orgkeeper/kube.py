@@ -238,7 +238,10 @@ class Collection:
         return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
-EVENT_CONTROLLER = "orgkeeper.dev/operator"  # reportingController of every Event posted
+EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
+# reportingInstance of Events told to outsiders (NamespaceNotOwned): any replica of any region
+# posts the same one, so it says nothing of which operator serves (or whether one serves) an org.
+SHARED_INSTANCE = "orgkeeper"
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,8 @@ class PostedEvent:
     reason: str
     message: str
     action: str  # what the operator did (Reconcile, Deactivate, Propagate, ...)
-    instance: str  # reportingInstance: the operator's identity
+    instance: str  # reportingInstance: the operator's identity (or SHARED_INSTANCE)
+    name: str | None = None  # a fixed name: posted once, a second post (409) is no error
 
 
 class NotLeaderError(RuntimeError):
@@ -761,8 +765,9 @@ class KubeApi:
         meta = involved.get("metadata") or {}
         namespace = meta.get("namespace") or ""
         now = datetime.now(UTC)
+        named = {"name": event.name} if event.name else {"generate_name": f"{meta.get('name')}."}
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name')}."),
+            metadata=client.V1ObjectMeta(**named),
             involved_object=client.V1ObjectReference(
                 api_version=involved.get("apiVersion"),
                 kind=involved.get("kind"),
@@ -781,7 +786,11 @@ class KubeApi:
             last_timestamp=now,
             count=1,
         )
-        self.core.create_namespaced_event(namespace or "default", body)
+        try:
+            self.core.create_namespaced_event(namespace or "default", body)
+        except ApiException as error:
+            if not (event.name and error.status == 409):
+                raise  # a named Event that exists was told already
 
     # --- authorization: SubjectAccessReviews (admission's support check, /metrics) ------
 

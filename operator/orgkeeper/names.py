@@ -114,6 +114,17 @@ def provisioned_license_secret(product: str) -> str:
     return f"license-{product}"
 
 
+# The reportingController (and source.component) of every Event the operator posts.
+EVENT_CONTROLLER = "orgkeeper.dev/operator"
+
+
+def once_event_name(object_name: str, uid: str, reason: str) -> str:
+    """The name of an Event told once about one object (NamespaceNotOwned): every replica and
+    every regional operator that posts it again gets 409, so there is one whoever posts it."""
+    digest = hashlib.sha256(f"{uid}/{reason}".encode()).hexdigest()[:16]
+    return f"{object_name[:200]}.{digest}"
+
+
 SIGNING_KEY_SECRET = "orgkeeper-signing-key"
 # With --leader-elect in `serve` mode: the CA every replica's webhook certificate comes from.
 WEBHOOK_CA_SECRET = "orgkeeper-webhook-ca"

@@ -136,6 +136,50 @@ def _license_row(lic: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+RECENT_EVENTS = 10
+
+
+def event_rows(
+    events: Sequence[Mapping[str, Any]], shown: int = RECENT_EVENTS
+) -> list[dict[str, Any]]:
+    """The last few Events, oldest first: when, type, reason, what about, message."""
+    rows = []
+    for event in events:
+        about = event.get("involvedObject") or {}
+        rows.append(
+            {
+                "time": event.get("lastTimestamp")
+                or event.get("eventTime")
+                or event["metadata"].get("creationTimestamp"),
+                "type": event.get("type"),
+                "reason": event.get("reason"),
+                "object": f"{str(about.get('kind', '')).lower()}/{about.get('name', '')}",
+                "message": event.get("message"),
+            }
+        )
+    return sorted(rows, key=lambda row: str(row["time"] or ""))[-shown:]
+
+
+def _events_lines(summary: Mapping[str, Any]) -> list[str]:
+    namespace = f"org-{summary['name']}"
+    rows = summary.get("recentEvents", [])
+    if rows is None:
+        return [
+            f"Recent events: not shown: you may not list Events in {namespace} (its Owner and "
+            "the organization-admin team may)"
+        ]
+    if not rows:
+        return [f"Recent events: none in {namespace} (Events are kept for an hour)"]
+    columns = [
+        ("TIME", "time"),
+        ("TYPE", "type"),
+        ("REASON", "reason"),
+        ("OBJECT", "object"),
+        ("MESSAGE", "message"),
+    ]
+    return [f"Recent events (kubectl get events -n {namespace}):", table(rows, columns)]
+
+
 def status_screen(summary: Mapping[str, Any]) -> str:
     lines = [
         f"Organization {summary['name']} ({summary['displayName']})",
@@ -178,4 +222,6 @@ def status_screen(summary: Mapping[str, Any]) -> str:
             [("TYPE", "type"), ("STATUS", "status"), ("REASON", "reason"), ("MESSAGE", "message")],
         ),
     ]
+    if "recentEvents" in summary:
+        lines += ["", *_events_lines(summary)]
     return "\n".join(lines)

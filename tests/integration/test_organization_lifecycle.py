@@ -125,7 +125,7 @@ def test_only_the_owner_can_delete_the_org(
     wait_allowed(admin, mallory, "delete", "organizations", name=org_name)
     status, message = rejection(lambda: as_user(mallory).delete("organizations", org_name))
     assert status == 403
-    assert f"only the Owner ({owner}) can delete Organization {org_name}" in message, message
+    assert f"only the Owner of Organization {org_name} or support" in message, message
 
     as_user(owner).delete("organizations", org_name)
     wait_for(
@@ -187,7 +187,7 @@ def test_ownership_transfer_to_an_admin_only(admin: Kube, as_user: AsUser, org_n
     wait_for(
         "the OwnershipTransferred Event",
         lambda: any(
-            e.reason == "OwnershipTransferred" and alice in e.message
+            e.reason == "OwnershipTransferred" and "@" not in e.message
             for e in admin.core.list_namespaced_event(
                 "default", field_selector=f"involvedObject.name={org_name}"
             ).items

@@ -394,12 +394,14 @@ def test_the_cert_manager_option_wires_certificate_secret_and_ca_injection(
 
 
 def test_support_is_a_shipped_cluster_role_with_the_support_verb() -> None:
+    """`delete` too: support deletes any Organization (RBAC lets it reach the DELETE webhook,
+    which asks for the verb `support`)."""
     support = the("ClusterRole", name="orgkeeper-support")
     assert support["rules"] == [
         {
             "apiGroups": [GROUP],
             "resources": ["organizations"],
-            "verbs": ["get", "list", "watch", "create", "update", "patch", "support"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "support"],
         }
     ]
 

@@ -19,7 +19,7 @@ from ..api.v1alpha1.organization import Activity, OrganizationSpec, Organization
 from ..domain import conditions
 from ..domain import namespaces as namespace_domain
 from ..domain import organization as org_domain
-from ..domain.events import Event
+from ..domain.events import Event, recorded_in
 from ..domain.namespaces import Claim
 from ..domain.organization import (
     Applied,
@@ -134,7 +134,10 @@ async def reconcile_organization(
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
     runtime.metrics.phases[name] = desired.phase or "Provisioning"
     runtime.metrics.reconciles.labels(MEMBERSHIP.kind, "success").inc(len(cached.members))
-    return events + closing_events(plan, desired)
+    told = events + closing_events(plan, desired)
+    # The org's history is recorded in org-<name> for its Owner and admins, once it is the org's
+    # (never in a namespace someone else made: NamespaceConflict).
+    return recorded_in(told, namespace) if namespace_ready else told
 
 
 async def _apply(
@@ -234,7 +237,7 @@ async def sync_workloads(
     await attempt(writes, failures)
 
 
-def _holder(runtime: Runtime, namespace: str) -> str | None:
+def namespace_holder(runtime: Runtime, namespace: str) -> str | None:
     """The org a labelled namespace belongs to (its owner, else its label), if any."""
     record = runtime.namespaces.get("", namespace)
     if record is None:
@@ -257,7 +260,7 @@ def _warnings(
         now_told.add(key)
         if key not in told:
             message = namespace_domain.ignored_message(
-                workload.namespace, organization, _holder(runtime, workload.namespace)
+                workload.namespace, organization, namespace_holder(runtime, workload.namespace)
             )
             events.append(Event("Warning", "NamespaceNotOwned", message, workload_ref(workload)))
     for failure in failures:

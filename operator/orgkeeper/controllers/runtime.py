@@ -144,14 +144,13 @@ class Runtime:
         self, uid: str, namespace: str, organization: str | None, *, deleted: bool
     ) -> set[str]:
         """The orgs a workload's event wakes, by the rules of handlers/organization.py's
-        workload_changed: the org its label names, and the org that counted it if it left
-        (label removed or changed, or deleted) from a namespace that org may own. The count
-        forgets it there and then, so its later events wake nothing."""
+        workload_changed: the org its label names, in a namespace that org may own, and the org
+        that counted it if it left (label removed or changed, or deleted) from such a namespace.
+        The count forgets it there and then, so its later events wake nothing. (A workload in a
+        namespace the org can't own is told so without waking it.)"""
         wakes: set[str] = set()
-        if organization:
-            untold = not deleted and ignored_key(uid) not in self.told.get(organization, ())
-            if untold or self.may_own(organization, namespace):
-                wakes.add(organization)
+        if organization and self.may_own(organization, namespace):
+            wakes.add(organization)
         left = self.counted_by.get(uid)
         if left is not None and (deleted or left != organization):
             del self.counted_by[uid]  # its next reconcile counts it no more

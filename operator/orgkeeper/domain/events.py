@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 
@@ -15,6 +15,10 @@ class Event:
     reason: str
     message: str
     involved: Mapping[str, Any] | None = None
+    # An Event about the Organization (involved None) is kept in `default`, where only those who
+    # read Events cluster-wide see it; `also_in` records it in the org's namespace too, where
+    # the Owner and the org's admins read it (kubectl get events -n org-<name>).
+    also_in: str | None = None
 
     @property
     def action(self) -> str:
@@ -38,3 +42,9 @@ ACTIONS = {
     "SecretConflict": "PropagateLicense",
     "ApplyFailed": "Apply",
 }
+
+
+def recorded_in(events: Sequence[Event], namespace: str) -> list[Event]:
+    """The Events, those about the Organization itself also recorded in `namespace` (the
+    org's own, once it is the org's)."""
+    return [replace(e, also_in=namespace) if e.involved is None else e for e in events]

@@ -161,7 +161,7 @@ class OwnerMembership:
         return Event(
             "Normal",
             "OwnerMembershipCreated",
-            f"created the Membership of the Owner {self.member.email}",
+            "created the Owner's Membership, with the team organization-admin",
         )
 
 
@@ -314,13 +314,33 @@ def next_due(plan: OrganizationPlan) -> datetime | None:
     return min((m for m in moments if m is not None and m > observed.now), default=None)
 
 
+# What the Owner's Events say. Organization Events are kept in `default`, where whoever reads
+# Events there reads them for every org: they name roles and fields, never an e-mail (the
+# OwnerValid condition, which only the Owner and support read, names the people).
+OWNER_EVENT_MESSAGES = {
+    "OwnershipTransferred": (
+        "ownership moved to the new Owner (status.owner names them); the previous Owner stays "
+        "an organization-admin"
+    ),
+    "TransferRejected": (
+        "the new Owner asked for in spec.owner is not a member of organization-admin, so the "
+        "current Owner stays; add organization-admin to their Membership first, or set "
+        "spec.owner back (the OwnerValid condition says who)"
+    ),
+    "OwnerLeft": (
+        "the Owner has no Membership any more; support (orgkeeper-support) may transfer "
+        "ownership by setting spec.owner to any e-mail"
+    ),
+}
+
+
 def owner_events(owner: OwnerDecision, status: OrganizationStatus) -> list[Event]:
     """A transfer is told; a problem with the Owner once, when its reason changes."""
     if owner.transferred_from:
-        return [Event("Normal", "OwnershipTransferred", owner.message)]
+        return [Event("Normal", "OwnershipTransferred", OWNER_EVENT_MESSAGES[owner.reason])]
     previous = conditions.find(status.conditions, "OwnerValid")
     if not owner.valid and (previous is None or previous.reason != owner.reason):
-        return [Event("Warning", owner.reason, owner.message)]
+        return [Event("Warning", owner.reason, OWNER_EVENT_MESSAGES[owner.reason])]
     return []
 
 

@@ -117,18 +117,16 @@ async def validate_organization(
 async def validate_organization_delete(
     body: kopf.Body, name: str, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any
 ) -> None:
+    """The Owner, or support (a SubjectAccessReview for the verb `support`, asked only when
+    the requester isn't the Owner)."""
     runtime: Runtime = memo.runtime
     await _synced(runtime)
     owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
-    _refuse(
-        admission.delete_organization_refusal(
-            name,
-            owner,
-            userinfo.get("username", ""),
-            userinfo.get("groups") or [],
-            runtime.settings.sso_username_prefix,
-        )
+    user, prefix = userinfo.get("username", ""), runtime.settings.sso_username_prefix
+    support = not admission.is_owner(user, owner, prefix) and await runtime.kube.run(
+        runtime.kube.may, userinfo, "support", name
     )
+    _refuse(admission.delete_organization_refusal(name, owner, user, prefix, support=support))
 
 
 async def validate_membership(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -14,15 +15,15 @@ from .. import names
 from ..api.v1alpha1 import ORGANIZATION, PRODUCTS
 from ..controllers.license import recorded_copies, withdraw_copies
 from ..controllers.membership import mark_pending
-from ..controllers.organization import Cached, reconcile_organization
+from ..controllers.organization import Cached, namespace_holder, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Runtime
 from ..controllers.writes import explain, now_utc
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
-from ..domain.namespaces import Claim, owned_namespaces
+from ..domain.namespaces import Claim, ignored_message, owned_namespaces
 from ..domain.regions import marks_pending_here
-from ..kube import PostedEvent, owner_of
+from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
 MAX_BACKOFF = 60.0
@@ -32,9 +33,37 @@ PENDING_RECHECK = 2.0
 log = logging.getLogger(__name__)
 
 
+def _posted(runtime: Runtime, event: Event) -> PostedEvent:
+    """NamespaceNotOwned is told to whoever labelled the workload, maybe an outsider: the same
+    Event whether or not the org exists and whichever operator serves it (a fixed name, so the
+    first post wins and the others get 409; a reportingInstance that names no replica or
+    region). The others name the replica that posts them."""
+    if event.reason == "NamespaceNotOwned" and event.involved is not None:
+        meta = event.involved["metadata"]
+        name = names.once_event_name(meta["name"], meta.get("uid") or "", event.reason)
+        return PostedEvent(
+            event.type, event.reason, event.message, event.action, SHARED_INSTANCE, name
+        )
+    identity = runtime.settings.identity
+    return PostedEvent(event.type, event.reason, event.message, event.action, identity)
+
+
+def _recorded_in(body: kopf.Body, namespace: str) -> dict[str, Any]:
+    """The Organization as the object of an Event recorded in its own namespace: the API server
+    keeps Events about a cluster-scoped object only in `default` (or kube-system), where the
+    Owner can't read them, unless the Event names a namespace, which must be its own."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": meta["name"], "uid": meta.get("uid"), "namespace": namespace},
+    }
+
+
 async def post(runtime: Runtime, body: kopf.Body, events: list[Event]) -> None:
-    """Posts the Events on the objects they concern (the org by default), each lifecycle
-    transition once. Posting is a write (the leader's); one that fails is logged, never retried."""
+    """Posts the Events on the objects they concern (the org by default; those about the org
+    also in org-<name> once it is the org's), each lifecycle transition once. Posting is a
+    write (the leader's); one that fails is logged, never retried."""
     name = body["metadata"]["name"]
     keep, runtime.transitions[name] = untold_transitions(
         runtime.transitions.get(name), (event.reason for event in events)
@@ -43,13 +72,38 @@ async def post(runtime: Runtime, body: kopf.Body, events: list[Event]) -> None:
     for event, new in zip(events, keep, strict=True):
         if not new:
             continue
-        posted = PostedEvent(
-            event.type, event.reason, event.message, event.action, runtime.settings.identity
-        )
-        try:
-            await kube.run(kube.post_event, event.involved or body, posted)
-        except Exception as error:
-            log.warning("Event %s on %s not posted: %s", event.reason, name, explain(error)[1])
+        posted = _posted(runtime, event)
+        involved = [event.involved or body]
+        if event.also_in:
+            involved.append(_recorded_in(body, event.also_in))
+        for about in involved:
+            try:
+                await kube.run(kube.post_event, about, posted)
+            except Exception as error:
+                log.warning("Event %s on %s not posted: %s", event.reason, name, explain(error)[1])
+
+
+async def tell_ignored(runtime: Runtime, organization: str, workload: Mapping[str, Any]) -> None:
+    """NamespaceNotOwned on a workload labelled for an org in a namespace the org can't own,
+    told here rather than by the org's reconcile: the same answer whether or not the org exists
+    (or is served here), and the org isn't woken by what a stranger labels. Followers leave it
+    to the leader; nothing is remembered (a second post of the named Event gets 409)."""
+    meta = workload["metadata"]
+    namespace = meta["namespace"]
+    ref = {
+        "apiVersion": workload.get("apiVersion"),
+        "kind": workload.get("kind"),
+        "metadata": {"name": meta["name"], "namespace": namespace, "uid": meta.get("uid")},
+    }
+    holder = namespace_holder(runtime, namespace)
+    message = ignored_message(namespace, organization, holder)
+    posted = _posted(runtime, Event("Warning", "NamespaceNotOwned", message, ref))
+    try:
+        await runtime.kube.run(runtime.kube.post_event, ref, posted)
+    except NotLeaderError:
+        pass  # the leader tells it
+    except Exception as error:
+        log.warning("Event NamespaceNotOwned on %s not posted: %s", meta["name"], explain(error)[1])
 
 
 def in_region(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
@@ -236,22 +290,25 @@ async def workload_changed(
     uid: str | None,
     type: str | None,
     memo: kopf.Memo,
+    body: Mapping[str, Any] | None = None,
     **_: Any,
 ) -> None:
     """A workload labelled with an org changed, or left the org that counted it: each org
     concerned reconciles (counts, freeze, licenses); see Runtime.workload_wakes.
 
     A label naming no org served here wakes nothing and is remembered nowhere. A workload in a
-    namespace the org doesn't own wakes it once, to be told why it is ignored: patching it over
-    and over can't keep the org's reconciles busy.
+    namespace the org can't own is told why it is ignored (tell_ignored), whether or not the
+    org exists, and wakes no org: patching it over and over can't keep reconciles busy.
     """
     runtime: Runtime = memo.runtime
     organization = labels.get(names.LABEL_ORGANIZATION) or None
-    wakes = runtime.workload_wakes(
-        uid or "", namespace or "", organization, deleted=type == "DELETED"
-    )
+    deleted = type == "DELETED"
+    wakes = runtime.workload_wakes(uid or "", namespace or "", organization, deleted=deleted)
     for woken in wakes:
         runtime.poke(woken)
+    foreign = organization and not runtime.may_own(organization, namespace or "")
+    if foreign and body is not None and not deleted:
+        await tell_ignored(runtime, str(organization), body)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
