@@ -77,7 +77,9 @@ def test_the_vocabulary_is_the_contracts() -> None:
         "orgkeeper.dev/license-fingerprint",
         "orgkeeper.dev/membership",
         "orgkeeper.dev/organization",
+        "orgkeeper.dev/organization-uid",
         "orgkeeper.dev/product",
+        "orgkeeper.dev/released-from",
         "orgkeeper.dev/team",
     ]
 

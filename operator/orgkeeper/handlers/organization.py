@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from .. import names
 from ..api.v1alpha1 import ORGANIZATION, PRODUCTS
@@ -17,10 +18,10 @@ from ..controllers.membership import mark_pending
 from ..controllers.organization import Cached, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Runtime
-from ..controllers.writes import explain, now_utc
+from ..controllers.writes import Failure, Target, attempt, explain, now_utc
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
-from ..domain.namespaces import Claim, owned_namespaces
+from ..domain.namespaces import Claim, owned_namespaces, release_labels, to_release
 from ..kube import PostedEvent, owner_of
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
@@ -109,24 +110,57 @@ async def organization_loop(
 
 async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """License copies and orgkeeper's annotations leave the namespaces the org owned (copies
-    are owned by the Organization too: garbage collection takes any left behind)."""
+    are owned by the Organization too: garbage collection takes any left behind), and the
+    namespaces it served without owning them (made ahead, labelled) are released."""
     runtime: Runtime = memo.runtime
     owner = owner_of(ORGANIZATION.kind, body)
+    spec_owner = str((body.get("spec") or {}).get("owner") or "")
     namespace = names.org_namespace(name)
-    claims = [Claim(c.name, c.organization, c.owners) for c in runtime.claimed(name)]
-    owned = owned_namespaces(name, owner.uid, claims, org_namespace_owned=True)
+    claims = [record.claim() for record in runtime.claimed(name)]
+    owned = owned_namespaces(name, owner.uid, spec_owner, claims, org_namespace_owned=True)
     licenses = values(kwargs["licenses_by_namespace"], namespace)
     recorded = {ns for product in PRODUCTS for ns in recorded_copies(licenses, product)}
     workloads = [w for w in _workloads(kwargs, name) if w.namespace in owned]
     failures = await withdraw_copies(runtime, owner, recorded, workloads)
     for failure in failures:
         log.warning("Organization %s: cleanup left %s", name, failure.describe())
+    await _release(runtime, name, owner.uid, spec_owner, claims)
     # A finalizer of the operator that served the org before this one (all regions, or
     # regional) would hold the deletion forever: that operator isn't running beside this one.
     found = list(body["metadata"].get("finalizers") or [])
     stale = names.stale_finalizers(found, runtime.settings.region)
     if stale:
         await runtime.kube.run(runtime.kube.drop_organization_finalizers, name, stale)
+
+
+async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: list[Claim]) -> None:
+    """Releases, visibly, what the org served without owning it: the org label goes and
+    orgkeeper.dev/released-from=<name> comes (the UID stays). Garbage collection takes what it
+    owns. Not done is retried (the finalizer holds the deletion): nothing released, nothing
+    handed to the next Organization of the name."""
+    kube = runtime.kube
+    namespace = names.org_namespace(name)
+    found = await kube.run(kube.read_namespace, namespace)
+    if found is not None and found.metadata.deletion_timestamp is None:
+        owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
+        claims = [Claim.of(namespace, found.metadata.labels or {}, owners)] + [
+            claim for claim in claims if claim.namespace != namespace
+        ]
+    labels = release_labels(name, uid)
+    released = [claim.namespace for claim in claims if to_release(claim, name, uid, owner)]
+    failures: list[Failure] = []
+    await attempt(
+        [
+            (Target(f"Namespace {ns}"), kube.run(kube.label_namespace, ns, labels))
+            for ns in released
+        ],
+        failures,
+    )
+    if failures:
+        detail = "; ".join(failure.describe() for failure in failures)
+        raise kopf.TemporaryError(f"namespaces not released yet: {detail}", delay=5)
+    if released:
+        log.info("Organization %s: released namespaces %s", name, ", ".join(released))
 
 
 async def pending_memberships(runtime: Runtime) -> None:
@@ -146,10 +180,14 @@ async def pending_memberships(runtime: Runtime) -> None:
         namespaces, runtime.unserved = runtime.unserved, set()
         for namespace in sorted(namespaces):
             organization = names.organization_of_namespace(namespace) or ""
-            if runtime.organizations.get("", organization) is not None:
-                continue  # its own loop (here, or in its region's operator) serves it
+            held = runtime.organizations.get("", organization)
+            if held is not None and not runtime.serves_region(held.region):
+                continue  # its region's operator serves it
             try:
-                if await _going_away(runtime, namespace):
+                found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
+                if held is not None and not _released(found):
+                    continue  # its own loop serves it
+                if _going_away(found):
                     continue  # its Organization was deleted: garbage collection takes it all
                 failures = await mark_pending(runtime, namespace, now_utc())
             except Exception as error:  # the loop must outlive any single failure
@@ -162,12 +200,19 @@ async def pending_memberships(runtime: Runtime) -> None:
             await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
 
 
-async def _going_away(runtime: Runtime, namespace: str) -> bool:
+def _going_away(found: client.V1Namespace | None) -> bool:
     """Gone, terminating, or owned by an Organization (one that no longer exists)."""
-    found = await runtime.kube.run(runtime.kube.read_namespace, namespace)
     if found is None or found.metadata.deletion_timestamp is not None:
         return True
     return any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or [])
+
+
+def _released(found: client.V1Namespace | None) -> bool:
+    """Released by a deleted Organization: a new one of the same name doesn't serve it (not
+    until support hands it over), so its Memberships wait, without RoleBindings, even while
+    that new Organization exists."""
+    labels = (found.metadata.labels or {}) if found is not None else {}
+    return bool(labels.get(names.LABEL_RELEASED_FROM))
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
