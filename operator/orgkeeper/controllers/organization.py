@@ -125,7 +125,7 @@ async def reconcile_organization(
     runtime.schedule(name, (org_domain.next_due(plan), licenses_due))
     events += told
     ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
-    events += _warnings(runtime, name, ignored, failures)
+    events += _warnings(runtime, name, owner_ref.uid, ignored, failures)
 
     applied = Applied(
         owner_membership_created=owner_membership_created,
@@ -277,6 +277,7 @@ def _holder(runtime: Runtime, namespace: str) -> str | None:
 def _warnings(
     runtime: Runtime,
     organization: str,
+    uid: str,
     ignored: Sequence[WorkloadRecord],
     failures: Sequence[Failure],
 ) -> list[Event]:
@@ -288,8 +289,9 @@ def _warnings(
         key = ignored_key(workload.uid)
         now_told.add(key)
         if key not in told:
+            holder = _holder(runtime, workload.namespace)
             message = namespace_domain.ignored_message(
-                workload.namespace, organization, _holder(runtime, workload.namespace)
+                workload.namespace, organization, holder, uid if holder == organization else None
             )
             events.append(Event("Warning", "NamespaceNotOwned", message, workload_ref(workload)))
     for failure in failures:

@@ -156,8 +156,20 @@ def owned_namespaces(
     return frozenset(owned)
 
 
-def ignored_message(namespace: str, organization: str, owner: str | None) -> str:
-    """Why a workload labelled for `organization` in `namespace` is ignored, and what to do."""
+def ignored_message(
+    namespace: str, organization: str, owner: str | None, uid: str | None = None
+) -> str:
+    """Why a workload labelled for `organization` in `namespace` is ignored, and what to do
+    (`owner`: the org the namespace belongs to or is labelled for; `uid`: the org's UID, given
+    when the namespace is labelled for it but held for another UID, released or made ahead for
+    another Owner)."""
+    if uid is not None and owner == organization:
+        return (
+            f"namespace {namespace} is labelled for Organization {organization} but is held for "
+            f"another Organization of that name, or made ahead for another Owner: this workload "
+            f"is ignored; support (orgkeeper-support) may hand the namespace to this one: "
+            f"{hand_back_command(namespace, organization, uid)}"
+        )
     if owner is not None and owner != organization:
         return (
             f"namespace {namespace} belongs to Organization {owner}, not {organization}: "
