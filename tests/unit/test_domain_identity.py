@@ -208,3 +208,13 @@ def test_a_workload_in_a_namespace_held_for_another_org_of_the_name_is_told_why(
     )
     assert hand_back_command("edge", ORG, UID) in message
     assert "its Owner can label" in ignored_message("edge", ORG, None, UID)
+
+
+def test_an_org_namespace_served_before_uids_were_recorded_stays_the_orgs() -> None:
+    """An upgrade: org-<name> made ahead without an Owner's hash, served (status Active)."""
+    before = claim("org-beta")
+    assert made_for(before, ORG, UID, OWNER, served=True)
+    assert not made_for(before, ORG, UID, OWNER)
+    # Never one held for another UID or released, served or not.
+    assert not made_for(claim("org-beta", **{UID_LABEL: EARLIER}), ORG, UID, OWNER, served=True)
+    assert not made_for(claim("org-beta", **{RELEASED: ORG}), ORG, UID, OWNER, served=True)

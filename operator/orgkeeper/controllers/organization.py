@@ -74,7 +74,7 @@ async def reconcile_organization(
     owner_ref = owner_of(ORGANIZATION.kind, body)
     namespace = names.org_namespace(name)
     namespace_object, namespace_ready, found_claim = await _org_namespace(
-        runtime, namespace, name, owner_ref, spec.owner
+        runtime, namespace, name, owner_ref, spec.owner, served=status.phase == "Active"
     )
     plan = org_domain.plan(
         org_domain.OrgObservation(
@@ -181,10 +181,17 @@ async def _apply(
 
 
 async def _org_namespace(
-    runtime: Runtime, namespace: str, organization: str, owner: OwnerRef, spec_owner: str
+    runtime: Runtime,
+    namespace: str,
+    organization: str,
+    owner: OwnerRef,
+    spec_owner: str,
+    *,
+    served: bool,
 ) -> tuple[client.V1Namespace | None, bool, Claim | None]:
     """org-<name> as found (None: this reconcile created it), whether it is the org's, and what
-    it claims (None: not found). One the org serves is stamped with its UID the first time."""
+    it claims (None: not found). One the org serves is stamped with its UID the first time.
+    `served`: the org's status says it served its namespace already (see made_for)."""
     kube = runtime.kube
     found = await kube.run(kube.read_namespace, namespace)
     if found is None:
@@ -192,7 +199,9 @@ async def _org_namespace(
         return None, await kube.run(kube.create_namespace, namespace, organization, owner), None
     owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
     claim = Claim.of(namespace, found.metadata.labels or {}, owners)
-    ready = namespace_domain.org_namespace_ready(claim, organization, owner.uid, spec_owner)
+    ready = namespace_domain.org_namespace_ready(
+        claim, organization, owner.uid, spec_owner, served=served
+    )
     if ready and claim.uid != owner.uid:
         await kube.run(kube.label_namespace, namespace, {names.LABEL_ORGANIZATION_UID: owner.uid})
     return found, ready, claim

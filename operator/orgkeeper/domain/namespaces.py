@@ -52,24 +52,30 @@ def belongs_to(claim: Claim, organization: str, uid: str, owner: str) -> bool:
     return not claim.owner_hash or claim.owner_hash == names.email_hash(owner)
 
 
-def made_for(claim: Claim, organization: str, uid: str, owner: str) -> bool:
+def made_for(
+    claim: Claim, organization: str, uid: str, owner: str, *, served: bool = False
+) -> bool:
     """Whether an org-<name> that orgkeeper didn't make is the org's all the same: owned by
     nothing, labelled orgkeeper.dev/organization=<name> (a label only the org's Owner or support
     may set), not released, and either held for this org's UID already or made ahead for its
     Owner (orgkeeper.dev/email-hash of spec.owner, which self-service sign-up can't forge: a
-    sign-up's Owner is the requester). It is served as the org's but stays its maker's (no
-    ownerReference: that would need `delete` on namespaces); anything else is a conflict."""
+    sign-up's Owner is the requester). `served`: the org served it already before orgkeeper
+    recorded UIDs (its status says Active; only the operator writes status), so an upgrade
+    doesn't take it away. It is served as the org's but stays its maker's (no ownerReference:
+    that would need `delete` on namespaces); anything else is a conflict."""
     if claim.owners or claim.label != organization or claim.released:
         return False
     if claim.uid:
         return claim.uid == uid
-    return claim.owner_hash == names.email_hash(owner)
+    return served or claim.owner_hash == names.email_hash(owner)
 
 
-def org_namespace_ready(claim: Claim, organization: str, uid: str, owner: str) -> bool:
+def org_namespace_ready(
+    claim: Claim, organization: str, uid: str, owner: str, *, served: bool = False
+) -> bool:
     """Whether an org-<name> found in place serves the org: it owns it, or it was made for it."""
     return any(owner_uid == uid for _, owner_uid in claim.owners) or made_for(
-        claim, organization, uid, owner
+        claim, organization, uid, owner, served=served
     )
 
 
