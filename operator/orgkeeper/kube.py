@@ -390,10 +390,11 @@ class KubeApi:
     def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
         (someone created it first; see namespaces.made_for for one made for the org)."""
+        labels = managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid})
         body = {
             "metadata": {
                 "name": name,
-                "labels": {**managed_labels(organization), **self.guardrails.labels()},
+                "labels": {**labels, **self.guardrails.labels()},
                 "ownerReferences": [owner.to_wire()],
             }
         }
@@ -402,6 +403,16 @@ class KubeApi:
         found = self.read_namespace(name)
         refs = (found.metadata.owner_references or []) if found is not None else []
         return any(ref.uid == owner.uid for ref in refs)
+
+    def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
+        """Sets (None: removes) these labels of the namespace: the UID of the org that serves
+        it, or its release (domain/namespaces.py)."""
+        absent_ok(
+            self.core.patch_namespace,
+            name,
+            {"metadata": {"labels": dict(labels)}},
+            field_manager=FIELD_MANAGER,
+        )
 
     def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
@@ -465,7 +476,7 @@ class KubeApi:
         name = names.owner_role(organization)
         metadata = {
             "name": name,
-            "labels": managed_labels(organization),
+            "labels": managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid}),
             "ownerReferences": [owner.to_wire()],
         }
         role = {"metadata": metadata, "rules": [dict(rule) for rule in rules]}
@@ -499,15 +510,29 @@ class KubeApi:
         field: str,
     ) -> bool:
         """Creates the cluster-scoped object, or patches `field` back if it differs from
-        `body`'s; True if anything was written."""
+        `body`'s, and its labels and owner if it was another Organization's (one of the same
+        name, deleted, that garbage collection hasn't taken yet); True if anything was written."""
         name = body["metadata"]["name"]
         current = absent_ok(read, name)
         if current is None:
             create(body, field_manager=FIELD_MANAGER)
             return True
-        if self.api_client.sanitize_for_serialization(current).get(field) == body[field]:
+        found = self.api_client.sanitize_for_serialization(current)
+        wanted_owners = body["metadata"]["ownerReferences"]
+        meta = found["metadata"]
+        owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+        uid = (meta.get("labels") or {}).get(names.LABEL_ORGANIZATION_UID)
+        repair: dict[str, Any] = {}
+        if owners != [ref["uid"] for ref in wanted_owners] or uid != wanted_owners[0]["uid"]:
+            repair["metadata"] = {
+                "labels": body["metadata"]["labels"],
+                "ownerReferences": wanted_owners,
+            }
+        if found.get(field) != body[field]:
+            repair[field] = body[field]
+        if not repair:
             return False
-        patch(name, {field: body[field]}, field_manager=FIELD_MANAGER)
+        patch(name, repair, field_manager=FIELD_MANAGER)
         return True
 
     def remove_owner_binding(self, organization: str) -> None:

@@ -1,7 +1,8 @@
 """Signed license documents: Ed25519 signatures over a canonical JSON payload.
 
 A document is JSON: {"format": "orgkeeper.dev/license-v1", "keyId": ..., "payload": <base64>,
-"signature": <base64>}. The payload names the organization, product, plan, region and validity.
+"signature": <base64>}. The payload names the organization (its name and UID: a later
+Organization of the same name is another one), product, plan, region and validity.
 Only its fingerprint (sha256 of the payload bytes) ever leaves a Secret.
 """
 
@@ -29,11 +30,13 @@ class LicensePayload:
     region: str
     issued_at: datetime
     expires_at: datetime
+    organization_uid: str = ""  # metadata.uid of the Organization; "" in documents made before
 
     def to_bytes(self) -> bytes:
         return json.dumps(
             {
                 "organization": self.organization,
+                "organizationUid": self.organization_uid,
                 "product": self.product,
                 "plan": self.plan,
                 "region": self.region,
@@ -54,6 +57,7 @@ class LicensePayload:
             region=str(data["region"]),
             issued_at=_parse(data["issuedAt"]),
             expires_at=_parse(data["expiresAt"]),
+            organization_uid=str(data.get("organizationUid") or ""),
         )
 
 

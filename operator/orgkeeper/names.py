@@ -16,6 +16,12 @@ LICENSES = "licenses"
 MANAGED_BY = "orgkeeper"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ORGANIZATION = "orgkeeper.dev/organization"
+# The UID of the Organization a namespace (made, adopted or served by label), a License, a
+# license Secret or the Owner's RBAC is for: an org is its UID, a name can be reused.
+LABEL_ORGANIZATION_UID = "orgkeeper.dev/organization-uid"
+# On a namespace an Organization held and released when it was deleted: the org's name. Only
+# support hands it to another Organization (see README, "How a namespace joins an org").
+LABEL_RELEASED_FROM = "orgkeeper.dev/released-from"
 LABEL_EMAIL_HASH = "orgkeeper.dev/email-hash"
 LABEL_MEMBERSHIP = "orgkeeper.dev/membership"
 LABEL_TEAM = "orgkeeper.dev/team"

@@ -129,9 +129,12 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
         lambda: delivered(admin, edge, "ingress-controller"),
     )
     key, now = signing_key(admin), datetime.now(UTC).replace(microsecond=0)
+    uid = admin.get("organizations", org)["metadata"]["uid"]
 
     # Tampered after signing: refused, and the delivered copy stays the good one.
-    good = licensing.sign(contract(org, "ingress-controller", now, now + timedelta(days=30)), key)
+    good = licensing.sign(
+        contract(org, "ingress-controller", now, now + timedelta(days=30), uid=uid), key
+    )
     admin.core.create_namespaced_secret(ns, secret_body("tampered", tampered(good)))
     admin.create("licenses", license_body("tampered", "ingress-controller", "tampered"), ns)
     lic = wait_for(
@@ -147,7 +150,9 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
     assert is_condition(lic, "Ready", "False", "BadSignature")
 
     expired = licensing.sign(
-        contract(org, "ingress-controller", now - timedelta(days=400), now - timedelta(days=35)),
+        contract(
+            org, "ingress-controller", now - timedelta(days=400), now - timedelta(days=35), uid=uid
+        ),
         key,
     )
     admin.core.create_namespaced_secret(ns, secret_body("expired", expired))
@@ -162,7 +167,13 @@ def test_contract_licenses_newest_valid_wins_and_bad_ones_are_refused(
 
     # A newer valid contract wins (issued two minutes ahead so the 30s test rotation can't beat it).
     newer = licensing.sign(
-        contract(org, "ingress-controller", now + timedelta(minutes=2), now + timedelta(days=365)),
+        contract(
+            org,
+            "ingress-controller",
+            now + timedelta(minutes=2),
+            now + timedelta(days=365),
+            uid=uid,
+        ),
         key,
     )
     admin.core.create_namespaced_secret(ns, secret_body("contract-2026", newer))

@@ -417,18 +417,31 @@ def test_an_org_namespace_made_ahead_and_labelled_for_the_org_is_served_as_its_o
     admin: Kube, as_user: AsUser, unique: str
 ) -> None:
     """GitOps or `kubectl apply -f manifests/samples/` make org-<name> before the org: labelled
-    orgkeeper.dev/organization=<name> (only its Owner or support may), it is the org's."""
+    orgkeeper.dev/organization=<name> and with the e-mail hash of the Owner it is made for
+    (only support may set that), it is the org's, and deleting the org releases it."""
     early, late = f"early-{unique}", f"late-{unique}"
-    namespace(admin, f"org-{early}", org=early)
+    made_ahead = {LABEL: early, names.LABEL_EMAIL_HASH: names.email_hash(f"owner@{early}.test")}
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=f"org-{early}", labels=made_ahead))
+    )
     new_ready_org(admin, as_user, early)
-    # Still its maker's: no ownerReference (that would need `delete` on namespaces).
-    assert not admin.core.read_namespace(f"org-{early}").metadata.owner_references
+    uid = admin.get("organizations", early)["metadata"]["uid"]
+    # Still its maker's: no ownerReference (that would need `delete` on namespaces); it records
+    # the UID of the org that adopted it.
+    found = admin.core.read_namespace(f"org-{early}").metadata
+    assert not found.owner_references
+    assert found.labels[names.LABEL_ORGANIZATION_UID] == uid
     assert len(admin.list("memberships", f"org-{early}")) == 1
     assert len(admin.list("licenses", f"org-{early}")) == 3
 
-    # Deleting the org leaves the namespace; its Memberships lose their roles and wait.
+    # Deleting the org releases the namespace and leaves it; its Memberships lose their roles
+    # and wait; the Licenses it provisioned go with it (owned by the Organization).
     admin.delete("organizations", early)
     wait_for("the org gone", lambda: all(o["metadata"]["name"] != early for o in orgs(admin)))
+    labels = admin.core.read_namespace(f"org-{early}").metadata.labels
+    assert LABEL not in labels
+    assert labels[names.LABEL_RELEASED_FROM] == early
+    assert labels[names.LABEL_ORGANIZATION_UID] == uid
     wait_for(
         "the Owner's Membership Pending, without RoleBindings",
         lambda: (
@@ -439,13 +452,20 @@ def test_an_org_namespace_made_ahead_and_labelled_for_the_org_is_served_as_its_o
             and not admin.rbac.list_namespaced_role_binding(f"org-{early}").items
         ),
     )
+    wait_for("its Licenses gone", lambda: admin.list("licenses", f"org-{early}") == [])
 
-    # A conflict support resolves by labelling the namespace for the org: served at once.
+    # A conflict support resolves in the documented step (the condition gives it): served.
     namespace(admin, f"org-{late}")
     owner = f"owner@{late}.test"
     as_user(owner).create("organizations", organization(late, owner, plan="Plus"))
-    wait_org(admin, late, "Ready", "False", "NamespaceConflict")
-    admin.core.patch_namespace(f"org-{late}", {"metadata": {"labels": {LABEL: late}}})
+    conflict = condition(wait_org(admin, late, "Ready", "False", "NamespaceConflict"), "Ready")
+    late_uid = admin.get("organizations", late)["metadata"]["uid"]
+    assert conflict is not None
+    assert f"{names.LABEL_ORGANIZATION_UID}={late_uid}" in conflict["message"]
+    admin.core.patch_namespace(
+        f"org-{late}",
+        {"metadata": {"labels": {LABEL: late, names.LABEL_ORGANIZATION_UID: late_uid}}},
+    )
     wait_org(admin, late, timeout=60)
     assert len(admin.list("memberships", f"org-{late}")) == 1
 

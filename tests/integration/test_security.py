@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 RBAC = "rbac.authorization.k8s.io"
 ADMISSION = "admissionregistration.k8s.io"
+GROUP = names.GROUP
 TEAM_ROLES = {
     "orgkeeper-organization-admin",
     "orgkeeper-control-plane-admin",
@@ -279,6 +280,7 @@ DENIED = [
         subresource="status",
     ),
     Access("update namespaces", "update", "namespaces", name="org-acme"),
+    Access("act as support (the namespace label policy)", "support", "organizations", GROUP),
 ]
 # The rights it does need, so that the refusals above mean something.
 ALLOWED = [
@@ -293,6 +295,7 @@ ALLOWED = [
     Access("bind a team role", "bind", "clusterroles", RBAC, name="orgkeeper-organization-admin"),
     Access("create Events", "create", "events", namespace="default"),
     Access("label an org namespace (Pod Security)", "patch", "namespaces", name="org-acme"),
+    Access("record an org's UID on a namespace, release it", "adopt", "organizations", GROUP),
     Access("create a quota", "create", "resourcequotas", namespace="org-acme"),
     Access("repair its quota", "patch", "resourcequotas", name="orgkeeper", namespace="org-acme"),
     Access("remake its quota", "delete", "resourcequotas", name="orgkeeper", namespace="org-acme"),

@@ -42,8 +42,12 @@ def contract(
     expires: datetime,
     plan: str = "Enterprise",
     region: str = "eu",
+    *,
+    uid: str = "",
 ) -> licensing.LicensePayload:
-    return licensing.LicensePayload(org, product, plan, region, issued, expires)
+    """A contract license's payload; `uid`: the Organization's metadata.uid, which a license
+    must name to be valid for it (an org is its UID, not its name)."""
+    return licensing.LicensePayload(org, product, plan, region, issued, expires, uid)
 
 
 def tampered(document: bytes) -> bytes:

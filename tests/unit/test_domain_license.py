@@ -39,6 +39,7 @@ def document(
     plan: str = "Plus",
     validity: timedelta = timedelta(days=365),
     key: Ed25519PrivateKey = KEY,
+    uid: str = UID,
 ) -> bytes:
     payload = licensing.LicensePayload(
         organization=organization,
@@ -47,6 +48,7 @@ def document(
         region="eu",
         issued_at=NOW - age,
         expires_at=NOW - age + validity,
+        organization_uid=uid,
     )
     return licensing.sign(payload, key)
 
@@ -132,6 +134,8 @@ def mesh_copies(planned: LicensePlan[WorkloadRecord]) -> domain.CopyPlan[Workloa
         (document(), "Verified"),
         (document(key=licensing.new_signing_key()), "BadSignature"),
         (document(organization="globex"), "WrongOrganization"),
+        (document(uid="uid-of-an-earlier-org-of-that-name"), "WrongOrganization"),
+        (document(uid=""), "WrongOrganization"),
         (document(GATEWAY), "WrongProduct"),
         (document(age=timedelta(days=400)), "Expired"),
         (None, "SecretMissing"),
@@ -186,6 +190,7 @@ def test_the_newest_valid_license_of_a_product_is_the_active_one() -> None:
         (document(age=timedelta(days=182)), "rotated", True),
         (document(plan="Free"), "reissued", True),
         (document(age=timedelta(days=400)), "reissued", True),
+        (document(uid="uid-of-an-earlier-org-of-that-name"), "reissued", True),
     ],
 )
 def test_a_provisioned_license_is_issued_rotated_or_reissued_when_due(
@@ -199,6 +204,17 @@ def test_a_provisioned_license_is_issued_rotated_or_reissued_when_due(
         assert (issue.secret_name, issue.secret_key) == ("license-mesh", "license")
         assert (issue.payload.plan, issue.payload.issued_at) == ("Plus", NOW)
         assert issue.payload.expires_at == NOW + timedelta(days=365)
+        assert issue.payload.organization_uid == UID
+
+
+def test_a_license_of_an_earlier_org_of_the_same_name_says_whose_it_is() -> None:
+    earlier = document(uid="uid-earlier", plan="Enterprise")
+    issuing = domain.plan_issuing(observe([lic("contract", earlier, source="SecretRef")]))
+    found = issuing.evaluated["contract"]
+    assert (found.valid, found.reason) == (False, "WrongOrganization")
+    assert "issued to organization acme with UID uid-earlier" in found.message
+    assert f"not to this Organization (UID {UID})" in found.message
+    assert issuing.issues == []
 
 
 def test_a_secret_without_the_document_is_patched_not_created() -> None:

@@ -420,9 +420,13 @@ def test_ready_says_what_the_org_waits_for(
 
 def test_namespace_conflict_tells_what_to_do() -> None:
     ready = condition(status_of(observe(namespace_ready=False)), "Ready")
-    assert ready.message.startswith("namespace org-acme belongs to something else; delete it")
-    # Finding 7/9: how to hand it over, and when a deletion is noticed.
-    assert "label it orgkeeper.dev/organization=acme" in ready.message
+    assert ready.message.startswith("namespace org-acme belongs to something else; nothing is")
+    # Finding 7/9: how to hand it over (support, in one step), and when a deletion is noticed.
+    assert "Delete it, or have support (orgkeeper-support) hand it" in ready.message
+    assert (
+        "kubectl label namespace org-acme --overwrite orgkeeper.dev/organization=acme "
+        "orgkeeper.dev/organization-uid=uid-acme orgkeeper.dev/released-from-"
+    ) in ready.message
     assert "next periodic check (--check-interval)" in ready.message
 
 

@@ -376,21 +376,49 @@ def test_a_conflicted_namespace_writes_nothing_in_it() -> None:
     assert (ready.type, ready.reason) == ("Ready", "NamespaceConflict")
 
 
+HASH = names.email_hash(OWNER)
+
+
 @pytest.mark.parametrize(
-    ("owners", "label", "ready"),
+    ("owners", "labels", "ready"),
     [
-        (["uid-acme"], None, True),
-        (["uid-other"], "acme", False),
-        ([], "acme", True),  # made for the org, ahead of it
-        ([], "other", False),
-        ([], None, False),
+        (["uid-acme"], {}, True),
+        (["uid-other"], {names.LABEL_ORGANIZATION: "acme"}, False),
+        ([], {names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: HASH}, True),
+        ([], {names.LABEL_ORGANIZATION: "acme", names.LABEL_ORGANIZATION_UID: "uid-acme"}, True),
+        ([], {names.LABEL_ORGANIZATION: "acme"}, False),
+        ([], {names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: "0" * 16}, False),
+        ([], {names.LABEL_ORGANIZATION: "acme", names.LABEL_ORGANIZATION_UID: "uid-old"}, False),
+        (
+            [],
+            {
+                names.LABEL_ORGANIZATION: "acme",
+                names.LABEL_ORGANIZATION_UID: "uid-acme",
+                names.LABEL_RELEASED_FROM: "acme",
+            },
+            False,
+        ),
+        ([], {names.LABEL_ORGANIZATION: "other", names.LABEL_EMAIL_HASH: HASH}, False),
+        ([], {}, False),
     ],
-    ids=["owned", "someone-elses", "made-for-it", "labelled-for-another", "squatted"],
+    ids=[
+        "owned",
+        "someone-elses",
+        "made-ahead-for-its-owner",
+        "handed-to-its-uid",
+        "made-ahead-for-nobody-named",
+        "made-ahead-for-another-owner",
+        "held-for-an-earlier-org",
+        "released",
+        "labelled-for-another",
+        "squatted",
+    ],
 )
 def test_a_found_org_namespace_serves_the_org_if_it_owns_it_or_it_was_made_for_it(
-    owners: list[str], label: str | None, ready: bool
+    owners: list[str], labels: dict[str, str], ready: bool
 ) -> None:
-    assert org_namespace_ready("acme", "uid-acme", owners, label) is ready
+    claim = Claim.of("org-acme", labels, [("acme", uid) for uid in owners])
+    assert org_namespace_ready(claim, "acme", "uid-acme", OWNER) is ready
 
 
 def test_the_provisioned_licenses_missing_are_created() -> None:

@@ -212,14 +212,16 @@ def test_a_namespace_belongs_to_its_owning_organization_else_to_its_label() -> N
     mallory = Claim("mallory", "", ())
     labelled = Claim("edge", "acme", ())
     org_beta = Claim("org-beta", "acme", (("beta", "uid-beta"),))  # relabelled by someone
+    owner = "owner@acme.test"
     owned = owned_namespaces(
-        "acme", "uid-acme", [mallory, labelled, org_beta], org_namespace_owned=True
+        "acme", "uid-acme", owner, [mallory, labelled, org_beta], org_namespace_owned=True
     )
     assert owned == {"org-acme", "edge"}
-    assert belongs_to(org_beta, "beta", "uid-beta")
-    assert not belongs_to(org_beta, "acme", "uid-acme")
+    assert belongs_to(org_beta, "beta", "uid-beta", "owner@beta.test")
+    assert not belongs_to(org_beta, "acme", "uid-acme", owner)
     squatted = Claim("org-acme", "acme", ())
-    assert owned_namespaces("acme", "uid-acme", [squatted], org_namespace_owned=False) == set()
+    found = owned_namespaces("acme", "uid-acme", owner, [squatted], org_namespace_owned=False)
+    assert found == set()
     record = NamespaceRecord.from_body(
         {
             "metadata": {
@@ -267,6 +269,7 @@ def verified(plan: str, region: str, issued: datetime) -> license_domain.Evaluat
         "",
         document,
         organization="acme",
+        organization_uid="",
         public_key=key.public_key(),
         now=NOW,
     )

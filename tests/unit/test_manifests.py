@@ -441,6 +441,32 @@ def test_the_organization_policy_leaves_the_status_subresource_alone() -> None:
     assert rule["resources"] == ["organizations"]
 
 
+def test_the_namespace_label_policy_guards_every_way_to_write_namespace_labels() -> None:
+    """L4: status and finalize write labels too; the identity labels are support's and the
+    operator's (the verb `adopt`, which only the operator's ClusterRole grants)."""
+    spec = the("ValidatingAdmissionPolicy", name="orgkeeper-namespace-organization-label")["spec"]
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["namespaces", "namespaces/status", "namespaces/finalize"]
+    watched = spec["matchConditions"][0]["expression"]
+    for label in (
+        names.LABEL_ORGANIZATION,
+        names.LABEL_ORGANIZATION_UID,
+        names.LABEL_RELEASED_FROM,
+        names.LABEL_EMAIL_HASH,
+    ):
+        assert f"'{label}'" in watched
+    granted = [
+        (rule.get("resourceNames"), tuple(rule["resources"]))
+        for doc in base()
+        if doc["kind"] == "ClusterRole"
+        for rule in doc.get("rules") or []
+        if "adopt" in rule.get("verbs", [])
+    ]
+    assert granted == [(None, ("organizations",))]
+    operator = the("ClusterRole", name="orgkeeper-operator")
+    assert any("adopt" in r["verbs"] for r in operator["rules"])
+
+
 def test_make_install_and_the_tests_apply_one_list_with_support_and_policies() -> None:
     arguments = install_arguments()
     files = [Path(arg) for arg in arguments if arg not in ("apply", "--server-side", "-f")]

@@ -77,8 +77,10 @@ def test_the_vocabulary_is_the_contracts() -> None:
         "orgkeeper.dev/license-fingerprint",
         "orgkeeper.dev/membership",
         "orgkeeper.dev/organization",
+        "orgkeeper.dev/organization-uid",
         "orgkeeper.dev/product",
         "orgkeeper.dev/region",
+        "orgkeeper.dev/released-from",
         "orgkeeper.dev/team",
     ]
 

@@ -20,9 +20,10 @@ from orgkeeper.api.v1alpha1 import LICENSE, MEMBERSHIP, ORGANIZATION
 from orgkeeper.api.v1alpha1.common import EMAIL_PATTERN, EMAIL_RULE
 from orgkeeper.api.v1alpha1.membership import MembershipSpec
 from orgkeeper.controllers.runtime import Runtime
-from orgkeeper.domain.namespaces import made_for
+from orgkeeper.domain.namespaces import Claim, made_for
 from orgkeeper.handlers.startup import configure_kopf
 from orgkeeper.metrics import OperatorMetrics
+from orgkeeper.names import email_hash
 from orgkeeper.settings import Settings
 from orgkeeper_dev.localcluster import LocalCluster, kubeconfig_environment
 from support.identity import render
@@ -122,22 +123,34 @@ def test_the_samples_create_the_org_namespace_before_anything_in_it() -> None:
     organization = next(d for _, d in documents if d["kind"] == "Organization")
     name = organization["metadata"]["name"]
     assert namespace["metadata"]["name"] == f"org-{name}"
-    # What makes orgkeeper serve it as the org's (and nothing else does), and the region whose
-    # operator marks its Memberships Pending while the org doesn't exist.
-    assert namespace["metadata"]["labels"] == {
+    # What makes orgkeeper serve it as the org's (and nothing else does): the org label, and
+    # the e-mail hash of the Owner it is made for (a squatter's sign-up can't match it); and the
+    # region whose operator marks its Memberships Pending while the org doesn't exist.
+    owner = organization["spec"]["owner"]
+    labels = namespace["metadata"]["labels"]
+    assert labels == {
         names.LABEL_ORGANIZATION: name,
+        names.LABEL_EMAIL_HASH: email_hash(owner),
         names.LABEL_REGION: organization["spec"]["region"],
     }
-    assert made_for(name, 0, namespace["metadata"]["labels"][names.LABEL_ORGANIZATION])
+    claim = Claim.of(namespace["metadata"]["name"], labels)
+    assert made_for(claim, name, "uid-of-the-new-org", owner)
+    assert not made_for(claim, name, "uid-of-a-squatter", "mallory@evil.example")
     for _, document in documents[1:]:
         assert document["metadata"].get("namespace") in (None, f"org-{name}")
 
 
 def test_only_an_unowned_org_namespace_labelled_for_the_org_is_made_for_it() -> None:
-    assert made_for("acme", 0, "acme")
-    assert not made_for("acme", 0, None), "someone else's namespace: NamespaceConflict"
-    assert not made_for("acme", 0, "other")
-    assert not made_for("acme", 1, "acme"), "owned by something else"
+    owner, hashed = "owner@acme.test", email_hash("owner@acme.test")
+    ours = {names.LABEL_ORGANIZATION: "acme", names.LABEL_EMAIL_HASH: hashed}
+
+    def made(labels: dict[str, str], owners: tuple[tuple[str, str], ...] = ()) -> bool:
+        return made_for(Claim.of("org-acme", labels, owners), "acme", "uid-acme", owner)
+
+    assert made(ours)
+    assert not made({}), "someone else's namespace: NamespaceConflict"
+    assert not made({**ours, names.LABEL_ORGANIZATION: "other"})
+    assert not made(ours, (("x", "uid-x"),)), "owned by something else"
 
 
 # Finding 9: Memberships in an org namespace whose org isn't served here are noticed.

@@ -90,12 +90,12 @@ async def reconcile_licenses(
         workloads=workloads,
         recorded=recorded,
         copies=copies,
-        labels={product: _labels(organization, product) for product in PRODUCTS},
+        labels={product: _labels(owner, product) for product in PRODUCTS},
     )
     issuing = license_domain.plan_issuing(observation)
     by_name = {record.name: record for record in licenses}
     issued = await asyncio.gather(
-        *(_issue(runtime, by_name[issue.license], issue, key) for issue in issuing.issues)
+        *(_issue(runtime, by_name[issue.license], issue, key, owner) for issue in issuing.issues)
     )
     plan = license_domain.plan_licenses(
         observation,
@@ -211,10 +211,11 @@ async def _read_copy(runtime: Runtime, namespace: str, secret_name: str) -> Copy
 
 
 async def _issue(
-    runtime: Runtime, record: LicenseRecord, issue: Issue, key: Ed25519PrivateKey
+    runtime: Runtime, record: LicenseRecord, issue: Issue, key: Ed25519PrivateKey, owner: OwnerRef
 ) -> bytes | Refused:
-    """Signs the payload and writes it into the License's Secret: the document, or the
-    refusal (for this License alone, said on it while the rest of the org converges)."""
+    """Signs the payload and writes it into the License's Secret, owned by the Organization:
+    the document, or the refusal (for this License alone, said on it while the rest of the org
+    converges)."""
     kube = runtime.kube
     document = licensing.sign(issue.payload, key)
     try:
@@ -223,7 +224,8 @@ async def _issue(
             record.namespace,
             issue.secret_name,
             {issue.secret_key: document},
-            _labels(issue.payload.organization, record.product),
+            _labels(owner, record.product),
+            [owner.to_wire()],
             exists=issue.exists,
         )
     except Exception as error:
@@ -306,9 +308,10 @@ async def _deliver(
     return Delivered(delivery, failures, notice)
 
 
-def _labels(organization: str, product: str) -> dict[str, str]:
+def _labels(owner: OwnerRef, product: str) -> dict[str, str]:
     """The labels of orgkeeper's Secrets of a product's license."""
-    return managed_labels(organization, **{names.LABEL_PRODUCT: product})
+    extra = {names.LABEL_PRODUCT: product, names.LABEL_ORGANIZATION_UID: owner.uid}
+    return managed_labels(owner.name, **extra)
 
 
 def _secret_target(

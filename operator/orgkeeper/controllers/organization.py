@@ -73,7 +73,9 @@ async def reconcile_organization(
 
     owner_ref = owner_of(ORGANIZATION.kind, body)
     namespace = names.org_namespace(name)
-    namespace_object, namespace_ready = await _org_namespace(runtime, namespace, name, owner_ref)
+    namespace_object, namespace_ready, found_claim = await _org_namespace(
+        runtime, namespace, name, owner_ref, spec.owner, served=status.phase == "Active"
+    )
     plan = org_domain.plan(
         org_domain.OrgObservation(
             name=name,
@@ -87,7 +89,8 @@ async def reconcile_organization(
             inactivity_window=runtime.settings.inactivity_window,
             sso_prefix=runtime.settings.sso_username_prefix,
             namespace_ready=namespace_ready,
-            claims=[Claim(c.name, c.organization, c.owners) for c in cached.claims],
+            org_namespace=found_claim,
+            claims=[c.claim() for c in cached.claims],
             memberships=cached.members,
             bindings=cached.bindings,
             provisioned=frozenset(
@@ -122,7 +125,7 @@ async def reconcile_organization(
     runtime.schedule(name, (org_domain.next_due(plan), licenses_due))
     events += told
     ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
-    events += _warnings(runtime, name, ignored, failures)
+    events += _warnings(runtime, name, owner_ref.uid, ignored, failures)
 
     applied = Applied(
         owner_membership_created=owner_membership_created,
@@ -155,13 +158,14 @@ async def _apply(
     expiry). Failures go to `failures`."""
     name, namespace = plan.observed.name, names.org_namespace(plan.observed.name)
     served = [w for w in cached.workloads if w.namespace in plan.owned_namespaces]
+    await _stamp(runtime, plan, cached.claims, failures)
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
         await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
         await sync_memberships(
             runtime, namespace, plan.namespace.memberships, cached.members, failures
         )
-        await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
+        await create_licenses(runtime, namespace, owner, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
     if plan.namespace is None:
         return [], frozenset(), None  # nothing is written into a namespace the org doesn't own
@@ -180,18 +184,55 @@ async def _apply(
 
 
 async def _org_namespace(
-    runtime: Runtime, namespace: str, organization: str, owner: OwnerRef
-) -> tuple[client.V1Namespace | None, bool]:
-    """org-<name> as found (None: this reconcile created it), and whether it is the org's."""
+    runtime: Runtime,
+    namespace: str,
+    organization: str,
+    owner: OwnerRef,
+    spec_owner: str,
+    *,
+    served: bool,
+) -> tuple[client.V1Namespace | None, bool, Claim | None]:
+    """org-<name> as found (None: this reconcile created it), whether it is the org's, and what
+    it claims (None: not found). One the org serves is stamped with its UID the first time.
+    `served`: the org's status says it served its namespace already (see made_for)."""
     kube = runtime.kube
     found = await kube.run(kube.read_namespace, namespace)
     if found is None:
         # Someone may create it between the read and the create: only one the org owns counts.
-        return None, await kube.run(kube.create_namespace, namespace, organization, owner)
-    refs = found.metadata.owner_references or []
-    label = (found.metadata.labels or {}).get(names.LABEL_ORGANIZATION)
-    owner_uids = [ref.uid for ref in refs]
-    return found, namespace_domain.org_namespace_ready(organization, owner.uid, owner_uids, label)
+        return None, await kube.run(kube.create_namespace, namespace, organization, owner), None
+    owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
+    claim = Claim.of(namespace, found.metadata.labels or {}, owners)
+    ready = namespace_domain.org_namespace_ready(
+        claim, organization, owner.uid, spec_owner, served=served
+    )
+    if ready and claim.uid != owner.uid:
+        await kube.run(kube.label_namespace, namespace, {names.LABEL_ORGANIZATION_UID: owner.uid})
+    return found, ready, claim
+
+
+async def _stamp(
+    runtime: Runtime,
+    plan: OrganizationPlan,
+    claims: Sequence[NamespaceRecord],
+    failures: list[Failure],
+) -> None:
+    """The labelled namespaces the org serves and that don't record its UID yet: stamped."""
+    observed, kube = plan.observed, runtime.kube
+    uid_label = {names.LABEL_ORGANIZATION_UID: observed.uid}
+    await attempt(
+        [
+            (
+                Target(f"Namespace {record.name}"),
+                kube.run(kube.label_namespace, record.name, uid_label),
+            )
+            for record in claims
+            if record.name != names.org_namespace(observed.name)
+            and namespace_domain.to_stamp(
+                record.claim(), observed.name, observed.uid, observed.spec.owner
+            )
+        ],
+        failures,
+    )
 
 
 async def _owner_rbac(
@@ -248,6 +289,7 @@ def namespace_holder(runtime: Runtime, namespace: str) -> str | None:
 def _warnings(
     runtime: Runtime,
     organization: str,
+    uid: str,
     ignored: Sequence[WorkloadRecord],
     failures: Sequence[Failure],
 ) -> list[Event]:
@@ -259,8 +301,9 @@ def _warnings(
         key = ignored_key(workload.uid)
         now_told.add(key)
         if key not in told:
+            holder = namespace_holder(runtime, workload.namespace)
             message = namespace_domain.ignored_message(
-                workload.namespace, organization, namespace_holder(runtime, workload.namespace)
+                workload.namespace, organization, holder, uid if holder == organization else None
             )
             events.append(Event("Warning", "NamespaceNotOwned", message, workload_ref(workload)))
     for failure in failures:
@@ -372,11 +415,13 @@ async def _stalled(
 async def create_licenses(
     runtime: Runtime,
     namespace: str,
-    organization: str,
+    owner: OwnerRef,
     products: Sequence[str],
     failures: list[Failure],
 ) -> None:
-    """The Provisioned Licenses the plan asks for; the license controller issues and signs them."""
+    """The Provisioned Licenses the plan asks for, owned by the Organization (garbage collection
+    takes them with it, even from a namespace it doesn't own); the license controller issues
+    and signs them."""
     kube = runtime.kube
     await attempt(
         [
@@ -392,9 +437,11 @@ async def create_licenses(
                         "metadata": {
                             "name": product,
                             "labels": {
-                                names.LABEL_ORGANIZATION: organization,
+                                names.LABEL_ORGANIZATION: owner.name,
+                                names.LABEL_ORGANIZATION_UID: owner.uid,
                                 names.LABEL_PRODUCT: product,
                             },
+                            "ownerReferences": [owner.to_wire()],
                         },
                         "spec": {
                             "product": product,

@@ -13,6 +13,7 @@ from .. import names
 from ..api.v1alpha1 import GROUP, ORGANIZATION, TEAMS
 from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
+from ..domain.namespaces import Claim
 
 MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH)
 BINDING_LABELS = (
@@ -172,27 +173,42 @@ class WorkloadRecord:
         return self.annotations.get(names.ANNOTATION_FROZEN) == "true"
 
 
+NAMESPACE_LABELS = (
+    names.LABEL_ORGANIZATION,
+    names.LABEL_ORGANIZATION_UID,
+    names.LABEL_RELEASED_FROM,
+    names.LABEL_EMAIL_HASH,
+)
+
+
 @dataclass(frozen=True)
 class NamespaceRecord:
-    """A Namespace labelled orgkeeper.dev/organization: the org it claims, the orgs owning it."""
+    """A Namespace labelled orgkeeper.dev/organization: the org it claims, the orgs owning it,
+    and its identity labels (the UID it is held for, released-from, the Owner's e-mail hash)."""
 
     name: str
     organization: str
     owners: tuple[tuple[str, str], ...]  # (name, uid) of each owning Organization
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NamespaceRecord:
         meta = body["metadata"]
+        labels = _only(meta.get("labels"), NAMESPACE_LABELS)
         return cls(
             name=meta["name"],
-            organization=(meta.get("labels") or {}).get(names.LABEL_ORGANIZATION, ""),
+            organization=labels.get(names.LABEL_ORGANIZATION, ""),
             owners=tuple(
                 (ref.get("name", ""), ref.get("uid", ""))
                 for ref in meta.get("ownerReferences") or []
                 if ref.get("kind") == ORGANIZATION.kind
                 and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
             ),
+            labels=labels,
         )
+
+    def claim(self) -> Claim:
+        return Claim.of(self.name, self.labels, self.owners)
 
 
 def _only(found: Mapping[str, str] | None, keys: Iterable[str]) -> dict[str, str]:

@@ -126,6 +126,7 @@ def evaluate(
     document: bytes | None,
     *,
     organization: str,
+    organization_uid: str,
     public_key: Ed25519PublicKey,
     now: datetime,
     missing: str = "",
@@ -144,6 +145,8 @@ def evaluate(
         return invalid(
             "WrongOrganization", f"the license is for organization {payload.organization}"
         )
+    if payload.organization_uid != organization_uid:
+        return invalid("WrongOrganization", wrong_uid(payload, organization_uid))
     if payload.product != product:
         return invalid("WrongProduct", f"the license is for {payload.product}, not {product}")
     if now >= payload.expires_at:
@@ -161,6 +164,22 @@ def evaluate(
         verified,
         "Verified",
         f"signature verified; valid until {expires}",
+    )
+
+
+def wrong_uid(payload: LicensePayload, organization_uid: str) -> str:
+    """Why a license for the org's name is not this org's: an org is its UID, and a document
+    issued to an earlier Organization of the same name (or before documents carried the UID)
+    is not valid for it."""
+    issued_to = (
+        f"organization {payload.organization} with UID {payload.organization_uid}"
+        if payload.organization_uid
+        else f"organization {payload.organization} without an organization UID"
+    )
+    return (
+        f"the license is issued to {issued_to}, not to this Organization (UID "
+        f"{organization_uid}); a license must name the UID of the Organization it is for "
+        "(kubectl get org -o jsonpath='{.metadata.uid}'): have it issued again for this one"
     )
 
 
@@ -325,6 +344,7 @@ def plan_issuing(observation: LicenseObservation[W]) -> Issuing:
             region=spec.region,
             issued_at=now,
             expires_at=now + observation.validity,
+            organization_uid=observation.organization_uid,
         )
         issues.append(
             Issue(seen.name, seen.secret_name, seen.secret_key, payload, why, seen.secret_exists)
@@ -342,6 +362,7 @@ def _evaluate(
         seen.created,
         seen.document if document is None else document,
         organization=observation.organization,
+        organization_uid=observation.organization_uid,
         public_key=observation.public_key,
         now=observation.now,
         missing=seen.missing,

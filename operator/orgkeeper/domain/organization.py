@@ -35,7 +35,7 @@ from .membership import (
     same_email,
     user_name,
 )
-from .namespaces import Claim, owned_namespaces, summary
+from .namespaces import Claim, conflict, owned_namespaces, summary
 from .workloads import Workload
 
 PLUS_TRIAL = timedelta(days=30)
@@ -60,6 +60,8 @@ class OrgObservation:
     sso_prefix: str
     # org-<name> is the org's: it made it, owns it, or it was made for it (namespaces.made_for).
     namespace_ready: bool = False
+    # org-<name> as found (None: this reconcile created it), for the NamespaceConflict message.
+    org_namespace: Claim | None = None
     claims: Sequence[Claim] = ()  # the Namespaces labelled with the org
     memberships: Sequence[FoundMembership] = ()  # in org-<name>
     bindings: Sequence[FoundBinding] = ()  # the member RoleBindings in org-<name>
@@ -249,7 +251,11 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     )
     org = context(observed.name, spec, owner.effective, lifecycle_plan)
     owned = owned_namespaces(
-        observed.name, observed.uid, observed.claims, org_namespace_owned=observed.namespace_ready
+        observed.name,
+        observed.uid,
+        spec.owner,
+        observed.claims,
+        org_namespace_owned=observed.namespace_ready,
     )
     served = [w for w in observed.workloads if w.namespace in owned]
     namespace_plan = None
@@ -549,14 +555,8 @@ def readiness(
     observed: OrgObservation, owner: OwnerDecision, missing: Sequence[str], failed: Sequence[str]
 ) -> tuple[bool, str, str]:
     if not observed.namespace_ready:
-        return (
-            False,
-            "NamespaceConflict",
-            f"namespace org-{observed.name} belongs to something else; delete it, or have "
-            f"support (orgkeeper-support) label it {names.LABEL_ORGANIZATION}={observed.name} "
-            "if it is meant for this organization (one nothing owns is then served as its own); a "
-            "deleted one is noticed at the next periodic check (--check-interval)",
-        )
+        message = conflict(observed.org_namespace, observed.name, observed.uid, observed.spec.owner)
+        return False, "NamespaceConflict", message
     if not owner.valid:
         return False, owner.reason, owner.message
     if missing:

@@ -18,10 +18,10 @@ from ..controllers.membership import mark_pending
 from ..controllers.organization import Cached, namespace_holder, reconcile_organization
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Runtime
-from ..controllers.writes import explain, now_utc
+from ..controllers.writes import Failure, Target, attempt, explain, now_utc
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
-from ..domain.namespaces import Claim, ignored_message, owned_namespaces
+from ..domain.namespaces import Claim, ignored_message, owned_namespaces, release_labels, to_release
 from ..domain.regions import marks_pending_here
 from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
@@ -164,24 +164,57 @@ async def organization_loop(
 
 async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """License copies and orgkeeper's annotations leave the namespaces the org owned (copies
-    are owned by the Organization too: garbage collection takes any left behind)."""
+    are owned by the Organization too: garbage collection takes any left behind), and the
+    namespaces it served without owning them (made ahead, labelled) are released."""
     runtime: Runtime = memo.runtime
     owner = owner_of(ORGANIZATION.kind, body)
+    spec_owner = str((body.get("spec") or {}).get("owner") or "")
     namespace = names.org_namespace(name)
-    claims = [Claim(c.name, c.organization, c.owners) for c in runtime.claimed(name)]
-    owned = owned_namespaces(name, owner.uid, claims, org_namespace_owned=True)
+    claims = [record.claim() for record in runtime.claimed(name)]
+    owned = owned_namespaces(name, owner.uid, spec_owner, claims, org_namespace_owned=True)
     licenses = values(kwargs["licenses_by_namespace"], namespace)
     recorded = {ns for product in PRODUCTS for ns in recorded_copies(licenses, product)}
     workloads = [w for w in _workloads(kwargs, name) if w.namespace in owned]
     failures = await withdraw_copies(runtime, owner, recorded, workloads)
     for failure in failures:
         log.warning("Organization %s: cleanup left %s", name, failure.describe())
+    await _release(runtime, name, owner.uid, spec_owner, claims)
     # A finalizer of the operator that served the org before this one (all regions, or
     # regional) would hold the deletion forever: that operator isn't running beside this one.
     found = list(body["metadata"].get("finalizers") or [])
     stale = names.stale_finalizers(found, runtime.settings.region)
     if stale:
         await runtime.kube.run(runtime.kube.drop_organization_finalizers, name, stale)
+
+
+async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: list[Claim]) -> None:
+    """Releases, visibly, what the org served without owning it: the org label goes and
+    orgkeeper.dev/released-from=<name> comes (the UID stays). Garbage collection takes what it
+    owns. Not done is retried (the finalizer holds the deletion): nothing released, nothing
+    handed to the next Organization of the name."""
+    kube = runtime.kube
+    namespace = names.org_namespace(name)
+    found = await kube.run(kube.read_namespace, namespace)
+    if found is not None and found.metadata.deletion_timestamp is None:
+        owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
+        claims = [Claim.of(namespace, found.metadata.labels or {}, owners)] + [
+            claim for claim in claims if claim.namespace != namespace
+        ]
+    labels = release_labels(name, uid)
+    released = [claim.namespace for claim in claims if to_release(claim, name, uid, owner)]
+    failures: list[Failure] = []
+    await attempt(
+        [
+            (Target(f"Namespace {ns}"), kube.run(kube.label_namespace, ns, labels))
+            for ns in released
+        ],
+        failures,
+    )
+    if failures:
+        detail = "; ".join(failure.describe() for failure in failures)
+        raise kopf.TemporaryError(f"namespaces not released yet: {detail}", delay=5)
+    if released:
+        log.info("Organization %s: released namespaces %s", name, ", ".join(released))
 
 
 async def pending_memberships(runtime: Runtime) -> None:
@@ -202,11 +235,12 @@ async def pending_memberships(runtime: Runtime) -> None:
         namespaces, runtime.unserved = runtime.unserved, set()
         for namespace in sorted(namespaces):
             organization = names.organization_of_namespace(namespace) or ""
-            if runtime.organizations.get("", organization) is not None:
-                continue  # its own loop (here, or in its region's operator) serves it
+            held = runtime.organizations.get("", organization)
+            if held is not None and not runtime.serves_region(held.region):
+                continue  # its region's operator serves it
             retry = False
             try:
-                if await _pending_here(runtime, namespace, organization):
+                if await _pending_here(runtime, namespace, organization, held is not None):
                     retry = bool(await mark_pending(runtime, namespace, now_utc()))
             except Exception as error:  # the loop must outlive any single failure
                 log.warning("Memberships in %s: marking them Pending failed: %s", namespace, error)
@@ -219,11 +253,13 @@ async def pending_memberships(runtime: Runtime) -> None:
             await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
 
 
-async def _pending_here(runtime: Runtime, namespace: str, organization: str) -> bool:
-    """Whether this operator marks the namespace's Memberships Pending now, its cache holding no
-    Organization <name>: none exists (the API server says so: the cache may lag), the namespace
-    stays (not gone, terminating, or owned by an Organization: garbage collection takes those),
-    and it is positively of this operator's region (domain/regions.py)."""
+async def _pending_here(runtime: Runtime, namespace: str, organization: str, held: bool) -> bool:
+    """Whether this operator marks the namespace's Memberships Pending now: the namespace stays
+    (not gone, terminating, or owned by an Organization: garbage collection takes those), and
+    either an Organization <name> of this operator's region is held but the namespace was
+    released by an earlier one (not served until support hands it over, so its Memberships
+    wait without RoleBindings), or none exists (the API server says so: the cache may lag) and
+    the namespace is positively of this operator's region (domain/regions.py)."""
     kube = runtime.kube
     found = await kube.run(kube.read_namespace, namespace)
     if found is None or found.metadata.deletion_timestamp is not None:
@@ -231,6 +267,8 @@ async def _pending_here(runtime: Runtime, namespace: str, organization: str) -> 
     if any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or []):
         return False
     labels = found.metadata.labels or {}
+    if held:
+        return bool(labels.get(names.LABEL_RELEASED_FROM))
     served_here = namespace in runtime.released
     if not marks_pending_here(runtime.settings.region, labels, served_here):
         return False
