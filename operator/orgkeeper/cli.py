@@ -319,10 +319,12 @@ def _add_activity(commands: Any) -> None:
     login = kinds.add_parser("login", help="record a member's login now")
     login.add_argument("--org", required=True, help="organization name")
     login.add_argument("--email", required=True, help="the member's e-mail")
+    _add_kubeconfig(login)
     login.set_defaults(handler=_activity_login)
     requests = kinds.add_parser("requests", help="add API requests to the current billing cycle")
     requests.add_argument("--org", required=True, help="organization name")
     requests.add_argument("--count", required=True, type=_positive, help="how many requests")
+    _add_kubeconfig(requests)
     requests.set_defaults(handler=_activity_requests)
 
 
@@ -358,7 +360,7 @@ def _active_org(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def _activity_login(args: argparse.Namespace) -> int:
-    cluster = connect()
+    cluster = _connect(args)
     _active_org(cluster, args.org)
     namespace = org_namespace(args.org)
     found = _memberships_of(cluster, namespace, args.email)
@@ -396,7 +398,7 @@ def _now() -> str:
 
 
 def _activity_requests(args: argparse.Namespace) -> int:
-    total = _add_api_requests(connect(), args.org, args.count)
+    total = _add_api_requests(_connect(args), args.org, args.count)
     print(f"recorded {args.count} API request(s) for {args.org}; {total} in the current cycle")
     return 0
 
@@ -425,6 +427,19 @@ def _add_output(command: Any) -> None:
     command.add_argument(
         "-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format"
     )
+    _add_kubeconfig(command)
+
+
+def _add_kubeconfig(command: Any) -> None:
+    """kubectl's --kubeconfig and --context, on every command that talks to a cluster."""
+    command.add_argument(
+        "--kubeconfig", help="the kubeconfig file to use (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    command.add_argument("--context", help="the kubeconfig context to use (default: its current)")
+
+
+def _connect(args: argparse.Namespace) -> Cluster:
+    return connect(kubeconfig=args.kubeconfig, context=args.context)
 
 
 def _emit(data: Any, output: str, screen: str) -> None:
@@ -446,7 +461,7 @@ def _add_orgs(commands: Any) -> None:
 
 
 def _orgs(args: argparse.Namespace) -> int:
-    cluster = connect()
+    cluster = _connect(args)
     memberships = cluster.list(
         MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
     )
@@ -480,7 +495,7 @@ def _add_status(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    cluster = connect()
+    cluster = _connect(args)
     org = _organization(cluster, args.org)
     licenses = cluster.list(LICENSES, org_namespace(args.org))
     summary = views.status_summary(org, licenses, datetime.now(UTC))

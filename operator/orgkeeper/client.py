@@ -156,11 +156,20 @@ def _reason(error: Exception) -> str:
 # --- configuration ------------------------------------------------------------------------
 
 
-def connect(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """In-cluster credentials when running in a Pod, else the kubeconfig (as kube.py does)."""
-    if "KUBERNETES_SERVICE_HOST" in environ and (IN_CLUSTER / "token").is_file():
+def connect(
+    environ: Mapping[str, str] = os.environ, kubeconfig: str | None = None, context: str | None = None
+) -> Cluster:
+    """In-cluster credentials when running in a Pod, else the kubeconfig (as kube.py does);
+    as for kubectl, `--kubeconfig` (that file only) or `--context` choose the kubeconfig."""
+    if kubeconfig:
+        environ = {**environ, "KUBECONFIG": kubeconfig}
+    elif (
+        context is None
+        and "KUBERNETES_SERVICE_HOST" in environ
+        and (IN_CLUSTER / "token").is_file()
+    ):
         return _in_cluster(environ)
-    return from_kubeconfig(environ)
+    return from_kubeconfig(environ, context)
 
 
 def _in_cluster(environ: Mapping[str, str]) -> Cluster:
@@ -176,8 +185,11 @@ def _kubeconfig_paths(environ: Mapping[str, str]) -> list[Path]:
     return listed or [Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config"]
 
 
-def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """The current context of $KUBECONFIG (files merged as kubectl does: the first one wins)."""
+def from_kubeconfig(
+    environ: Mapping[str, str] = os.environ, context_name: str | None = None
+) -> Cluster:
+    """The current context of $KUBECONFIG, or the context named (files merged as kubectl does:
+    the first one wins)."""
     paths = _kubeconfig_paths(environ)
     merged: dict[str, Any] = {"clusters": {}, "users": {}, "contexts": {}}
     current = None
@@ -196,6 +208,10 @@ def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
     if not merged["contexts"]:
         where = ", ".join(str(p) for p in paths)
         raise UnreachableError(f"no kubeconfig with a context at {where}; set KUBECONFIG")
+    if context_name is not None:
+        if context_name not in merged["contexts"]:
+            raise UnreachableError(f"the kubeconfig has no context {context_name!r}")
+        current = context_name
     if current not in merged["contexts"]:
         raise UnreachableError(f"the kubeconfig has no current context {current!r}")
     context, _ = merged["contexts"][current]

@@ -17,7 +17,7 @@ def _parse(stamp: str | None) -> datetime | None:
 
 def org_state(org: Mapping[str, Any]) -> str:
     status = org.get("status") or {}
-    return str(status.get("phase") or "Pending")
+    return str(status.get("phase") or "Unreconciled")  # no operator has written it yet
 
 
 def switcher_rows(
