@@ -562,13 +562,17 @@ def install_arguments() -> list[str]:
     return ["apply", "--server-side", *files]
 
 
+def wait_arguments() -> list[str]:
+    """`kubectl` arguments that wait until the installed CRDs are served."""
+    return ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO_ROOT / "crds")]
+
+
 def install_orgkeeper(cluster: LocalCluster) -> None:
     """`make install`'s manifests on a local cluster, ready for use: the CRDs served,
     kube-controller-manager counting Memberships, and the README's sign-up binding (every
     signed-in user may sign up an org). What the demo, the bench and the tests start from."""
     kubectl(cluster, *install_arguments())
-    crds = str(REPO_ROOT / "crds")
-    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+    kubectl(cluster, *wait_arguments())
     _wait_membership_quota_counted(cluster)
     kubectl(
         cluster,
@@ -613,6 +617,12 @@ def _wait_membership_quota_counted(cluster: LocalCluster, timeout: float = 120.0
         kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
 
 
+def install_kubectl() -> str:
+    """`make install`'s kubectl: the one on PATH (any recent kubectl applies these), else the
+    one built for the local control plane (built now if it isn't yet)."""
+    return shutil.which("kubectl") or str(binaries()["kubectl"])
+
+
 def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) -> dict[str, str]:
     """KUBECONFIG for `install` and `kubectl`: as given, else the local control plane's while it
     is up (its kubeconfig exists), else nothing, so kubectl uses ~/.kube/config's context."""
@@ -641,11 +651,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             cluster.stop()
             print("control plane stopped")
-        elif args.action in ("kubectl", "install"):
+        elif args.action == "kubectl":
             kubectl = str(binaries(build=False)["kubectl"])
             os.environ.update(kubeconfig_environment(cluster, os.environ))
-            given = install_arguments() if args.action == "install" else args.kubectl_args
-            os.execv(kubectl, [kubectl, *given])
+            os.execv(kubectl, [kubectl, *args.kubectl_args])
+        elif args.action == "install":
+            os.environ.update(kubeconfig_environment(cluster, os.environ))
+            command = [install_kubectl()]
+            print(f"using {command[0]}", flush=True)
+            for given in (install_arguments(), wait_arguments()):
+                if subprocess.run([*command, *given], check=False).returncode != 0:
+                    return 1
         else:
             print("running" if cluster.running() else "stopped")
             return 0 if cluster.running() else 1

@@ -1,0 +1,50 @@
+"""`make install` applies with any kubectl on PATH, builds nothing then, and waits for the CRDs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orgkeeper_dev import localcluster
+
+
+def test_a_kubectl_on_path_is_used_and_nothing_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "kubectl"
+    mine.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n')
+    mine.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+
+    def no_build(*, build: bool = True) -> dict[str, Path]:
+        raise AssertionError("make install built the control plane")
+
+    monkeypatch.setattr(localcluster, "binaries", no_build)
+    assert localcluster.install_kubectl() == str(mine)
+    assert localcluster.main(["install", "--state-dir", str(tmp_path / "state")]) == 0
+    apply, wait = (tmp_path / "calls").read_text().splitlines()
+    assert apply.startswith("apply --server-side -f ") and apply.endswith("manifests/policies")
+    assert wait.startswith("wait --for=condition=Established --timeout=60s -f ")
+    assert wait.endswith("/crds")
+
+
+def test_without_a_kubectl_on_path_the_built_one_is_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    built = tmp_path / "built-kubectl"
+    monkeypatch.setattr(localcluster, "binaries", lambda *, build=True: {"kubectl": built})
+    assert localcluster.install_kubectl() == str(built)
+
+
+def test_a_failed_apply_stops_before_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = tmp_path / "kubectl"
+    failing.write_text(f'#!/bin/sh\necho "$1" >> {tmp_path}/calls\nexit 1\n')
+    failing.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert localcluster.main(["install", "--state-dir", str(tmp_path / "state")]) == 1
+    assert (tmp_path / "calls").read_text().split() == ["apply"]
