@@ -506,9 +506,6 @@ class KubeApi:
         patch(name, {field: body[field]}, field_manager=FIELD_MANAGER)
         return True
 
-    def remove_owner_binding(self, organization: str) -> None:
-        absent_ok(self.rbac.delete_cluster_role_binding, names.owner_role(organization))
-
     # --- member RoleBindings ------------------------------------------------------------
 
     def create_member_binding(

@@ -167,15 +167,15 @@ RUNNING = {"dp-frozen": "Unfreeze"}
 @pytest.mark.parametrize(
     ("facts", "target", "started", "workloads", "owner_user"),
     [
-        (IDLE, "Deactivated", True, STOPPED, None),
+        (IDLE, "Deactivated", True, STOPPED, OWNER),
         (USED, "Active", False, RUNNING, OWNER),
         ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, OWNER),
-        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, None),
+        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, OWNER),
         ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, OWNER),
-        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, None),
+        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, OWNER),
         ({**IDLE, "status": deactivated_status("Inactive"), "reactivationRequestedAt": NOW},
             "Active", False, RUNNING, OWNER),
         ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, f"oidc:{OWNER}"),
@@ -199,7 +199,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     target: str,
     started: bool,
     workloads: dict[str, str],
-    owner_user: str | None,
+    owner_user: str,
 ) -> None:
     planned = plan(observe(**facts))
     assert planned.namespace is not None
@@ -208,6 +208,9 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     assert ("Deactivating" in reasons(planned)) is started
     assert dict(planned.workloads) == workloads
     assert planned.namespace.owner_user == owner_user
+    # A deactivated org's Owner keeps reading it, and nothing more.
+    verbs = {verb for rule in planned.namespace.owner_rules for verb in rule["verbs"]}
+    assert verbs == ({"get"} if target == "Deactivated" else {"get", "update", "patch", "delete"})
 
 
 def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None:

@@ -23,6 +23,7 @@ from ..domain.events import Event
 from ..domain.namespaces import Claim
 from ..domain.organization import (
     Applied,
+    NamespacePlan,
     OrganizationPlan,
     WorkloadAction,
     closing_events,
@@ -154,7 +155,7 @@ async def _apply(
     served = [w for w in cached.workloads if w.namespace in plan.owned_namespaces]
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
-        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
+        await _owner_rbac(runtime, name, plan.namespace, owner, failures)
         await sync_memberships(
             runtime, namespace, plan.namespace.memberships, cached.members, failures
         )
@@ -192,16 +193,16 @@ async def _org_namespace(
 
 
 async def _owner_rbac(
-    runtime: Runtime, organization: str, user: str | None, owner: OwnerRef, failures: list[Failure]
+    runtime: Runtime,
+    organization: str,
+    planned: NamespacePlan,
+    owner: OwnerRef,
+    failures: list[Failure],
 ) -> None:
-    """The Owner's rights on the org granted to `user`; None: revoked."""
+    """The Owner's rights on the org (read-only while it is deactivated)."""
     kube = runtime.kube
-    write: Awaitable[Any] = (
-        kube.run(kube.remove_owner_binding, organization)
-        if user is None
-        else kube.run(
-            kube.ensure_owner_rbac, organization, user, owner, org_domain.owner_rules(organization)
-        )
+    write: Awaitable[Any] = kube.run(
+        kube.ensure_owner_rbac, organization, planned.owner_user, owner, planned.owner_rules
     )
     await attempt(
         [(Target(f"ClusterRoleBinding {names.owner_role(organization)}"), write)], failures

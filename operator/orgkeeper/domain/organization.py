@@ -128,16 +128,18 @@ def owner_membership_needed(
     return not same_email(spec_owner, previous) and find_member(members, previous) is None
 
 
-def owner_rules(organization: str) -> list[dict[str, list[str]]]:
+def owner_rules(organization: str, *, deactivated: bool = False) -> list[dict[str, list[str]]]:
     """The rules of the Owner's per-org ClusterRole: read, edit and delete this one
     Organization, and read its status. Admission decides which fields an edit may change;
-    `update` is also what it asks of whoever labels a namespace for the org."""
+    `update` is also what it asks of whoever labels a namespace for the org. A deactivated
+    org's Owner loses the rest but keeps reading it (`kubectl get org`, `orgkeeper status`),
+    so they see that it is deactivated and why."""
     return [
         {
             "apiGroups": [GROUP],
             "resources": ["organizations"],
             "resourceNames": [organization],
-            "verbs": ["get", "update", "patch", "delete"],
+            "verbs": ["get"] if deactivated else ["get", "update", "patch", "delete"],
         },
         {
             "apiGroups": [GROUP],
@@ -169,7 +171,8 @@ class OwnerMembership:
 class NamespacePlan:
     """What is written in org-<name>, which is the org's."""
 
-    owner_user: str | None  # the user granted the Owner's rights on the org; None: revoked
+    owner_user: str  # the user granted the Owner's rights on the org
+    owner_rules: tuple[Mapping[str, list[str]], ...]  # those rights: read-only while deactivated
     memberships: MembershipsPlan
     licenses: tuple[str, ...]  # the products that get a Provisioned License
 
@@ -255,9 +258,8 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     namespace_plan = None
     if observed.namespace_ready:
         namespace_plan = NamespacePlan(
-            owner_user=None
-            if org.deactivated
-            else user_name(owner.effective, org, observed.sso_prefix),
+            owner_user=user_name(owner.effective, org, observed.sso_prefix),
+            owner_rules=tuple(owner_rules(observed.name, deactivated=org.deactivated)),
             memberships=plan_memberships(
                 org,
                 observed.memberships,
