@@ -157,7 +157,9 @@ def _reason(error: Exception) -> str:
 
 
 def connect(
-    environ: Mapping[str, str] = os.environ, kubeconfig: str | None = None, context: str | None = None
+    environ: Mapping[str, str] = os.environ,
+    kubeconfig: str | None = None,
+    context: str | None = None,
 ) -> Cluster:
     """In-cluster credentials when running in a Pod, else the kubeconfig (as kube.py does);
     as for kubectl, `--kubeconfig` (that file only) or `--context` choose the kubeconfig."""

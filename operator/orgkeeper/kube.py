@@ -677,6 +677,19 @@ class KubeApi:
         body = {"metadata": {"annotations": dict(annotations)}}
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
+    def park_workload(self, kind: str, namespace: str, name: str) -> None:
+        """Stops a workload without deleting it: no replicas (a DaemonSet: no node matches),
+        and the annotation orgkeeper.dev/decommissioned."""
+        patch, _ = self._workload_calls(kind)
+        marker = {names.ANNOTATION_DECOMMISSIONED: "true"}
+        spec: dict[str, Any] = (
+            {"template": {"spec": {"nodeSelector": marker}}}
+            if kind == "DaemonSet"
+            else {"replicas": 0}
+        )
+        body = {"metadata": {"annotations": marker}, "spec": spec}
+        absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
+
     def delete_workload(self, kind: str, namespace: str, name: str) -> None:
         _, delete = self._workload_calls(kind)
         absent_ok(delete, name, namespace, propagation_policy="Background")

@@ -22,6 +22,8 @@ LABEL_TEAM = "orgkeeper.dev/team"
 LABEL_COMPONENT = "orgkeeper.dev/component"
 LABEL_PRODUCT = "orgkeeper.dev/product"
 ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
+# On a control plane that reappeared in a deactivated org: scaled to 0 once, never deleted again.
+ANNOTATION_DECOMMISSIONED = "orgkeeper.dev/decommissioned"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
 
 

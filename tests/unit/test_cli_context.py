@@ -1,4 +1,4 @@
-"""`orgkeeper orgs|status|activity` choose their cluster as kubectl does: --kubeconfig, --context."""
+"""`orgkeeper orgs|status|activity` pick a cluster as kubectl does: --kubeconfig, --context."""
 
 from __future__ import annotations
 

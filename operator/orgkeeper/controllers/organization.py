@@ -161,8 +161,14 @@ async def _apply(
         )
         await create_licenses(runtime, namespace, name, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
+    failed = {failure.target.what for failure in failures}
+    parked = [
+        Event("Warning", "ControlPlaneParked", org_domain.parked_message(name), workload_ref(w))
+        for w in served
+        if plan.workloads.get(w.uid) == "Park" and f"{w.kind} {w.ref}" not in failed
+    ]
     if plan.namespace is None:
-        return [], frozenset(), None  # nothing is written into a namespace the org doesn't own
+        return parked, frozenset(), None  # nothing is written into a namespace the org doesn't own
     reconciled = await reconcile_licenses(
         runtime,
         owner=owner,
@@ -174,7 +180,7 @@ async def _apply(
         changed_at=changed_at,
     )
     failures += reconciled.failures
-    return reconciled.events, frozenset(reconciled.active_products), reconciled.due
+    return parked + reconciled.events, frozenset(reconciled.active_products), reconciled.due
 
 
 async def _org_namespace(
@@ -229,6 +235,9 @@ async def sync_workloads(
                 kube.delete_workload, workload.kind, workload.namespace, workload.name
             )
             writes.append((target, delete))
+        elif action == "Park":
+            park = kube.run(kube.park_workload, workload.kind, workload.namespace, workload.name)
+            writes.append((target, park))
         else:
             value = "true" if action == "Freeze" else None
             writes.append((target, annotate(runtime, workload, {names.ANNOTATION_FROZEN: value})))

@@ -35,6 +35,7 @@ ACTIONS = {
     "LicenseReissued": "IssueLicense",
     "InvalidSpec": "ValidateSpec",
     "NamespaceNotOwned": "IgnoreWorkload",
+    "ControlPlaneParked": "DecommissionControlPlane",
     "SecretConflict": "PropagateLicense",
     "ApplyFailed": "Apply",
 }

@@ -41,7 +41,7 @@ from .workloads import Workload
 PLUS_TRIAL = timedelta(days=30)
 PLUS_TRIAL_CREDITS = 500
 
-WorkloadAction = Literal["Decommission", "Freeze", "Unfreeze"]
+WorkloadAction = Literal["Decommission", "Park", "Freeze", "Unfreeze"]
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,12 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
         workloads={
             w.uid: action
             for w in served
-            if (action := workload_action(w, deactivated=org.deactivated)) is not None
+            if (
+                action := workload_action(
+                    w, deactivated=org.deactivated, settled=observed.status.phase == "Deactivated"
+                )
+            )
+            is not None
         },
         members=members,
         rolled_billing=rolled_billing,
@@ -333,14 +338,34 @@ def starting_events(lifecycle_plan: Lifecycle) -> list[Event]:
     return []
 
 
-def workload_action(workload: Workload, *, deactivated: bool) -> WorkloadAction | None:
-    """Deactivated: control planes decommissioned (again, if one reappears), data planes
-    frozen (again, if the annotation was removed). Active: data planes unfrozen."""
+def workload_action(
+    workload: Workload, *, deactivated: bool, settled: bool = False
+) -> WorkloadAction | None:
+    """Deactivated: control planes decommissioned, data planes frozen (again, if the
+    annotation was removed). Active: data planes unfrozen.
+
+    A control plane is deleted while the deactivation is applied (`settled`: not yet, the
+    status doesn't read Deactivated). One that appears once it is settled was made again by
+    someone with rights no member keeps (a GitOps tool's self-heal, an admin): deleting it
+    again would only loop with them, so it is parked once (scaled to 0 and annotated
+    orgkeeper.dev/decommissioned) and then left alone."""
     if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
-        return "Decommission"
+        if not settled:
+            return "Decommission"
+        return None if workload.decommissioned else "Park"
     if workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
         return "Freeze" if deactivated else "Unfreeze"
     return None
+
+
+def parked_message(organization: str) -> str:
+    """Told on a control plane parked in a deactivated org (a Warning Event on it)."""
+    return (
+        f"organization {organization} is deactivated: this control plane appeared after its "
+        f"decommissioning, so orgkeeper scaled it to 0 and annotated it "
+        f"{names.ANNOTATION_DECOMMISSIONED} instead of deleting it again (a GitOps tool would "
+        "recreate it); it is left alone from now on: remove it from Git, or delete it"
+    )
 
 
 def closing_events(plan: OrganizationPlan, status: OrganizationStatus) -> list[Event]:
