@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -412,6 +413,26 @@ class LocalCluster:
         ServiceAccount's from the TokenRequest API), readable by its owner only."""
         config = kubeconfig_for(self.server, self.pki / "ca.crt", {"token": token})
         path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def user_kubeconfig(self, path: Path, user: str, group: str | None = None) -> Path:
+        """Writes a kubeconfig for this cluster as `user` (in `group`, if given), with a client
+        certificate from the cluster's CA: a person with their own rights only, as a kind or
+        kubeadm user holds (kubeadm's admin is in `kubeadm:cluster-admins`)."""
+        ca_cert = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = certificate(subject_name(user, group), key, (ca_cert, ca_key), client=True)  # type: ignore[arg-type]
+        stem = path.with_suffix("")
+        cert_file, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(pem_key(key))
+        key_file.chmod(0o600)
+        credentials = {"client-certificate": str(cert_file), "client-key": str(key_file)}
+        path.write_text(
+            yaml.safe_dump(kubeconfig_for(self.server, self.pki / "ca.crt", credentials))
+        )
         path.chmod(0o600)
         return path
 

@@ -497,7 +497,12 @@ def _add_status(commands: Any) -> None:
 def _status(args: argparse.Namespace) -> int:
     cluster = _connect(args)
     org = _organization(cluster, args.org)
-    licenses = cluster.list(LICENSES, org_namespace(args.org))
+    try:
+        licenses: list[dict[str, Any]] | None = cluster.list(LICENSES, org_namespace(args.org))
+    except ApiError as error:
+        if error.status != 403:  # a deactivated org's Owner reads the org, not its namespace
+            raise
+        licenses = None
     summary = views.status_summary(org, licenses, datetime.now(UTC))
     _emit(summary, args.output, views.status_screen(summary))
     return 0
