@@ -48,3 +48,13 @@ def test_a_failed_apply_stops_before_waiting(
     monkeypatch.setenv("PATH", str(tmp_path))
     assert localcluster.main(["install", "--state-dir", str(tmp_path / "state")]) == 1
     assert (tmp_path / "calls").read_text().split() == ["apply"]
+
+
+def test_the_readme_gives_make_install_s_plain_kubectl_equivalent() -> None:
+    readme = " ".join((localcluster.REPO_ROOT / "README.md").read_text().split())
+    files = " ".join(
+        f"-f {path}" + ("/" if path in ("crds", "manifests/policies") else "")
+        for path in localcluster.INSTALL_MANIFESTS
+    )
+    assert f"`kubectl apply --server-side {files}`" in readme
+    assert "`kubectl wait --for=condition=Established -f crds/`" in readme
