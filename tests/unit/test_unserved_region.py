@@ -12,7 +12,7 @@ import pytest
 
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.admission import unserved_region_warning
-from orgkeeper.handlers import admission
+from orgkeeper.handlers import admission, organization
 from orgkeeper.kube import KubeApi
 from orgkeeper.settings import Settings
 
@@ -77,3 +77,44 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
     stale = {"orgkeeper-au": _lease("au-1", now - timedelta(minutes=5))}
     assert len(_create("au", stale)) == 1, "a Lease nobody renews serves nothing"
     assert _create("au", {"orgkeeper-au": _lease("au-1", now)}) == []
+
+
+def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
+    kube = mock.MagicMock()
+    kube.read_lease.return_value = None
+    written: list[Any] = []
+
+    async def run(call: Any, *args: Any, **kwargs: Any) -> Any:
+        if call is kube.patch_status:
+            written.append((args, kwargs))
+            return None
+        return call(*args)
+
+    kube.run = run
+    settings = Settings(region="us", leader_elect=leader_elect)
+    memo = kopf.Memo(runtime=Runtime(kube=cast(KubeApi, kube), settings=settings))
+    asyncio.run(
+        organization.unserved_organization(
+            name="a", body=cast(kopf.Body, body), spec=cast(kopf.Spec, body["spec"]), memo=memo
+        )
+    )
+    return written
+
+
+def test_an_unserved_org_s_status_says_so_once_and_never_over_a_reconciled_one() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "a", "generation": 1, "resourceVersion": "7"},
+        "spec": {"region": "au"},
+    }
+    ((args, kwargs),) = _seen(body)
+    (ready,) = args[2]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        "Ready",
+        "False",
+        "RegionNotServed",
+    )
+    assert ready["message"].startswith("spec.region: no orgkeeper operator serves region au now")
+    assert kwargs == {"resource_version": "7"}
+    assert _seen({**body, "status": {"conditions": [ready]}}) == [], "once"
+    assert _seen({**body, "status": {"phase": "Active"}}) == [], "an operator serves it"
+    assert _seen(body, leader_elect=False) == [], "without a Lease of its own it can't judge"

@@ -97,7 +97,7 @@ async def validate_organization(
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
         _refuse(admission.locked_email_refusal(owner, _locking(runtime, owner)))
-        warning = await _unserved_region(runtime, str(spec.get("region", "")))
+        warning = await unserved_region(runtime, str(spec.get("region", "")))
         if warning is not None:
             warnings.append(warning)  # kubectl prints it: "Warning: spec.region: ..."
         return
@@ -121,7 +121,7 @@ async def validate_organization(
     )
 
 
-async def _unserved_region(runtime: Runtime, region: str) -> str | None:
+async def unserved_region(runtime: Runtime, region: str) -> str | None:
     """The warning for an org of a region no operator serves; None when served or unknown."""
     settings = runtime.settings
     if settings.region is None or settings.region == region:
