@@ -9,14 +9,20 @@ import pytest
 from orgkeeper_dev import localcluster
 
 
+def _kubectl_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """A `kubectl` alone on PATH that records its arguments in tmp_path/calls."""
+    fake = tmp_path / "kubectl"
+    fake.write_text(f"#!/bin/sh\n{script.format(calls=tmp_path / 'calls')}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    return fake
+
+
 def test_a_kubectl_on_path_is_used_and_nothing_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mine = tmp_path / "kubectl"
-    mine.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n')
-    mine.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    mine = _kubectl_on_path(tmp_path, monkeypatch, 'echo "$@" >> {calls}')
 
     def no_build(*, build: bool = True) -> dict[str, Path]:
         raise AssertionError("make install built the control plane")
@@ -42,10 +48,7 @@ def test_without_a_kubectl_on_path_the_built_one_is_the_fallback(
 def test_a_failed_apply_stops_before_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failing = tmp_path / "kubectl"
-    failing.write_text(f'#!/bin/sh\necho "$1" >> {tmp_path}/calls\nexit 1\n')
-    failing.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
+    _kubectl_on_path(tmp_path, monkeypatch, 'echo "$1" >> {calls}; exit 1')
     assert localcluster.main(["install", "--state-dir", str(tmp_path / "state")]) == 1
     assert (tmp_path / "calls").read_text().split() == ["apply"]
 
