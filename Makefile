@@ -60,7 +60,7 @@ cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cl
 cluster-down: venv ## stop the local control plane and remove its data
 	$(DEV_PYTHON) -m orgkeeper_dev.localcluster down
 
-install: controlplane ## CRDs, ClusterRoles and admission policies into the current cluster
+install: venv ## CRDs, ClusterRoles and admission policies into the current cluster (kubectl on PATH, else the built one)
 	$(DEV_PYTHON) -m orgkeeper_dev.localcluster install
 
 run: venv ## the operator against the current cluster (add flags with ARGS=..., e.g. ARGS=--verbose)

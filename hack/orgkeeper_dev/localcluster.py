@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -415,6 +416,26 @@ class LocalCluster:
         path.chmod(0o600)
         return path
 
+    def user_kubeconfig(self, path: Path, user: str, group: str | None = None) -> Path:
+        """Writes a kubeconfig for this cluster as `user` (in `group`, if given), with a client
+        certificate from the cluster's CA: a person with their own rights only, as a kind or
+        kubeadm user holds (kubeadm's admin is in `kubeadm:cluster-admins`)."""
+        ca_cert = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = certificate(subject_name(user, group), key, (ca_cert, ca_key), client=True)  # type: ignore[arg-type]
+        stem = path.with_suffix("")
+        cert_file, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(pem_key(key))
+        key_file.chmod(0o600)
+        credentials = {"client-certificate": str(cert_file), "client-key": str(key_file)}
+        path.write_text(
+            yaml.safe_dump(kubeconfig_for(self.server, self.pki / "ca.crt", credentials))
+        )
+        path.chmod(0o600)
+        return path
+
     def _argvfile(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.json"
 
@@ -562,13 +583,17 @@ def install_arguments() -> list[str]:
     return ["apply", "--server-side", *files]
 
 
+def wait_arguments() -> list[str]:
+    """`kubectl` arguments that wait until the installed CRDs are served."""
+    return ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO_ROOT / "crds")]
+
+
 def install_orgkeeper(cluster: LocalCluster) -> None:
     """`make install`'s manifests on a local cluster, ready for use: the CRDs served,
     kube-controller-manager counting Memberships, and the README's sign-up binding (every
     signed-in user may sign up an org). What the demo, the bench and the tests start from."""
     kubectl(cluster, *install_arguments())
-    crds = str(REPO_ROOT / "crds")
-    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+    kubectl(cluster, *wait_arguments())
     _wait_membership_quota_counted(cluster)
     kubectl(
         cluster,
@@ -613,6 +638,12 @@ def _wait_membership_quota_counted(cluster: LocalCluster, timeout: float = 120.0
         kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
 
 
+def install_kubectl() -> str:
+    """`make install`'s kubectl: the one on PATH (any recent kubectl applies these), else the
+    one built for the local control plane (built now if it isn't yet)."""
+    return shutil.which("kubectl") or str(binaries()["kubectl"])
+
+
 def kubeconfig_environment(cluster: LocalCluster, environ: Mapping[str, str]) -> dict[str, str]:
     """KUBECONFIG for `install` and `kubectl`: as given, else the local control plane's while it
     is up (its kubeconfig exists), else nothing, so kubectl uses ~/.kube/config's context."""
@@ -641,11 +672,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             cluster.stop()
             print("control plane stopped")
-        elif args.action in ("kubectl", "install"):
+        elif args.action == "kubectl":
             kubectl = str(binaries(build=False)["kubectl"])
             os.environ.update(kubeconfig_environment(cluster, os.environ))
-            given = install_arguments() if args.action == "install" else args.kubectl_args
-            os.execv(kubectl, [kubectl, *given])
+            os.execv(kubectl, [kubectl, *args.kubectl_args])
+        elif args.action == "install":
+            os.environ.update(kubeconfig_environment(cluster, os.environ))
+            command = [install_kubectl()]
+            print(f"using {command[0]}", flush=True)
+            for given in (install_arguments(), wait_arguments()):
+                if subprocess.run([*command, *given], check=False).returncode != 0:
+                    return 1
         else:
             print("running" if cluster.running() else "stopped")
             return 0 if cluster.running() else 1

@@ -165,14 +165,25 @@ class NoKubeconfigError(UnreachableError):
     credentials instead (client-go's deferred loading treats an empty config so)."""
 
 
-def connect(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """The kubeconfig's current context, as kubectl picks it: $KUBECONFIG (else
-    ~/.kube/config) first, the Pod's ServiceAccount only when no kubeconfig has a context. So
+def connect(
+    environ: Mapping[str, str] = os.environ,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> Cluster:
+    """The kubeconfig's context, as kubectl picks it: `--kubeconfig` (that file only), else
+    $KUBECONFIG (else ~/.kube/config); `--context`, else its current context. The Pod's
+    ServiceAccount only when no kubeconfig has a context and none was asked for. So
     `KUBECONFIG=~/prod orgkeeper ...` in a CI Pod talks to prod, not to the Pod's cluster."""
+    if kubeconfig:
+        return from_kubeconfig({**environ, "KUBECONFIG": kubeconfig}, context)
     try:
-        return from_kubeconfig(environ)
+        return from_kubeconfig(environ, context)
     except NoKubeconfigError:
-        if "KUBERNETES_SERVICE_HOST" in environ and (IN_CLUSTER / "token").is_file():
+        if (
+            context is None
+            and "KUBERNETES_SERVICE_HOST" in environ
+            and (IN_CLUSTER / "token").is_file()
+        ):
             return _in_cluster(environ)
         raise
 
@@ -190,8 +201,11 @@ def _kubeconfig_paths(environ: Mapping[str, str]) -> list[Path]:
     return listed or [Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config"]
 
 
-def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """The current context of $KUBECONFIG (files merged as kubectl does: the first one wins)."""
+def from_kubeconfig(
+    environ: Mapping[str, str] = os.environ, context_name: str | None = None
+) -> Cluster:
+    """The current context of $KUBECONFIG, or the context named (files merged as kubectl does:
+    the first one wins)."""
     paths = _kubeconfig_paths(environ)
     merged: dict[str, Any] = {"clusters": {}, "users": {}, "contexts": {}}
     current = None
@@ -210,6 +224,10 @@ def from_kubeconfig(environ: Mapping[str, str] = os.environ) -> Cluster:
     if not merged["contexts"]:
         where = ", ".join(str(p) for p in paths)
         raise NoKubeconfigError(f"no kubeconfig with a context at {where}; set KUBECONFIG")
+    if context_name is not None:
+        if context_name not in merged["contexts"]:
+            raise UnreachableError(f"the kubeconfig has no context {context_name!r}")
+        current = context_name
     if current not in merged["contexts"]:
         raise UnreachableError(f"the kubeconfig has no current context {current!r}")
     context, _ = merged["contexts"][current]

@@ -535,9 +535,6 @@ class KubeApi:
         patch(name, repair, field_manager=FIELD_MANAGER)
         return True
 
-    def remove_owner_binding(self, organization: str) -> None:
-        absent_ok(self.rbac.delete_cluster_role_binding, names.owner_role(organization))
-
     # --- member RoleBindings ------------------------------------------------------------
 
     def create_member_binding(
@@ -717,6 +714,19 @@ class KubeApi:
         """Sets (or, with None, removes) annotations on a workload's metadata."""
         patch, _ = self._workload_calls(kind)
         body = {"metadata": {"annotations": dict(annotations)}}
+        absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
+
+    def park_workload(self, kind: str, namespace: str, name: str) -> None:
+        """Stops a workload without deleting it: no replicas (a DaemonSet: no node matches),
+        and the annotation orgkeeper.dev/decommissioned."""
+        patch, _ = self._workload_calls(kind)
+        marker = {names.ANNOTATION_DECOMMISSIONED: "true"}
+        spec: dict[str, Any] = (
+            {"template": {"spec": {"nodeSelector": marker}}}
+            if kind == "DaemonSet"
+            else {"replicas": 0}
+        )
+        body = {"metadata": {"annotations": marker}, "spec": spec}
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
     def delete_workload(self, kind: str, namespace: str, name: str) -> None:

@@ -31,6 +31,8 @@ LABEL_PRODUCT = "orgkeeper.dev/product"
 # Organization <name> exists (domain/regions.py). Also on a regional operator's own Pods.
 LABEL_REGION = "orgkeeper.dev/region"
 ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
+# On a control plane that reappeared in a deactivated org: scaled to 0 once, never deleted again.
+ANNOTATION_DECOMMISSIONED = "orgkeeper.dev/decommissioned"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
 
 

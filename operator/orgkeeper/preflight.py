@@ -6,6 +6,7 @@ work never leaves a half-running operator behind.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from .settings import SettingError, Settings
 CLUSTER_TIMEOUT_SECONDS = 5.0
 CLUSTER_RETRY_SECONDS = 0.5
 _MESSAGE_LIMIT = 300
+# ValidatingAdmissionPolicy v1 (with matchConditions, `authorizer` and CEL optionals) and the CRD
+# rules' `reason` went GA in Kubernetes 1.30; the local control plane runs 1.37.
+MINIMUM_KUBERNETES = (1, 30)
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,8 @@ def check_tls_dirs(settings: Settings) -> None:
 
 
 def check_cluster(identity: str, timeout: float = CLUSTER_TIMEOUT_SECONDS) -> None:
-    """A quick /version call: no cluster (or credentials it refuses) means no start.
+    """A quick /version call: no cluster (or credentials it refuses), or one older than
+    MINIMUM_KUBERNETES, means no start.
 
     Any other answer, even an error status, shows a reachable API server; a dropped connection
     is tried again within `timeout`.
@@ -96,8 +102,7 @@ def check_cluster(identity: str, timeout: float = CLUSTER_TIMEOUT_SECONDS) -> No
     deadline = time.monotonic() + timeout
     while True:
         try:
-            server_version(identity, max(deadline - time.monotonic(), 0.5))
-            return
+            version = server_version(identity, max(deadline - time.monotonic(), 0.5))
         except ApiException as error:
             if error.status != 401:
                 return
@@ -111,11 +116,31 @@ def check_cluster(identity: str, timeout: float = CLUSTER_TIMEOUT_SECONDS) -> No
             if time.monotonic() + CLUSTER_RETRY_SECONDS >= deadline:
                 break
             time.sleep(CLUSTER_RETRY_SECONDS)
+        else:
+            check_version(version)
+            return
     raise SettingError(
         "KUBECONFIG",
         f"no reachable cluster ({problem}); set KUBECONFIG to the kubeconfig of a running "
         "cluster, or run in a Pod with a ServiceAccount",
     )
+
+
+def too_old(git_version: str) -> bool:
+    """Whether a /version `gitVersion` ("v1.29.4", "v1.30.0+k3s1", "v1.31.2-gke.1") is older than
+    MINIMUM_KUBERNETES. A version that doesn't parse is not refused: the API server answered."""
+    match = _VERSION.match(git_version.strip())
+    return match is not None and (int(match[1]), int(match[2])) < MINIMUM_KUBERNETES
+
+
+def check_version(git_version: str) -> None:
+    if too_old(git_version):
+        major, minor = MINIMUM_KUBERNETES
+        raise SettingError(
+            "KUBECONFIG",
+            f"the cluster runs Kubernetes {git_version}; orgkeeper needs {major}.{minor} or "
+            "later (ValidatingAdmissionPolicy v1)",
+        )
 
 
 def _one_line(error: Exception) -> str:

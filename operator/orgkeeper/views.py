@@ -17,7 +17,7 @@ def _parse(stamp: str | None) -> datetime | None:
 
 def org_state(org: Mapping[str, Any]) -> str:
     status = org.get("status") or {}
-    return str(status.get("phase") or "Pending")
+    return str(status.get("phase") or "Unreconciled")  # no operator has written it yet
 
 
 def switcher_rows(
@@ -74,10 +74,11 @@ def _cell(value: Any) -> str:
 
 def status_summary(
     org: Mapping[str, Any],
-    licenses: Sequence[Mapping[str, Any]],
+    licenses: Sequence[Mapping[str, Any]] | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """One org's state as plain data (for --output json|yaml and for the screen)."""
+    """One org's state as plain data (for --output json|yaml and for the screen); `licenses`
+    None: the requester may not list them (null in json and yaml)."""
     spec, status = org["spec"], org.get("status") or {}
     billing = status.get("billing") or {}
     trial = status.get("trial") or {}
@@ -99,7 +100,9 @@ def status_summary(
         "dataPlanes": status.get("dataPlanes", 0),
         "deactivation": deactivation or None,
         "ownerEmailLocked": bool(status.get("ownerEmailLocked")),
-        "licenses": [
+        "licenses": None
+        if licenses is None
+        else [
             _license_row(lic) for lic in sorted(licenses, key=lambda lic: lic["metadata"]["name"])
         ],
         "conditions": [
@@ -200,9 +203,28 @@ def status_screen(summary: Mapping[str, Any]) -> str:
         f"  Members:  {summary['members']} ({summary['admins']} admin(s))",
         f"  Planes:   {summary['controlPlanes']} control, {summary['dataPlanes']} data",
         "",
+    ]
+    if summary["licenses"] is None:
+        lines += ["Licenses: not readable with your rights", ""]
+    else:
+        lines += _license_lines(summary["licenses"])
+    lines += [
+        "Conditions:",
+        table(
+            summary["conditions"],
+            [("TYPE", "type"), ("STATUS", "status"), ("REASON", "reason"), ("MESSAGE", "message")],
+        ),
+    ]
+    if "recentEvents" in summary:
+        lines += ["", *_events_lines(summary)]
+    return "\n".join(lines)
+
+
+def _license_lines(licenses: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [
         "Licenses:",
         table(
-            summary["licenses"],
+            licenses,
             [
                 ("NAME", "name"),
                 ("PRODUCT", "product"),
@@ -214,14 +236,6 @@ def status_screen(summary: Mapping[str, Any]) -> str:
                 ("REASON", "reason"),
             ],
         ),
-        *(f"  {lic['name']}: {lic['message']}" for lic in summary["licenses"] if lic["message"]),
+        *(f"  {lic['name']}: {lic['message']}" for lic in licenses if lic["message"]),
         "",
-        "Conditions:",
-        table(
-            summary["conditions"],
-            [("TYPE", "type"), ("STATUS", "status"), ("REASON", "reason"), ("MESSAGE", "message")],
-        ),
     ]
-    if "recentEvents" in summary:
-        lines += ["", *_events_lines(summary)]
-    return "\n".join(lines)

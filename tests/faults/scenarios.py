@@ -133,6 +133,8 @@ def active_problems(snap: Snapshot, *, expected_members: int | None = None) -> l
         problems.append(f"bindings: {len(missing)} missing, {len(extra)} left over")
     if snap["ownerBinding"] != [owner]:
         problems.append(f"owner binding {snap['ownerBinding']}")
+    if snap["ownerRole"] != ["delete", "get", "patch", "update"]:
+        problems.append(f"owner role grants {snap['ownerRole']}")
     return problems
 
 
@@ -145,8 +147,8 @@ def deactivated_problems(snap: Snapshot) -> list[str]:
         problems.append(f"phase {org['phase']}, billing {org['billing']} {org['subscriptions']}")
     if snap["roleBindings"]:
         problems.append(f"{len(snap['roleBindings'])} member bindings left")
-    if snap["ownerBinding"] is not None:
-        problems.append("the Owner's binding is still there")
+    if snap["ownerBinding"] is not None and snap["ownerRole"] != ["get"]:
+        problems.append(f"the Owner's role still grants {snap['ownerRole']}, not only get")
     removed = [m for m in snap["memberships"].values() if m["state"] != "Removed"]
     if removed:
         problems.append(f"{len(removed)} memberships not Removed")

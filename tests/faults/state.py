@@ -151,7 +151,10 @@ def snapshot(admin: Kube, org: str, planes: Iterable[Plane] = ()) -> Snapshot:
         "organization": organization,
         "memberships": memberships,
         "roleBindings": bindings,
-        "ownerRole": owner_role is not None,
+        # The verbs it grants on the org: every one while active, `get` alone while deactivated.
+        "ownerRole": sorted({verb for rule in owner_role.rules or [] for verb in rule.verbs})
+        if owner_role is not None
+        else None,
         "ownerBinding": sorted(s.name for s in owner_binding.subjects or [])
         if owner_binding is not None
         else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -34,7 +35,7 @@ def member_bindings(admin: Kube, namespace: str) -> list[Any]:
 
 
 def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
-    admin: Kube, as_user: AsUser, unique: str
+    admin: Kube, as_user: AsUser, cluster: LocalCluster, unique: str, tmp_path: Path
 ) -> None:
     name, other = f"deact-{unique}", f"other-{unique}"
     owner, alice, bob = (f"{who}@{name}.test" for who in ("owner", "alice", "bob"))
@@ -92,15 +93,33 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
         found = read(admin, *plane)
         assert found is not None, plane
         assert found.metadata.annotations[names.ANNOTATION_FROZEN] == "true", plane
-    # While deactivated: a control plane that reappears is decommissioned again, and a data
-    # plane that loses its frozen annotation gets it back.
+    # While deactivated: a control plane made again (as Argo CD or Flux self-heal would) is
+    # parked once, scaled to 0 and annotated, not deleted again; and a data plane that loses
+    # its frozen annotation gets it back.
     create(admin, namespace, workload("Deployment", "cp-again", name, "control-plane"))
+
+    def parked() -> Any:
+        found = read(admin, "Deployment", namespace, "cp-again")
+        assert found is not None, "a control plane made again is not deleted again"
+        annotations = found.metadata.annotations or {}
+        return found.spec.replicas == 0 and annotations.get(names.ANNOTATION_DECOMMISSIONED)
+
+    assert wait_for("the control plane made again to be parked", parked) == "true"
+    told = wait_for(
+        "the ControlPlaneParked Event on it",
+        lambda: [
+            e
+            for e in admin.core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=cp-again"
+            ).items
+            if e.reason == "ControlPlaneParked"
+        ],
+    )
+    assert f"organization {name} is deactivated" in told[0].message
+    # Git scales it back: orgkeeper leaves it alone now (no fight, no loop).
+    admin.apps.patch_namespaced_deployment("cp-again", namespace, {"spec": {"replicas": 1}})
     admin.apps.patch_namespaced_stateful_set(
         "dp-b", edge, {"metadata": {"annotations": {names.ANNOTATION_FROZEN: None}}}
-    )
-    wait_for(
-        "the reappeared control plane to be deleted",
-        lambda: read(admin, "Deployment", namespace, "cp-again") is None,
     )
     wait_for(
         "the data plane to be frozen again",
@@ -109,6 +128,9 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
             and (found.metadata.annotations or {}).get(names.ANNOTATION_FROZEN) == "true"
         ),
     )
+    again = read(admin, "Deployment", namespace, "cp-again")
+    assert again is not None and again.spec.replicas == 1, "a parked control plane is left alone"
+    admin.apps.delete_namespaced_deployment("cp-again", namespace)
     assert member_bindings(admin, namespace) == []
     for member in admin.list("memberships", namespace):
         assert (
@@ -123,6 +145,17 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
             and not allowed(admin, owner, "delete", "organizations", name=name)
         ),
     )
+    # The Owner still sees their org, and that it is deactivated, with their own rights only.
+    assert as_user(owner).get("organizations", name)["status"]["phase"] == "Deactivated"
+    for verb in ("update", "patch", "delete"):
+        assert not allowed(admin, owner, verb, "organizations", name=name), verb
+    assert not allowed(admin, alice, "get", "organizations", name=name), "a member sees nothing"
+    seen = orgkeeper(
+        cluster, "status", name, kubeconfig=cluster.user_kubeconfig(tmp_path / "owner", owner)
+    )
+    assert seen.returncode == 0, seen.stderr
+    assert "Phase:    Deactivated" in seen.stdout and "Deactivated: Requested at" in seen.stdout
+    assert "Licenses: not readable with your rights" in seen.stdout  # roles in org-<name> gone
     # The same person elsewhere is untouched.
     (elsewhere,) = [
         m for m in admin.list("memberships", f"org-{other}") if m["spec"]["email"] == alice

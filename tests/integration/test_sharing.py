@@ -14,13 +14,15 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
+from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper, kubectl
 from support import identity
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
@@ -242,3 +244,27 @@ def test_every_regional_operator_serves_under_the_one_ca_the_webhooks_trust(
             trusted.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
             assert tls.version() is not None
+
+
+def test_an_org_of_a_region_no_operator_serves_is_told_so(shared: Shared, tmp_path: Path) -> None:
+    """U1: au has no operator here: its sign-up is admitted with a warning, and its status says
+    why nothing happens; eu (its Lease live) gets no warning."""
+    admin = shared.admin
+    for region, name in (("au", "outback"), ("eu", "served-eu")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(organization(name, f"owner@{name}.test", region=region)))
+        created = kubectl(shared.cluster, "create", "-f", str(path))
+        warned = (
+            "Warning: spec.region: no orgkeeper operator serves region au now" in created.stderr
+        )
+        assert warned is (region == "au"), created.stderr
+    wait_org(admin, "served-eu")
+
+    def told() -> dict[str, Any] | None:
+        conditions = (admin.get("organizations", "outback").get("status") or {}).get("conditions")
+        return conditions[0] if conditions else None
+
+    ready = wait_for("outback's status to say its region is not served", told)
+    assert (ready["status"], ready["reason"]) == ("False", "RegionNotServed")
+    assert "--region=au" in ready["message"]
+    assert "phase" not in admin.get("organizations", "outback")["status"]

@@ -38,6 +38,7 @@ def webhook_calls(memo: kopf.Memo) -> dict[str, Callable[[], Coroutine[Any, Any,
             operation="CREATE",
             userinfo=cast(kopf.UserInfo, {"username": "o@acme.test"}),
             memo=memo,
+            warnings=[],
         ),
         "validate-organization-delete": lambda: admission.validate_organization_delete(
             body=cast(kopf.Body, {"spec": ORG}),

@@ -793,3 +793,11 @@ def test_the_owner_may_read_edit_and_delete_their_own_org_and_nothing_else() -> 
     for verb in ("update", "patch"):
         assert _granted(rules, "organizations/status", verb) == set(), verb
     assert all(set(rule) == {"apiGroups", "resources", "resourceNames", "verbs"} for rule in rules)
+
+
+def test_a_deactivated_org_s_owner_may_only_read_it() -> None:
+    rules = owner_rules("acme", deactivated=True)
+    assert _granted(rules, "organizations", "get") == {"acme"}
+    assert _granted(rules, "organizations/status", "get") == {"acme"}
+    for verb in ("update", "patch", "delete", "list", "support"):
+        assert _granted(rules, "organizations", verb) == set(), verb

@@ -33,6 +33,7 @@ from orgkeeper.domain.organization import (
     OrgObservation,
     closing_events,
     organization_status,
+    parked_message,
     plan,
 )
 
@@ -162,20 +163,22 @@ def logged_in(at: datetime) -> dict[str, Any]:
 IDLE, USED = logged_in(LONG_AGO), logged_in(RECENTLY)
 STOPPED = {"cp": "Decommission", "dp": "Freeze"}  # what deactivation does to the planes
 RUNNING = {"dp-frozen": "Unfreeze"}
+# Once a deactivation is settled, a control plane found is one made again: parked, not deleted.
+SETTLED = {"cp": "Park", "dp": "Freeze"}
 
 
 @pytest.mark.parametrize(
     ("facts", "target", "started", "workloads", "owner_user"),
     [
-        (IDLE, "Deactivated", True, STOPPED, None),
+        (IDLE, "Deactivated", True, STOPPED, OWNER),
         (USED, "Active", False, RUNNING, OWNER),
         ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, OWNER),
         ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, OWNER),
-        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, None),
+        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, OWNER),
         ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, OWNER),
-        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, None),
+        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, SETTLED, OWNER),
         ({**IDLE, "status": deactivated_status("Inactive"), "reactivationRequestedAt": NOW},
             "Active", False, RUNNING, OWNER),
         ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, f"oidc:{OWNER}"),
@@ -199,7 +202,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     target: str,
     started: bool,
     workloads: dict[str, str],
-    owner_user: str | None,
+    owner_user: str,
 ) -> None:
     planned = plan(observe(**facts))
     assert planned.namespace is not None
@@ -208,6 +211,9 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     assert ("Deactivating" in reasons(planned)) is started
     assert dict(planned.workloads) == workloads
     assert planned.namespace.owner_user == owner_user
+    # A deactivated org's Owner keeps reading it, and nothing more.
+    verbs = {verb for rule in planned.namespace.owner_rules for verb in rule["verbs"]}
+    assert verbs == ({"get"} if target == "Deactivated" else {"get", "update", "patch", "delete"})
 
 
 def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None:
@@ -532,3 +538,35 @@ def test_the_next_due_moment_is_the_first_time_rule_still_ahead(
     facts: dict[str, Any], due: datetime
 ) -> None:
     assert org_domain.next_due(plan(observe(**facts))) == due
+
+
+def test_a_control_plane_made_again_after_the_deactivation_is_parked_once_not_deleted() -> None:
+    """Argo CD or Flux self-heal recreates what orgkeeper deletes: deleting again would loop."""
+    parked = WorkloadRecord(
+        kind="StatefulSet",
+        namespace="org-acme",
+        name="cp-parked",
+        uid="cp-parked",
+        organization="acme",
+        component="control-plane",
+        product="mesh",
+        annotations={names.ANNOTATION_DECOMMISSIONED: "true"},
+    )
+    planes = (*PLANES, parked)
+    # While the deactivation is applied, every control plane is deleted, parked or not.
+    applying = deactivated_status("Requested").model_copy(update={"phase": "Deactivating"})
+    planned = plan(observe(workloads=planes, status=applying, state="Deactivated"))
+    assert dict(planned.workloads) == {
+        "cp": "Decommission",
+        "cp-parked": "Decommission",
+        "dp": "Freeze",
+    }
+    # Settled: a new one is parked, a parked one is left alone.
+    settled = plan(
+        observe(workloads=planes, status=deactivated_status("Requested"), state="Deactivated")
+    )
+    assert dict(settled.workloads) == {"cp": "Park", "dp": "Freeze"}
+    # Reactivated: parked control planes stay as they are (not recreated, not scaled up).
+    active = plan(observe(workloads=planes))
+    assert dict(active.workloads) == {"dp-frozen": "Unfreeze"}
+    assert "orgkeeper.dev/decommissioned" in parked_message("acme")

@@ -72,6 +72,7 @@ def test_the_vocabulary_is_the_contracts() -> None:
     )
     assert sorted(KEYS) == [
         "orgkeeper.dev/component",
+        "orgkeeper.dev/decommissioned",
         "orgkeeper.dev/email-hash",
         "orgkeeper.dev/frozen",
         "orgkeeper.dev/license-fingerprint",

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from orgkeeper import cli
 from orgkeeper.endpoints import health_app, metrics_app
 from orgkeeper.kube import MEMBERSHIP_COUNT, Guardrails
-from orgkeeper.preflight import check_cluster, claim_ports
+from orgkeeper.preflight import check_cluster, claim_ports, too_old
 from orgkeeper.settings import SettingError, Settings, check, duration_text
 
 
@@ -352,3 +352,37 @@ def test_metrics_say_503_when_the_token_cannot_be_checked() -> None:
     app = metrics_app(CollectorRegistry(), authorize)
     status, text = asyncio.run(answers(app, "/metrics", {"Authorization": "Bearer x"}))
     assert status == 503 and "no API server" not in text
+
+
+# --- the minimum Kubernetes version ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "old"),
+    [
+        ("v1.29.15", True),
+        ("v1.29.4+k3s1", True),
+        ("v1.30.0", False),
+        ("v1.30.0+k3s1", False),
+        ("v1.31.2-gke.1079000", False),
+        ("v1.37.2", False),
+        ("v2.0.0", False),
+        ("v1.100.0", False),
+        ("1.28", True),
+        ("unknown", False),
+    ],
+)
+def test_a_cluster_older_than_1_30_is_too_old(version: str, old: bool) -> None:
+    assert too_old(version) is old
+
+
+def test_an_old_cluster_stops_orgkeeper_run_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("orgkeeper.kube.server_version", lambda identity, timeout: "v1.29.4")
+    with pytest.raises(SettingError) as refused:
+        check_cluster("test", timeout=2)
+    assert str(refused.value) == (
+        "KUBECONFIG: the cluster runs Kubernetes v1.29.4; orgkeeper needs 1.30 or later "
+        "(ValidatingAdmissionPolicy v1)"
+    )
+    monkeypatch.setattr("orgkeeper.kube.server_version", lambda identity, timeout: "v1.30.1")
+    check_cluster("test", timeout=2)

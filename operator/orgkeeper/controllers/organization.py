@@ -23,6 +23,7 @@ from ..domain.events import Event, recorded_in
 from ..domain.namespaces import Claim
 from ..domain.organization import (
     Applied,
+    NamespacePlan,
     OrganizationPlan,
     WorkloadAction,
     closing_events,
@@ -161,14 +162,20 @@ async def _apply(
     await _stamp(runtime, plan, cached.claims, failures)
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
-        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
+        await _owner_rbac(runtime, name, plan.namespace, owner, failures)
         await sync_memberships(
             runtime, namespace, plan.namespace.memberships, cached.members, failures
         )
         await create_licenses(runtime, namespace, owner, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
+    failed = {failure.target.what for failure in failures}
+    parked = [
+        Event("Warning", "ControlPlaneParked", org_domain.parked_message(name), workload_ref(w))
+        for w in served
+        if plan.workloads.get(w.uid) == "Park" and f"{w.kind} {w.ref}" not in failed
+    ]
     if plan.namespace is None:
-        return [], frozenset(), None  # nothing is written into a namespace the org doesn't own
+        return parked, frozenset(), None  # nothing is written into a namespace the org doesn't own
     reconciled = await reconcile_licenses(
         runtime,
         owner=owner,
@@ -180,7 +187,7 @@ async def _apply(
         changed_at=changed_at,
     )
     failures += reconciled.failures
-    return reconciled.events, frozenset(reconciled.active_products), reconciled.due
+    return parked + reconciled.events, frozenset(reconciled.active_products), reconciled.due
 
 
 async def _org_namespace(
@@ -236,16 +243,16 @@ async def _stamp(
 
 
 async def _owner_rbac(
-    runtime: Runtime, organization: str, user: str | None, owner: OwnerRef, failures: list[Failure]
+    runtime: Runtime,
+    organization: str,
+    planned: NamespacePlan,
+    owner: OwnerRef,
+    failures: list[Failure],
 ) -> None:
-    """The Owner's rights on the org granted to `user`; None: revoked."""
+    """The Owner's rights on the org (read-only while it is deactivated)."""
     kube = runtime.kube
-    write: Awaitable[Any] = (
-        kube.run(kube.remove_owner_binding, organization)
-        if user is None
-        else kube.run(
-            kube.ensure_owner_rbac, organization, user, owner, org_domain.owner_rules(organization)
-        )
+    write: Awaitable[Any] = kube.run(
+        kube.ensure_owner_rbac, organization, planned.owner_user, owner, planned.owner_rules
     )
     await attempt(
         [(Target(f"ClusterRoleBinding {names.owner_role(organization)}"), write)], failures
@@ -272,6 +279,9 @@ async def sync_workloads(
                 kube.delete_workload, workload.kind, workload.namespace, workload.name
             )
             writes.append((target, delete))
+        elif action == "Park":
+            park = kube.run(kube.park_workload, workload.kind, workload.namespace, workload.name)
+            writes.append((target, park))
         else:
             value = "true" if action == "Freeze" else None
             writes.append((target, annotate(runtime, workload, {names.ANNOTATION_FROZEN: value})))

@@ -23,7 +23,11 @@ BINDING_LABELS = (
     names.LABEL_EMAIL_HASH,
     names.LABEL_TEAM,
 )
-WORKLOAD_ANNOTATIONS = (names.ANNOTATION_FROZEN, names.ANNOTATION_LICENSE_FINGERPRINT)
+WORKLOAD_ANNOTATIONS = (
+    names.ANNOTATION_FROZEN,
+    names.ANNOTATION_LICENSE_FINGERPRINT,
+    names.ANNOTATION_DECOMMISSIONED,
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,10 @@ class WorkloadRecord:
     @property
     def frozen(self) -> bool:
         return self.annotations.get(names.ANNOTATION_FROZEN) == "true"
+
+    @property
+    def decommissioned(self) -> bool:
+        return names.ANNOTATION_DECOMMISSIONED in self.annotations
 
 
 NAMESPACE_LABELS = (

@@ -117,3 +117,20 @@ def locked_email_refusal(owner: str, locking_organizations: Collection[str]) -> 
         f"{SUPPORT} releases it, by setting spec.unlockOwnerEmail: true on that organization; "
         "or use another owner"
     )
+
+
+def unserved_region_warning(
+    region: str, *, own_region: str | None, live_leases: Collection[str], leases: Sequence[str]
+) -> str | None:
+    """A warning (not a refusal) for a new Organization no running operator will serve.
+
+    Served: by this operator (no --region, or the org's), else by whoever holds one of `leases`
+    (the all-regions Lease and the region's) live now (`live_leases`). Operators without
+    --leader-elect hold no Lease, so one of those elsewhere goes unseen."""
+    if own_region is None or own_region == region or set(leases) & set(live_leases):
+        return None
+    return (
+        f"spec.region: no orgkeeper operator serves region {region} now (no live Lease "
+        f"{' or '.join(leases)}); the Organization is kept but gets no namespace, roles or "
+        f"status until an operator with --region={region} (or without --region) runs"
+    )

@@ -39,6 +39,7 @@ ACTIONS = {
     "LicenseReissued": "IssueLicense",
     "InvalidSpec": "ValidateSpec",
     "NamespaceNotOwned": "IgnoreWorkload",
+    "ControlPlaneParked": "DecommissionControlPlane",
     "SecretConflict": "PropagateLicense",
     "ApplyFailed": "Apply",
 }

@@ -41,7 +41,7 @@ from .workloads import Workload
 PLUS_TRIAL = timedelta(days=30)
 PLUS_TRIAL_CREDITS = 500
 
-WorkloadAction = Literal["Decommission", "Freeze", "Unfreeze"]
+WorkloadAction = Literal["Decommission", "Park", "Freeze", "Unfreeze"]
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,18 @@ def owner_membership_needed(
     return not same_email(spec_owner, previous) and find_member(members, previous) is None
 
 
-def owner_rules(organization: str) -> list[dict[str, list[str]]]:
+def owner_rules(organization: str, *, deactivated: bool = False) -> list[dict[str, list[str]]]:
     """The rules of the Owner's per-org ClusterRole: read, edit and delete this one
     Organization, and read its status. Admission decides which fields an edit may change;
-    `update` is also what it asks of whoever labels a namespace for the org."""
+    `update` is also what it asks of whoever labels a namespace for the org. A deactivated
+    org's Owner loses the rest but keeps reading it (`kubectl get org`, `orgkeeper status`),
+    so they see that it is deactivated and why."""
     return [
         {
             "apiGroups": [GROUP],
             "resources": ["organizations"],
             "resourceNames": [organization],
-            "verbs": ["get", "update", "patch", "delete"],
+            "verbs": ["get"] if deactivated else ["get", "update", "patch", "delete"],
         },
         {
             "apiGroups": [GROUP],
@@ -171,7 +173,8 @@ class OwnerMembership:
 class NamespacePlan:
     """What is written in org-<name>, which is the org's."""
 
-    owner_user: str | None  # the user granted the Owner's rights on the org; None: revoked
+    owner_user: str  # the user granted the Owner's rights on the org
+    owner_rules: tuple[Mapping[str, list[str]], ...]  # those rights: read-only while deactivated
     memberships: MembershipsPlan
     licenses: tuple[str, ...]  # the products that get a Provisioned License
 
@@ -261,9 +264,8 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     namespace_plan = None
     if observed.namespace_ready:
         namespace_plan = NamespacePlan(
-            owner_user=None
-            if org.deactivated
-            else user_name(owner.effective, org, observed.sso_prefix),
+            owner_user=user_name(owner.effective, org, observed.sso_prefix),
+            owner_rules=tuple(owner_rules(observed.name, deactivated=org.deactivated)),
             memberships=plan_memberships(
                 org,
                 observed.memberships,
@@ -285,7 +287,12 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
         workloads={
             w.uid: action
             for w in served
-            if (action := workload_action(w, deactivated=org.deactivated)) is not None
+            if (
+                action := workload_action(
+                    w, deactivated=org.deactivated, settled=observed.status.phase == "Deactivated"
+                )
+            )
+            is not None
         },
         members=members,
         rolled_billing=rolled_billing,
@@ -357,14 +364,34 @@ def starting_events(lifecycle_plan: Lifecycle) -> list[Event]:
     return []
 
 
-def workload_action(workload: Workload, *, deactivated: bool) -> WorkloadAction | None:
-    """Deactivated: control planes decommissioned (again, if one reappears), data planes
-    frozen (again, if the annotation was removed). Active: data planes unfrozen."""
+def workload_action(
+    workload: Workload, *, deactivated: bool, settled: bool = False
+) -> WorkloadAction | None:
+    """Deactivated: control planes decommissioned, data planes frozen (again, if the
+    annotation was removed). Active: data planes unfrozen.
+
+    A control plane is deleted while the deactivation is applied (`settled`: not yet, the
+    status doesn't read Deactivated). One that appears once it is settled was made again by
+    someone with rights no member keeps (a GitOps tool's self-heal, an admin): deleting it
+    again would only loop with them, so it is parked once (scaled to 0 and annotated
+    orgkeeper.dev/decommissioned) and then left alone."""
     if deactivated and workload.component == names.COMPONENT_CONTROL_PLANE:
-        return "Decommission"
+        if not settled:
+            return "Decommission"
+        return None if workload.decommissioned else "Park"
     if workload.component == names.COMPONENT_DATA_PLANE and workload.frozen != deactivated:
         return "Freeze" if deactivated else "Unfreeze"
     return None
+
+
+def parked_message(organization: str) -> str:
+    """Told on a control plane parked in a deactivated org (a Warning Event on it)."""
+    return (
+        f"organization {organization} is deactivated: this control plane appeared after its "
+        f"decommissioning, so orgkeeper scaled it to 0 and annotated it "
+        f"{names.ANNOTATION_DECOMMISSIONED} instead of deleting it again (a GitOps tool would "
+        "recreate it); it is left alone from now on: remove it from Git, or delete it"
+    )
 
 
 def closing_events(plan: OrganizationPlan, status: OrganizationStatus) -> list[Event]:

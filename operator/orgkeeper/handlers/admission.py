@@ -14,6 +14,7 @@ admission policies (manifests/policies/).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -23,6 +24,8 @@ from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, same_email
+from ..leader import LeaseRecord, held_until
+from ..settings import lease_name
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
 
 # Below the webhooks' 10s timeout, so a request at startup gets this answer, not a timeout.
@@ -86,6 +89,7 @@ async def validate_organization(
     operation: str,
     userinfo: kopf.UserInfo,
     memo: kopf.Memo,
+    warnings: list[str],
     **_: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
@@ -93,6 +97,9 @@ async def validate_organization(
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
         _refuse(admission.locked_email_refusal(owner, _locking(runtime, owner)))
+        warning = await unserved_region(runtime, str(spec.get("region", "")))
+        if warning is not None:
+            warnings.append(warning)  # kubectl prints it: "Warning: spec.region: ..."
         return
     if old is None:
         return
@@ -111,6 +118,27 @@ async def validate_organization(
             locking_organizations=_locking(runtime, owner),
             support=support,
         )
+    )
+
+
+async def unserved_region(runtime: Runtime, region: str) -> str | None:
+    """The warning for an org of a region no operator serves; None when served or unknown."""
+    settings = runtime.settings
+    if settings.region is None or settings.region == region:
+        return None  # this operator serves it: no need to read a Lease
+    leases = [lease_name(None), lease_name(region)]
+    now = datetime.now(UTC)
+    live = []
+    for name in leases:
+        try:
+            found = await runtime.kube.run(runtime.kube.read_lease, settings.namespace, name, 2.0)
+        except Exception:  # a Lease that can't be read: say nothing rather than guess
+            return None
+        until = held_until(LeaseRecord.of(found)) if found is not None else None
+        if until is not None and until > now:
+            live.append(name)
+    return admission.unserved_region_warning(
+        region, own_region=settings.region, live_leases=live, leases=leases
     )
 
 

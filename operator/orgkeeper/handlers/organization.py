@@ -24,6 +24,7 @@ from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, ignored_message, owned_namespaces, release_labels, to_release
 from ..domain.regions import marks_pending_here
 from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
+from .admission import unserved_region
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
 MAX_BACKOFF = 60.0
@@ -307,6 +308,46 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
+def elsewhere(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
+    return not in_region(spec, memo)
+
+
+async def unserved_organization(
+    name: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    """An org of another region that no operator has reconciled, while no operator serves its
+    region (no live Lease): its status says so (Ready=False, RegionNotServed), once. Only
+    operators with --leader-elect judge (others hold no Lease, so can't be seen either), and only
+    the leader (kopf's watches pause on followers). The first operator of its region to
+    reconcile it writes the whole status over this."""
+    runtime: Runtime = memo.runtime
+    status = body.get("status") or {}
+    if not runtime.settings.leader_elect or status.get("phase") or status.get("conditions"):
+        return
+    message = await unserved_region(runtime, str(spec.get("region", "")))
+    if message is None:
+        return
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "RegionNotServed",
+        "message": message,
+        "lastTransitionTime": now_utc().isoformat().replace("+00:00", "Z"),
+        "observedGeneration": body["metadata"].get("generation"),
+    }
+    kube = runtime.kube
+    try:
+        await kube.run(
+            kube.patch_status,
+            names.ORGANIZATIONS,
+            name,
+            {"conditions": [ready]},
+            resource_version=body["metadata"]["resourceVersion"],
+        )
+    except Exception as error:  # changed meanwhile (409), or another region's operator won
+        log.info("Organization %s: RegionNotServed not written: %s", name, explain(error)[1])
+
+
 async def license_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A License in org-<name> was created, changed or deleted: the org judges it, picks the
     active one of its product and delivers it. (Its Secret isn't watched: see README.)"""
@@ -354,6 +395,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     loop = kopf.daemon(*ORGANIZATIONS, when=in_region, cancellation_timeout=1.0, registry=registry)
     loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
+    on_unserved = kopf.on.event(
+        *ORGANIZATIONS, when=elsewhere, id="unserved_organization", registry=registry
+    )
+    on_unserved(unserved_organization)
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
     kopf.on.event(*LICENSES, registry=registry)(license_changed)
     for kind, resource in WORKLOADS.items():

@@ -1,0 +1,120 @@
+"""U1: an Organization of a region no operator serves is admitted with a warning that says so."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from unittest import mock
+
+import kopf
+import pytest
+
+from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.domain.admission import unserved_region_warning
+from orgkeeper.handlers import admission, organization
+from orgkeeper.kube import KubeApi
+from orgkeeper.settings import Settings
+
+LEASES = ["orgkeeper", "orgkeeper-au"]
+
+
+def test_the_warning_names_the_region_and_what_would_serve_it() -> None:
+    warning = unserved_region_warning("au", own_region="us", live_leases=[], leases=LEASES)
+    assert warning == (
+        "spec.region: no orgkeeper operator serves region au now (no live Lease orgkeeper or "
+        "orgkeeper-au); the Organization is kept but gets no namespace, roles or status until "
+        "an operator with --region=au (or without --region) runs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("own", "live"),
+    [(None, []), ("au", []), ("us", ["orgkeeper-au"]), ("us", ["orgkeeper"])],
+    ids=["this-serves-all", "this-serves-au", "au-lease-live", "all-regions-lease-live"],
+)
+def test_no_warning_when_an_operator_serves_the_region(own: str | None, live: list[str]) -> None:
+    assert unserved_region_warning("au", own_region=own, live_leases=live, leases=LEASES) is None
+
+
+def _lease(holder: str, renewed: datetime) -> dict[str, Any]:
+    stamp = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": stamp}}
+
+
+def _create(region: str, leases: dict[str, Any]) -> list[str]:
+    kube = mock.MagicMock()
+    kube.read_lease.side_effect = lambda namespace, name, timeout: leases.get(name)
+
+    async def run(call: Any, *args: Any) -> Any:
+        return call(*args)
+
+    kube.run = run
+    runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings(region="us"))
+    for informer in runtime.informers():
+        informer.synced.set()
+    warnings: list[str] = []
+    spec = {"displayName": "A", "plan": "Free", "region": region, "owner": "o@a.test"}
+    asyncio.run(
+        admission.validate_organization(
+            spec=cast(kopf.Spec, spec),
+            old=None,
+            name="a",
+            operation="CREATE",
+            userinfo=cast(kopf.UserInfo, {"username": "o@a.test"}),
+            memo=kopf.Memo(runtime=runtime),
+            warnings=warnings,
+        )
+    )
+    return warnings
+
+
+def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() -> None:
+    now = datetime.now(UTC)
+    assert _create("us", {}) == [], "its own region"
+    (warning,) = _create("au", {})
+    assert warning.startswith("spec.region: no orgkeeper operator serves region au now")
+    stale = {"orgkeeper-au": _lease("au-1", now - timedelta(minutes=5))}
+    assert len(_create("au", stale)) == 1, "a Lease nobody renews serves nothing"
+    assert _create("au", {"orgkeeper-au": _lease("au-1", now)}) == []
+
+
+def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
+    kube = mock.MagicMock()
+    kube.read_lease.return_value = None
+    written: list[Any] = []
+
+    async def run(call: Any, *args: Any, **kwargs: Any) -> Any:
+        if call is kube.patch_status:
+            written.append((args, kwargs))
+            return None
+        return call(*args)
+
+    kube.run = run
+    settings = Settings(region="us", leader_elect=leader_elect)
+    memo = kopf.Memo(runtime=Runtime(kube=cast(KubeApi, kube), settings=settings))
+    asyncio.run(
+        organization.unserved_organization(
+            name="a", body=cast(kopf.Body, body), spec=cast(kopf.Spec, body["spec"]), memo=memo
+        )
+    )
+    return written
+
+
+def test_an_unserved_org_s_status_says_so_once_and_never_over_a_reconciled_one() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "a", "generation": 1, "resourceVersion": "7"},
+        "spec": {"region": "au"},
+    }
+    ((args, kwargs),) = _seen(body)
+    (ready,) = args[2]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        "Ready",
+        "False",
+        "RegionNotServed",
+    )
+    assert ready["message"].startswith("spec.region: no orgkeeper operator serves region au now")
+    assert kwargs == {"resource_version": "7"}
+    assert _seen({**body, "status": {"conditions": [ready]}}) == [], "once"
+    assert _seen({**body, "status": {"phase": "Active"}}) == [], "an operator serves it"
+    assert _seen(body, leader_elect=False) == [], "without a Lease of its own it can't judge"
