@@ -148,6 +148,25 @@ def test_anyone_but_the_owner_is_refused_deleting_the_organization(user: str) ->
     assert "transfer ownership" in refusal
 
 
+@pytest.mark.parametrize("user", ["oidc:owner@example.com", "oidc:Owner@Example.com"])
+def test_the_owner_of_an_sso_only_org_deletes_it_through_the_identity_provider(user: str) -> None:
+    assert (
+        delete_organization_refusal("acme", OWNER, user, AUTHENTICATED, SSO_PREFIX, sso_only=True)
+        is None
+    )
+
+
+def test_the_owner_of_an_sso_only_org_is_refused_without_an_sso_session() -> None:
+    refusal = delete_organization_refusal(
+        "acme", OWNER, OWNER, AUTHENTICATED, SSO_PREFIX, sso_only=True
+    )
+    assert refusal == (
+        "Organization acme is SSO-only (spec.ssoOnly): its Owner owner@example.com deletes it "
+        "through the identity provider, signed in as oidc:owner@example.com, not as "
+        "owner@example.com"
+    )
+
+
 def test_a_group_named_like_the_owner_does_not_allow_deletion() -> None:
     refusal = delete_organization_refusal("acme", OWNER, DEV, (OWNER,), SSO_PREFIX)
     assert refusal is not None

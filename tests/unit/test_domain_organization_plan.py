@@ -39,6 +39,7 @@ from orgkeeper.domain.organization import (
 OWNER = "owner@example.com"
 ADMIN = "admin@example.com"
 DEV = "dev@example.com"
+BOTH = (OWNER, f"oidc:{OWNER}")  # the Owner's users in an ordinary org
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=30)
 CYCLE = timedelta(days=30)
@@ -165,20 +166,20 @@ RUNNING = {"dp-frozen": "Unfreeze"}
 
 
 @pytest.mark.parametrize(
-    ("facts", "target", "started", "workloads", "owner_user"),
+    ("facts", "target", "started", "workloads", "owner_users"),
     [
-        (IDLE, "Deactivated", True, STOPPED, None),
-        (USED, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, OWNER),
-        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, None),
-        ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, OWNER),
-        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, None),
+        (IDLE, "Deactivated", True, STOPPED, ()),
+        (USED, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, BOTH),
+        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, ()),
+        ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, BOTH),
+        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, STOPPED, ()),
         ({**IDLE, "status": deactivated_status("Inactive"), "reactivationRequestedAt": NOW},
-            "Active", False, RUNNING, OWNER),
-        ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, f"oidc:{OWNER}"),
+            "Active", False, RUNNING, BOTH),
+        ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, (f"oidc:{OWNER}",)),
     ],
     ids=[
         "free-idle-past-the-window",
@@ -199,7 +200,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     target: str,
     started: bool,
     workloads: dict[str, str],
-    owner_user: str | None,
+    owner_users: tuple[str, ...],
 ) -> None:
     planned = plan(observe(**facts))
     assert planned.namespace is not None
@@ -207,7 +208,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     assert planned.records_deactivation_first is started
     assert ("Deactivating" in reasons(planned)) is started
     assert dict(planned.workloads) == workloads
-    assert planned.namespace.owner_user == owner_user
+    assert planned.namespace.owner_users == owner_users
 
 
 def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None:
@@ -251,7 +252,7 @@ def test_a_deactivated_org_holds_no_member_roles() -> None:
     bound = plan(observe(**USED)).namespace
     assert bound is not None and bound.memberships.bindings
     existing = [
-        BindingRecord(b.name, "org-acme", (b.user,), b.cluster_role, b.labels, ("uid-owner",))
+        BindingRecord(b.name, "org-acme", b.users, b.cluster_role, b.labels, ("uid-owner",))
         for b in bound.memberships.bindings
     ]
     removed = plan(observe(**USED, state="Deactivated", bindings=existing)).namespace
@@ -347,7 +348,8 @@ def test_a_transfer_to_an_organization_admin_moves_the_owners_rights() -> None:
     members = (*MEMBERS, membership(ADMIN, "organization-admin"))
     planned = plan(observe(members=members, owner=ADMIN))
     assert planned.namespace is not None
-    assert (planned.owner.effective, planned.namespace.owner_user) == (ADMIN, ADMIN)
+    assert planned.owner.effective == ADMIN
+    assert planned.namespace.owner_users == (ADMIN, f"oidc:{ADMIN}")
     assert reasons(planned) == ["OwnershipTransferred"]
 
 
@@ -418,7 +420,8 @@ def found(name: str, user: str, role: str, owner: str, **labels: str) -> Binding
         names.LABEL_EMAIL_HASH: names.email_hash(DEV),
         names.LABEL_TEAM: "api-product-developer",
     }
-    return BindingRecord(name, "org-acme", (user,), role, {**dev_labels, **labels}, (owner,))
+    users = (user,) if user != DEV else (DEV, f"oidc:{DEV}")  # DEV: as an ordinary org binds
+    return BindingRecord(name, "org-acme", users, role, {**dev_labels, **labels}, (owner,))
 
 
 DEV_BINDING = names.member_binding(DEV, "api-product-developer")

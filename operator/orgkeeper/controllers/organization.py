@@ -154,7 +154,7 @@ async def _apply(
     served = [w for w in cached.workloads if w.namespace in plan.owned_namespaces]
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
-        await _owner_rbac(runtime, name, plan.namespace.owner_user, owner, failures)
+        await _owner_rbac(runtime, name, plan.namespace.owner_users, owner, failures)
         await sync_memberships(
             runtime, namespace, plan.namespace.memberships, cached.members, failures
         )
@@ -192,15 +192,19 @@ async def _org_namespace(
 
 
 async def _owner_rbac(
-    runtime: Runtime, organization: str, user: str | None, owner: OwnerRef, failures: list[Failure]
+    runtime: Runtime,
+    organization: str,
+    users: tuple[str, ...],
+    owner: OwnerRef,
+    failures: list[Failure],
 ) -> None:
-    """The Owner's rights on the org granted to `user`; None: revoked."""
+    """The Owner's rights on the org granted to `users`; none: revoked."""
     kube = runtime.kube
     write: Awaitable[Any] = (
         kube.run(kube.remove_owner_binding, organization)
-        if user is None
+        if not users
         else kube.run(
-            kube.ensure_owner_rbac, organization, user, owner, org_domain.owner_rules(organization)
+            kube.ensure_owner_rbac, organization, users, owner, org_domain.owner_rules(organization)
         )
     )
     await attempt(

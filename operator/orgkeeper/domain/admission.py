@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from .membership import OWNER_TEAM, Member, same_email
+from .membership import OWNER_TEAM, Member, is_user, same_email
 
 CLUSTER_ADMIN_GROUP = "system:masters"
 
@@ -60,13 +60,26 @@ def transfer_refusal(
 
 
 def delete_organization_refusal(
-    organization: str, owner: str | None, user: str, groups: Collection[str], sso_prefix: str
+    organization: str,
+    owner: str | None,
+    user: str,
+    groups: Collection[str],
+    sso_prefix: str,
+    *,
+    sso_only: bool = False,
 ) -> str | None:
-    """Only the Owner (as themselves or through the identity provider) or a cluster admin."""
+    """Only the Owner, under a user name the org binds them as (membership.user_names: only
+    through the identity provider in an SSO-only org), or a cluster admin."""
     if CLUSTER_ADMIN_GROUP in groups:
         return None
-    if owner is not None and (same_email(user, owner) or same_email(user, f"{sso_prefix}{owner}")):
+    if is_user(user, owner, sso_only=sso_only, sso_prefix=sso_prefix):
         return None
+    if owner is not None and is_user(user, owner, sso_only=False, sso_prefix=sso_prefix):
+        return (
+            f"Organization {organization} is SSO-only (spec.ssoOnly): its Owner {owner} deletes "
+            f"it through the identity provider, signed in as {sso_prefix}{owner.lower()}, "
+            f"not as {user}"
+        )
     return (
         f"only the Owner ({owner or 'none recorded'}) can delete Organization {organization}; "
         "ask them to delete it, or to transfer ownership to you first"

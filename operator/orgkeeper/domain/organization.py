@@ -33,7 +33,7 @@ from .membership import (
     membership_labels,
     plan_memberships,
     same_email,
-    user_name,
+    user_names,
 )
 from .namespaces import Claim, owned_namespaces, summary
 from .workloads import Workload
@@ -169,7 +169,8 @@ class OwnerMembership:
 class NamespacePlan:
     """What is written in org-<name>, which is the org's."""
 
-    owner_user: str | None  # the user granted the Owner's rights on the org; None: revoked
+    # The users granted the Owner's rights on the org (membership.user_names); (): revoked.
+    owner_users: tuple[str, ...]
     memberships: MembershipsPlan
     licenses: tuple[str, ...]  # the products that get a Provisioned License
 
@@ -255,9 +256,9 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     namespace_plan = None
     if observed.namespace_ready:
         namespace_plan = NamespacePlan(
-            owner_user=None
+            owner_users=()
             if org.deactivated
-            else user_name(owner.effective, org, observed.sso_prefix),
+            else user_names(owner.effective, sso_only=org.sso_only, sso_prefix=observed.sso_prefix),
             memberships=plan_memberships(
                 org,
                 observed.memberships,

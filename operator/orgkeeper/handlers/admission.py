@@ -127,6 +127,7 @@ async def validate_organization_delete(
             userinfo.get("username", ""),
             userinfo.get("groups") or [],
             runtime.settings.sso_username_prefix,
+            sso_only=bool(body["spec"].get("ssoOnly")),
         )
     )
 
