@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from orgkeeper.api.v1alpha1 import GROUP
 from orgkeeper.names import WEBHOOK_CONFIGURATION
@@ -59,7 +61,7 @@ INSTALL_MANIFESTS = (
     "manifests/policies",
 )
 
-ATTACHED = ("orgkeeper",)  # processes `spawn`ed beside the control plane
+ATTACHED = ("orgkeeper", "hydra")  # processes `spawn`ed beside the control plane
 
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -113,13 +115,6 @@ def binaries(*, build: bool = True) -> dict[str, Path]:
 
 
 def _go_build(directory: Path) -> None:
-    if shutil.which("go") is None:
-        raise ControlPlaneError(
-            "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS to envtest "
-            "binaries plus kube-controller-manager)"
-        )
-    staging = directory.with_name(directory.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
     major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
     ldflags = " ".join(
         ["-s", "-w"]
@@ -134,25 +129,43 @@ def _go_build(directory: Path) -> None:
             )
         ]
     )
+    go_build(
+        GO_MODULE,
+        directory,
+        [f"-ldflags={ldflags}", "-o", "{staging}/", "./cmd/..."],
+        what=f"{', '.join(BINARIES)} {KUBERNETES_VERSION}",
+        missing_go=(
+            "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS to envtest "
+            "binaries plus kube-controller-manager)"
+        ),
+    )
+
+
+def go_build(
+    module: Path,
+    directory: Path,
+    arguments: list[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    missing_go: str | None = None,
+) -> None:
+    """`go build -trimpath ARGUMENTS` in `module` into `directory` (a "{staging}" in an
+    argument is the staging directory), which appears only once the build succeeded."""
+    if shutil.which("go") is None:
+        raise ControlPlaneError(missing_go or f"Go is needed to build {what}")
+    staging = directory.with_name(directory.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"building {', '.join(BINARIES)} {KUBERNETES_VERSION} from Go modules ...", flush=True)
+    print(f"building {what} from Go modules ...", flush=True)
     result = subprocess.run(
-        [
-            "go",
-            "build",
-            "-trimpath",
-            f"-ldflags={ldflags}",
-            "-o",
-            f"{staging}/",
-            "./cmd/...",
-        ],
-        cwd=GO_MODULE,
+        ["go", "build", "-trimpath", *(a.replace("{staging}", str(staging)) for a in arguments)],
+        cwd=module,
+        env={**os.environ, **(env or {})},
         check=False,
     )
     if result.returncode != 0:
-        raise ControlPlaneError(
-            f"go build in {GO_MODULE} failed with exit code {result.returncode}"
-        )
+        raise ControlPlaneError(f"go build in {module} failed with exit code {result.returncode}")
     # An interrupted build never leaves a directory that looks complete.
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
@@ -259,8 +272,10 @@ class LocalCluster:
         pidfile = self._pidfile(name)
         return pidfile.is_file() and _pid_alive(int(pidfile.read_text()))
 
-    def start(self, *, timeout: float = 120.0) -> None:
-        """Starts etcd, kube-apiserver and kube-controller-manager; returns once they serve."""
+    def start(self, *, timeout: float = 120.0, sso: bool = False) -> None:
+        """Starts etcd, kube-apiserver and kube-controller-manager; returns once they serve.
+        With `sso`, a real OpenID Connect provider (oidc.py) first, which kube-apiserver trusts
+        through `--authentication-config`."""
         if self.running():
             return
         self.stop()
@@ -275,6 +290,14 @@ class LocalCluster:
             json.dumps({"server": server, "etcd": f"http://127.0.0.1:{etcd_port}"})
         )
         pki = self.pki
+        authentication: list[str] = []
+        if sso:
+            from . import oidc  # it builds on this module
+
+            provider = oidc.start_provider(self)
+            config = self.state_dir / "authentication-config.yaml"
+            config.write_text(yaml.safe_dump(oidc.authentication_config(provider)))
+            authentication = [f"--authentication-config={config}"]
         kcm_kubeconfig = self.state_dir / "controller-manager.kubeconfig"
         for path, stem in ((self.kubeconfig, "admin"), (kcm_kubeconfig, "controller-manager")):
             credentials = {
@@ -321,6 +344,7 @@ class LocalCluster:
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-maxsize=0",
                 f"--cert-dir={pki}",
+                *authentication,
             ],
         )
         self._wait_ready(server, "/readyz", timeout)
@@ -343,6 +367,8 @@ class LocalCluster:
             ],
         )
         self._wait_for_controllers(timeout)
+        if sso:
+            oidc.wait_trusted(self, timeout)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Path:
         """Starts a process that outlives the caller and stops with the cluster; its log path."""
@@ -413,6 +439,28 @@ class LocalCluster:
         config = kubeconfig_for(self.server, self.pki / "ca.crt", {"token": token})
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
+        return path
+
+    def certificate_kubeconfig(self, path: Path, user: str, *groups: str) -> Path:
+        """Writes a kubeconfig for this cluster that authenticates as `user` (and `groups`) with
+        a client certificate this cluster's CA issues, as kubeadm's `kubeconfig user` does."""
+        ca_cert = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+            + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+        )
+        cert = certificate(subject, key, (ca_cert, ca_key), client=True)
+        cert_file, key_file = path.with_suffix(".crt"), path.with_suffix(".key")
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(pem_key(key))
+        key_file.chmod(0o600)
+        credentials = {"client-certificate": str(cert_file), "client-key": str(key_file)}
+        path.write_text(
+            yaml.safe_dump(kubeconfig_for(self.server, self.pki / "ca.crt", credentials))
+        )
         return path
 
     def _argvfile(self, name: str) -> Path:
@@ -628,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl", "install"])
     parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument(
+        "--sso", action="store_true", help="with `up`: a real OpenID Connect provider too"
+    )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state_dir)
     try:
@@ -635,8 +686,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in binaries().items():
                 print(f"{name}: {path}")
         elif args.action == "up":
-            cluster.start()
+            cluster.start(sso=args.sso)
             print(f"control plane up at {cluster.server}")
+            if args.sso:
+                print(
+                    "OpenID Connect provider up; log someone in: make -s sso-kubeconfig EMAIL=..."
+                )
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.action == "down":
             cluster.stop()

@@ -211,7 +211,7 @@ def test_rbac_follows_memberships_and_repairs_drift(
         namespace,
         label_selector=f"{names.LABEL_TEAM}=control-plane-admin,{names.LABEL_MEMBERSHIP}=alice",
     ).items
-    assert [s.name for s in binding.subjects] == [alice]
+    assert [s.name for s in binding.subjects] == [alice, f"oidc:{alice}"]  # an ordinary org
     admin.rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
     wait_for(
         "the deleted RoleBinding to come back",
