@@ -130,7 +130,9 @@ def test_sign_up_takes_the_email_whatever_its_case_through_either_login(
 ) -> None:
     for login, name in (("", f"up-{unique}"), (SSO, f"up-sso-{unique}")):
         spelled = f"Bob.{login.rstrip(':') or 'mail'}@{unique}.Test"
-        as_user(login + spelled.lower()).create("organizations", organization(name, spelled))
+        as_user(login + spelled.lower()).create(
+            "organizations", organization(name, spelled, plan="Free")
+        )
         org = wait_org(admin, name)
         assert org["status"]["owner"] == spelled
         # The new Owner holds the org's rights under the name they signed up with.
@@ -157,7 +159,9 @@ def test_an_sso_login_of_a_locked_email_is_locked_too(
         assert f"spec.owner: the e-mail {owner} is locked by deactivated organization" in message
     # Positive control: another person signs up through the identity provider.
     other = f"other@locked-{unique}.test"
-    as_user(SSO + other).create("organizations", organization(f"other-{unique}", other))
+    as_user(SSO + other).create(
+        "organizations", organization(f"other-{unique}", other, plan="Free")
+    )
 
 
 def test_the_org_switcher_finds_orgs_from_an_sso_user_name_and_says_which_need_sso(
