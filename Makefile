@@ -74,7 +74,7 @@ install: controlplane ## CRDs, ClusterRoles and admission policies into the curr
 run: venv ## the operator against the current cluster (add flags with ARGS=..., e.g. ARGS=--verbose)
 	$(BIN)/orgkeeper run $(ARGS)
 
-demo: controlplane ## the main job, told with real objects on a fresh local control plane
+demo: controlplane oidc ## the main job, told with real objects on a fresh local control plane
 	$(DEV_PYTHON) -m orgkeeper_dev.demo
 
 bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)

@@ -583,13 +583,18 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
 
 
 def kubectl(
-    cluster: LocalCluster | None, *args: str, stdin: str | None = None, check: bool = True
+    cluster: LocalCluster | None,
+    *args: str,
+    stdin: str | None = None,
+    check: bool = True,
+    kubeconfig: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The built kubectl; against `cluster` as its admin when given. With `check`, a failure
-    raises KubectlError with kubectl's own message."""
+    """The built kubectl; with `kubeconfig`, or against `cluster` as its admin when given. With
+    `check`, a failure raises KubectlError with kubectl's own message."""
     env = dict(os.environ)
-    if cluster is not None:
-        env["KUBECONFIG"] = str(cluster.kubeconfig)
+    config = kubeconfig or (cluster.kubeconfig if cluster is not None else None)
+    if config is not None:
+        env["KUBECONFIG"] = str(config)
     done = subprocess.run(
         [str(binaries(build=False)["kubectl"]), *args],
         env=env,
