@@ -36,9 +36,9 @@ class Sso:
     admin: Kube
     directory: Path
 
-    def session(self, email: str, *, verified: bool = True) -> Path:
+    def session(self, email: str, *, verified: bool = True, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig acting with `email`'s ID token from a fresh login."""
-        token = self.provider.login(email, verified=verified)
+        token = self.provider.login(email, verified=verified, groups=groups)
         path = self.directory / f"sso-{email}-{time.monotonic_ns()}.kubeconfig"
         return self.cluster.token_kubeconfig(path, token)
 
@@ -101,6 +101,11 @@ def test_the_provider_names_the_user_by_the_verified_email_lower_cased_and_prefi
 ) -> None:
     assert whoami(sso.session("Carol@Example.TEST")) == "oidc:carol@example.test"
     assert whoami(sso.certificate("carol@example.test")) == "carol@example.test"
+    # The provider's groups arrive prefixed too: none can pass for system:masters or yours.
+    grouped = sso.session("dave@example.test", groups=("staff", "system:masters"))
+    seen = json.loads(run(grouped, "auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+    assert seen["groups"] == ["oidc:staff", "oidc:system:masters", "system:authenticated"]
+    assert run(grouped, "get", "secrets", "-A").returncode != 0
 
 
 def test_an_sso_only_orgs_member_acts_with_an_sso_session_only(sso: Sso) -> None:
