@@ -277,7 +277,14 @@ def start_provider(
     config_file = directory / "hydra.yaml"
     config_file.write_text(yaml.safe_dump(config))
     config_file.chmod(0o600)  # the system secret
-    cluster.spawn("hydra", [str(binary), "serve", "all", "--config", str(config_file)])
+    # No telemetry (Hydra reports usage to its vendor unless told not to), and no setting from
+    # the caller's environment: Hydra reads every config key from variables too (DSN, ...).
+    environment = {key: os.environ[key] for key in ("PATH", "HOME", "TMPDIR") if key in os.environ}
+    cluster.spawn(
+        "hydra",
+        [str(binary), "serve", "all", "--config", str(config_file), "--sqa-opt-out"],
+        env={**environment, "SQA_OPT_OUT": "true"},
+    )
     provider = Provider(issuer, f"http://127.0.0.1:{admin_port}", ca_file, secrets.token_hex(16))
     _wait_discovery(cluster, provider, timeout)
     # The database is in memory: the client is made anew on every start.
