@@ -13,7 +13,7 @@ KUBECONFIG ?= $(LOCAL_KUBECONFIG)
 export KUBECONFIG
 endif
 
-.PHONY: help venv controlplane crds lint test unit integration cluster-up cluster-down install run demo bench faults
+.PHONY: help venv controlplane oidc sso-kubeconfig crds lint test unit integration cluster-up cluster-down install run demo bench faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ venv: $(BIN)/orgkeeper ## the Python environment in .venv
 
 controlplane: venv ## build etcd, kube-apiserver, kube-controller-manager, kubectl once (cached)
 	$(DEV_PYTHON) -m orgkeeper_dev.localcluster build
+
+oidc: venv ## build the OpenID Connect provider (Ory Hydra) once (cached), for SSO=1
+	$(DEV_PYTHON) -m orgkeeper_dev.oidc build
 
 crds: venv ## regenerate crds/ from the API models
 	$(BIN)/orgkeeper crds
@@ -47,15 +50,20 @@ lint: venv $(BIN)/hadolint ## ruff, mypy, the CRD drift check and hadolint
 unit: venv ## tests that need no cluster
 	$(BIN)/pytest tests/unit
 
-test: venv controlplane lint ## the whole suite, as CI runs it
+# oidc: test_sso_login.py's provider, built before the tests (a cold build outlasts a test's timeout).
+test: venv controlplane oidc lint ## the whole suite, as CI runs it
 	$(BIN)/pytest
 
 faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org
 	ORGKEEPER_FAULT_TRIALS=20 ORGKEEPER_FAULT_MEMBERS=500 ORGKEEPER_FAULT_EXAMPLES=100 \
 		$(BIN)/pytest -m faults -o timeout=3600 tests/faults
 
-cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cluster/kubeconfig
-	$(DEV_PYTHON) -m orgkeeper_dev.localcluster up
+# SSO=1: with a real OpenID Connect provider on loopback that kube-apiserver trusts.
+cluster-up: controlplane $(if $(SSO),oidc) ## start a local control plane (SSO=1: with an OIDC provider)
+	$(DEV_PYTHON) -m orgkeeper_dev.localcluster up $(if $(SSO),--sso)
+
+sso-kubeconfig: venv ## log EMAIL in through the provider of `cluster-up SSO=1`; prints a kubeconfig path
+	@$(DEV_PYTHON) -m orgkeeper_dev.oidc kubeconfig "$(EMAIL)"
 
 cluster-down: venv ## stop the local control plane and remove its data
 	$(DEV_PYTHON) -m orgkeeper_dev.localcluster down
@@ -66,7 +74,7 @@ install: venv ## CRDs, ClusterRoles and admission policies into the current clus
 run: venv ## the operator against the current cluster (add flags with ARGS=..., e.g. ARGS=--verbose)
 	$(BIN)/orgkeeper run $(ARGS)
 
-demo: controlplane ## the main job, told with real objects on a fresh local control plane
+demo: controlplane oidc ## the main job, told with real objects on a fresh local control plane
 	$(DEV_PYTHON) -m orgkeeper_dev.demo
 
 bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from orgkeeper_dev import oidc
 from orgkeeper_dev.localcluster import (
     DEFAULT_STATE_DIR,
     LocalCluster,
@@ -50,16 +51,19 @@ class Demo:
         print(f"   {text}", flush=True)
 
     def run(
-        self, *args: str, show: bool = True, check: bool = True
+        self, *args: str, show: bool = True, check: bool = True, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """A command as the user would type it, and what it printed."""
+        """A command as the user would type it, and what it printed; as the cluster admin, or
+        with `kubeconfig` (shown as KUBECONFIG=... before the command)."""
         shown = " ".join(args)
+        if kubeconfig is not None:
+            shown = f"KUBECONFIG={kubeconfig.name} {shown}"
         result = (
-            kubectl(self.cluster, *args[1:], check=False)
+            kubectl(self.cluster, *args[1:], check=False, kubeconfig=kubeconfig)
             if args[0] == "kubectl"
             else subprocess.run(
                 [sys.executable, "-m", "orgkeeper.cli", *args[1:]],
-                env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+                env={**os.environ, "KUBECONFIG": str(kubeconfig or self.cluster.kubeconfig)},
                 capture_output=True,
                 text=True,
                 check=False,
@@ -171,6 +175,7 @@ class Demo:
             self.data_plane,
             self.transfer,
             self.switcher,
+            self.single_sign_on,
             self.inactivity,
             self.reactivation,
         ):
@@ -354,6 +359,38 @@ class Demo:
         self.say("carol belongs to both organizations:")
         self.run("orgkeeper", "orgs", "--email", "carol@example.com")
 
+    def single_sign_on(self) -> None:
+        self.chapter("An SSO-only organization: a real login")
+        self.say(
+            "kube-apiserver trusts an OpenID Connect provider (Ory Hydra, on loopback). "
+            "sam@secure.example logs in through it (make -s sso-kubeconfig EMAIL=...):"
+        )
+        sso = oidc.kubeconfig(self.cluster, "sam@secure.example")
+        sso = sso.rename(sso.with_name("sam-sso.kubeconfig"))
+        self.run("kubectl", "auth", "whoami", kubeconfig=sso)
+        self.say("With that session Sam signs up an SSO-only organization:")
+        body = organization("secure", "sam@secure.example", plan="Plus", ssoOnly=True)
+        path = self.cluster.state_dir / "demo-organization-secure.yaml"
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        self.run("kubectl", "create", "-f", str(path), kubeconfig=sso)
+        self.wait("Secure to be Ready", lambda: self.ready("secure"))
+        status = ("orgkeeper", "status", "secure")
+        self.wait(
+            "Sam's SSO session to hold the Owner's rights",
+            lambda: self.run(*status, show=False, check=False, kubeconfig=sso).returncode == 0,
+        )
+        self.run(*status, kubeconfig=sso)
+        self.say(
+            "The same e-mail without the provider (a client certificate the cluster's CA issued) "
+            "holds nothing there:"
+        )
+        certificate = self.cluster.user_kubeconfig(
+            self.cluster.state_dir / "sam-certificate.kubeconfig", "sam@secure.example"
+        )
+        self.run("kubectl", "auth", "whoami", kubeconfig=certificate)
+        self.refused(self.run(*status, check=False, kubeconfig=certificate))
+        self.run("orgkeeper", "orgs", "--email", "oidc:sam@secure.example")
+
     def inactivity(self) -> None:
         self.chapter("Tiny goes quiet and is deactivated for inactivity")
         self.create(
@@ -430,6 +467,7 @@ class Demo:
         self.say(f"alias kubectl={binaries(build=False)['kubectl']}")
         self.say("kubectl get orgkeeper -A")
         self.say(".venv/bin/orgkeeper status acme")
+        self.say("export KUBECONFIG=$(make -s sso-kubeconfig EMAIL=sam@secure.example)  # a login")
         self.say(
             "When done: make cluster-down   "
             "(stops the operator and the control plane, and removes their data)"
@@ -455,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "starting a local control plane (the first run builds it from Go modules) ...", flush=True
     )
-    cluster.start()
+    cluster.start(sso=True)  # with an OpenID Connect provider (the first run builds it too)
     demo = Demo(cluster)
     try:
         demo.install()

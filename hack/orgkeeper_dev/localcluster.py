@@ -30,6 +30,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from orgkeeper.api.v1alpha1 import GROUP
 from orgkeeper.names import WEBHOOK_CONFIGURATION
@@ -60,7 +61,7 @@ INSTALL_MANIFESTS = (
     "manifests/policies",
 )
 
-ATTACHED = ("orgkeeper",)  # processes `spawn`ed beside the control plane
+ATTACHED = ("orgkeeper", "hydra")  # processes `spawn`ed beside the control plane
 
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -114,13 +115,6 @@ def binaries(*, build: bool = True) -> dict[str, Path]:
 
 
 def _go_build(directory: Path) -> None:
-    if shutil.which("go") is None:
-        raise ControlPlaneError(
-            "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS to envtest "
-            "binaries plus kube-controller-manager)"
-        )
-    staging = directory.with_name(directory.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
     major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
     ldflags = " ".join(
         ["-s", "-w"]
@@ -135,25 +129,43 @@ def _go_build(directory: Path) -> None:
             )
         ]
     )
+    go_build(
+        GO_MODULE,
+        directory,
+        [f"-ldflags={ldflags}", "-o", "{staging}/", "./cmd/..."],
+        what=f"{', '.join(BINARIES)} {KUBERNETES_VERSION}",
+        missing_go=(
+            "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS to envtest "
+            "binaries plus kube-controller-manager)"
+        ),
+    )
+
+
+def go_build(
+    module: Path,
+    directory: Path,
+    arguments: list[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    missing_go: str | None = None,
+) -> None:
+    """`go build -trimpath ARGUMENTS` in `module` into `directory` (a "{staging}" in an
+    argument is the staging directory), which appears only once the build succeeded."""
+    if shutil.which("go") is None:
+        raise ControlPlaneError(missing_go or f"Go is needed to build {what}")
+    staging = directory.with_name(directory.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"building {', '.join(BINARIES)} {KUBERNETES_VERSION} from Go modules ...", flush=True)
+    print(f"building {what} from Go modules ...", flush=True)
     result = subprocess.run(
-        [
-            "go",
-            "build",
-            "-trimpath",
-            f"-ldflags={ldflags}",
-            "-o",
-            f"{staging}/",
-            "./cmd/...",
-        ],
-        cwd=GO_MODULE,
+        ["go", "build", "-trimpath", *(a.replace("{staging}", str(staging)) for a in arguments)],
+        cwd=module,
+        env={**os.environ, **(env or {})},
         check=False,
     )
     if result.returncode != 0:
-        raise ControlPlaneError(
-            f"go build in {GO_MODULE} failed with exit code {result.returncode}"
-        )
+        raise ControlPlaneError(f"go build in {module} failed with exit code {result.returncode}")
     # An interrupted build never leaves a directory that looks complete.
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
@@ -260,8 +272,10 @@ class LocalCluster:
         pidfile = self._pidfile(name)
         return pidfile.is_file() and _pid_alive(int(pidfile.read_text()))
 
-    def start(self, *, timeout: float = 120.0) -> None:
-        """Starts etcd, kube-apiserver and kube-controller-manager; returns once they serve."""
+    def start(self, *, timeout: float = 120.0, sso: bool = False) -> None:
+        """Starts etcd, kube-apiserver and kube-controller-manager; returns once they serve.
+        With `sso`, a real OpenID Connect provider (oidc.py) first, which kube-apiserver trusts
+        through `--authentication-config`."""
         if self.running():
             return
         self.stop()
@@ -276,6 +290,14 @@ class LocalCluster:
             json.dumps({"server": server, "etcd": f"http://127.0.0.1:{etcd_port}"})
         )
         pki = self.pki
+        authentication: list[str] = []
+        if sso:
+            from . import oidc  # it builds on this module
+
+            provider = oidc.start_provider(self)
+            config = self.state_dir / "authentication-config.yaml"
+            config.write_text(yaml.safe_dump(oidc.authentication_config(provider)))
+            authentication = [f"--authentication-config={config}"]
         kcm_kubeconfig = self.state_dir / "controller-manager.kubeconfig"
         for path, stem in ((self.kubeconfig, "admin"), (kcm_kubeconfig, "controller-manager")):
             credentials = {
@@ -322,6 +344,7 @@ class LocalCluster:
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-maxsize=0",
                 f"--cert-dir={pki}",
+                *authentication,
             ],
         )
         self._wait_ready(server, "/readyz", timeout)
@@ -344,6 +367,8 @@ class LocalCluster:
             ],
         )
         self._wait_for_controllers(timeout)
+        if sso:
+            oidc.wait_trusted(self, timeout)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Path:
         """Starts a process that outlives the caller and stops with the cluster; its log path."""
@@ -416,14 +441,19 @@ class LocalCluster:
         path.chmod(0o600)
         return path
 
-    def user_kubeconfig(self, path: Path, user: str, group: str | None = None) -> Path:
-        """Writes a kubeconfig for this cluster as `user` (in `group`, if given), with a client
-        certificate from the cluster's CA: a person with their own rights only, as a kind or
-        kubeadm user holds (kubeadm's admin is in `kubeadm:cluster-admins`)."""
+    def user_kubeconfig(self, path: Path, user: str, *groups: str) -> Path:
+        """Writes a kubeconfig for this cluster as `user` (in `groups`), with a client
+        certificate from the cluster's CA, as kubeadm's `kubeconfig user` does: a person with
+        their own rights only (kubeadm's admin is in `kubeadm:cluster-admins`)."""
         ca_cert = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
         ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = certificate(subject_name(user, group), key, (ca_cert, ca_key), client=True)  # type: ignore[arg-type]
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+            + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+        )
+        cert = certificate(subject, key, (ca_cert, ca_key), client=True)
         stem = path.with_suffix("")
         cert_file, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -556,13 +586,18 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
 
 
 def kubectl(
-    cluster: LocalCluster | None, *args: str, stdin: str | None = None, check: bool = True
+    cluster: LocalCluster | None,
+    *args: str,
+    stdin: str | None = None,
+    check: bool = True,
+    kubeconfig: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The built kubectl; against `cluster` as its admin when given. With `check`, a failure
-    raises KubectlError with kubectl's own message."""
+    """The built kubectl; with `kubeconfig`, or against `cluster` as its admin when given. With
+    `check`, a failure raises KubectlError with kubectl's own message."""
     env = dict(os.environ)
-    if cluster is not None:
-        env["KUBECONFIG"] = str(cluster.kubeconfig)
+    config = kubeconfig or (cluster.kubeconfig if cluster is not None else None)
+    if config is not None:
+        env["KUBECONFIG"] = str(config)
     done = subprocess.run(
         [str(binaries(build=False)["kubectl"]), *args],
         env=env,
@@ -659,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["build", "up", "down", "status", "kubectl", "install"])
     parser.add_argument("kubectl_args", nargs="*", help="with `kubectl`: its arguments, after --")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument(
+        "--sso", action="store_true", help="with `up`: a real OpenID Connect provider too"
+    )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state_dir)
     try:
@@ -666,8 +704,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in binaries().items():
                 print(f"{name}: {path}")
         elif args.action == "up":
-            cluster.start()
+            cluster.start(sso=args.sso)
             print(f"control plane up at {cluster.server}")
+            if args.sso:
+                print(
+                    "OpenID Connect provider up; log someone in: make -s sso-kubeconfig EMAIL=..."
+                )
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.action == "down":
             cluster.stop()

@@ -24,7 +24,9 @@ from .names import (
     LICENSES,
     MEMBERSHIPS,
     ORGANIZATIONS,
+    SSO_USERNAME_PREFIX,
     email_hash,
+    email_of_user,
     org_namespace,
     organization_of_namespace,
     same_email,
@@ -319,7 +321,10 @@ def _add_activity(commands: Any) -> None:
     kinds = activity.add_subparsers(dest="activity", required=True, metavar="KIND")
     login = kinds.add_parser("login", help="record a member's login now")
     login.add_argument("--org", required=True, help="organization name")
-    login.add_argument("--email", required=True, help="the member's e-mail")
+    login.add_argument(
+        "--email", required=True, help="the member's e-mail (or their SSO user name)"
+    )
+    _add_sso_prefix(login)
     _add_kubeconfig(login)
     login.set_defaults(handler=_activity_login)
     requests = kinds.add_parser("requests", help="add API requests to the current billing cycle")
@@ -360,13 +365,30 @@ def _active_org(cluster: Cluster, name: str) -> dict[str, Any]:
     return org
 
 
+def _add_sso_prefix(command: Any) -> None:
+    command.add_argument(
+        "--sso-username-prefix",
+        action=_EnvDefault,
+        env="ORGKEEPER_SSO_USERNAME_PREFIX",
+        default=SSO_USERNAME_PREFIX,
+        help="user-name prefix of the cluster's OIDC authenticator, stripped from --email "
+        f"(default: {SSO_USERNAME_PREFIX})",
+    )
+
+
+def _email(args: argparse.Namespace) -> str:
+    """--email as an e-mail: an SSO user name (`<prefix><e-mail>`) names the same person."""
+    return email_of_user(str(args.email).strip(), args.sso_username_prefix)
+
+
 def _activity_login(args: argparse.Namespace) -> int:
     cluster = _connect(args)
     _active_org(cluster, args.org)
     namespace = org_namespace(args.org)
-    found = _memberships_of(cluster, namespace, args.email)
+    email = _email(args)
+    found = _memberships_of(cluster, namespace, email)
     if not found:
-        raise CommandError(f"{args.email} has no Membership in organization {args.org}")
+        raise CommandError(f"{email} has no Membership in organization {args.org}")
     stamp = _now()
     cluster.patch_status(
         MEMBERSHIPS,
@@ -375,7 +397,7 @@ def _activity_login(args: argparse.Namespace) -> int:
         namespace,
         field_manager=ACTIVITY_MANAGER,
     )
-    print(f"recorded a login of {args.email} to {args.org} at {stamp}")
+    print(f"recorded a login of {email} to {args.org} at {stamp}")
     return 0
 
 
@@ -456,22 +478,24 @@ def _add_orgs(commands: Any) -> None:
     orgs = commands.add_parser(
         "orgs", help="the org switcher: every org where an e-mail is a member"
     )
-    orgs.add_argument("--email", required=True, help="the person's e-mail")
+    orgs.add_argument("--email", required=True, help="the person's e-mail (or their SSO user name)")
+    _add_sso_prefix(orgs)
     _add_output(orgs)
     orgs.set_defaults(handler=_orgs)
 
 
 def _orgs(args: argparse.Namespace) -> int:
     cluster = _connect(args)
+    email = _email(args)
     memberships = cluster.list(
-        MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(args.email)}"
+        MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(email)}"
     )
     # Only the orgs of these Memberships: a person is in a few, the cluster may hold thousands.
     named = {organization_of_namespace(m["metadata"].get("namespace")) for m in memberships}
     orgs = {name: org for name in named if name and (org := cluster.get(ORGANIZATIONS, name))}
-    rows = views.switcher_rows(args.email, memberships, orgs)
+    rows = views.switcher_rows(email, memberships, orgs)
     if not rows and args.output == "table":
-        print(f"{args.email} is not a member of any organization")
+        print(f"{email} is not a member of any organization")
         return 0
     screen = views.table(
         rows,
@@ -482,8 +506,14 @@ def _orgs(args: argparse.Namespace) -> int:
             ("STATE", "state"),
             ("OWNER", "owner"),
             ("TEAMS", "teams"),
+            ("SSO ONLY", "ssoOnly"),
         ],
     )
+    if any(row["ssoOnly"] for row in rows):
+        screen += (
+            f"\nSSO ONLY: its roles are held only through the identity provider, signed in as "
+            f"{args.sso_username_prefix}{email.lower()} (an SSO session)"
+        )
     _emit(rows, args.output, screen)
     return 0
 

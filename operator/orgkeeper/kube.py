@@ -137,6 +137,11 @@ def _none_on(status: int, call: Callable[P, T], *args: P.args, **kwargs: P.kwarg
         raise
 
 
+def _user_subjects(users: Sequence[str]) -> list[dict[str, str]]:
+    """RBAC subjects naming each user, in order."""
+    return [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user} for user in users]
+
+
 def managed_labels(organization: str, **extra: str) -> dict[str, str]:
     return {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
@@ -469,10 +474,14 @@ class KubeApi:
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
     def ensure_owner_rbac(
-        self, organization: str, user: str, owner: OwnerRef, rules: Sequence[Mapping[str, Any]]
+        self,
+        organization: str,
+        users: Sequence[str],
+        owner: OwnerRef,
+        rules: Sequence[Mapping[str, Any]],
     ) -> bool:
         """The per-org ClusterRole with `rules` (the domain's `owner_rules`) and its binding
-        to the Owner `user`; True if anything was written."""
+        to the Owner's `users` (membership.user_names); True if anything was written."""
         name = names.owner_role(organization)
         metadata = {
             "name": name,
@@ -483,7 +492,7 @@ class KubeApi:
         binding = {
             "metadata": metadata,
             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
-            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}],
+            "subjects": _user_subjects(users),
         }
         wrote_role = self._create_or_repair(
             self.rbac.read_cluster_role,
@@ -552,13 +561,13 @@ class KubeApi:
                 "kind": "ClusterRole",
                 "name": binding.cluster_role,
             },
-            "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": binding.user}],
+            "subjects": _user_subjects(binding.users),
         }
         written = exists_ok(
             self.rbac.create_namespaced_role_binding, namespace, body, field_manager=FIELD_MANAGER
         )
         if written is None:
-            # Subjects may change (SSO switch), labels and owner may have drifted (an unlabelled
+            # Subjects may change (ssoOnly turned), labels and owner may have drifted (an unlabelled
             # binding would leave the informer, and outlive its Membership); roleRef can't
             # change, and the name encodes the team.
             repair = {

@@ -15,6 +15,8 @@ LICENSES = "licenses"
 
 MANAGED_BY = "orgkeeper"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# The user-name prefix of the cluster's OIDC authenticator (`--sso-username-prefix`'s default).
+SSO_USERNAME_PREFIX = "oidc:"
 LABEL_ORGANIZATION = "orgkeeper.dev/organization"
 # The UID of the Organization a namespace (made, adopted or served by label), a License, a
 # license Secret or the Owner's RBAC is for: an org is its UID, a name can be reused.
@@ -86,6 +88,12 @@ def email_hash(email: str) -> str:
 def same_email(a: str | None, b: str | None) -> bool:
     """E-mails compare as their hash label does: ignoring case and surrounding spaces."""
     return a is not None and b is not None and a.strip().lower() == b.strip().lower()
+
+
+def email_of_user(user: str, sso_prefix: str) -> str:
+    """The e-mail behind a Kubernetes user name: the identity provider's `<sso_prefix><e-mail>`
+    without its prefix, a bare e-mail as it is."""
+    return user[len(sso_prefix) :] if sso_prefix and user.startswith(sso_prefix) else user
 
 
 def team_cluster_role(team: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from . import names
 from .api.v1alpha1 import REGIONS
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -56,7 +57,7 @@ class Settings:
     check_interval: timedelta = timedelta(minutes=5)
     license_validity: timedelta = timedelta(days=365)
     license_rotate_after: timedelta = timedelta(days=182)
-    sso_username_prefix: str = "oidc:"
+    sso_username_prefix: str = names.SSO_USERNAME_PREFIX
     namespace: str = "orgkeeper-system"
     listen_address: str = "0.0.0.0"
     webhook_mode: str = "managed"

@@ -43,6 +43,8 @@ def switcher_rows(
                 "state": state,
                 "deactivated": state in ("Deactivating", "Deactivated"),
                 "owner": same_email((org.get("status") or {}).get("owner"), email),
+                # Its roles are held only through the identity provider (an SSO session).
+                "ssoOnly": bool(org["spec"].get("ssoOnly")),
                 # Once reconciled, the teams actually held (none while the org is deactivated).
                 "teams": list(
                     status.get("effectiveTeams", [])
@@ -100,6 +102,7 @@ def status_summary(
         "dataPlanes": status.get("dataPlanes", 0),
         "deactivation": deactivation or None,
         "ownerEmailLocked": bool(status.get("ownerEmailLocked")),
+        "ssoOnly": bool(spec.get("ssoOnly")),
         "licenses": None
         if licenses is None
         else [
@@ -188,6 +191,12 @@ def status_screen(summary: Mapping[str, Any]) -> str:
         f"Organization {summary['name']} ({summary['displayName']})",
         f"  Phase:    {summary['phase']}",
         f"  Owner:    {summary['owner']}",
+        "  Sign-in:  "
+        + (
+            "SSO only: members act only through the identity provider (an SSO session)"
+            if summary["ssoOnly"]
+            else "any login the cluster offers (the e-mail, or through the identity provider)"
+        ),
         f"  Plan:     {summary['plan']} in region {summary['region']}",
         f"  Billing:  {summary['billing'] or '-'}"
         + (f" ({', '.join(summary['subscriptions'])})" if summary["subscriptions"] else ""),

@@ -103,8 +103,13 @@ def expected_bindings(members: dict[str, Any], owner: str) -> dict[str, tuple[st
         teams = set(found["teams"]) | ({OWNER_TEAM} if found["email"] == owner else set())
         for team in teams:
             binding = names.member_binding(found["email"], team)
-            wanted[binding] = (names.team_cluster_role(team), [found["email"]])
+            wanted[binding] = (names.team_cluster_role(team), users_of(found["email"]))
     return wanted
+
+
+def users_of(email: str) -> list[str]:
+    """The users an ordinary org binds for an e-mail, sorted (README "SSO")."""
+    return sorted([email.lower(), f"oidc:{email.lower()}"])
 
 
 def active_problems(snap: Snapshot, *, expected_members: int | None = None) -> list[str]:
@@ -131,7 +136,7 @@ def active_problems(snap: Snapshot, *, expected_members: int | None = None) -> l
     if bindings != wanted:
         missing, extra = wanted.keys() - bindings.keys(), bindings.keys() - wanted.keys()
         problems.append(f"bindings: {len(missing)} missing, {len(extra)} left over")
-    if snap["ownerBinding"] != [owner]:
+    if owner is None or snap["ownerBinding"] != users_of(owner):
         problems.append(f"owner binding {snap['ownerBinding']}")
     if snap["ownerRole"] != ["delete", "get", "patch", "update"]:
         problems.append(f"owner role grants {snap['ownerRole']}")

@@ -190,7 +190,7 @@ def transfer_trial(admin: Kube, as_user: AsUser, rng: random.Random) -> bool:
         ),
     )
     owner_binding = admin.rbac.read_cluster_role_binding(names.owner_role(org))
-    assert [s.name for s in owner_binding.subjects] == [winner]
+    assert [s.name for s in owner_binding.subjects] == [winner, f"oidc:{winner}"]
     admin.delete("organizations", org)
     wait_gone(admin, org)
     return not any(isinstance(outcome, ApiException) for outcome in outcomes)

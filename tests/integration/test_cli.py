@@ -49,6 +49,7 @@ def test_orgs_lists_the_orgs_of_an_email_as_a_table_json_and_yaml(
         "state": "Active",
         "deactivated": False,
         "owner": False,
+        "ssoOnly": False,
         "teams": ["portal-admin"],
     }
 
@@ -60,7 +61,7 @@ def test_orgs_lists_the_orgs_of_an_email_as_a_table_json_and_yaml(
     table = orgkeeper(cluster, "orgs", "--email", dana)
     assert table.returncode == 0
     assert [line.split() for line in table.stdout.splitlines()] == [
-        ["ORGANIZATION", "DISPLAY", "NAME", "REGION", "STATE", "OWNER", "TEAMS"],
+        ["ORGANIZATION", "DISPLAY", "NAME", "REGION", "STATE", "OWNER", "TEAMS", "SSO", "ONLY"],
         [name, name.title(), "au", "Active", "portal-admin"],
     ]
     # The Owner's row says so.

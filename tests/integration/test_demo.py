@@ -37,6 +37,7 @@ def test_the_demo_runs_end_to_end_and_reads_well(tmp_path: Path) -> None:
         "== A data plane receives its license, implicitly ==",
         "== Ownership transfer: only to an Organization Admin ==",
         "== The org switcher ==",
+        "== An SSO-only organization: a real login ==",
         "== Tiny goes quiet and is deactivated for inactivity ==",
         "== Support reactivates Tiny ==",
         "== Your turn ==",
@@ -50,5 +51,9 @@ def test_the_demo_runs_end_to_end_and_reads_well(tmp_path: Path) -> None:
     assert "they are not a member of the organization-admin team" in out
     assert "the e-mail founder@tiny.example is locked by deactivated organization tiny" in out
     assert "Deactivated: Inactive at" in out
+    # A real login through the provider, and the same e-mail without it refused.
+    assert "oidc:sam@secure.example" in out
+    assert "  Sign-in:  SSO only: members act only through the identity provider" in out
+    assert "error: the API server refused (403)" in out
     assert "Traceback" not in out + result.stderr
     assert not (tmp_path / "demo").exists(), "--stop leaves nothing running or behind"

@@ -211,7 +211,7 @@ def test_rbac_follows_memberships_and_repairs_drift(
         namespace,
         label_selector=f"{names.LABEL_TEAM}=control-plane-admin,{names.LABEL_MEMBERSHIP}=alice",
     ).items
-    assert [s.name for s in binding.subjects] == [alice]
+    assert [s.name for s in binding.subjects] == [alice, f"oidc:{alice}"]  # an ordinary org
     admin.rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
     wait_for(
         "the deleted RoleBinding to come back",
@@ -348,13 +348,13 @@ def test_sso_only_orgs_bind_the_identity_provider_user(
     assert not allowed(admin, owner, "delete", "organizations", name=org_name)
 
     admin.patch("organizations", org_name, {"spec": {"ssoOnly": False}})
-    # The new bindings and the removal of the old ones are separate writes.
+    # An ordinary org binds both logins (test_identities.py acts with them).
     wait_for(
-        "everyone to be rebound under their e-mail",
+        "everyone to be bound under their e-mail too",
         lambda: (
             allowed(admin, alice, "create", "deployments", group="apps", namespace=namespace)
             and allowed(admin, owner, "delete", "organizations", name=org_name)
-            and not allowed(
+            and allowed(
                 admin, f"oidc:{alice}", "create", "deployments", group="apps", namespace=namespace
             )
         ),

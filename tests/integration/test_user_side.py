@@ -66,6 +66,8 @@ def test_the_org_switcher_lists_exactly_the_orgs_of_an_email(
         "STATE",
         "OWNER",
         "TEAMS",
+        "SSO",
+        "ONLY",
     ]
     assert any(f"north-{unique}" in line and "portal-admin" in line for line in lines)
     assert any(f"south-{unique}" in line and "Deactivated" in line for line in lines)

@@ -5,15 +5,8 @@ namespace admin elsewhere."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from orgkeeper.pki import certificate, pem_key, subject_name
-from orgkeeper_dev.localcluster import LocalCluster, kubeconfig_for
+from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube
 from support.orgs import wait_allowed
 
@@ -22,25 +15,8 @@ def user_kubeconfig(
     cluster: LocalCluster, directory: Path, user: str, group: str | None = None
 ) -> Path:
     """A kubeconfig for `user` (the certificate's common name; `group`, its organization)."""
-    pki = cluster.pki
-    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    issued = certificate(
-        subject_name(user, group), key, (ca, cast(ec.EllipticCurvePrivateKey, ca_key)), client=True
-    )
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "user.crt").write_bytes(issued.public_bytes(serialization.Encoding.PEM))
-    (directory / "user.key").write_bytes(pem_key(key))
-    (directory / "user.key").chmod(0o600)
-    credentials = {
-        "client-certificate": str(directory / "user.crt"),
-        "client-key": str(directory / "user.key"),
-    }
-    path = directory / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig_for(cluster.server, pki / "ca.crt", credentials)))
-    path.chmod(0o600)
-    return path
+    return cluster.user_kubeconfig(directory / "kubeconfig", user, *([group] if group else []))
 
 
 def namespace_admin(admin: Kube, namespace: str, user: str) -> None:

@@ -164,6 +164,25 @@ def test_no_group_is_trusted_by_name() -> None:
     assert not hasattr(admission, "CLUSTER_ADMIN_GROUP")
 
 
+@pytest.mark.parametrize("user", ["oidc:owner@example.com", "oidc:Owner@Example.com"])
+def test_the_owner_of_an_sso_only_org_deletes_it_through_the_identity_provider(user: str) -> None:
+    assert (
+        delete_organization_refusal("acme", OWNER, user, SSO_PREFIX, support=False, sso_only=True)
+        is None
+    )
+
+
+def test_the_owner_of_an_sso_only_org_is_refused_without_an_sso_session() -> None:
+    refusal = delete_organization_refusal(
+        "acme", OWNER, OWNER, SSO_PREFIX, support=False, sso_only=True
+    )
+    assert refusal == (
+        "Organization acme is SSO-only (spec.ssoOnly): its Owner owner@example.com deletes it "
+        "through the identity provider, signed in as oidc:owner@example.com, not as "
+        "owner@example.com"
+    )
+
+
 # owner_membership_delete_refusal
 
 

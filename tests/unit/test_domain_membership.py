@@ -15,7 +15,9 @@ from orgkeeper.domain.membership import (
     OrgContext,
     desired_bindings,
     effective_teams,
+    is_user,
     membership_status,
+    user_names,
 )
 
 OWNER = "owner@example.com"
@@ -108,7 +110,7 @@ def test_binding_binds_the_email_to_the_team_cluster_role() -> None:
         membership="dev",
         email=DEV,
         team="portal-admin",
-        user=DEV,
+        users=(DEV, f"oidc:{DEV}"),
     )
     assert binding.cluster_role == "orgkeeper-portal-admin"
     assert binding.labels == {
@@ -120,21 +122,57 @@ def test_binding_binds_the_email_to_the_team_cluster_role() -> None:
     }
 
 
-def test_bindings_of_an_sso_only_org_bind_the_prefixed_user() -> None:
+def test_bindings_of_an_sso_only_org_bind_only_the_prefixed_user() -> None:
     dev = member(DEV, "portal-admin", "analytics-viewer")
-    users = {b.user for b in desired_bindings(dev, org(sso_only=True), SSO_PREFIX)}
-    assert users == {"oidc:dev@example.com"}
+    users = {b.users for b in desired_bindings(dev, org(sso_only=True), SSO_PREFIX)}
+    assert users == {("oidc:dev@example.com",)}
 
 
-def test_bindings_without_sso_only_ignore_the_prefix() -> None:
+def test_bindings_of_an_ordinary_org_bind_the_email_and_the_prefixed_user() -> None:
     dev = member(DEV, "portal-admin")
     (binding,) = desired_bindings(dev, org(sso_only=False), "corp-sso:")
-    assert binding.user == DEV
+    assert binding.users == (DEV, "corp-sso:dev@example.com")
 
 
 def test_sso_only_bindings_use_the_configured_prefix() -> None:
     (binding,) = desired_bindings(member(DEV, "portal-admin"), org(sso_only=True), "corp-sso:")
-    assert binding.user == "corp-sso:dev@example.com"
+    assert binding.users == ("corp-sso:dev@example.com",)
+
+
+@pytest.mark.parametrize("sso_only", [False, True], ids=["ordinary", "sso-only"])
+def test_bindings_name_the_lower_cased_email_however_the_membership_spells_it(
+    sso_only: bool,
+) -> None:
+    (binding,) = desired_bindings(
+        member(" Dev@Example.COM ", "portal-admin"), org(sso_only=sso_only), SSO_PREFIX
+    )
+    expected = ("oidc:dev@example.com",) if sso_only else (DEV, "oidc:dev@example.com")
+    assert binding.users == expected
+
+
+@pytest.mark.parametrize(
+    ("user", "sso_only", "matches"),
+    [
+        ("dev@example.com", False, True),
+        ("Dev@Example.com", False, True),
+        ("oidc:dev@example.com", False, True),
+        ("oidc:DEV@example.com", True, True),
+        ("dev@example.com", True, False),
+        ("corp:dev@example.com", False, False),
+        ("oidc:other@example.com", False, False),
+    ],
+    ids=["email", "case", "sso", "sso-only-sso", "sso-only-bare", "other-prefix", "other"],
+)
+def test_is_user_names_the_logins_a_person_holds_the_orgs_rights_with(
+    user: str, sso_only: bool, matches: bool
+) -> None:
+    assert is_user(user, DEV, sso_only=sso_only, sso_prefix=SSO_PREFIX) is matches
+    assert is_user(user, None, sso_only=sso_only, sso_prefix=SSO_PREFIX) is False
+
+
+def test_user_names_of_an_sso_only_org_are_only_the_identity_providers() -> None:
+    assert user_names("A@B.test", sso_only=True, sso_prefix="sso/") == ("sso/a@b.test",)
+    assert user_names("A@B.test", sso_only=False, sso_prefix="sso/") == ("a@b.test", "sso/a@b.test")
 
 
 def test_owner_gets_an_organization_admin_binding_without_the_team_in_spec() -> None:

@@ -40,6 +40,7 @@ from orgkeeper.domain.organization import (
 OWNER = "owner@example.com"
 ADMIN = "admin@example.com"
 DEV = "dev@example.com"
+BOTH = (OWNER, f"oidc:{OWNER}")  # the Owner's users in an ordinary org
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=30)
 CYCLE = timedelta(days=30)
@@ -168,20 +169,20 @@ SETTLED = {"cp": "Park", "dp": "Freeze"}
 
 
 @pytest.mark.parametrize(
-    ("facts", "target", "started", "workloads", "owner_user"),
+    ("facts", "target", "started", "workloads", "owner_users"),
     [
-        (IDLE, "Deactivated", True, STOPPED, OWNER),
-        (USED, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, OWNER),
-        ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, OWNER),
-        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, OWNER),
-        ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, OWNER),
-        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, SETTLED, OWNER),
+        (IDLE, "Deactivated", True, STOPPED, BOTH),
+        (USED, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "plan": "Plus"}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "plan": "Enterprise"}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "created": RECENTLY}, "Active", False, RUNNING, BOTH),
+        ({**IDLE, "status": active_status(requests=3)}, "Active", False, RUNNING, BOTH),
+        ({**USED, "state": "Deactivated"}, "Deactivated", True, STOPPED, BOTH),
+        ({**USED, "status": deactivated_status("Requested")}, "Active", False, RUNNING, BOTH),
+        ({**USED, "status": deactivated_status("Inactive")}, "Deactivated", False, SETTLED, BOTH),
         ({**IDLE, "status": deactivated_status("Inactive"), "reactivationRequestedAt": NOW},
-            "Active", False, RUNNING, OWNER),
-        ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, f"oidc:{OWNER}"),
+            "Active", False, RUNNING, BOTH),
+        ({**IDLE, "ssoOnly": True, "plan": "Plus"}, "Active", False, RUNNING, (f"oidc:{OWNER}",)),
     ],
     ids=[
         "free-idle-past-the-window",
@@ -202,7 +203,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     target: str,
     started: bool,
     workloads: dict[str, str],
-    owner_user: str,
+    owner_users: tuple[str, ...],
 ) -> None:
     planned = plan(observe(**facts))
     assert planned.namespace is not None
@@ -210,7 +211,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     assert planned.records_deactivation_first is started
     assert ("Deactivating" in reasons(planned)) is started
     assert dict(planned.workloads) == workloads
-    assert planned.namespace.owner_user == owner_user
+    assert planned.namespace.owner_users == owner_users
     # A deactivated org's Owner keeps reading it, and nothing more.
     verbs = {verb for rule in planned.namespace.owner_rules for verb in rule["verbs"]}
     assert verbs == ({"get"} if target == "Deactivated" else {"get", "update", "patch", "delete"})
@@ -257,7 +258,7 @@ def test_a_deactivated_org_holds_no_member_roles() -> None:
     bound = plan(observe(**USED)).namespace
     assert bound is not None and bound.memberships.bindings
     existing = [
-        BindingRecord(b.name, "org-acme", (b.user,), b.cluster_role, b.labels, ("uid-owner",))
+        BindingRecord(b.name, "org-acme", b.users, b.cluster_role, b.labels, ("uid-owner",))
         for b in bound.memberships.bindings
     ]
     removed = plan(observe(**USED, state="Deactivated", bindings=existing)).namespace
@@ -353,7 +354,8 @@ def test_a_transfer_to_an_organization_admin_moves_the_owners_rights() -> None:
     members = (*MEMBERS, membership(ADMIN, "organization-admin"))
     planned = plan(observe(members=members, owner=ADMIN))
     assert planned.namespace is not None
-    assert (planned.owner.effective, planned.namespace.owner_user) == (ADMIN, ADMIN)
+    assert planned.owner.effective == ADMIN
+    assert planned.namespace.owner_users == (ADMIN, f"oidc:{ADMIN}")
     assert reasons(planned) == ["OwnershipTransferred"]
 
 
@@ -452,7 +454,8 @@ def found(name: str, user: str, role: str, owner: str, **labels: str) -> Binding
         names.LABEL_EMAIL_HASH: names.email_hash(DEV),
         names.LABEL_TEAM: "api-product-developer",
     }
-    return BindingRecord(name, "org-acme", (user,), role, {**dev_labels, **labels}, (owner,))
+    users = (user,) if user != DEV else (DEV, f"oidc:{DEV}")  # DEV: as an ordinary org binds
+    return BindingRecord(name, "org-acme", users, role, {**dev_labels, **labels}, (owner,))
 
 
 DEV_BINDING = names.member_binding(DEV, "api-product-developer")

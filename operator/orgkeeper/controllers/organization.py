@@ -249,10 +249,11 @@ async def _owner_rbac(
     owner: OwnerRef,
     failures: list[Failure],
 ) -> None:
-    """The Owner's rights on the org (read-only while it is deactivated)."""
+    """The Owner's rights on the org (read-only while it is deactivated), granted to every user
+    name the org binds them as (membership.user_names)."""
     kube = runtime.kube
     write: Awaitable[Any] = kube.run(
-        kube.ensure_owner_rbac, organization, planned.owner_user, owner, planned.owner_rules
+        kube.ensure_owner_rbac, organization, planned.owner_users, owner, planned.owner_rules
     )
     await attempt(
         [(Target(f"ClusterRoleBinding {names.owner_role(organization)}"), write)], failures

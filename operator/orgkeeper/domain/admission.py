@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from .membership import OWNER_TEAM, Member, same_email
+from .membership import OWNER_TEAM, Member, is_user, same_email
 
 SUPPORT = "support (orgkeeper-support)"
 
@@ -56,21 +56,27 @@ def transfer_refusal(
     )
 
 
-def is_owner(user: str, owner: str | None, sso_prefix: str) -> bool:
-    """The request comes from the Owner, as themselves or through the identity provider."""
-    return owner is not None and (
-        same_email(user, owner) or same_email(user, f"{sso_prefix}{owner}")
-    )
-
-
 def delete_organization_refusal(
-    organization: str, owner: str | None, user: str, sso_prefix: str, *, support: bool
+    organization: str,
+    owner: str | None,
+    user: str,
+    sso_prefix: str,
+    *,
+    support: bool,
+    sso_only: bool = False,
 ) -> str | None:
-    """The Owner deletes, and support: whoever holds the verb `support` on the org (asked by
-    SubjectAccessReview, so RBAC cluster-admins and a GitOps controller granted it count).
-    No group is trusted by name. The refusal names no e-mail."""
-    if support or is_owner(user, owner, sso_prefix):
+    """The Owner deletes, under a user name the org binds them as (membership.user_names: only
+    through the identity provider in an SSO-only org), and support: whoever holds the verb
+    `support` on the org (asked by SubjectAccessReview, so RBAC cluster-admins and a GitOps
+    controller granted it count). No group is trusted by name."""
+    if support or is_user(user, owner, sso_only=sso_only, sso_prefix=sso_prefix):
         return None
+    if owner is not None and is_user(user, owner, sso_only=False, sso_prefix=sso_prefix):
+        return (
+            f"Organization {organization} is SSO-only (spec.ssoOnly): its Owner {owner} deletes "
+            f"it through the identity provider, signed in as {sso_prefix}{owner.lower()}, "
+            f"not as {user}"
+        )
     return (
         f"only the Owner of Organization {organization} or {SUPPORT} can delete it: ask the "
         "Owner to delete it or to transfer ownership to you first, or ask support; "

@@ -46,7 +46,7 @@ class Binding:
     membership: str
     email: str
     team: Team
-    user: str
+    users: tuple[str, ...]  # the subjects: user_names of the member's e-mail
 
     @property
     def cluster_role(self) -> str:
@@ -108,9 +108,25 @@ class MembershipsPlan:
     statuses: Mapping[str, MembershipStatus] = field(default_factory=dict)
 
 
-def user_name(email: str, org: OrgContext, sso_prefix: str) -> str:
-    """The Kubernetes user a member is bound as: the IdP's name for SSO-only orgs."""
-    return f"{sso_prefix}{email}" if org.sso_only else email
+def user_names(email: str, *, sso_only: bool, sso_prefix: str) -> tuple[str, ...]:
+    """The Kubernetes users a person is bound as (members' RoleBindings, the Owner's rights):
+    in an ordinary org every login the cluster offers, the bare e-mail and the identity
+    provider's `<sso_prefix><e-mail>`; in an SSO-only org only the identity provider's.
+
+    Always the lower-cased e-mail: RBAC compares user names exactly, so the cluster's
+    authenticators are expected to present e-mails lower-cased (the README's SSO section).
+    """
+    address = email.strip().lower()
+    sso = f"{sso_prefix}{address}"
+    return (sso,) if sso_only else (address, sso)
+
+
+def is_user(user: str, email: str | None, *, sso_only: bool, sso_prefix: str) -> bool:
+    """Whether `user` is one of the names `email` is bound as (case ignored)."""
+    if email is None:
+        return False
+    candidates = user_names(email, sso_only=sso_only, sso_prefix=sso_prefix)
+    return user.strip().lower() in {candidate.lower() for candidate in candidates}
 
 
 def effective_teams(member: Member, org: OrgContext | None) -> list[Team]:
@@ -126,7 +142,7 @@ def effective_teams(member: Member, org: OrgContext | None) -> list[Team]:
 def desired_bindings(member: Member, org: OrgContext | None, sso_prefix: str) -> list[Binding]:
     if org is None:
         return []
-    user = user_name(member.email, org, sso_prefix)
+    users = user_names(member.email, sso_only=org.sso_only, sso_prefix=sso_prefix)
     return [
         Binding(
             name=names.member_binding(member.email, team),
@@ -134,7 +150,7 @@ def desired_bindings(member: Member, org: OrgContext | None, sso_prefix: str) ->
             membership=member.name,
             email=member.email,
             team=team,
-            user=user,
+            users=users,
         )
         for team in effective_teams(member, org)
     ]
@@ -151,7 +167,7 @@ def membership_labels(organization: str, email: str) -> dict[str, str]:
 def drifted(found: FoundBinding, binding: Binding, membership_uid: str) -> bool:
     """Subjects, role, labels or owner differ from what the Membership asks for."""
     return (
-        found.users != (binding.user,)
+        found.users != binding.users
         or found.role != binding.cluster_role
         or dict(found.labels) != binding.labels
         or membership_uid not in found.owners

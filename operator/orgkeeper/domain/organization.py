@@ -33,7 +33,7 @@ from .membership import (
     membership_labels,
     plan_memberships,
     same_email,
-    user_name,
+    user_names,
 )
 from .namespaces import Claim, conflict, owned_namespaces, summary
 from .workloads import Workload
@@ -173,7 +173,8 @@ class OwnerMembership:
 class NamespacePlan:
     """What is written in org-<name>, which is the org's."""
 
-    owner_user: str  # the user granted the Owner's rights on the org
+    # The users granted the Owner's rights on the org (membership.user_names).
+    owner_users: tuple[str, ...]
     owner_rules: tuple[Mapping[str, list[str]], ...]  # those rights: read-only while deactivated
     memberships: MembershipsPlan
     licenses: tuple[str, ...]  # the products that get a Provisioned License
@@ -264,7 +265,9 @@ def plan(observed: OrgObservation) -> OrganizationPlan:
     namespace_plan = None
     if observed.namespace_ready:
         namespace_plan = NamespacePlan(
-            owner_user=user_name(owner.effective, org, observed.sso_prefix),
+            owner_users=user_names(
+                owner.effective, sso_only=org.sso_only, sso_prefix=observed.sso_prefix
+            ),
             owner_rules=tuple(owner_rules(observed.name, deactivated=org.deactivated)),
             memberships=plan_memberships(
                 org,

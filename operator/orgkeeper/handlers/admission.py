@@ -23,7 +23,7 @@ from .. import names
 from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
-from ..domain.membership import Member, same_email
+from ..domain.membership import Member, is_user, same_email
 from ..leader import LeaseRecord, held_until
 from ..settings import lease_name
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
@@ -151,10 +151,15 @@ async def validate_organization_delete(
     await _synced(runtime)
     owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
     user, prefix = userinfo.get("username", ""), runtime.settings.sso_username_prefix
-    support = not admission.is_owner(user, owner, prefix) and await runtime.kube.run(
-        runtime.kube.may, userinfo, "support", name
+    sso_only = bool(body["spec"].get("ssoOnly"))
+    support = not is_user(
+        user, owner, sso_only=sso_only, sso_prefix=prefix
+    ) and await runtime.kube.run(runtime.kube.may, userinfo, "support", name)
+    _refuse(
+        admission.delete_organization_refusal(
+            name, owner, user, prefix, support=support, sso_only=sso_only
+        )
     )
-    _refuse(admission.delete_organization_refusal(name, owner, user, prefix, support=support))
 
 
 async def validate_membership(
