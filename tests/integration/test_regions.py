@@ -157,11 +157,16 @@ def test_an_eu_operator_marks_pending_only_where_it_knows_the_region(
 def test_an_eu_operator_marks_pending_in_a_namespace_of_an_org_it_served(
     eu_only: tuple[Kube, OperatorProcess],
 ) -> None:
-    """A namespace made ahead without a region label: the eu operator served its org, so once
-    the org is deleted it knows the namespace was eu's, and takes the members' roles away."""
+    """A namespace made ahead (for its Owner) without a region label: the eu operator served
+    its org, so once the org is deleted it knows the namespace was eu's, and takes the members'
+    roles away."""
     admin, _ = eu_only
     name, owner = "served", "owner@served.test"
-    namespace(admin, f"org-{name}", **{names.LABEL_ORGANIZATION: name})
+    made_for_owner = {
+        names.LABEL_ORGANIZATION: name,
+        names.LABEL_EMAIL_HASH: names.email_hash(owner),
+    }
+    namespace(admin, f"org-{name}", **made_for_owner)
     admin.create("organizations", organization(name, owner, region="eu"))
     wait_org(admin, name)
     wait_members_bound(admin, name, {owner: ["organization-admin"]})
