@@ -23,6 +23,7 @@ from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, same_email
+from ..reviews import BusyError, user_key
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
 
 # Below the webhooks' 10s timeout, so a request at startup gets this answer, not a timeout.
@@ -79,6 +80,27 @@ def _locking(runtime: Runtime, email: str) -> list[str]:
     ]
 
 
+async def _is_support(runtime: Runtime, userinfo: kopf.UserInfo, name: str) -> bool:
+    """A SubjectAccessReview for the verb `support`, kept briefly and asked with a bound
+    (reviews.py): the webhook port is open, and a review posted to it names any user it likes.
+    An org the cache doesn't hold is one the API server is not updating (the cache holds them
+    all): nothing to ask."""
+    if runtime.organizations.get("", name) is None:
+        return False
+    kube = runtime.kube
+    try:
+        return await runtime.support_access.ask(
+            user_key(userinfo, "support", name),
+            lambda: kube.run_review(kube.may, userinfo, "support", name),
+        )
+    except BusyError:
+        raise kopf.AdmissionError(
+            "orgkeeper is checking too many requests for support rights now; try again in a "
+            "few seconds",
+            code=429,
+        ) from None
+
+
 async def validate_organization(
     spec: kopf.Spec,
     old: kopf.Body | None,
@@ -100,9 +122,7 @@ async def validate_organization(
     if previous is None or same_email(owner, previous):
         return
     members = _members(runtime, names.org_namespace(name))
-    support = admission.owner_left(previous, members) and await runtime.kube.run(
-        runtime.kube.may, userinfo, "support", name
-    )
+    support = admission.owner_left(previous, members) and await _is_support(runtime, userinfo, name)
     _refuse(
         admission.transfer_refusal(
             owner,
