@@ -78,6 +78,9 @@ class Runtime:
     # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
     unserved: set[str] = field(default_factory=set)
+    # Orgs whose last turn left writes for the next (domain/fairness.py): their loop queues
+    # again at once, behind the orgs already waiting for a slot.
+    unfinished: set[str] = field(default_factory=set)
     unserved_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -227,6 +230,7 @@ class Runtime:
         self.told.pop(organization, None)
         self.transitions.pop(organization, None)
         self.due.pop(organization, None)
+        self.unfinished.discard(organization)
         self.count_workloads(organization, ())
         for key in [key for key in self.copies if key[0] == organization]:
             del self.copies[key]

@@ -71,6 +71,15 @@ def _members(runtime: Runtime, namespace: str) -> list[Member]:
     return [record.member() for record in runtime.members.in_namespace(namespace)]
 
 
+def _owned_by(runtime: Runtime, email: str) -> list[str]:
+    """The Organizations whose Owner (effective, else asked for) is `email`."""
+    return [
+        record.name
+        for record in runtime.organizations.in_namespace("")
+        if record.owner is not None and same_email(record.owner, email)
+    ]
+
+
 def _locking(runtime: Runtime, email: str) -> list[str]:
     """Deactivated orgs whose owner e-mail lock holds `email`."""
     return [
@@ -80,12 +89,14 @@ def _locking(runtime: Runtime, email: str) -> list[str]:
     ]
 
 
-async def _is_support(runtime: Runtime, userinfo: kopf.UserInfo, name: str) -> bool:
+async def _is_support(
+    runtime: Runtime, userinfo: kopf.UserInfo, name: str, *, known: bool = True
+) -> bool:
     """A SubjectAccessReview for the verb `support`, kept briefly and asked with a bound
     (reviews.py): the webhook port is open, and a review posted to it names any user it likes.
-    An org the cache doesn't hold is one the API server is not updating (the cache holds them
-    all): nothing to ask."""
-    if runtime.organizations.get("", name) is None:
+    For an update (`known`), an org the cache doesn't hold is one the API server is not
+    updating (the cache holds them all): nothing to ask."""
+    if known and runtime.organizations.get("", name) is None:
         return False
     kube = runtime.kube
     try:
@@ -115,6 +126,12 @@ async def validate_organization(
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
         _refuse(admission.locked_email_refusal(owner, _locking(runtime, owner)))
+        owned = _owned_by(runtime, owner)
+        limit = runtime.settings.orgs_per_owner
+        # Support is asked only beyond the limit: an ordinary sign-up costs no review.
+        if admission.signup_limit_refusal(owner, owned, limit) is not None:
+            support = await _is_support(runtime, userinfo, name, known=False)
+            _refuse(admission.signup_limit_refusal(owner, owned, limit, support=support))
         return
     if old is None:
         return
