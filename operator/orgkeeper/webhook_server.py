@@ -196,6 +196,7 @@ def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]
     """
     mine = kopf_prefix(settings.region) if settings.webhook_mode == "managed" else None
     dead: dict[str, list[str]] = {}  # name -> kinds, for one kubectl command per name
+    called: dict[str, str] = {}  # name -> a URL it calls
     for configuration in kube.webhook_configurations(CONFIGURATION_NAMES):
         kind, name = configuration["kind"], configuration["metadata"]["name"]
         hooks = configuration.get("webhooks") or []
@@ -229,10 +230,11 @@ def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]
         urls = sorted({c["url"] for c in configs if c.get("url")})
         if urls and not any(_answers(url) for url in urls):
             dead.setdefault(name, []).append(kind.lower())
+            called[name] = urls[0]
     return [
-        f"Webhook configurations {name} call {', '.join(kinds)} URLs where nothing answers "
-        "(left by a stopped `orgkeeper run`?); they refuse every write they match "
-        f"(failurePolicy Fail). Remove them: kubectl delete "
+        f"The webhook configurations {name} call {called[name]}, where nothing answers "
+        "(left by a stopped `orgkeeper run`?): they refuse every write they match "
+        "(failurePolicy Fail); remove them: kubectl delete "
         + " ".join(f"{kind}/{name}" for kind in kinds)
         for name, kinds in dead.items()
     ]
