@@ -194,7 +194,9 @@ def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]
     (left by a stopped `orgkeeper run`): it fails closed, refusing every write it matches.
     Blocking: call it before the loop runs.
     """
-    mine = kopf_prefix(settings.region) if settings.webhook_mode == "managed" else None
+    managed = kopf_prefix(settings.region) if settings.webhook_mode == "managed" else None
+    serving = WEBHOOK_CONFIGURATION if settings.webhook_mode == "serve" else None
+    mine = {managed, serving} - {None}  # configurations this operator is about to serve
     dead: dict[str, list[str]] = {}  # name -> kinds, for one kubectl command per name
     called: dict[str, str] = {}  # name -> a URL it calls
     for configuration in kube.webhook_configurations(CONFIGURATION_NAMES):
@@ -218,15 +220,15 @@ def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]
                     "with a signing key of its own and re-sign its licenses: stop that "
                     f"installation, or run this one with --namespace {namespace}",
                 )
-        if name == mine and services:
+        if name == managed and services:
             raise SettingError(
                 "webhook-mode",
                 f"managed would replace {kind} {name}, the installed one (it calls Service "
                 f"{services[0]}); run the installed operator, or this one with "
                 "--webhook-mode off or serve",
             )
-        if name == mine:
-            continue  # this operator registers it anew now
+        if name in mine:
+            continue  # registered anew (managed), or served from now on (serve)
         urls = sorted({c["url"] for c in configs if c.get("url")})
         if urls and not any(_answers(url) for url in urls):
             dead.setdefault(name, []).append(kind.lower())

@@ -332,6 +332,14 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
         # Its own managed configuration is registered anew, not told about.
         mine = Settings(webhook_mode="managed", region="eu")
         assert check_webhook_configurations(cast(KubeApi, cluster), mine) == []
+        # Nor the one it serves behind, which calls it once it listens.
+        cluster.configurations[:2] = [
+            configuration(
+                "ValidatingWebhookConfiguration", "orgkeeper.dev", url=f"https://127.0.0.1:{dead}/x"
+            )
+        ]
+        serving = Settings(webhook_mode="serve")
+        assert check_webhook_configurations(cast(KubeApi, cluster), serving) == []
     assert warning.startswith(
         f"The webhook configurations eu.orgkeeper.dev call https://127.0.0.1:{dead}/"
     )
