@@ -11,10 +11,8 @@ are told about at start, with the command that removes them.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.webhook_server import WEBHOOK_KINDS
 from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper, kubectl
 from support import identity
+from support.cli import refused_in_one_line, run_orgkeeper
 from support.kube import Kube, api_client, rejection, wait_for
 from support.operator import OperatorProcess
 from support.orgs import organization, wait_org
@@ -95,33 +94,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         local.stop()
 
 
-def run_orgkeeper(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORGKEEPER_")}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orgkeeper.cli",
-            "run",
-            "--listen-address=127.0.0.1",
-            f"--webhook-port={free_port()}",
-            f"--health-port={free_port()}",
-            f"--metrics-port={free_port()}",
-            *args,
-        ],
-        env={**clean, "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
-def refused_in_one_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
+def run_elsewhere(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`orgkeeper run` on free ports of its own."""
+    ports = (f"--{name}-port={free_port()}" for name in ("webhook", "health", "metrics"))
+    return run_orgkeeper(kubeconfig, *ports, *args)
 
 
 def test_an_operator_that_does_not_elect_refuses_beside_the_installed_one(
@@ -129,7 +105,7 @@ def test_an_operator_that_does_not_elect_refuses_beside_the_installed_one(
 ) -> None:
     """`orgkeeper run` with its defaults (managed mode, no --leader-elect): M4's story."""
     before = installed.configurations()
-    line = refused_in_one_line(run_orgkeeper(installed.cluster.kubeconfig))
+    line = refused_in_one_line(run_elsewhere(installed.cluster.kubeconfig))
     assert line.startswith(
         f"error: --leader-elect (ORGKEEPER_LEADER_ELECT): operator '{INSTALLED}' holds Lease "
         f"{NAMESPACE}/{LEASE}"
