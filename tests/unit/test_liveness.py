@@ -348,3 +348,47 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
         "kubectl delete validatingwebhookconfiguration/eu.orgkeeper.dev "
         "mutatingwebhookconfiguration/eu.orgkeeper.dev"
     )
+
+
+# --- a turn of Membership writes (controllers/membership.py) --------------------------------
+
+
+def test_a_turn_writes_whole_memberships_within_the_budget_new_ones_first() -> None:
+    from datetime import datetime
+
+    from orgkeeper.controllers.membership import sync_memberships
+    from orgkeeper.controllers.runtime import Runtime
+    from orgkeeper.domain.membership import plan_memberships
+
+    patched: list[str] = []
+
+    class Kube:
+        async def run(self, call: Any, *args: Any) -> Any:
+            return call(*args)
+
+        def patch_status(self, plural: str, name: str, body: Any, namespace: str) -> None:
+            patched.append(name)
+
+    from unittest.mock import MagicMock
+
+    runtime = Runtime(kube=MagicMock(), settings=Settings())
+    runtime.kube = cast(KubeApi, Kube())
+    for index in range(10):
+        status = {"state": "Active"} if index < 8 else {}  # m8 and m9 are new
+        body = {
+            "metadata": {"name": f"m{index}", "namespace": "org-x", "uid": f"u{index}"},
+            "spec": {"email": f"m{index}@x.test", "teams": []},
+            "status": status,
+        }
+        runtime.members.observe(body)
+    members = runtime.members.in_namespace("org-x")
+    plan = plan_memberships(None, members, [], sso_prefix="oidc:", now=datetime.now(UTC))
+
+    async def turn() -> bool:
+        return await sync_memberships(runtime, "org-x", plan, members, [], budget=3)
+
+    assert asyncio.run(turn()) is True
+    assert sorted(patched) == ["m0", "m8", "m9"]  # each goes Pending: the new ones first
+    patched.clear()
+    assert asyncio.run(sync_memberships(runtime, "org-x", plan, members, [])) is False
+    assert len(patched) == 10  # without a budget (the pending loop), all at once
