@@ -35,7 +35,6 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper.api.v1alpha1 import GROUP, VERSION
 from orgkeeper_dev.localcluster import LocalCluster
-from support import identity
 from support.kube import AsUser, Kube, wait_for
 from support.orgs import membership, new_org, unique_suffix, wait_org
 from support.replicas import LEASE, NAMES, NAMESPACE, Replicas, completed_requests, received
@@ -52,35 +51,12 @@ UNVERIFIED = ssl._create_unverified_context()  # the ports' own certificates; lo
 
 
 @pytest.fixture
-def replicas(
-    fault_cluster: LocalCluster,
-    fault_admin: Kube,
-    operators: Operators,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Replicas]:
+def replicas(operators: Operators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     """Two --leader-elect replicas; the API server's admission goes to replica-a, the leader,
     which is also the one flooded."""
-    operators.stop()
-    identity.remove_webhooks(fault_cluster)
-    pair = Replicas(
-        fault_cluster,
-        fault_admin,
-        operators.identity.kubeconfig,
-        tmp_path_factory.mktemp("fault-flood"),
-        webhook_mode="serve",
-        extra_args=("--webhook-host=127.0.0.1",),
-        settings={key: str(value) for key, value in operators.settings.items()},
-    )
-    port = pair.processes[NAMES[0]].webhook_port
-    identity.apply(fault_cluster, identity.loopback_webhooks(identity.render(), port))
-    try:
-        pair.start()
+    directory = tmp_path_factory.mktemp("fault-flood")
+    with operators.made_way_for_replicas(directory, serve_webhooks=True) as pair:
         yield pair
-    finally:
-        pair.stop()
-        webhooks = identity.loopback_webhooks(identity.render(), operators.process.webhook_port)
-        identity.apply(fault_cluster, webhooks)
-        operators.start()
 
 
 def crafted_review(org: str, index: int) -> bytes:
