@@ -9,7 +9,7 @@ configuration stays whatever happens to the process, as it does in a cluster.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -149,12 +149,17 @@ class Operators:
 
     @contextlib.contextmanager
     def made_way_for_replicas(
-        self, directory: Path, *, serve_webhooks: bool = False
+        self,
+        directory: Path,
+        *,
+        serve_webhooks: bool = False,
+        via: Mapping[str, Path] | None = None,
     ) -> Iterator[Replicas]:
         """Two --leader-elect replicas in this operator's place (it elects no leader), with the
         suite's settings; the webhook configurations go with it (with failurePolicy Fail and
         nothing serving, they would refuse every write), or, with `serve_webhooks`, call
-        replica-a, which starts as the leader. Both come back at the end."""
+        replica-a, which starts as the leader; `via`: a kubeconfig of its own for a replica (through
+        a proxy, say). Both come back at the end."""
         self.stop()
         identity.remove_webhooks(self.cluster)
         pair = Replicas(
@@ -164,6 +169,7 @@ class Operators:
             directory,
             webhook_mode="serve" if serve_webhooks else "off",
             extra_args=("--webhook-host=127.0.0.1",) if serve_webhooks else (),
+            via=via or {},
             # The suite's settings: nothing changes objects on a timer.
             settings={key: str(value) for key, value in self.settings.items()},
         )
