@@ -184,6 +184,18 @@ def _add_run(commands: Any) -> None:
         default=defaults.membership_quota,
         type=int,
     )
+    flag(
+        "orgs-per-owner",
+        "how many Organizations one owner e-mail may sign up (support may create more)",
+        default=defaults.orgs_per_owner,
+        type=int,
+    )
+    flag(
+        "writes-per-turn",
+        "how many writes one org's reconcile makes before it lets waiting orgs go first",
+        default=defaults.writes_per_turn,
+        type=int,
+    )
     flag("log-format", "plain or json", default="plain")
     run.add_argument(
         "--leader-elect",
@@ -266,6 +278,8 @@ def _run(args: argparse.Namespace) -> int:
         retry_period=args.retry_period,
         pod_security=args.pod_security,
         membership_quota=int(args.membership_quota),
+        orgs_per_owner=int(args.orgs_per_owner),
+        writes_per_turn=int(args.writes_per_turn),
         metrics_cert_dir=args.metrics_cert_dir,
     )
     # Settings that can't work stop here, in one line (exit code 2), before anything runs.

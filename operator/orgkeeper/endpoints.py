@@ -21,8 +21,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .pki import mounted_webhook_tls, webhook_tls
+from .reviews import BusyError
 
 METRICS_PATH = "/metrics"
+RETRY = {"Retry-After": "1"}
 logger = logging.getLogger(__name__)
 
 # A bearer token -> 200 (may read), 401 (not authenticated) or 403 (not authorized).
@@ -50,6 +52,10 @@ def metrics_app(registry: CollectorRegistry, authorize: Authorize) -> web.Applic
             return _refusal(401, "a bearer token is required")
         try:
             verdict = await authorize(token.strip())
+        except BusyError:  # more token checks pending than allowed: come back, nothing queued
+            return web.Response(
+                status=429, text="too many token checks now; try again\n", headers=RETRY
+            )
         except Exception as error:  # the API server unreachable, say: no answer, no leak
             logger.warning("Could not check a metrics client's token: %s", type(error).__name__)
             return web.Response(status=503, text="can't check the token now; try again\n")

@@ -36,6 +36,9 @@ FIELD_MANAGER = "orgkeeper"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CONNECTIONS = 32
 LIST_PAGE_SIZE = 500
+# Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
+REVIEW_CONCURRENCY = 4
+REVIEW_TIMEOUT = 5.0  # seconds: a review's thread is never held longer per try
 # Servers end a watch after this; the informer resumes from the last version it saw.
 WATCH_SECONDS = 240
 
@@ -292,6 +295,14 @@ class KubeApi:
         # As many threads as pooled connections: asyncio's default executor has only
         # cpu_count + 4, which would cap every cascade's write concurrency at that.
         self.executor = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="kube")
+        # Pools of their own, so neither waits behind the other nor behind reconciles: the
+        # Lease (leader election: a renewal queued behind a cascade would cost the Lease), and
+        # the Token- and SubjectAccessReviews that callers of /metrics and of the webhook port
+        # can make the operator ask (anyone who reaches those ports; see reviews.py).
+        self.lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
+        self.review_executor = ThreadPoolExecutor(
+            max_workers=REVIEW_CONCURRENCY, thread_name_prefix="review"
+        )
         # Leader election sets this: writes through `run` need it to answer True.
         self.write_gate: Callable[[], bool] | None = None
         self.writes_in_flight = 0
@@ -302,17 +313,40 @@ class KubeApi:
             return await loop.run_in_executor(
                 self.executor, functools.partial(call, *args, **kwargs)
             )
-        # A write: only while the gate (leader election's valid lease) says so.
-        if self.write_gate is not None and not self.write_gate():
-            name = getattr(call, "__name__", call)
-            raise NotLeaderError(f"{name}: this replica does not hold the leader Lease")
+        # A write: only while the gate (leader election's valid lease) says so, when it is
+        # queued and again when a thread takes it (the Lease may have lapsed meanwhile).
+        self._check_gate(call)
         self.writes_in_flight += 1
         try:
             return await loop.run_in_executor(
-                self.executor, functools.partial(call, *args, **kwargs)
+                self.executor, functools.partial(self._gated, call, *args, **kwargs)
             )
         finally:
             self.writes_in_flight -= 1
+
+    def _check_gate(self, call: Callable[..., Any]) -> None:
+        if self.write_gate is not None and not self.write_gate():
+            name = getattr(call, "__name__", call)
+            raise NotLeaderError(f"{name}: this replica does not hold the leader Lease")
+
+    def _gated(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._check_gate(call)
+        return call(*args, **kwargs)
+
+    async def run_lease(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A Lease call, on the Lease's own threads (never queued behind other work)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.lease_executor, functools.partial(call, *args, **kwargs)
+        )
+
+    async def run_review(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A Token- or SubjectAccessReview, on the reviews' own threads (reviews.py bounds
+        how many wait for them)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.review_executor, functools.partial(call, *args, **kwargs)
+        )
 
     # --- informers: whole collections, paged, then their changes ------------------------
 
@@ -852,7 +886,9 @@ class KubeApi:
                 ),
             )
         )
-        answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(review)
+        answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
+            review, _request_timeout=REVIEW_TIMEOUT
+        )
         return bool(answer.status and answer.status.allowed)
 
     # Who may read /metrics (kubebuilder's secure metrics).
@@ -864,7 +900,8 @@ class KubeApi:
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenReview",
                 "spec": {"token": token},
-            }
+            },
+            _request_timeout=REVIEW_TIMEOUT,
         )
         if review.status is None or not review.status.authenticated:
             return 401
@@ -880,7 +917,8 @@ class KubeApi:
                     "extra": user.extra,
                     "nonResourceAttributes": {"path": path, "verb": "get"},
                 },
-            }
+            },
+            _request_timeout=REVIEW_TIMEOUT,
         )
         return 200 if access.status is not None and access.status.allowed else 403
 
@@ -919,6 +957,56 @@ class KubeApi:
             return CABundle.CURRENT
         patch(name, operations, field_manager=FIELD_MANAGER)
         return CABundle.PATCHED
+
+    def webhook_configurations(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """The validating and mutating webhook configurations named `names` that exist, as JSON
+        (each with its `kind`). Listed when allowed, else read by name; 403s are skipped (the
+        operator's Role may read only its own). Blocking: call it before the loop runs."""
+        admission = client.AdmissionregistrationV1Api(self.api_client)
+        kinds = (
+            (
+                "ValidatingWebhookConfiguration",
+                admission.list_validating_webhook_configuration,
+                admission.read_validating_webhook_configuration,
+            ),
+            (
+                "MutatingWebhookConfiguration",
+                admission.list_mutating_webhook_configuration,
+                admission.read_mutating_webhook_configuration,
+            ),
+        )
+        found: list[dict[str, Any]] = []
+        for kind, list_call, read_call in kinds:
+            try:
+                items = [i for i in list_call().items if i.metadata.name in names]
+            except ApiException as error:
+                if not is_status(error, 403):
+                    raise
+                items = []
+                for name in names:
+                    with contextlib.suppress(ApiException):
+                        item = absent_ok(read_call, name)
+                        if item is not None:
+                            items.append(item)
+            for item in items:
+                found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
+        return found
+
+    def leases_named(self, names: Sequence[str]) -> list[dict[str, Any]] | None:
+        """Leases with these names in every namespace; None if not allowed to list them."""
+        coordination = client.CoordinationV1Api(self.api_client)
+        found: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                listed = coordination.list_lease_for_all_namespaces(
+                    field_selector=f"metadata.name={name}", _request_timeout=10.0
+                )
+            except ApiException as error:
+                if is_status(error, 403):
+                    return None
+                raise
+            found += [self.api_client.sanitize_for_serialization(i) for i in listed.items]
+        return found
 
     # --- the leader-election Lease (coordination.k8s.io/v1) ----------------------------
 

@@ -146,7 +146,7 @@ class Elector:
         kube, config = self.kube, self.config
         now = micro_time(datetime.now(UTC))
         timeout = self.config.retry_period * 2
-        lease = await kube.run(kube.read_lease, config.namespace, config.name, timeout)
+        lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, timeout)
         if lease is None:
             record = LeaseRecord(config.identity, config.duration, now, now, 0)
             body = {
@@ -156,7 +156,7 @@ class Elector:
                 "spec": record.to_spec(),
             }
             try:
-                await kube.run(kube.create_lease, config.namespace, body, timeout)
+                await kube.run_lease(kube.create_lease, config.namespace, body, timeout)
             except ApiException as error:
                 if is_status(error, 409):
                     return False  # another replica created it first
@@ -178,7 +178,7 @@ class Elector:
         )
         body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
         try:
-            await kube.run(kube.replace_lease, config.namespace, body, timeout)
+            await kube.run_lease(kube.replace_lease, config.namespace, body, timeout)
         except ApiException as error:
             if is_status(error, 409):
                 return False  # changed meanwhile: somebody else renewed or took it
@@ -243,14 +243,14 @@ class Elector:
         """Hands the Lease back (client-go: no holder, a 1 s duration) if this replica holds it."""
         kube, config = self.kube, self.config
         try:
-            lease = await kube.run(kube.read_lease, config.namespace, config.name, 5.0)
+            lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, 5.0)
             if lease is None or LeaseRecord.of(lease).holder != config.identity:
                 return
             current = LeaseRecord.of(lease)
             now = micro_time(datetime.now(UTC))
             record = LeaseRecord("", 1, now, now, current.transitions)
             body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
-            await kube.run(kube.replace_lease, config.namespace, body, 5.0)
+            await kube.run_lease(kube.replace_lease, config.namespace, body, 5.0)
             logger.info("Lease %s: released.", self._ref())
         except Exception as error:  # it then expires by itself within the lease duration
             logger.warning("Lease %s: could not release it: %s", self._ref(), _short(error))
@@ -302,6 +302,49 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
                 "all-regions operator and regional ones can't share a cluster: stop that one "
                 "or change this setting",
             )
+
+
+def check_one_installation(kube: KubeApi, settings: Settings) -> None:
+    """One operator serves a scope: a second one started by mistake stops at start (API.md).
+
+    Raises LeaseHeldError when this scope's Lease is held (renewTime + leaseDurationSeconds in
+    the future) by another operator that this one would write beside: in this namespace while
+    this one does not elect (with --leader-elect it follows as a replica), or in another
+    namespace (another installation, with a signing key of its own: each would re-sign the
+    other's licenses). Blocking: call it before the loop runs.
+    """
+    now = datetime.now(UTC)
+    name, here = settings.lease_name, settings.namespace
+    if not settings.leader_elect:
+        try:
+            lease = kube.read_lease(here, name, 10.0)
+        except ApiException as error:
+            if not is_status(error, 403):  # without the Lease Role check_sharing said so
+                raise
+            lease = None
+        record = LeaseRecord.of(lease) if lease is not None else None
+        until = held_until(record) if record is not None else None
+        if record and until and until > now and record.holder != settings.identity:
+            raise LeaseHeldError(
+                "leader-elect",
+                f"operator {record.holder!r} holds Lease {here}/{name} (valid until "
+                f"{micro_time(until)}): orgkeeper already runs for these orgs, and this one, "
+                "not electing, would write beside it; stop that one, or join it as a "
+                "replica with --leader-elect",
+            )
+    for lease in kube.leases_named([name]) or []:  # None: not allowed to look elsewhere
+        namespace = lease["metadata"].get("namespace")
+        record = LeaseRecord.of(lease)
+        until = held_until(record)
+        if namespace == here or until is None or until <= now:
+            continue
+        raise LeaseHeldError(
+            "namespace",
+            f"orgkeeper is installed in namespace {namespace}: operator {record.holder!r} "
+            f"holds Lease {namespace}/{name} (valid until {micro_time(until)}) for the same "
+            f"orgs, with a signing key of its own; this one (in {here}) would re-sign their "
+            f"licenses: stop that installation, or run this one with --namespace {namespace}",
+        )
 
 
 def _short(error: BaseException) -> str:

@@ -16,9 +16,10 @@ from .controllers.runtime import Runtime
 from .controllers.signing import load_or_create_signing_key
 from .handlers import register
 from .kube import Guardrails, KubeApi, load_client
-from .leader import Elector, LeaseConfig, check_sharing
+from .leader import Elector, LeaseConfig, check_one_installation, check_sharing
 from .preflight import Listeners
 from .settings import Settings
+from .webhook_server import check_webhook_configurations
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,11 @@ def run_operator(
         "standalone": True,
     }
     try:
-        check_sharing(kube, settings)  # LeaseHeldError: `orgkeeper run` exits with 2
+        # Another operator it can't run beside (SettingError): `orgkeeper run` exits with 2.
+        check_sharing(kube, settings)
+        check_one_installation(kube, settings)
+        for warning in check_webhook_configurations(kube, settings):
+            logger.warning(warning)
         if not settings.leader_elect:
             runtime.metrics.leader.set(1)  # the only replica leads
             kopf.run(**options)

@@ -81,6 +81,10 @@ class Settings:
     # Org namespaces: the Pod Security level they enforce, and how many Memberships they hold.
     pod_security: str = "restricted"
     membership_quota: int = 10000
+    # Self-service sign-up: how many Organizations one owner e-mail may hold (support exempt).
+    orgs_per_owner: int = 10
+    # How many writes one org's reconcile makes before it yields its slot to waiting orgs.
+    writes_per_turn: int = 500
     # A directory with tls.crt and tls.key for the metrics endpoint; without it, self-signed.
     metrics_cert_dir: str | None = None
 
@@ -163,6 +167,10 @@ def check(settings: Settings, log_format: str = "plain") -> None:
         )
     if settings.membership_quota < 1:
         raise SettingError("membership-quota", f"{settings.membership_quota} is not positive")
+    if settings.writes_per_turn < 1:
+        raise SettingError("writes-per-turn", f"{settings.writes_per_turn} is not positive")
+    if settings.orgs_per_owner < 1:
+        raise SettingError("orgs-per-owner", f"{settings.orgs_per_owner} is not positive")
     if settings.leader_elect:
         # client-go's rule: a leader must give up before another may take over.
         if settings.renew_deadline >= settings.lease_duration:

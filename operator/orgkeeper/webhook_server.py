@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from kubernetes.client.rest import ApiException
 
+from .api.v1alpha1 import REGIONS
 from .kube import CABundle, KubeApi, NotLeaderError
-from .names import WEBHOOK_CONFIGURATION
+from .names import WEBHOOK_CONFIGURATION, kopf_prefix
 from .pki import Authority, mounted_webhook_tls, webhook_tls
-from .settings import Settings
+from .settings import SettingError, Settings
 
 # The kinds of both webhook configurations (names.WEBHOOK_CONFIGURATION): kopf's own in
 # `managed` mode, those of manifests/ in `serve` mode.
@@ -173,3 +176,77 @@ def _log_ca_bundle_state(kind: str, state: str) -> None:
         )
     elif state.startswith("failed"):
         logger.warning("Could not update the caBundle of %s %s (%s); retrying.", kind, name, state)
+
+
+# Every name orgkeeper gives its webhook configurations: the installed ones (manifests/) and
+# those of managed mode, one per regional operator.
+CONFIGURATION_NAMES = (WEBHOOK_CONFIGURATION, *(kopf_prefix(region) for region in REGIONS))
+# How long a webhook URL may take to accept a connection before it counts as dead.
+CONNECT_SECONDS = 1.0
+
+
+def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]:
+    """orgkeeper's webhook configurations as this operator finds them at start.
+
+    Raises SettingError (one line, exit 2) when one shows another installation (it calls a
+    Service in another namespace), or when managed mode would replace the installed one (it
+    calls a Service). Returns a warning for each one that calls a URL where nothing answers
+    (left by a stopped `orgkeeper run`): it fails closed, refusing every write it matches.
+    Blocking: call it before the loop runs.
+    """
+    managed = kopf_prefix(settings.region) if settings.webhook_mode == "managed" else None
+    serving = WEBHOOK_CONFIGURATION if settings.webhook_mode == "serve" else None
+    mine = {managed, serving} - {None}  # configurations this operator is about to serve
+    dead: dict[str, list[str]] = {}  # name -> kinds, for one kubectl command per name
+    called: dict[str, str] = {}  # name -> a URL it calls
+    for configuration in kube.webhook_configurations(CONFIGURATION_NAMES):
+        kind, name = configuration["kind"], configuration["metadata"]["name"]
+        hooks = configuration.get("webhooks") or []
+        configs = [hook.get("clientConfig") or {} for hook in hooks]
+        services = sorted(
+            {
+                f"{c['service'].get('namespace')}/{c['service'].get('name')}"
+                for c in configs
+                if c.get("service")
+            }
+        )
+        for service in services:
+            namespace = service.split("/")[0]
+            if namespace != settings.namespace:
+                raise SettingError(
+                    "namespace",
+                    f"orgkeeper is installed in namespace {namespace} ({kind} {name} calls "
+                    f"Service {service}); this one (in {settings.namespace}) would run beside it "
+                    "with a signing key of its own and re-sign its licenses: stop that "
+                    f"installation, or run this one with --namespace {namespace}",
+                )
+        if name == managed and services:
+            raise SettingError(
+                "webhook-mode",
+                f"managed would replace {kind} {name}, the installed one (it calls Service "
+                f"{services[0]}); run the installed operator, or this one with "
+                "--webhook-mode off or serve",
+            )
+        if name in mine:
+            continue  # registered anew (managed), or served from now on (serve)
+        urls = sorted({c["url"] for c in configs if c.get("url")})
+        if urls and not any(_answers(url) for url in urls):
+            dead.setdefault(name, []).append(kind.lower())
+            called[name] = urls[0]
+    return [
+        f"The webhook configurations {name} call {called[name]}, where nothing answers "
+        "(left by a stopped `orgkeeper run`?): they refuse every write they match "
+        "(failurePolicy Fail); remove them: kubectl delete "
+        + " ".join(f"{kind}/{name}" for kind in kinds)
+        for name, kinds in dead.items()
+    ]
+
+
+def _answers(url: str) -> bool:
+    """Whether something accepts a connection at the URL's host and port (from here)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 443), CONNECT_SECONDS):
+            return True
+    except OSError:
+        return False

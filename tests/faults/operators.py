@@ -8,6 +8,8 @@ configuration stays whatever happens to the process, as it does in a cluster.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -20,6 +22,7 @@ from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
 from support.operator import OperatorProcess
+from support.replicas import NAMES, Replicas
 
 
 class Settings(TypedDict, total=False):
@@ -143,3 +146,41 @@ class Operators:
             raise
         admission = client.AdmissionregistrationV1Api(self.admin.api)
         return bool(admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION).webhooks)
+
+    @contextlib.contextmanager
+    def made_way_for_replicas(
+        self,
+        directory: Path,
+        *,
+        serve_webhooks: bool = False,
+        via: Mapping[str, Path] | None = None,
+    ) -> Iterator[Replicas]:
+        """Two --leader-elect replicas in this operator's place (it elects no leader), with the
+        suite's settings; the webhook configurations go with it (with failurePolicy Fail and
+        nothing serving, they would refuse every write), or, with `serve_webhooks`, call
+        replica-a, which starts as the leader; `via`: a kubeconfig of its own for a replica (through
+        a proxy, say). Both come back at the end."""
+        self.stop()
+        identity.remove_webhooks(self.cluster)
+        pair = Replicas(
+            self.cluster,
+            self.admin,
+            self.identity.kubeconfig,
+            directory,
+            webhook_mode="serve" if serve_webhooks else "off",
+            extra_args=("--webhook-host=127.0.0.1",) if serve_webhooks else (),
+            via=via or {},
+            # The suite's settings: nothing changes objects on a timer.
+            settings={key: str(value) for key, value in self.settings.items()},
+        )
+        if serve_webhooks:
+            port = pair.processes[NAMES[0]].webhook_port
+            identity.apply(self.cluster, identity.loopback_webhooks(identity.render(), port))
+        try:
+            pair.start()
+            yield pair
+        finally:
+            pair.stop()
+            webhooks = identity.loopback_webhooks(identity.render(), self.process.webhook_port)
+            identity.apply(self.cluster, webhooks)
+            self.start()

@@ -59,6 +59,10 @@ class FlakyProxy:
     port: int = field(default_factory=free_port)
     # Requests whose path contains one of these get no answer (a partition of those paths).
     held: tuple[str, ...] = ()
+    # Requests whose path contains one of these are answered `slow_seconds` late (an API
+    # server slow on those, as under its own flow control).
+    slowed: tuple[str, ...] = ()
+    slow_seconds: float = 2.0
     injected: Counter[str] = field(default_factory=Counter)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -134,6 +138,9 @@ class FlakyProxy:
         if any(fragment in request.path for fragment in self.held):
             self.injected["held"] += 1
             await asyncio.sleep(3600)  # the client's timeout ends it
+        if any(fragment in request.path for fragment in self.slowed):
+            self.injected["slowed"] += 1
+            await asyncio.sleep(self.slow_seconds)
         draw = self.rng.random()
         if draw < self.error_rate:
             if self.rng.random() < 0.5:

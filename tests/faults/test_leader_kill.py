@@ -53,30 +53,9 @@ FAULT = f"SIGKILL of the leader during deactivation ({MEMBERS} members, 2 replic
 
 
 @pytest.fixture
-def replicas(
-    fault_cluster: LocalCluster,
-    fault_admin: Kube,
-    operators: Operators,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Replicas]:
-    operators.stop()
-    identity.remove_webhooks(fault_cluster)
-    pair = Replicas(
-        fault_cluster,
-        fault_admin,
-        operators.identity.kubeconfig,
-        tmp_path_factory.mktemp("fault-replicas"),
-        # The suite's settings: nothing changes objects on a timer.
-        settings={key: str(value) for key, value in operators.settings.items()},
-    )
-    try:
-        pair.start()
+def replicas(operators: Operators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    with operators.made_way_for_replicas(tmp_path_factory.mktemp("fault-replicas")) as pair:
         yield pair
-    finally:
-        pair.stop()
-        webhooks = identity.loopback_webhooks(identity.render(), operators.process.webhook_port)
-        identity.apply(fault_cluster, webhooks)
-        operators.start()
 
 
 def test_leader_kill_during_deactivation(

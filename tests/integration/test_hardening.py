@@ -4,11 +4,8 @@ refuses settings that can't work."""
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
+from support.cli import refused_in_one_line, run_orgkeeper
 from support.kube import AsUser, Kube, api_client, rejection, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
 from support.operator import OperatorProcess
@@ -343,27 +341,6 @@ def test_the_webhook_port_gives_no_admission_answer_over_plain_http(
 
 
 # --- `orgkeeper run` refuses what can't work ---------------------------------------------------
-
-
-def run_orgkeeper(
-    kubeconfig: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORGKEEPER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "orgkeeper.cli", "run", "--listen-address=127.0.0.1", *args],
-        env={**clean, **(env or {}), "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
-def refused_in_one_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
 
 
 def test_run_refuses_a_webhook_port_that_another_operator_serves(

@@ -26,3 +26,26 @@ def orgkeeper(
         check=False,
         timeout=60,
     )
+
+
+def run_orgkeeper(
+    kubeconfig: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`orgkeeper run ARGS` on loopback, none of the caller's ORGKEEPER_* variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORGKEEPER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "orgkeeper.cli", "run", "--listen-address=127.0.0.1", *args],
+        env={**clean, **(env or {}), "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def refused_in_one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line `orgkeeper run` refused with (exit code 2, no traceback)."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]

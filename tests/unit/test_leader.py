@@ -60,6 +60,8 @@ class Leases:
             raise OSError("connection refused")
         return call(*args)
 
+    run_lease = run
+
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
         found = self.stored.get(name)
         return copy.deepcopy(found) if found else None

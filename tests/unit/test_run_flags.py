@@ -58,6 +58,8 @@ EXAMPLES = {
     "metrics-port": ("19090", 19090),
     "pod-security": ("baseline", "baseline"),
     "membership-quota": ("5", 5),
+    "orgs-per-owner": ("3", 3),
+    "writes-per-turn": ("50", 50),
     "verbose": ("true", True),
     "leader-elect": ("true", True),
     "lease-duration": ("20s", timedelta(seconds=20)),

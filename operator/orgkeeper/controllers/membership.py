@@ -3,13 +3,15 @@ labels, RoleBindings and status), and the Owner's Membership when they have none
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..api.v1alpha1 import API_VERSION, MEMBERSHIP
 from ..api.v1alpha1.membership import MembershipStatus
-from ..domain.membership import MembershipsPlan, plan_memberships
+from ..domain.fairness import take_turn, turn_order
+from ..domain.membership import Binding, MembershipsPlan, plan_memberships
 from ..domain.organization import OwnerMembership
 from ..kube import OwnerRef
 from ..names import same_email
@@ -17,6 +19,11 @@ from .informer import Informer
 from .records import MemberRecord
 from .runtime import Runtime
 from .writes import Failure, Target, attempt, differs, status_wire
+
+# The key of a stale RoleBinding's removal in a turn's costs (Membership names have no '/').
+STALE = "rolebinding/"
+# How many Memberships are prepared between two turns given to the event loop.
+YIELD_EVERY = 200
 
 
 async def create_owner_membership(
@@ -60,16 +67,43 @@ async def sync_memberships(
     plan: MembershipsPlan,
     memberships: Sequence[MemberRecord],
     failures: list[Failure],
-) -> None:
+    *,
+    budget: int | None = None,
+) -> bool:
     """Writes the plan for the Memberships of `namespace` (as the cache held them when it was
-    made). A write that fails is added to `failures`; the others go on."""
+    made), at most `budget` writes' worth of whole Memberships (domain/fairness.py; None: all).
+    A write that fails is added to `failures`; the others go on. True if some are left for
+    the org's next turn."""
     kube = runtime.kube
     records = {record.name: record for record in memberships}
+    bindings_of: dict[str, list[Binding]] = {}
+    for binding in plan.bindings:
+        bindings_of.setdefault(binding.membership, []).append(binding)
+    patches: dict[str, dict[str, Any] | None] = {}
+    for index, record in enumerate(memberships):
+        patches[record.name] = _status_patch(record, plan.statuses[record.name])
+        if index % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # admission answers on this loop too
+    order = turn_order([(record.name, not record.status) for record in memberships])
+    costs = [(f"{STALE}{name}", 1) for name in plan.stale_bindings] + [
+        (
+            name,
+            len(bindings_of.get(name, ())) + (name in plan.labels) + (patches[name] is not None),
+        )
+        for name in order
+    ]
+    if budget is None:
+        taken, more = [key for key, cost in costs if cost], False
+    else:
+        taken, more = take_turn(costs, budget)
+    now = set(taken)
 
     # RoleBindings first: a Membership's status says its teams are bound only once they are.
     rbac: list[tuple[Target, Awaitable[Any]]] = []
     rbac_of: list[str] = []  # the Membership each RBAC write is for ("" for a removal)
     for binding in plan.bindings:
+        if binding.membership not in now:
+            continue
         record = records[binding.membership]
         owner = OwnerRef(API_VERSION, MEMBERSHIP.kind, record.name, record.uid)
         create = kube.run(kube.create_member_binding, namespace, binding, owner)
@@ -77,6 +111,8 @@ async def sync_memberships(
         rbac.append((target, _taken_in(runtime.bindings, create)))
         rbac_of.append(record.name)
     for binding_name in plan.stale_bindings:
+        if f"{STALE}{binding_name}" not in now:
+            continue
         target = Target(f"RoleBinding {namespace}/{binding_name}")
         rbac.append((target, _deleted_binding(runtime, namespace, binding_name)))
         rbac_of.append("")
@@ -85,6 +121,8 @@ async def sync_memberships(
 
     writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in memberships:
+        if record.name not in now:
+            continue
         target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
         labels = plan.labels.get(record.name)
         if labels is not None:
@@ -94,10 +132,14 @@ async def sync_memberships(
             writes.append((target, _taken_in(runtime.members, label)))
         if record.name in unbound:
             continue  # its status waits until its RoleBindings are written (the org says why)
-        status_write = _status_write(runtime, record, plan.statuses[record.name])
-        if status_write is not None:
-            writes.append((target, status_write))
+        patch = patches[record.name]
+        if patch is not None:
+            status_write = kube.run(
+                kube.patch_status, MEMBERSHIP.plural, record.name, patch, record.namespace
+            )
+            writes.append((target, _taken_in(runtime.members, status_write)))
     await attempt(writes, failures)
+    return more
 
 
 async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[Failure]:
@@ -117,16 +159,10 @@ async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[
     return failures
 
 
-def _status_write(
-    runtime: Runtime, record: MemberRecord, status: MembershipStatus
-) -> Awaitable[None] | None:
-    """The patch of a Membership's status, if it differs (lastLoginTime is the CLI's)."""
+def _status_patch(record: MemberRecord, status: MembershipStatus) -> dict[str, Any] | None:
+    """The merge patch of a Membership's status, if it differs (lastLoginTime is the CLI's)."""
     wire = status_wire(status, omit=("lastLoginTime",))
-    if not differs(wire, record.status):
-        return None
-    kube = runtime.kube
-    patch = kube.run(kube.patch_status, MEMBERSHIP.plural, record.name, wire, record.namespace)
-    return _taken_in(runtime.members, patch)
+    return wire if differs(wire, record.status) else None
 
 
 def _membership(record: MemberRecord) -> dict[str, Any]:

@@ -3,6 +3,7 @@ write the status."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,7 @@ async def reconcile_organization(
     if meta.get("deletionTimestamp"):
         return []  # going away: the delete handler withdraws, garbage collection does the rest
     name, generation = meta["name"], int(meta.get("generation", 0))
+    runtime.unfinished.discard(name)  # this turn says again whether work is left
     version: str | None = meta.get("resourceVersion")
     current_status = dict(body.get("status") or {})
     now = now_utc()
@@ -77,7 +79,10 @@ async def reconcile_organization(
     namespace_object, namespace_ready, found_claim = await _org_namespace(
         runtime, namespace, name, owner_ref, spec.owner, served=status.phase == "Active"
     )
-    plan = org_domain.plan(
+    # Off the event loop: planning thousands of Memberships (pydantic) would hold up the
+    # admission answers served on it.
+    plan = await asyncio.to_thread(
+        org_domain.plan,
         org_domain.OrgObservation(
             name=name,
             uid=owner_ref.uid,
@@ -98,7 +103,7 @@ async def reconcile_organization(
                 record.product for record in cached.licenses if record.source == "Provisioned"
             ),
             workloads=cached.workloads,
-        )
+        ),
     )
 
     failures: list[Failure] = []
@@ -132,7 +137,7 @@ async def reconcile_organization(
         owner_membership_created=owner_membership_created,
         failed=tuple(f.describe() for f in failures),
         licenses=licensed,
-        complete=True,
+        complete=name not in runtime.unfinished,
     )
     desired = organization_status(plan, applied)
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
@@ -163,9 +168,15 @@ async def _apply(
     if plan.namespace is not None:
         await guardrails.ensure_guardrails(runtime, namespace, name, owner, namespace_object)
         await _owner_rbac(runtime, name, plan.namespace, owner, failures)
-        await sync_memberships(
-            runtime, namespace, plan.namespace.memberships, cached.members, failures
-        )
+        if await sync_memberships(
+            runtime,
+            namespace,
+            plan.namespace.memberships,
+            cached.members,
+            failures,
+            budget=runtime.settings.writes_per_turn,
+        ):
+            runtime.unfinished.add(name)  # the rest at its next turn, behind waiting orgs
         await create_licenses(runtime, namespace, owner, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
     failed = {failure.target.what for failure in failures}

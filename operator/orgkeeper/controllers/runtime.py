@@ -12,8 +12,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import names
-from ..kube import KubeApi
+from ..kube import REVIEW_CONCURRENCY, KubeApi
 from ..metrics import OperatorMetrics
+from ..reviews import Verdicts, metrics_ttl, support_ttl
 from ..settings import Settings
 from .informer import Informer
 from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
@@ -39,6 +40,14 @@ class Runtime:
     # How many orgs reconcile at once: a restart wakes them all, and each holds API answers.
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY)
+    )
+    # Verdicts of the reviews that callers of /metrics and of the webhook port make the
+    # operator ask, kept briefly and asked with a bound (reviews.py).
+    metrics_access: Verdicts[str, int] = field(
+        default_factory=lambda: Verdicts(metrics_ttl, concurrency=REVIEW_CONCURRENCY)
+    )
+    support_access: Verdicts[str, bool] = field(
+        default_factory=lambda: Verdicts(support_ttl, concurrency=REVIEW_CONCURRENCY)
     )
     # Organizations (for admission), Memberships and member RoleBindings, cluster-wide
     # (started by the startup handler on every replica, leader or not).
@@ -69,6 +78,9 @@ class Runtime:
     # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
     unserved: set[str] = field(default_factory=set)
+    # Orgs whose last turn left writes for the next (domain/fairness.py): their loop queues
+    # again at once, behind the orgs already waiting for a slot.
+    unfinished: set[str] = field(default_factory=set)
     unserved_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # The org-<name> namespaces of orgs whose loop ran here until they were deleted: known to
     # be of this operator's region (domain/regions.py), until the pending loop has served them.
@@ -225,6 +237,7 @@ class Runtime:
         self.told.pop(organization, None)
         self.transitions.pop(organization, None)
         self.due.pop(organization, None)
+        self.unfinished.discard(organization)
         self.count_workloads(organization, ())
         for key in [key for key in self.copies if key[0] == organization]:
             del self.copies[key]

@@ -9,6 +9,19 @@ from .membership import OWNER_TEAM, Member, is_user, same_email
 SUPPORT = "support (orgkeeper-support)"
 
 
+def signup_limit_refusal(
+    owner: str, owned: Collection[str], limit: int, *, support: bool = False
+) -> str | None:
+    """Self-service sign-up is bounded per owner e-mail; support creates orgs beyond it."""
+    if len(owned) < limit or support:
+        return None
+    return (
+        f"spec.owner: {owner} already owns {len(owned)} Organizations, the limit per owner "
+        f"e-mail for sign-up (--orgs-per-owner, ORGKEEPER_ORGS_PER_OWNER: {limit}); delete one "
+        f"first, or ask {SUPPORT}, who may create more"
+    )
+
+
 def owner_left(owner: str | None, members: Sequence[Member]) -> bool:
     """The Owner has no Membership any more (they left without a transfer)."""
     return owner is not None and not any(same_email(m.email, owner) for m in members)

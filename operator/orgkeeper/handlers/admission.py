@@ -25,6 +25,7 @@ from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, is_user, same_email
 from ..leader import LeaseRecord, held_until
+from ..reviews import BusyError, user_key
 from ..settings import lease_name
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
 
@@ -73,6 +74,15 @@ def _members(runtime: Runtime, namespace: str) -> list[Member]:
     return [record.member() for record in runtime.members.in_namespace(namespace)]
 
 
+def _owned_by(runtime: Runtime, email: str) -> list[str]:
+    """The Organizations whose Owner (effective, else asked for) is `email`."""
+    return [
+        record.name
+        for record in runtime.organizations.in_namespace("")
+        if record.owner is not None and same_email(record.owner, email)
+    ]
+
+
 def _locking(runtime: Runtime, email: str) -> list[str]:
     """Deactivated orgs whose owner e-mail lock holds `email`."""
     return [
@@ -80,6 +90,29 @@ def _locking(runtime: Runtime, email: str) -> list[str]:
         for record in runtime.organizations.in_namespace("")
         if record.owner_email_locked and same_email(record.owner, email)
     ]
+
+
+async def _is_support(
+    runtime: Runtime, userinfo: kopf.UserInfo, name: str, *, known: bool = True
+) -> bool:
+    """A SubjectAccessReview for the verb `support`, kept briefly and asked with a bound
+    (reviews.py): the webhook port is open, and a review posted to it names any user it likes.
+    For an update (`known`), an org the cache doesn't hold is one the API server is not
+    updating (the cache holds them all): nothing to ask."""
+    if known and runtime.organizations.get("", name) is None:
+        return False
+    kube = runtime.kube
+    try:
+        return await runtime.support_access.ask(
+            user_key(userinfo, "support", name),
+            lambda: kube.run_review(kube.may, userinfo, "support", name),
+        )
+    except BusyError:
+        raise kopf.AdmissionError(
+            "orgkeeper is checking too many requests for support rights now; try again in a "
+            "few seconds",
+            code=429,
+        ) from None
 
 
 async def validate_organization(
@@ -97,6 +130,12 @@ async def validate_organization(
     owner = str(spec.get("owner", ""))
     if operation == "CREATE":
         _refuse(admission.locked_email_refusal(owner, _locking(runtime, owner)))
+        owned = _owned_by(runtime, owner)
+        limit = runtime.settings.orgs_per_owner
+        # Support is asked only beyond the limit: an ordinary sign-up costs no review.
+        if admission.signup_limit_refusal(owner, owned, limit) is not None:
+            support = await _is_support(runtime, userinfo, name, known=False)
+            _refuse(admission.signup_limit_refusal(owner, owned, limit, support=support))
         warning = await unserved_region(runtime, str(spec.get("region", "")))
         if warning is not None:
             warnings.append(warning)  # kubectl prints it: "Warning: spec.region: ..."
@@ -107,9 +146,7 @@ async def validate_organization(
     if previous is None or same_email(owner, previous):
         return
     members = _members(runtime, names.org_namespace(name))
-    support = admission.owner_left(previous, members) and await runtime.kube.run(
-        runtime.kube.may, userinfo, "support", name
-    )
+    support = admission.owner_left(previous, members) and await _is_support(runtime, userinfo, name)
     _refuse(
         admission.transfer_refusal(
             owner,
@@ -152,9 +189,8 @@ async def validate_organization_delete(
     owner = (body.get("status") or {}).get("owner") or body["spec"].get("owner")
     user, prefix = userinfo.get("username", ""), runtime.settings.sso_username_prefix
     sso_only = bool(body["spec"].get("ssoOnly"))
-    support = not is_user(
-        user, owner, sso_only=sso_only, sso_prefix=prefix
-    ) and await runtime.kube.run(runtime.kube.may, userinfo, "support", name)
+    owner_asks = is_user(user, owner, sso_only=sso_only, sso_prefix=prefix)
+    support = not owner_asks and await _is_support(runtime, userinfo, name, known=False)
     _refuse(
         admission.delete_organization_refusal(
             name, owner, user, prefix, support=support, sso_only=sso_only

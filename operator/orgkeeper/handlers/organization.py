@@ -150,6 +150,8 @@ async def organization_loop(
                     reason, detail = explain(error)
                     message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
                     await post(runtime, body, [Event("Warning", "ReconcileFailed", message)])
+        if name in runtime.unfinished:
+            trigger.set()  # its turn is over: the rest once the orgs waiting had theirs
         if events is None:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)

@@ -18,6 +18,7 @@ from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serv
 from ..memory import trim_periodically
 from ..pki import Authority
 from ..preflight import Listeners
+from ..reviews import token_key
 from ..settings import Settings
 from ..webhook_server import (
     CA_BUNDLE_RECHECK_SECONDS,
@@ -108,8 +109,14 @@ async def serve_endpoints(
 ) -> list[web.AppRunner]:
     """/healthz and /readyz on the health port; /metrics, authorized, over HTTPS."""
 
+    kube = runtime.kube
+
     async def authorize(token: str) -> int:
-        return await runtime.kube.run(runtime.kube.review_metrics_access, token, METRICS_PATH)
+        # Kept briefly by the token's hash; asked with a bound (reviews.py).
+        return await runtime.metrics_access.ask(
+            token_key(token, METRICS_PATH),
+            lambda: kube.run_review(kube.review_metrics_access, token, METRICS_PATH),
+        )
 
     return [
         await serve(health_app(ready), listeners.health),
