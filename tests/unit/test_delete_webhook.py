@@ -23,7 +23,7 @@ def delete_as(user: str, groups: list[str], *, support: bool) -> tuple[Any, mock
     """The webhook's answer to a DELETE by `user`, with the SubjectAccessReview answering
     `support`; and the mock that answered it."""
     kube = mock.MagicMock()
-    kube.run = mock.AsyncMock(return_value=support)
+    kube.run_review = mock.AsyncMock(return_value=support)
     runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings())
     for informer in runtime.informers():
         informer.synced.set()
@@ -38,8 +38,8 @@ def delete_as(user: str, groups: list[str], *, support: bool) -> tuple[Any, mock
             )
         )
     except kopf.AdmissionError as refused:
-        return refused, kube.run
-    return None, kube.run
+        return refused, kube.run_review
+    return None, kube.run_review
 
 
 @pytest.mark.parametrize("user", ["o@acme.test", "oidc:O@Acme.test"])
