@@ -2,27 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.identity import ServiceAccountIdentity
 from support.kube import AsUser, Kube, api_client, wait_for
 from support.metrics import READER_ROLE, service_account_token
-from support.operator import OperatorProcess
+from support.operator import FAST_CLOCK, OperatorProcess
 from support.orgs import unique_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# `make test` runs two pytest processes at once, one per lane: `session` (the unit tests and the
+# tests on the session cluster) and `own` (the fault suite, the tests that start a control plane
+# of their own, and those marked own_lane). Without --lane, pytest runs both, one after the other.
+LANES = ("session", "own")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lane",
+        choices=LANES,
+        help="run one lane of `make test`: session (unit tests and the session cluster's) or "
+        "own (the fault suite, tests with a control plane of their own, tests marked own_lane)",
+    )
+
+
+def lane(item: pytest.Item) -> str:
+    """Which lane a test runs in: it is in `own` unless it is a unit test or uses `cluster`."""
+    parts = item.path.parts
+    if "faults" in parts or item.get_closest_marker("own_lane") is not None:
+        return "own"
+    if "integration" in parts and "cluster" not in getattr(item, "fixturenames", ()):
+        return "own"
+    return "session"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.cluster)
+    chosen = config.getoption("lane")
+    if chosen is None:
+        return
+    kept = [item for item in items if lane(item) == chosen]
+    deselected = [item for item in items if lane(item) != chosen]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +106,10 @@ def operator(
         webhook_mode="serve",
         kubeconfig=operator_identity.kubeconfig,
         extra_args=("--webhook-host=127.0.0.1",),
-        # Far beyond any test: what a test waits for must come from an event or a time rule's
-        # own wake, never from the periodic check (tests that start their own keep 2s). The
-        # short test billing cycle (20s) and rotation (30s) still wake every org that often,
-        # so a missing event wake shows only where a test waits less than that.
+        # Far beyond any test: what a test waits for must come from an event, never from the
+        # periodic check (tests that start their own keep 2s). Its time rules are the quiet
+        # defaults (30-day billing cycle and inactivity, rotation after 182 days), so nothing
+        # wakes an org on a timer either; the time-rule tests take `fast_clock`.
         check_interval="10m",
     )
     identity.apply(cluster, identity.loopback_webhooks(identity.render(), process.webhook_port))
@@ -88,6 +124,37 @@ def operator(
     finally:
         process.stop()
         identity.remove_webhooks(cluster)
+
+
+@pytest.fixture(scope="module")
+def fast_clock(operator: OperatorProcess) -> Iterator[OperatorProcess]:
+    """The session operator, restarted for one module with the short test time rules
+    (FAST_CLOCK: 20 s billing cycle and inactivity window, rotation after 30 s), and restarted
+    quiet again after it. Same ports, identity and webhooks: the module's tests see one operator."""
+    quiet = {key: getattr(operator, key) for key in FAST_CLOCK}
+    operator.restart(**FAST_CLOCK)
+    try:
+        yield operator
+    finally:
+        operator.restart(**quiet)
+
+
+@pytest.fixture(autouse=True)
+def _delete_created_organizations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Deletes the Organizations a test on the session cluster created, without waiting (the
+    operator and garbage collection take the rest away): the cluster stays as small as the
+    test at hand, and no test's orgs keep the operator busy during the next."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    admin: Kube = request.getfixturevalue("admin")
+    before = {org["metadata"]["name"] for org in admin.list("organizations")}
+    yield
+    for org in admin.list("organizations"):
+        name = org["metadata"]["name"]
+        if name not in before and not org["metadata"].get("deletionTimestamp"):
+            with contextlib.suppress(ApiException):
+                admin.delete("organizations", name)
 
 
 @pytest.fixture(scope="session")
