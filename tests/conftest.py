@@ -11,7 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
-from support.identity import ServiceAccountIdentity
+from support.identity import ServiceAccountIdentity, webhooks_answer
 from support.kube import AsUser, Kube, api_client, wait_for
 from support.metrics import READER_ROLE, service_account_token
 from support.operator import FAST_CLOCK, OperatorProcess
@@ -127,16 +127,22 @@ def operator(
 
 
 @pytest.fixture(scope="module")
-def fast_clock(operator: OperatorProcess) -> Iterator[OperatorProcess]:
+def fast_clock(operator: OperatorProcess, admin: Kube) -> Iterator[OperatorProcess]:
     """The session operator, restarted for one module with the short test time rules
     (FAST_CLOCK: 20 s billing cycle and inactivity window, rotation after 30 s), and restarted
     quiet again after it. Same ports, identity and webhooks: the module's tests see one operator."""
+
+    def restart(**settings: str) -> None:
+        operator.restart(**settings)
+        # Its webhook CA is new: wait until the API server trusts it.
+        wait_for("the restarted operator's webhooks to answer", lambda: webhooks_answer(admin))
+
     quiet = {key: getattr(operator, key) for key in FAST_CLOCK}
-    operator.restart(**FAST_CLOCK)
+    restart(**FAST_CLOCK)
     try:
         yield operator
     finally:
-        operator.restart(**quiet)
+        restart(**quiet)
 
 
 @pytest.fixture(autouse=True)
