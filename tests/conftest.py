@@ -21,29 +21,27 @@ REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
 
 
-# `make test` runs two pytest processes at once, one per lane: `session` (the unit tests and the
-# tests on the session cluster) and `own` (the fault suite, the tests that start a control plane
-# of their own, and those marked own_lane). Without --lane, pytest runs both, one after the other.
-LANES = ("session", "own")
+# `make test` runs two pytest processes at once, one per lane, of about equal time (measured with
+# --durations): `faults`, the fault suite (one process: its tally is kept in-process) and tests
+# marked faults_lane (the image's pip install); `main`, everything else (unit tests, the session
+# cluster's tests, those with a control plane of their own, the demo). Without --lane, pytest
+# runs both, one after the other.
+LANES = ("main", "faults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--lane",
         choices=LANES,
-        help="run one lane of `make test`: session (unit tests and the session cluster's) or "
-        "own (the fault suite, tests with a control plane of their own, tests marked own_lane)",
+        help="run one lane of `make test`: faults (tests/faults and tests marked faults_lane) "
+        "or main (every other test)",
     )
 
 
 def lane(item: pytest.Item) -> str:
-    """Which lane a test runs in: it is in `own` unless it is a unit test or uses `cluster`."""
-    parts = item.path.parts
-    if "faults" in parts or item.get_closest_marker("own_lane") is not None:
-        return "own"
-    if "integration" in parts and "cluster" not in getattr(item, "fixturenames", ()):
-        return "own"
-    return "session"
+    if "faults" in item.path.parts or item.get_closest_marker("faults_lane") is not None:
+        return "faults"
+    return "main"
 
 
 @pytest.hookimpl(trylast=True)
