@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +90,7 @@ class OperatorProcess:
         self.start()
         wait_for(
             "the restarted operator to be ready and serve its webhooks",
-            lambda: ready(self.health_port) and listening(self.webhook_port),
+            lambda: healthy(self.health_port, "/readyz") and listening(self.webhook_port),
             timeout=60,
         )
         return self
@@ -124,15 +123,6 @@ class OperatorProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def ready(port: int) -> bool:
-    """Whether the operator's /readyz answers 200 (its caches are synced)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 def listening(port: int) -> bool:
