@@ -52,7 +52,7 @@ unit: venv ## tests that need no cluster
 # pytest's own summary. It fails if either lane fails.
 FAULTS_LANE_LOG := .cache/test/faults-lane.log
 
-test: venv controlplane lint ## the whole suite, as CI runs it: two pytest lanes at once
+test: venv controlplane lint ## the whole suite as CI runs it: lint, then pytest lanes main and faults at once (11 min under shared load)
 	@mkdir -p $(dir $(FAULTS_LANE_LOG))
 	@echo "== lane faults (the fault suite, the image's pip install): $(FAULTS_LANE_LOG)"
 	@$(BIN)/pytest --lane faults -o cache_dir=.pytest_cache/faults >$(FAULTS_LANE_LOG) 2>&1 & \
