@@ -2,27 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
-from support.identity import ServiceAccountIdentity
+from support.identity import ServiceAccountIdentity, webhooks_answer
 from support.kube import AsUser, Kube, api_client, wait_for
 from support.metrics import READER_ROLE, service_account_token
-from support.operator import OperatorProcess
+from support.operator import FAST_CLOCK, OperatorProcess
 from support.orgs import unique_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# `make test` runs two pytest processes at once, one per lane, of about equal time (measured with
+# --durations): `faults`, the fault suite (one process: its tally is kept in-process) and tests
+# marked faults_lane (the image's pip install); `main`, everything else (unit tests, the session
+# cluster's tests, those with a control plane of their own, the demo). Without --lane, pytest
+# runs both, one after the other.
+LANES = ("main", "faults")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lane",
+        choices=LANES,
+        help="run one lane of `make test`: faults (tests/faults and tests marked faults_lane) "
+        "or main (every other test)",
+    )
+
+
+def lane(item: pytest.Item) -> str:
+    if "faults" in item.path.parts or item.get_closest_marker("faults_lane") is not None:
+        return "faults"
+    return "main"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.cluster)
+    chosen = config.getoption("lane")
+    if chosen is None:
+        return
+    kept = [item for item in items if lane(item) == chosen]
+    deselected = [item for item in items if lane(item) != chosen]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +104,10 @@ def operator(
         webhook_mode="serve",
         kubeconfig=operator_identity.kubeconfig,
         extra_args=("--webhook-host=127.0.0.1",),
-        # Far beyond any test: what a test waits for must come from an event or a time rule's
-        # own wake, never from the periodic check (tests that start their own keep 2s). The
-        # short test billing cycle (20s) and rotation (30s) still wake every org that often,
-        # so a missing event wake shows only where a test waits less than that.
+        # Far beyond any test: what a test waits for must come from an event, never from the
+        # periodic check (tests that start their own keep 2s). Its time rules are the quiet
+        # defaults (30-day billing cycle and inactivity, rotation after 182 days), so nothing
+        # wakes an org on a timer either; the time-rule tests take `fast_clock`.
         check_interval="10m",
     )
     identity.apply(cluster, identity.loopback_webhooks(identity.render(), process.webhook_port))
@@ -88,6 +122,43 @@ def operator(
     finally:
         process.stop()
         identity.remove_webhooks(cluster)
+
+
+@pytest.fixture(scope="module")
+def fast_clock(operator: OperatorProcess, admin: Kube) -> Iterator[OperatorProcess]:
+    """The session operator, restarted for one module with the short test time rules
+    (FAST_CLOCK: 20 s billing cycle and inactivity window, rotation after 30 s), and restarted
+    quiet again after it. Same ports, identity and webhooks: the module's tests see one operator."""
+
+    def restart(**settings: str) -> None:
+        operator.restart(**settings)
+        # Its webhook CA is new: wait until the API server trusts it.
+        wait_for("the restarted operator's webhooks to answer", lambda: webhooks_answer(admin))
+
+    quiet = {key: getattr(operator, key) for key in FAST_CLOCK}
+    restart(**FAST_CLOCK)
+    try:
+        yield operator
+    finally:
+        restart(**quiet)
+
+
+@pytest.fixture(autouse=True)
+def _delete_created_organizations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Deletes the Organizations a test on the session cluster created, without waiting (the
+    operator and garbage collection take the rest away): the cluster stays as small as the
+    test at hand, and no test's orgs keep the operator busy during the next."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    admin: Kube = request.getfixturevalue("admin")
+    before = {org["metadata"]["name"] for org in admin.list("organizations")}
+    yield
+    for org in admin.list("organizations"):
+        name = org["metadata"]["name"]
+        if name not in before and not org["metadata"].get("deletionTimestamp"):
+            with contextlib.suppress(ApiException):
+                admin.delete("organizations", name)
 
 
 @pytest.fixture(scope="session")

@@ -568,10 +568,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def healthy(port: int) -> bool:
-    """Whether an `orgkeeper run` on this machine answers 200 on /healthz at `port`."""
+def healthy(port: int, path: str = "/healthz") -> bool:
+    """Whether an `orgkeeper run` on this machine answers 200 on `path` (/healthz: it serves;
+    /readyz: its caches are synced) at `port`."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
             return bool(reply.status == 200)
     except OSError:
         return False

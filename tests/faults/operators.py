@@ -13,11 +13,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict, Unpack
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
-from orgkeeper.api.v1alpha1 import GROUP, VERSION
-from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
 from support.kube import Kube, wait_for
@@ -125,27 +120,7 @@ class Operators:
 
     def webhooks_serve(self) -> bool:
         """A dry-run create goes through the webhooks: they are registered, up and trusted."""
-        probe = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Organization",
-            "metadata": {"name": "webhook-probe"},
-            "spec": {
-                "displayName": "probe",
-                "plan": "Free",
-                "region": "eu",
-                "owner": "probe@faults.test",
-            },
-        }
-        try:
-            self.admin.custom.create_cluster_custom_object(
-                GROUP, VERSION, "organizations", probe, dry_run="All"
-            )
-        except ApiException as error:
-            if error.status in (500, 502, 503, 504) or "webhook" in str(error.body):
-                return False
-            raise
-        admission = client.AdmissionregistrationV1Api(self.admin.api)
-        return bool(admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION).webhooks)
+        return identity.webhooks_answer(self.admin)
 
     @contextlib.contextmanager
     def made_way_for_replicas(

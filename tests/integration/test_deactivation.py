@@ -1,9 +1,8 @@
-"""Deactivation (requested and for inactivity) with every effect, reactivation, the e-mail lock."""
+"""Requested deactivation with every effect, reactivation, the e-mail lock (deactivation for
+inactivity is a time rule: test_time_rules.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -211,83 +210,3 @@ def test_requested_deactivation_applies_every_effect_and_reactivation_restores(
 
     wait_for("data planes to be unfrozen", unfrozen)
     assert all(read(admin, *plane) is None for plane in control_planes)
-
-
-def test_inactive_free_orgs_are_deactivated_and_active_ones_are_not(
-    admin: Kube, as_user: AsUser, cluster: LocalCluster, unique: str
-) -> None:
-    """The test operator's inactivity window and billing cycle are both 20 seconds."""
-    idle, login, plus, busy = (f"{kind}-{unique}" for kind in ("idle", "login", "plus", "busy"))
-    for name, plan in ((idle, "Free"), (login, "Free"), (plus, "Plus"), (busy, "Free")):
-        as_user(f"owner@{name}.test").create(
-            "organizations", organization(name, f"owner@{name}.test", plan=plan)
-        )
-    cycles = {
-        name: wait_org(admin, name)["status"]["billing"]["cycleStart"]
-        for name in (idle, login, plus, busy)
-    }
-
-    recorded = orgkeeper(cluster, "activity", "requests", "--org", busy, "--count", "5")
-    assert recorded.returncode == 0, recorded.stderr
-    assert f"recorded 5 API request(s) for {busy}" in recorded.stdout
-    # A login 12 seconds into the org's life: recorded ahead, so the test needn't wait for it.
-    created = datetime.fromisoformat(
-        admin.get("organizations", login)["metadata"]["creationTimestamp"].replace("Z", "+00:00")
-    )
-    later = (created + timedelta(seconds=12)).isoformat().replace("+00:00", "Z")
-    (owner_membership,) = admin.list("memberships", f"org-{login}")
-    admin.custom.patch_namespaced_custom_object_status(
-        names.GROUP,
-        names.VERSION,
-        f"org-{login}",
-        "memberships",
-        owner_membership["metadata"]["name"],
-        {"status": {"lastLoginTime": later}},
-    )
-
-    org = wait_org(admin, idle, "Deactivated", "True", "Inactive", timeout=60)
-    assert org["status"]["deactivation"]["reason"] == "Inactive"
-    assert org["status"]["ownerEmailLocked"] is True
-
-    def rolled(name: str) -> dict[str, Any] | None:
-        found = admin.get("organizations", name)
-        return found if found["status"]["billing"]["cycleStart"] != cycles[name] else None
-
-    for name in (login, plus, busy):
-        # A reconcile that rolls the first billing cycle is as late as the inactivity deadline
-        # of an org without logins or requests (both 20 s): had it counted, it would be there.
-        other = wait_for(f"{name} to reconcile past its first billing cycle", partial(rolled, name))
-        assert other["status"]["phase"] == "Active", (name, other["status"])
-    assert admin.get("organizations", login)["status"]["activity"]["lastLoginTime"] == later
-    wait_for(
-        "the busy org's requests to roll into the previous cycle",
-        lambda: (
-            admin.get("organizations", busy)["status"]["activity"]["apiRequests"]["previousCycle"]
-            == 5
-        ),
-    )
-    assert admin.get("organizations", busy)["status"]["phase"] == "Active"
-
-    refused = orgkeeper(
-        cluster, "activity", "login", "--org", idle, "--email", f"owner@{idle}.test"
-    )
-    assert refused.returncode == 1
-    assert (
-        refused.stderr.strip()
-        == f"error: organization {idle} is deactivated; activity is refused until it is reactivated"
-    )
-
-    # Support reactivates it with a new timestamp, like `kubectl rollout restart`: one later
-    # than the deactivation at whole seconds (the refusal above takes well under a second).
-    deactivated_at = datetime.fromisoformat(
-        org["status"]["deactivation"]["at"].replace("Z", "+00:00")
-    )
-    wait_for(
-        "a clock second after the deactivation",
-        lambda: datetime.now(UTC).replace(microsecond=0) > deactivated_at,
-    )
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    admin.patch("organizations", idle, {"spec": {"reactivationRequestedAt": now}})
-    org = wait_org(admin, idle, "Deactivated", "False", "Active", timeout=30)
-    assert org["status"]["phase"] == "Active"
-    wait_members_bound(admin, idle, {f"owner@{idle}.test": ["organization-admin"]})

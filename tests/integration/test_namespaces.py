@@ -490,5 +490,5 @@ def test_a_plan_change_reissues_the_license_at_once(
         "a copy naming the new plan",
         lambda: (c := copy_of()) is not None and c.payload.plan == "Free" and c,
     )
-    # Sooner than the test operator's 30-second rotation: the plan change did it.
+    # The session operator rotates only after 182 days: the plan change did it, at once.
     assert (reissued.payload.issued_at - first.payload.issued_at).total_seconds() < 30

@@ -188,8 +188,8 @@ def test_metrics_expose_reconciles_phases_license_expiry_and_propagation_lag(
 
 
 def applied(obj: dict[str, Any]) -> dict[str, Any]:
-    """All of an object but its status: the operator's status writes (billing cycles roll every
-    20 s here) change the resourceVersion and their own managedFields entry, never this."""
+    """All of an object but its status: the operator's status writes change the resourceVersion
+    and their own managedFields entry, never this."""
     meta = obj["metadata"]
     return {
         "metadata": {

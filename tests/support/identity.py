@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from orgkeeper.api.v1alpha1 import GROUP, VERSION
 from orgkeeper.names import WEBHOOK_CONFIGURATION
 from orgkeeper.webhook_server import WEBHOOK_KINDS
 from orgkeeper_dev.localcluster import LocalCluster, kubectl
@@ -82,6 +84,32 @@ def ca_bundles(admin: Kube) -> dict[str, list[str | None]]:
         ]
         for kind, read in found.items()
     }
+
+
+def webhooks_answer(admin: Kube) -> bool:
+    """A dry-run create goes through the webhooks: they are registered, up and trusted (a
+    restarted operator's new CA is in the caBundle the API server uses)."""
+    probe = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Organization",
+        "metadata": {"name": "webhook-probe"},
+        "spec": {
+            "displayName": "probe",
+            "plan": "Free",
+            "region": "eu",
+            "owner": "probe@probe.test",
+        },
+    }
+    try:
+        admin.custom.create_cluster_custom_object(
+            GROUP, VERSION, "organizations", probe, dry_run="All"
+        )
+    except ApiException as error:
+        if error.status in (500, 502, 503, 504) or "webhook" in str(error.body):
+            return False
+        raise
+    admission = client.AdmissionregistrationV1Api(admin.api)
+    return bool(admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION).webhooks)
 
 
 def remove_webhooks(cluster: LocalCluster) -> None:

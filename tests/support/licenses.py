@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from kubernetes import client
 
 from orgkeeper import licensing, names
 from support.kube import Kube
@@ -33,6 +34,24 @@ def secret_document(admin: Kube, namespace: str, name: str, key: str = "license"
         namespace, field_selector=f"metadata.name={name}"
     ).items
     return base64.b64decode(found[0].data[key]) if found else None
+
+
+def namespace(admin: Kube, name: str, org: str) -> str:
+    """A namespace the admin gives to `org` (labelled orgkeeper.dev/organization=<org>)."""
+    labels = {names.LABEL_ORGANIZATION: org}
+    admin.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    return name
+
+
+def license_status(admin: Kube, org: str, name: str) -> dict[str, Any]:
+    return admin.get("licenses", name, f"org-{org}").get("status") or {}
+
+
+def delivered(admin: Kube, ns: str, product: str) -> licensing.VerifiedLicense | None:
+    document = secret_document(admin, ns, f"orgkeeper-license-{product}")
+    return licensing.verify(document, public_key(admin)) if document else None
 
 
 def contract(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +13,18 @@ from pathlib import Path
 from orgkeeper_dev.localcluster import LocalCluster, free_port, healthy
 from support.kube import wait_for
 
+TIMERS = frozenset({"check_interval", "inactivity_window", "billing_cycle", "license_rotate_after"})
+
+
+# The time rules made short enough to watch in a test: a 20 s inactivity window and billing
+# cycle, rotation after 30 s (orgs in tests are Enterprise unless a test wants the Free plan's
+# inactivity rule).
+FAST_CLOCK: dict[str, str] = {
+    "inactivity_window": "20s",
+    "billing_cycle": "20s",
+    "license_rotate_after": "30s",
+}
+
 
 @dataclass
 class OperatorProcess:
@@ -19,12 +32,14 @@ class OperatorProcess:
     log_path: Path
     extra_args: tuple[str, ...] = ()
     webhook_mode: str = "managed"
-    # Short enough that drift repair and periodic checks show within a test's patience. Orgs in
-    # tests are Enterprise unless a test wants the Free plan's inactivity rule.
+    # Periodic checks short enough that drift repair shows within a test's patience, but nothing
+    # that changes objects on a timer (rotation, billing cycles, inactivity: the defaults of
+    # `orgkeeper run`), so an idle operator writes nothing and what a test sees come from an
+    # event. Tests of the time rules take FAST_CLOCK.
     check_interval: str = "2s"
-    inactivity_window: str = "20s"
-    billing_cycle: str = "20s"
-    license_rotate_after: str = "30s"
+    inactivity_window: str = "30d"
+    billing_cycle: str = "30d"
+    license_rotate_after: str = "182d"
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -63,6 +78,23 @@ class OperatorProcess:
         wait_for("the operator's liveness endpoint", self._healthy, timeout=60)
         return self
 
+    def restart(self, **settings: str) -> OperatorProcess:
+        """Stops the process and starts it again, on the same ports and log, with `settings`
+        (durations, as the fields above take them); returns once it is ready (caches synced)
+        and its webhook server listens."""
+        self.stop()
+        for key, value in settings.items():
+            if key not in TIMERS:
+                raise TypeError(f"restart() takes the durations {sorted(TIMERS)}, not {key}")
+            setattr(self, key, value)
+        self.start()
+        wait_for(
+            "the restarted operator to be ready and serve its webhooks",
+            lambda: healthy(self.health_port, "/readyz") and listening(self.webhook_port),
+            timeout=60,
+        )
+        return self
+
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(
@@ -91,3 +123,10 @@ class OperatorProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
