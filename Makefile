@@ -50,9 +50,9 @@ unit: venv ## tests that need no cluster
 test: venv controlplane lint ## the whole suite, as CI runs it
 	$(BIN)/pytest
 
-faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org
+faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org, an hour's soak
 	ORGKEEPER_FAULT_TRIALS=20 ORGKEEPER_FAULT_MEMBERS=500 ORGKEEPER_FAULT_EXAMPLES=100 \
-		$(BIN)/pytest -m faults -o timeout=3600 tests/faults
+		ORGKEEPER_FAULT_SOAK_SECONDS=3600 $(BIN)/pytest -m faults -o timeout=5400 tests/faults
 
 cluster-up: controlplane ## start a local control plane; kubeconfig in .cache/cluster/kubeconfig
 	$(DEV_PYTHON) -m orgkeeper_dev.localcluster up
