@@ -18,7 +18,7 @@ from orgkeeper.memory import TRIM_INTERVAL_SECONDS
 MIB = 1024 * 1024
 REST_WINDOW = TRIM_INTERVAL_SECONDS + 2.0
 # `make faults`: an hour of churn; in `make test`, a couple of minutes.
-SOAK_SECONDS = float(os.environ.get("ORGKEEPER_FAULT_SOAK_SECONDS", "150"))
+SOAK_SECONDS = float(os.environ.get("ORGKEEPER_FAULT_SOAK_SECONDS", "120"))
 # Stranger's objects in the bench (the review's scenario: 2,000 Deployments, 60 fat bindings).
 STRANGER_DEPLOYMENTS = int(os.environ.get("ORGKEEPER_FAULT_STRANGER_DEPLOYMENTS", "2000"))
 STRANGER_BINDINGS = int(os.environ.get("ORGKEEPER_FAULT_STRANGER_BINDINGS", "60"))

@@ -17,6 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
@@ -73,6 +74,7 @@ def _org_lifecycle_start(admin: Kube, as_user: AsUser, org: str) -> int:
     return MEMBERS + 6
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 900)
 def test_memory_at_rest_stays_flat_under_churn(
     fault_admin: Kube, as_user: AsUser, operators: Operators
 ) -> None:
@@ -136,6 +138,7 @@ def _plain_deployment(name: str) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.timeout(1200)
 def test_a_strangers_objects_do_not_reach_the_operators_memory(
     fault_admin: Kube, as_user: AsUser, operators: Operators
 ) -> None:
@@ -190,6 +193,7 @@ def test_a_strangers_objects_do_not_reach_the_operators_memory(
     admin.core.delete_namespace(theirs)
 
 
+@pytest.mark.timeout(900)
 def test_what_an_org_and_a_membership_cost(
     fault_admin: Kube, as_user: AsUser, operators: Operators
 ) -> None:
