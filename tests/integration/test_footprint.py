@@ -19,7 +19,7 @@ from kubernetes import client
 from orgkeeper import names
 from orgkeeper_dev.localcluster import LocalCluster
 from support import identity
-from support.kube import AsUser, Kube, rejection
+from support.kube import AsUser, Kube, rejection, wait_for
 from support.orgs import (
     membership,
     new_ready_org,
@@ -276,4 +276,28 @@ def test_a_fat_organization_or_membership_is_refused_naming_the_limit(
     as_user(owner).create("memberships", fat_member, f"org-{org}")
     wait_members_bound(
         admin, org, {owner: ["organization-admin"], f"fat@{org}.test": ["analytics-viewer"]}
+    )
+
+
+def test_an_organization_over_the_limits_from_before_is_still_served_without_a_loop(
+    admin: Kube, unique: str
+) -> None:
+    """M1 (a), the loop: an Organization already over the limits (made before the policy, here
+    by a cluster-admin, who holds every verb) is reconciled once and for all: kopf's own
+    annotations land on it (the operator isn't held to the tenants' allowance) and hold its spec
+    only, far under the API server's 256 KB."""
+    org = f"heavy-{unique}"
+    body = organization(org, f"owner@{org}.test", plan="Plus")
+    body["metadata"]["labels"] = {f"k{i:03d}.example/" + "k" * 50: "v" * 63 for i in range(300)}
+    body["metadata"]["annotations"] = {"blob": "a" * 200_000}
+    admin.create("organizations", body)
+    found = wait_org(admin, org, timeout=60)
+    base = found["metadata"]["annotations"][f"{names.GROUP}/last-handled-configuration"]
+    assert json.loads(base).keys() == {"spec"} and len(base) < 1024
+    # Converged: a change is reconciled at once, not after a run of failed patches.
+    renamed = admin.patch("organizations", org, {"spec": {"displayName": "Heavy, renamed"}})
+    wait_for(
+        "the rename to be reconciled",
+        lambda: admin.get("organizations", org)["status"].get("observedGeneration")
+        == renamed["metadata"]["generation"],
     )
