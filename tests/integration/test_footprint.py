@@ -298,6 +298,8 @@ def test_an_organization_over_the_limits_from_before_is_still_served_without_a_l
     renamed = admin.patch("organizations", org, {"spec": {"displayName": "Heavy, renamed"}})
     wait_for(
         "the rename to be reconciled",
-        lambda: admin.get("organizations", org)["status"].get("observedGeneration")
-        == renamed["metadata"]["generation"],
+        lambda: (
+            admin.get("organizations", org)["status"].get("observedGeneration")
+            == renamed["metadata"]["generation"]
+        ),
     )

@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 import pytest
 import yaml
+from kopf._cogs.structs import ephemera
 from kopf._cogs.structs.references import Resource
 from kubernetes import client
 from test_informer import CannedPages, body, informer, page
@@ -24,6 +25,7 @@ from orgkeeper.handlers.indexes import WORKLOADS
 from orgkeeper.handlers.organization import organization_loop
 from orgkeeper.handlers.startup import KOPF_CHUNK_SIZE, SpecDiffBaseStorage, configure_kopf
 from orgkeeper.kube import LIST_PAGE_SIZE, KubeApi
+from orgkeeper.manager import AdmissionForgets
 from orgkeeper.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,3 +240,21 @@ def test_every_new_policy_is_in_the_kustomization() -> None:
     assert {"policies/reserved-labels.yaml", "policies/metadata-size.yaml"} <= set(
         kustomization["resources"]
     )
+
+
+def test_an_admission_review_leaves_no_memory_behind() -> None:
+    """The soak's creep: kopf kept a memory of every Membership an UPDATE review was about, and
+    its watch (it watches no Memberships) never told it they were deleted."""
+    memories = AdmissionForgets()
+    raw = cast(kopf.RawBody, {"metadata": {"uid": "u1", "name": "m", "namespace": "org-a"}})
+
+    async def reviewed() -> Any:
+        base = ephemera.AnyMemo(kopf.Memo(runtime="r"))
+        return await memories.recall_memo(raw, memobase=base, ephemeral=False)
+
+    memo = asyncio.run(reviewed())
+    assert memo.runtime == "r"  # the handlers still reach the Runtime
+    assert list(memories.iter_all_memories()) == []
+    # An object kopf does watch keeps the memory its watch made.
+    asyncio.run(memories.recall(raw))
+    assert asyncio.run(reviewed()) is next(memories.iter_all_memories()).memo
