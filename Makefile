@@ -69,9 +69,9 @@ test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then p
 	cat $(FAULTS_LANE_LOG); \
 	test $$main -eq 0 && test $$faults -eq 0
 
-faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org
+faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org, an hour's soak
 	ORGKEEPER_FAULT_TRIALS=20 ORGKEEPER_FAULT_MEMBERS=500 ORGKEEPER_FAULT_EXAMPLES=100 \
-		$(BIN)/pytest -m faults -o timeout=3600 tests/faults
+		ORGKEEPER_FAULT_SOAK_SECONDS=3600 $(BIN)/pytest -m faults -o timeout=5400 tests/faults
 
 # SSO=1: with a real OpenID Connect provider on loopback that kube-apiserver trusts.
 cluster-up: controlplane $(if $(SSO),oidc) ## start a local control plane (SSO=1: with an OIDC provider)

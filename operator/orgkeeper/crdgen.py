@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from . import names
 from .api.v1alpha1 import GROUP, KINDS, VERSION, Kind
 from .api.v1alpha1.common import CATEGORY, ApiModel
 
@@ -93,7 +94,7 @@ def custom_resource_definition(kind: Kind) -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": kind.crd_name,
-            "labels": {"app.kubernetes.io/part-of": "orgkeeper"},
+            "labels": {names.LABEL_PART_OF: names.PART_OF},
         },
         "spec": {
             "group": GROUP,
@@ -113,6 +114,11 @@ def custom_resource_definition(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
+                    **(
+                        {"selectableFields": [{"jsonPath": p} for p in kind.selectable_fields]}
+                        if kind.selectable_fields
+                        else {}
+                    ),
                     "schema": {
                         "openAPIV3Schema": {
                             "description": kind.description,

@@ -35,7 +35,9 @@ P = ParamSpec("P")
 FIELD_MANAGER = "orgkeeper"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CONNECTIONS = 32
-LIST_PAGE_SIZE = 500
+# Informers list in pages this size: a page of tenant-sized objects is parsed whole, and its
+# peak sets the process's memory (glibc keeps what a peak needed).
+LIST_PAGE_SIZE = 100
 # Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
 REVIEW_CONCURRENCY = 4
 REVIEW_TIMEOUT = 5.0  # seconds: a review's thread is never held longer per try
@@ -357,12 +359,13 @@ class KubeApi:
         return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "memberships"))
 
     def member_role_bindings(self) -> Collection:
-        selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_MEMBERSHIP}"
+        """Labelled by the operator: labels only it may set (manifests/policies/)."""
+        selector = names.MEMBER_BINDING_SELECTOR
         return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
 
     def labelled_namespaces(self) -> Collection:
         """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
-        return Collection(self.core.list_namespace, (), names.LABEL_ORGANIZATION)
+        return Collection(self.core.list_namespace, (), names.NAMESPACE_SELECTOR)
 
     def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
         """One page of a list, as the server's JSON (skipping the client's model classes)."""

@@ -11,6 +11,8 @@ from typing import Any
 
 import kopf
 from kopf._cogs.aiokits.aiotoggles import ToggleSet
+from kopf._cogs.structs import bodies, ephemera
+from kopf._core.reactor.inventory import ResourceMemories
 
 from .controllers.runtime import Runtime
 from .controllers.signing import load_or_create_signing_key
@@ -25,6 +27,26 @@ logger = logging.getLogger(__name__)
 
 # How long a resigning leader waits for its writes in flight before it releases the Lease.
 DRAIN_SECONDS = 5.0
+
+
+class AdmissionForgets(ResourceMemories):
+    """kopf's per-object memories, except that an admission review remembers nothing.
+
+    kopf keeps a memory for each object an UPDATE or DELETE review is about, and forgets it only
+    when its own watch sees the object deleted. Memberships are reviewed but never watched by
+    kopf (an informer follows them), nor are other regions' Organizations under --region: every
+    Membership ever updated stayed in memory, the creep of a soak (16 MiB an hour). The
+    webhooks need no memory of their own (they read the Runtime's caches through the memo).
+    """
+
+    async def recall_memo(
+        self,
+        raw_body: bodies.RawBody,
+        *,
+        memobase: ephemera.AnyMemo | None = None,
+        ephemeral: bool = False,
+    ) -> ephemera.AnyMemo:
+        return await super().recall_memo(raw_body, memobase=memobase, ephemeral=True)
 
 
 def run_operator(
@@ -43,6 +65,7 @@ def run_operator(
         "registry": registry,
         # The health and metrics servers start on `listeners` (handlers/startup.py).
         "memo": kopf.Memo(runtime=runtime, listeners=listeners),
+        "memories": AdmissionForgets(),
         "clusterwide": True,
         "standalone": True,
     }

@@ -36,6 +36,22 @@ ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
 # On a control plane that reappeared in a deactivated org: scaled to 0 once, never deleted again.
 ANNOTATION_DECOMMISSIONED = "orgkeeper.dev/decommissioned"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+PART_OF = "orgkeeper"
+
+# What the API server selects for the operator (label and field selectors): it lists and watches
+# only these. The label keys are reserved by the policies of manifests/policies/.
+WORKLOAD_SELECTOR = LABEL_ORGANIZATION  # workloads labelled for an org (any org)
+MEMBER_BINDING_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_MEMBERSHIP}"
+NAMESPACE_SELECTOR = LABEL_ORGANIZATION
+CRD_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"  # kopf notices orgkeeper's own CRDs only
+# Organizations carry spec.region as a selectable field (crds/): a regional operator's kopf
+# watches only its region's.
+REGION_FIELD = "spec.region"
+
+
+def region_selector(region: str) -> str:
+    return f"{REGION_FIELD}={region}"
 
 
 def kopf_prefix(region: str | None) -> str:

@@ -3,8 +3,10 @@ Its periodic check is 10 minutes away: whatever a test sees happen, an event mad
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
@@ -181,3 +183,27 @@ def test_an_eu_operator_marks_pending_in_a_namespace_of_an_org_it_served(
             and not admin.rbac.list_namespaced_role_binding(f"org-{name}").items
         ),
     )
+
+
+def test_an_eu_operators_kopf_lists_and_watches_eu_organizations_only(
+    eu_only: tuple[Kube, OperatorProcess],
+) -> None:
+    """kopf's Organizations are selected by the API server (spec.region, a selectable field of
+    the CRD); the informer admission reads keeps every region's (it answers for all of them)."""
+    _, process = eu_only
+    selected: dict[str, set[str]] = {}
+    for line in process.cluster.audit_log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line the API server is writing right now
+        ref = entry.get("objectRef") or {}
+        if (
+            str(entry.get("userAgent", "")).startswith("orgkeeper/")
+            and ref.get("resource") == "organizations"
+            and entry.get("verb") in ("list", "watch")
+        ):
+            query = parse_qs(urlsplit(entry["requestURI"]).query)
+            for selector in query.get("fieldSelector", []):
+                selected.setdefault(selector, set()).add(entry["verb"])
+    assert selected == {f"{names.REGION_FIELD}=eu": {"list", "watch"}}

@@ -56,8 +56,11 @@ class Informer(Generic[R]):
         collection: Collection,
         record: Callable[[Mapping[str, Any]], R],
         on_change: Callable[[str], None],
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
+        """`keep(namespace)`: whether objects there are held at all (default: all of them)."""
         self.what = what
+        self.keep = keep
         self.kube = kube
         self.collection = collection
         self.record = record
@@ -83,7 +86,20 @@ class Informer(Generic[R]):
 
     def forget(self, namespace: str, name: str) -> None:
         """Drops an object the operator just deleted, ahead of the watch's DELETED event."""
-        self._objects.get(namespace, {}).pop(name, None)
+        self._drop(namespace, name)
+
+    def _drop(self, namespace: str, name: str) -> bool:
+        """Drops an object, and its namespace's entry with its last one (namespaces come and
+        go with orgs: a cache keyed by every namespace ever seen would only grow)."""
+        objects = self._objects.get(namespace)
+        if objects is None or objects.pop(name, None) is None:
+            return False
+        if not objects:
+            del self._objects[namespace]
+        return True
+
+    def _kept(self, meta: Mapping[str, Any]) -> bool:
+        return self.keep is None or self.keep(_namespace(meta))
 
     async def wait_synced(self, timeout: float) -> bool:
         try:
@@ -124,6 +140,8 @@ class Informer(Generic[R]):
             page = await self.kube.run(self.kube.list_page, self.collection, token)
             for body in page["items"]:
                 meta = body["metadata"]
+                if not self._kept(meta):
+                    continue
                 held = (_version(body), self.record(body))
                 fresh.setdefault(_namespace(meta), {})[meta["name"]] = held
             token = page.get("metadata", {}).get("continue") or None
@@ -186,13 +204,15 @@ class Informer(Generic[R]):
             return
         if event["type"] == "DELETED":
             meta = body["metadata"]
-            if self._objects.get(_namespace(meta), {}).pop(meta["name"], None) is not None:
+            if self._drop(_namespace(meta), meta["name"]):
                 self._notify([_changed(meta)])
         elif event["type"] in ("ADDED", "MODIFIED"):
             self._put(body, notify=True)
 
     def _put(self, body: Mapping[str, Any], *, notify: bool) -> None:
         meta = body["metadata"]
+        if not self._kept(meta):
+            return
         objects = self._objects.setdefault(_namespace(meta), {})
         version = _version(body)
         known = objects.get(meta["name"])

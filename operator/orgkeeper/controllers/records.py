@@ -87,6 +87,16 @@ class MemberRecord:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
+# orgkeeper writes exactly one subject (and one owner) per member RoleBinding: a record keeps at
+# most two of each, enough to see that a binding holds more than it wrote, and never a stranger's
+# thousands. Names are cut to what an e-mail and the SSO prefix can be.
+KEPT_SUBJECTS = 2
+KEPT_NAME = 320
+# Label values are at most 63 characters; the annotations read (a fingerprint, `true`) are short,
+# and one a tenant makes long is kept no longer than this.
+KEPT_VALUE = 128
+
+
 @dataclass(frozen=True)
 class BindingRecord:
     name: str
@@ -102,10 +112,16 @@ class BindingRecord:
         return cls(
             name=meta["name"],
             namespace=meta["namespace"],
-            users=tuple(s.get("name", "") for s in body.get("subjects") or []),
+            users=tuple(
+                str(s.get("name", ""))[:KEPT_NAME]
+                for s in (body.get("subjects") or [])[:KEPT_SUBJECTS]
+            ),
             role=body.get("roleRef", {}).get("name", ""),
             labels=_only(meta.get("labels"), BINDING_LABELS),
-            owners=tuple(ref.get("uid", "") for ref in meta.get("ownerReferences") or []),
+            owners=tuple(
+                str(ref.get("uid", ""))[:KEPT_NAME]
+                for ref in (meta.get("ownerReferences") or [])[:KEPT_SUBJECTS]
+            ),
         )
 
 
@@ -222,7 +238,7 @@ class NamespaceRecord:
 def _only(found: Mapping[str, str] | None, keys: Iterable[str]) -> dict[str, str]:
     """The few keys orgkeeper reads; a cache holding every label or annotation grows with them."""
     found = found or {}
-    return {key: found[key] for key in keys if key in found}
+    return {key: str(found[key])[:KEPT_VALUE] for key in keys if key in found}
 
 
 def values(index: Mapping[str, Iterable[Any]], key: str) -> list[Any]:

@@ -27,6 +27,10 @@ def ignored_key(uid: str | None) -> str:
     return f"ignored:{uid}"
 
 
+def in_org_namespace(namespace: str) -> bool:
+    return bool(names.organization_of_namespace(namespace))
+
+
 @dataclass
 class Runtime:
     kube: KubeApi
@@ -93,8 +97,15 @@ class Runtime:
         self.organizations = Informer(
             "Organizations", kube, kube.organizations(), OrgRecord.from_body, self.org_changed
         )
+        # Memberships and member RoleBindings serve only in org-<name> namespaces: nothing
+        # elsewhere is held (a policy keeps them there; this bounds what slips past it).
         self.members = Informer(
-            "Memberships", kube, kube.memberships(), MemberRecord.from_body, self.namespace_changed
+            "Memberships",
+            kube,
+            kube.memberships(),
+            MemberRecord.from_body,
+            self.namespace_changed,
+            keep=in_org_namespace,
         )
         self.bindings = Informer(
             "member RoleBindings",
@@ -102,6 +113,7 @@ class Runtime:
             kube.member_role_bindings(),
             BindingRecord.from_body,
             self.namespace_changed,
+            keep=in_org_namespace,
         )
         self.namespaces = Informer(
             "labelled Namespaces",
@@ -190,6 +202,8 @@ class Runtime:
     def org_changed(self, organization: str) -> None:
         """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
         if self.organizations.get("", organization) is None:
+            # Also when kopf missed the deletion (paused as a follower meanwhile).
+            self.forget(organization)
             self.unserved.add(names.org_namespace(organization))
             self.unserved_changed.set()
 

@@ -121,8 +121,22 @@ async def organization_loop(
     """Reconciles whenever poked, when a time rule is due (Runtime.due), and every check
     interval to repair drift."""
     runtime: Runtime = memo.runtime
-    interval = runtime.settings.check_interval.total_seconds()
     trigger = runtime.trigger(name)
+    try:
+        await _serve(runtime, name, body, trigger, kwargs)
+    finally:
+        # Deleted while a reconcile ran: what it recorded after the deletion was forgotten
+        # (Events told, times due, counts, metrics) is forgotten now, or the operator would
+        # keep something of every org it ever served. (Paused as a follower, or the name
+        # already taken by a new Organization: kept.)
+        if name not in runtime.triggers:
+            runtime.forget(name)
+
+
+async def _serve(
+    runtime: Runtime, name: str, body: kopf.Body, trigger: asyncio.Event, kwargs: dict[str, Any]
+) -> None:
+    interval = runtime.settings.check_interval.total_seconds()
     trigger.set()
     backoff = 1.0
     await runtime.caches_synced()  # an empty cache would look like members gone

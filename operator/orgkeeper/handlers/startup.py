@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -27,7 +27,11 @@ from ..webhook_server import (
     webhook_server,
 )
 from .admission import log_refusals_as_info
+from .indexes import ORGANIZATIONS, WORKLOADS
 from .organization import pending_memberships
+
+# kopf notices CRDs installed or upgraded while it runs (it lists and watches them).
+CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -128,6 +132,43 @@ async def serve_endpoints(
     ]
 
 
+class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base (an annotation) without the object's labels and annotations.
+
+    No handler of orgkeeper reacts to a change of metadata, and kopf's own essence copies every
+    label and annotation into one annotation: an Organization with 200 KB of labels made it
+    exceed the API server's 256 KB limit, and every handling ended in a 422, retried forever.
+    The spec alone is bounded by the CRD's schema.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        return cast(kopf.BodyEssence, {k: v for k, v in essence.items() if k != "metadata"})
+
+
+# kopf lists in pages this size (never a whole kind at once).
+KOPF_CHUNK_SIZE = 100
+
+
+def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """kopf lists and watches only what the operator serves, selected by the API server: the
+    workloads labelled for an org (the label is reserved: manifests/policies/), orgkeeper's own
+    CRDs, and under --region that region's Organizations (spec.region, a selectable field).
+
+    A workload whose org label is removed leaves the selection: its watch says DELETED, which
+    is what the org it left must hear (handlers/organization.py: workload_changed).
+    """
+    watching = kopf_settings.watching
+    watching.chunk_size = KOPF_CHUNK_SIZE
+    for resource in WORKLOADS.values():
+        watching.label_selectors[resource] = names.WORKLOAD_SELECTOR
+    watching.label_selectors[CRDS] = names.CRD_SELECTOR
+    if settings.region is not None:
+        watching.field_selectors[ORGANIZATIONS] = names.region_selector(settings.region)
+
+
 def configure_kopf(
     kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
 ) -> None:
@@ -136,7 +177,7 @@ def configure_kopf(
     persistence = kopf_settings.persistence
     persistence.finalizer = names.finalizer(settings.region)
     persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    persistence.diffbase_storage = SpecDiffBaseStorage(
         prefix=prefix, key="last-handled-configuration"
     )
     # The operator posts its own Events (kube.post_event: on the object concerned, where
@@ -150,6 +191,7 @@ def configure_kopf(
     kopf_settings.watching.reconnect_backoff = 1.0
     kopf_settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     kopf_settings.execution.max_workers = 32
+    select_served(kopf_settings, settings)
     if settings.webhook_mode == "off":
         return
     if settings.webhook_mode == "managed":

@@ -141,6 +141,8 @@ class Kind:
     printer_columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
     # CEL rules on the whole object (x-kubernetes-validations at the schema's root).
     validations: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    # Fields the API server can select on (`--field-selector`, and the operator's watches).
+    selectable_fields: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def singular(self) -> str:

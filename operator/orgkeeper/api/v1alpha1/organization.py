@@ -7,7 +7,13 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from ...names import ORGANIZATION_NAME_MAX, ORGANIZATION_NAME_PATTERN, ORGANIZATIONS, org_namespace
+from ...names import (
+    ORGANIZATION_NAME_MAX,
+    ORGANIZATION_NAME_PATTERN,
+    ORGANIZATIONS,
+    REGION_FIELD,
+    org_namespace,
+)
 from .common import (
     ApiModel,
     Conditions,
@@ -204,4 +210,6 @@ ORGANIZATION = Kind(
         PrinterColumn("Namespace", ".status.namespace", priority=1),
     ),
     validations=(NAME_RULE,),
+    # A regional operator's watch selects its region's Organizations (names.region_selector).
+    selectable_fields=(f".{REGION_FIELD}",),
 )
