@@ -963,36 +963,25 @@ class KubeApi:
 
     def webhook_configurations(self, names: Sequence[str]) -> list[dict[str, Any]]:
         """The validating and mutating webhook configurations named `names` that exist, as JSON
-        (each with its `kind`). Listed when allowed, else read by name; 403s are skipped (the
-        operator's Role may read only its own). Blocking: call it before the loop runs."""
+        (each with its `kind`), read by name: never a list of every configuration in the
+        cluster. 403s are skipped (the operator's Role may read only its own). Blocking: call
+        it before the loop runs."""
         admission = client.AdmissionregistrationV1Api(self.api_client)
         kinds = (
-            (
-                "ValidatingWebhookConfiguration",
-                admission.list_validating_webhook_configuration,
-                admission.read_validating_webhook_configuration,
-            ),
-            (
-                "MutatingWebhookConfiguration",
-                admission.list_mutating_webhook_configuration,
-                admission.read_mutating_webhook_configuration,
-            ),
+            ("ValidatingWebhookConfiguration", admission.read_validating_webhook_configuration),
+            ("MutatingWebhookConfiguration", admission.read_mutating_webhook_configuration),
         )
         found: list[dict[str, Any]] = []
-        for kind, list_call, read_call in kinds:
-            try:
-                items = [i for i in list_call().items if i.metadata.name in names]
-            except ApiException as error:
-                if not is_status(error, 403):
-                    raise
-                items = []
-                for name in names:
-                    with contextlib.suppress(ApiException):
-                        item = absent_ok(read_call, name)
-                        if item is not None:
-                            items.append(item)
-            for item in items:
-                found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
+        for kind, read_call in kinds:
+            for name in names:
+                try:
+                    item = absent_ok(read_call, name)
+                except ApiException as error:
+                    if not is_status(error, 403):
+                        raise
+                    continue
+                if item is not None:
+                    found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
         return found
 
     def leases_named(self, names: Sequence[str]) -> list[dict[str, Any]] | None:
@@ -1000,15 +989,23 @@ class KubeApi:
         coordination = client.CoordinationV1Api(self.api_client)
         found: list[dict[str, Any]] = []
         for name in names:
-            try:
-                listed = coordination.list_lease_for_all_namespaces(
-                    field_selector=f"metadata.name={name}", _request_timeout=10.0
-                )
-            except ApiException as error:
-                if is_status(error, 403):
-                    return None
-                raise
-            found += [self.api_client.sanitize_for_serialization(i) for i in listed.items]
+            page: str | None = None
+            while True:
+                try:
+                    listed = coordination.list_lease_for_all_namespaces(
+                        field_selector=f"metadata.name={name}",
+                        limit=LIST_PAGE_SIZE,
+                        _continue=page,
+                        _request_timeout=10.0,
+                    )
+                except ApiException as error:
+                    if is_status(error, 403):
+                        return None
+                    raise
+                found += [self.api_client.sanitize_for_serialization(i) for i in listed.items]
+                page = listed.metadata._continue
+                if not page:
+                    break
         return found
 
     # --- the leader-election Lease (coordination.k8s.io/v1) ----------------------------

@@ -80,8 +80,10 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
 
 
 def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
+    """What a us operator writes once its Organizations informer takes in `body`."""
     kube = mock.MagicMock()
     kube.read_lease.return_value = None
+    kube.read_organization.return_value = body
     written: list[Any] = []
 
     async def run(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -92,12 +94,10 @@ def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
 
     kube.run = run
     settings = Settings(region="us", leader_elect=leader_elect)
-    memo = kopf.Memo(runtime=Runtime(kube=cast(KubeApi, kube), settings=settings))
-    asyncio.run(
-        organization.unserved_organization(
-            name="a", body=cast(kopf.Body, body), spec=cast(kopf.Spec, body["spec"]), memo=memo
-        )
-    )
+    runtime = Runtime(kube=cast(KubeApi, kube), settings=settings)
+    runtime.organizations.observe(body)
+    runtime.org_changed("a")
+    asyncio.run(organization.tell_unserved(runtime, runtime.unreconciled_elsewhere))
     return written
 
 

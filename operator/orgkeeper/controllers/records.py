@@ -39,6 +39,7 @@ class OrgRecord:
     owner: str | None  # the effective Owner (status), else the one asked for (spec)
     owner_email_locked: bool
     deleting: bool
+    reconciled: bool  # an operator of its region has written its status
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> OrgRecord:
@@ -49,6 +50,7 @@ class OrgRecord:
             owner=status.get("owner") or spec.get("owner"),
             owner_email_locked=bool(status.get("ownerEmailLocked")),
             deleting=bool(meta.get("deletionTimestamp")),
+            reconciled=bool(status.get("phase") or status.get("conditions")),
         )
 
 

@@ -89,6 +89,11 @@ class Runtime:
     # The org-<name> namespaces of orgs whose loop ran here until they were deleted: known to
     # be of this operator's region (domain/regions.py), until the pending loop has served them.
     released: set[str] = field(default_factory=set)
+    # Organizations of regions this operator doesn't serve that no operator has reconciled yet
+    # (the Organizations informer holds every region's; kopf watches this region's only): the
+    # leader tells them whether their region is served (handlers/organization.py).
+    unreconciled_elsewhere: set[str] = field(default_factory=set)
+    unreconciled_elsewhere_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         kube = self.kube
@@ -200,12 +205,20 @@ class Runtime:
         return min(interval, max(0.0, (due - now).total_seconds()))
 
     def org_changed(self, organization: str) -> None:
-        """An Organization changed; once gone, what is left in its namespace waits (Pending)."""
-        if self.organizations.get("", organization) is None:
+        """An Organization changed; once gone, what is left in its namespace waits (Pending).
+        One of another region that nothing has reconciled waits to be told whether its region
+        is served (only a --leader-elect operator can tell: its peers' Leases say who runs)."""
+        record = self.organizations.get("", organization)
+        if record is None:
             # Also when kopf missed the deletion (paused as a follower meanwhile).
             self.forget(organization)
             self.unserved.add(names.org_namespace(organization))
             self.unserved_changed.set()
+        elif self.settings.leader_elect and not (
+            record.reconciled or self.serves_region(record.region)
+        ):
+            self.unreconciled_elsewhere.add(organization)
+            self.unreconciled_elsewhere_changed.set()
 
     def namespace_changed(self, namespace: str) -> None:
         """A Membership or member RoleBinding changed: the org of its namespace reconciles."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -324,25 +324,47 @@ async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) 
         memo.runtime.poke(name)
 
 
-def elsewhere(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
-    return not in_region(spec, memo)
-
-
-async def unserved_organization(
-    name: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any
-) -> None:
+async def tell_unserved_regions(runtime: Runtime) -> None:
     """An org of another region that no operator has reconciled, while no operator serves its
-    region (no live Lease): its status says so (Ready=False, RegionNotServed), once. Only
-    operators with --leader-elect judge (others hold no Lease, so can't be seen either), and only
-    the leader (kopf's watches pause on followers). The first operator of its region to
-    reconcile it writes the whole status over this."""
-    runtime: Runtime = memo.runtime
-    status = body.get("status") or {}
-    if not runtime.settings.leader_elect or status.get("phase") or status.get("conditions"):
-        return
-    message = await unserved_region(runtime, str(spec.get("region", "")))
-    if message is None:
-        return
+    region (no live Lease): its status says so (Ready=False, RegionNotServed), once. Fed by the
+    Organizations informer (every region's; kopf watches this region's only). Only the leader
+    writes: a follower keeps the orgs it was told about until it leads (checked every few
+    seconds). The first operator of the region to reconcile the org writes its whole status
+    over this."""
+    await runtime.caches_synced()
+    while True:
+        leading = runtime.kube.write_gate is None or runtime.kube.write_gate()
+        if not (leading and runtime.unreconciled_elsewhere):
+            recheck = PENDING_RECHECK if runtime.unreconciled_elsewhere else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    runtime.unreconciled_elsewhere_changed.wait(), timeout=recheck
+                )
+            runtime.unreconciled_elsewhere_changed.clear()
+            continue
+        taken, runtime.unreconciled_elsewhere = runtime.unreconciled_elsewhere, set()
+        await tell_unserved(runtime, taken)
+
+
+async def tell_unserved(runtime: Runtime, organizations: Iterable[str]) -> None:
+    """One pass of tell_unserved_regions over the orgs it was told about."""
+    for name in sorted(organizations):
+        record = runtime.organizations.get("", name)
+        if record is None or record.reconciled:
+            continue
+        try:
+            await _tell_unserved(runtime, name, record.region or "")
+        except Exception as error:  # the loop must outlive any single failure
+            reason = explain(error)[1]
+            log.info("Organization %s: RegionNotServed not written: %s", name, reason)
+
+
+async def _tell_unserved(runtime: Runtime, name: str, region: str) -> None:
+    message = await unserved_region(runtime, region)
+    kube = runtime.kube
+    body = await kube.run(kube.read_organization, name) if message is not None else None
+    if body is None or body.get("status"):
+        return  # served, gone, or reconciled meanwhile
     ready = {
         "type": "Ready",
         "status": "False",
@@ -351,17 +373,14 @@ async def unserved_organization(
         "lastTransitionTime": now_utc().isoformat().replace("+00:00", "Z"),
         "observedGeneration": body["metadata"].get("generation"),
     }
-    kube = runtime.kube
-    try:
-        await kube.run(
-            kube.patch_status,
-            names.ORGANIZATIONS,
-            name,
-            {"conditions": [ready]},
-            resource_version=body["metadata"]["resourceVersion"],
-        )
-    except Exception as error:  # changed meanwhile (409), or another region's operator won
-        log.info("Organization %s: RegionNotServed not written: %s", name, explain(error)[1])
+    # Conditional on what was read: an operator of the region that wrote meanwhile wins (409).
+    await kube.run(
+        kube.patch_status,
+        names.ORGANIZATIONS,
+        name,
+        {"conditions": [ready]},
+        resource_version=body["metadata"]["resourceVersion"],
+    )
 
 
 async def license_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
@@ -411,10 +430,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     loop = kopf.daemon(*ORGANIZATIONS, when=in_region, cancellation_timeout=1.0, registry=registry)
     loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
-    on_unserved = kopf.on.event(
-        *ORGANIZATIONS, when=elsewhere, id="unserved_organization", registry=registry
-    )
-    on_unserved(unserved_organization)
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
     kopf.on.event(*LICENSES, registry=registry)(license_changed)
     for kind, resource in WORKLOADS.items():

@@ -28,7 +28,7 @@ from ..webhook_server import (
 )
 from .admission import log_refusals_as_info
 from .indexes import ORGANIZATIONS, WORKLOADS
-from .organization import pending_memberships
+from .organization import pending_memberships, tell_unserved_regions
 
 # kopf notices CRDs installed or upgraded while it runs (it lists and watches them).
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -56,6 +56,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
         pending = pending_memberships(runtime)
         tasks.append(asyncio.create_task(pending, name="pending memberships"))
+        unserved = tell_unserved_regions(runtime)
+        tasks.append(asyncio.create_task(unserved, name="unserved regions"))
         synced = asyncio.create_task(runtime.caches_synced(), name="caches synced")
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
