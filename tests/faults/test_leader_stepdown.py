@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 import pytest
 
 from orgkeeper_dev.localcluster import LocalCluster
-from support import identity
 from support.kube import AsUser, Kube, wait_for
 from support.orgs import new_org, unique_suffix, wait_org
 from support.replicas import (
     NAMES,
-    Replicas,
     code,
     completed_requests,
     describe,
@@ -46,8 +44,6 @@ def test_a_sigtermed_leader_releases_the_lease_only_after_kopfs_write_in_flight(
 ) -> None:
     admin = fault_admin
     directory = tmp_path_factory.mktemp("fault-stepdown")
-    operators.stop()
-    identity.remove_webhooks(fault_cluster)
     proxy = FlakyProxy(
         fault_cluster,
         directory / "proxy",
@@ -56,17 +52,10 @@ def test_a_sigtermed_leader_releases_the_lease_only_after_kopfs_write_in_flight(
         delay_rate=0,
         slow_seconds=SLOW,
     ).start()
-    pair = Replicas(
-        fault_cluster,
-        admin,
-        operators.identity.kubeconfig,
-        directory,
-        via={NAMES[0]: proxy.kubeconfig_for(operators.identity.kubeconfig)},
-        settings={key: str(value) for key, value in operators.settings.items()},
-    )
+    via = {NAMES[0]: proxy.kubeconfig_for(operators.identity.kubeconfig)}
     try:
-        with once(STEPDOWN):
-            pair.start()  # replica-a, behind the proxy, leads
+        # replica-a, behind the proxy, leads
+        with operators.made_way_for_replicas(directory, via=via) as pair, once(STEPDOWN):
             leader = pair.processes[NAMES[0]]
             org = f"term-{unique_suffix()}"
             proxy.slowed = (f"/organizations/{org}",)  # the org's own path: not the watch
@@ -96,8 +85,4 @@ def test_a_sigtermed_leader_releases_the_lease_only_after_kopfs_write_in_flight(
             assert ": released." in leader.log_text()  # not left to expire: answered in time
             TALLY.note(STEPDOWN, f"SIGTERM to exit {stopped:.1f}s, kopf's PATCH {SLOW:g}s late")
     finally:
-        pair.stop()
         proxy.stop()
-        webhooks = identity.loopback_webhooks(identity.render(), operators.process.webhook_port)
-        identity.apply(fault_cluster, webhooks)
-        operators.start()
