@@ -20,6 +20,8 @@ from enum import Enum
 from importlib.metadata import version
 from typing import Any, ParamSpec, TypeVar
 
+import aiohttp
+from aiohttp import ClientHandlerType, ClientMiddlewareType
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.utils.quantity import parse_quantity
@@ -279,6 +281,77 @@ def passes_gate(call: Callable[..., Any]) -> bool:
     """Reads (by name: read_*, list_*, watch_*) and the Lease; any other call is a write."""
     name = getattr(call, "__name__", "")
     return name.startswith(("read_", "list_", "watch_")) or name in _UNGATED
+
+
+# The HTTP verbs that change nothing; any other request is a write.
+READ_VERBS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Writes any replica sends, by (API group, resource): the Lease (how it becomes or stays the
+# leader) and the Token- and SubjectAccessReviews (creates that change nothing).
+UNGATED_RESOURCES = frozenset(
+    {
+        ("coordination.k8s.io", "leases"),
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    }
+)
+# kopf's own writes of the webhook configurations in `managed` mode: every process registers
+# its own URL there (README: one replica in that mode).
+WEBHOOK_CONFIGURATIONS = frozenset(
+    {
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    }
+)
+
+
+def resource_of(path: str) -> tuple[str, str]:
+    """(API group, resource) of a REST path: /api/v1/namespaces/ns/secrets/x -> ("", "secrets")."""
+    parts = [part for part in path.split("/") if part]
+    if parts[:1] == ["api"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return "", ""
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]  # namespaced: the resource comes after the namespace
+    return group, rest[0] if rest else ""
+
+
+def is_gated_request(
+    method: str, path: str, ungated: frozenset[tuple[str, str]] = UNGATED_RESOURCES
+) -> bool:
+    """A write that only the leader may send: any verb but GET, HEAD and OPTIONS, except to
+    the `ungated` resources. Decided by the HTTP request, whatever code sends it."""
+    return method.upper() not in READ_VERBS and resource_of(path) not in ungated
+
+
+def write_gate_middleware(
+    kube: KubeApi, ungated: frozenset[tuple[str, str]] = UNGATED_RESOURCES
+) -> ClientMiddlewareType:
+    """An aiohttp client middleware (kopf's session): a write is sent only while `kube`'s
+    write gate is open, and counted in `kube.writes_in_flight` until its answer came, so a
+    resigning leader releases the Lease only after it (manager.py)."""
+
+    async def gate(
+        request: aiohttp.ClientRequest, handler: ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if kube.write_gate is None or not is_gated_request(
+            request.method, request.url.path, ungated
+        ):
+            return await handler(request)
+        if not kube.write_gate():
+            raise NotLeaderError(
+                f"{request.method} {request.url.path}: this replica does not hold the leader Lease"
+            )
+        kube.writes_in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            kube.writes_in_flight -= 1
+
+    return gate
 
 
 def user_agent(version: str, identity: str) -> str:

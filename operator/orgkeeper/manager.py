@@ -125,10 +125,14 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
         # starts at its next retry instead of after the lease duration.
         logger.info("Signal %s: stepping down.", signum.name)
         await elector.resign()
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while kube.writes_in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await elector.release()  # only if it is still this replica's
+        if await drained(kube, DRAIN_SECONDS):
+            await elector.release()  # only if it is still this replica's
+        else:  # a write could still land: the Lease runs out by itself instead
+            logger.warning(
+                "%d writes still in flight after %gs: the Lease is not released, it expires.",
+                kube.writes_in_flight,
+                DRAIN_SECONDS,
+            )
         stop.set()
 
     loop = asyncio.get_running_loop()
@@ -155,6 +159,15 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
         campaigning.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await campaigning
+
+
+async def drained(kube: KubeApi, timeout: float) -> bool:
+    """Waits, at most `timeout` seconds, until no write passed the gate without its answer
+    (kube.py's and kopf's: both count in `writes_in_flight`); True if none is left."""
+    deadline = time.monotonic() + timeout
+    while kube.writes_in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not kube.writes_in_flight
 
 
 def operator_paused(tasks: list[asyncio.Task[Any]]) -> ToggleSet:

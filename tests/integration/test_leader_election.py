@@ -27,6 +27,7 @@ import pytest
 from kubernetes import client, watch
 
 from orgkeeper import names
+from orgkeeper.api.v1alpha1 import GROUP, VERSION
 from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
 from support.kube import Kube, api_client, rejection, wait_for
@@ -65,7 +66,7 @@ class Pair(Replicas):
     ca: bytes = b""  # the CA both replicas' webhook certificates come from
     scraper: str = ""  # a token bound to orgkeeper-metrics-reader
     # When each replica was SIGTERMed (monotonic is useless against the audit log's clock).
-    terminated: dict[str, datetime] = field(default_factory=dict)
+    terminated: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_a_follower_answers_admission_on_its_own_port(pair: Pair) -> None:
 def test_sigterm_hands_the_lease_over_within_5s(pair: Pair) -> None:
     leader, follower = pair.leader(), pair.follower()
     old, new = pair.name_of(leader), pair.name_of(follower)
-    pair.terminated[old] = audit_now()
+    pair.terminated.append((old, audit_now()))
     started = time.monotonic()
     leader.stop()  # SIGTERM: stop writing, release the Lease, exit
     wait_for(f"{new} to take the Lease", lambda: pair.holder() == new, interval=0.05, timeout=10)
@@ -357,6 +358,56 @@ def test_a_leader_killed_mid_deactivation_is_replaced_and_the_cascade_ends_exact
     as_other.create("organizations", organization(f"{name}-3", other, plan="Plus"))
 
 
+BURST = 20
+ORGANIZATIONS = (GROUP, VERSION, "organizations")
+RELEASED = f"Lease {NAMESPACE}/{LEASE}: released."
+
+
+def sigterm_once_kopf_writes(pair: Pair, leader: OperatorProcess, prefix: str) -> None:
+    """SIGTERMs the leader the moment kopf has written to an org of the burst (its finalizer):
+    kopf's workers and the reconciles are busy with the rest."""
+    listed = pair.admin.custom.list_cluster_custom_object(*ORGANIZATIONS)
+    stream = watch.Watch().stream(
+        pair.admin.custom.list_cluster_custom_object,
+        *ORGANIZATIONS,
+        resource_version=listed["metadata"]["resourceVersion"],
+        timeout_seconds=60,
+    )
+    for event in stream:
+        metadata = event["object"]["metadata"]
+        if metadata["name"].startswith(prefix) and metadata.get("finalizers"):
+            pair.terminated.append((pair.name_of(leader), audit_now()))
+            leader.stop()  # SIGTERM, and waits for the exit
+            return
+
+
+def test_sigterm_with_writes_in_flight_sends_none_after_the_release(pair: Pair) -> None:
+    """Orgs created back to back while the leader is SIGTERMed: kopf's patches (finalizers,
+    annotations) and the reconciles' writes are in flight; the audit test below checks that
+    none reached the API server after the Lease was released."""
+    webhooks = pair.processes[NAMES[1]]  # the API server's admission goes to replica-b
+    if pair.leader() is webhooks:  # it must stay up for the orgs to be created: hand over
+        webhooks.restart()  # returns once its webhooks listen again
+        wait_for(f"{NAMES[0]} to take the Lease", lambda: pair.holder() == NAMES[0], timeout=30)
+    leader = pair.leader()
+    new = pair.name_of(pair.follower())
+    released = leader.log_text().count(RELEASED)
+    prefix = f"burst-{unique_suffix()}"
+    stopper = threading.Thread(target=sigterm_once_kopf_writes, args=(pair, leader, prefix))
+    stopper.start()
+    orgs = [f"{prefix}-{i}" for i in range(BURST)]
+    for name in orgs:
+        pair.admin.create("organizations", organization(name, f"owner@{name}.test"))
+    stopper.join(timeout=60)
+    assert leader.process is not None and leader.process.poll() == 0, "no clean SIGTERM exit"
+    wait_for(f"{new} to take the Lease", lambda: pair.holder() == new, timeout=30)
+    for name in orgs:  # the new leader finishes what the old one left
+        wait_org(pair.admin, name, timeout=120)
+    # Its writes in flight had their answers within the drain: it released the Lease.
+    assert leader.log_text().count(RELEASED) == released + 1
+    leader.start()  # back, as the follower
+
+
 def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
     pair: Pair,
 ) -> None:
@@ -383,7 +434,8 @@ def test_the_audit_log_shows_no_write_by_a_follower_and_no_overlap_at_handover(
         )
     # The replica stopped by SIGTERM wrote nothing after it released the Lease, so nothing
     # the next leader did overlapped with it.
-    for stopped, since in pair.terminated.items():
+    assert len(pair.terminated) >= 2  # an idle leader, and one with writes in flight
+    for stopped, since in pair.terminated:
         taken = min(when for when, who in lease_writes if who != stopped and when >= since)
         release = max(when for when, who in lease_writes if who == stopped and when < taken)
         late = [

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+import aiohttp
 import kopf
 from aiohttp import web
 
@@ -15,6 +16,12 @@ from .. import names
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
 from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
+from ..kube import (
+    UNGATED_RESOURCES,
+    WEBHOOK_CONFIGURATIONS,
+    KubeApi,
+    write_gate_middleware,
+)
 from ..memory import trim_periodically
 from ..pki import Authority
 from ..preflight import Listeners
@@ -79,11 +86,16 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await runner.cleanup()
 
     @kopf.on.login(registry=registry)
-    def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
         # The same credentials as the official client: in-cluster, else $KUBECONFIG.
-        info = kopf.login_via_client(**kwargs)
+        info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
+        if info is None:
+            return None
         runtime: Runtime = memo.runtime
-        return identified(info, runtime.kube.api_client.user_agent) if info else None
+        ungated = UNGATED_RESOURCES
+        if runtime.settings.webhook_mode == "managed":  # kopf registers this process's URL
+            ungated |= WEBHOOK_CONFIGURATIONS
+        return gated_session(info, runtime.kube, ungated)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,6 +112,29 @@ def identified(info: kopf.ConnectionInfo, user_agent: str) -> kopf.ConnectionInf
     """The same connection, its requests sent as `user_agent` (the operator's, with identity)."""
     fields = {field.name: getattr(info, field.name) for field in dataclasses.fields(info)}
     return _IdentifiedConnection(**fields, user_agent=user_agent)
+
+
+def gated_session(
+    info: kopf.ConnectionInfo, kube: KubeApi, ungated: frozenset[tuple[str, str]]
+) -> kopf.AiohttpSession:
+    """kopf's HTTP session (as kopf builds it from `info`), sent as the operator's User-Agent,
+    its writes (its patches of finalizers, annotations and status) through the leader's write
+    gate by HTTP verb (kube.write_gate_middleware)."""
+    identity = identified(info, kube.api_client.user_agent)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=identity.as_ssl_context()),
+        headers=identity.as_http_headers(),
+        proxy=identity.proxy_url,
+        trust_env=identity.trust_env,
+        middlewares=(write_gate_middleware(kube, ungated),),
+    )
+    return kopf.AiohttpSession(
+        server=identity.server,
+        priority=identity.priority,
+        default_namespace=identity.default_namespace,
+        expiration=identity.expiration,
+        aiohttp_session=session,
+    )
 
 
 def shared_authority(runtime: Runtime) -> Authority | None:

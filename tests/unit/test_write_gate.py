@@ -1,0 +1,157 @@
+"""The leader's write gate at the HTTP level (kopf's session): by verb and resource, whatever
+code sends the request; and a resigning leader releases the Lease only after its writes in
+flight got their answers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from orgkeeper.kube import (
+    UNGATED_RESOURCES,
+    WEBHOOK_CONFIGURATIONS,
+    KubeApi,
+    NotLeaderError,
+    is_gated_request,
+    resource_of,
+    write_gate_middleware,
+)
+from orgkeeper.manager import drained
+
+ORG = "/apis/orgkeeper.dev/v1alpha1/organizations/acme"
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/orgkeeper-system/leases/orgkeeper"
+SECRET = "/api/v1/namespaces/org-acme/secrets/license"
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Runs an async test in a loop of its own (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def test_resources_are_read_from_the_rest_path() -> None:
+    assert resource_of(ORG) == ("orgkeeper.dev", "organizations")
+    assert resource_of(LEASE) == ("coordination.k8s.io", "leases")
+    assert resource_of(SECRET) == ("", "secrets")
+    assert resource_of("/api/v1/namespaces/org-acme") == ("", "namespaces")
+    assert resource_of("/api/v1/namespaces") == ("", "namespaces")
+    assert resource_of("/version") == ("", "")
+
+
+@pytest.mark.parametrize("verb", ["POST", "PUT", "PATCH", "DELETE", "patch"])
+def test_every_mutating_verb_is_a_write_the_gate_decides(verb: str) -> None:
+    assert is_gated_request(verb, ORG)
+    assert is_gated_request(verb, SECRET)
+    assert is_gated_request(verb, "/api/v1/namespaces")
+
+
+@pytest.mark.parametrize("verb", ["GET", "HEAD", "OPTIONS", "get"])
+def test_reads_pass_the_gate(verb: str) -> None:
+    assert not is_gated_request(verb, ORG)
+
+
+def test_the_lease_and_the_reviews_pass_the_gate_and_webhooks_only_when_managed() -> None:
+    assert not is_gated_request("PUT", LEASE)
+    assert not is_gated_request("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+    assert not is_gated_request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews")
+    webhooks = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/orgkeeper"
+    assert is_gated_request("PATCH", webhooks)
+    assert not is_gated_request("PATCH", webhooks, UNGATED_RESOURCES | WEBHOOK_CONFIGURATIONS)
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.open = True
+
+    def __call__(self) -> bool:
+        return self.open
+
+
+def gated_kube(gate: Callable[[], bool]) -> KubeApi:
+    kube = KubeApi.__new__(KubeApi)  # no API client: only the gate's two attributes
+    kube.write_gate = gate
+    kube.writes_in_flight = 0
+    return kube
+
+
+@asynccontextmanager
+async def api_server(
+    received: list[str], answer: asyncio.Event
+) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A stand-in API server recording what reaches it; PATCHes wait for `answer`."""
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(f"{request.method} {request.path}")
+        if request.method == "PATCH":
+            arrived.set()
+            await answer.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", arrived
+    finally:
+        await runner.cleanup()
+
+
+@run_async
+async def test_kopfs_session_sends_no_write_once_the_gate_closed() -> None:
+    gate, answer = Gate(), asyncio.Event()
+    received: list[str] = []
+    answer.set()
+    kube = gated_kube(gate)
+    async with (
+        api_server(received, answer) as (url, _),
+        aiohttp.ClientSession(url, middlewares=(write_gate_middleware(kube),)) as session,
+    ):
+        async with session.patch(ORG, json={}) as response:
+            assert response.status == 200
+        gate.open = False  # resigned, or the renew deadline passed
+        with pytest.raises(NotLeaderError, match=f"PATCH {ORG}: this replica does not hold"):
+            await session.patch(ORG, json={})
+        with pytest.raises(NotLeaderError):
+            await session.delete(SECRET)
+        async with session.get(ORG) as response:  # reads go on (a follower's caches)
+            assert response.status == 200
+        async with session.put(LEASE, json={}) as response:  # the Lease is released by a write
+            assert response.status == 200
+    assert received == [f"PATCH {ORG}", f"GET {ORG}", f"PUT {LEASE}"]
+    assert kube.writes_in_flight == 0
+
+
+@run_async
+async def test_a_write_in_flight_holds_the_release_until_its_answer_came() -> None:
+    gate, answer = Gate(), asyncio.Event()
+    received: list[str] = []
+    kube = gated_kube(gate)
+    async with (
+        api_server(received, answer) as (url, arrived),
+        aiohttp.ClientSession(url, middlewares=(write_gate_middleware(kube),)) as session,
+    ):
+        patching = asyncio.create_task(session.patch(ORG, json={}))
+        await arrived.wait()  # sent before the step-down: it is in flight
+        gate.open = False
+        assert kube.writes_in_flight == 1
+        assert not await drained(kube, 0.2)  # bounded: not drained, so the Lease is not released
+        answer.set()
+        assert await drained(kube, 5.0)
+        (await patching).close()
+    assert received == [f"PATCH {ORG}"]
