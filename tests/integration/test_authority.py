@@ -208,9 +208,11 @@ def test_the_owner_changes_their_fields_and_support_the_rest(
     # Positive controls: the Owner's own fields.
     patch_spec(me, name, displayName="Renamed", plan="Free")()
     patch_spec(me, name, plan="Plus", ssoOnly=True)()
-    # SSO-only binds the Owner as oidc:<e-mail>: that session turns it off again.
+    # SSO-only binds the Owner as oidc:<e-mail> only (an ordinary org binds both names): once
+    # the bare e-mail has lost its rights, that session turns it off again.
     sso = as_user(f"oidc:{owner}")
-    wait_for("the Owner's SSO binding", lambda: may_patch(sso, name))
+    wait_for("the Owner's bare e-mail to lose its rights", lambda: not may_patch(me, name))
+    assert may_patch(sso, name)
     patch_spec(sso, name, ssoOnly=False)()
     wait_for("the Owner's binding", lambda: may_patch(me, name))
     # Enterprise is support's: on, and off again; the Owner can't leave it.
