@@ -251,6 +251,7 @@ def _boolean(text: str) -> bool:
 
 def _run(args: argparse.Namespace) -> int:
     from .manager import run_operator  # kopf is heavy; import it only to run
+    from .memory import limit_arenas
     from .preflight import check_cluster, check_tls_dirs, claim_ports
     from .settings import SettingError, Settings, check, default_identity
 
@@ -285,6 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     # Settings that can't work stop here, in one line (exit code 2), before anything runs.
     check(settings, args.log_format)
     check_tls_dirs(settings)
+    limit_arenas()  # before any thread of the operator's starts
     listeners = claim_ports(settings)
     try:
         check_cluster(settings.identity)
