@@ -56,7 +56,7 @@ unit: venv ## tests that need no cluster
 FAULTS_LANE_LOG := .cache/test/faults-lane.log
 
 # oidc: test_sso_login.py's provider, built before the tests (a cold build outlasts a test's timeout).
-test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then pytest lanes main and faults at once (11 min under shared load)
+test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then pytest lanes main and faults at once (about 15 min)
 	@mkdir -p $(dir $(FAULTS_LANE_LOG))
 	@echo "== lane faults (the fault suite, the image's pip install): $(FAULTS_LANE_LOG)"
 	@$(BIN)/pytest --lane faults -o cache_dir=.pytest_cache/faults >$(FAULTS_LANE_LOG) 2>&1 & \
