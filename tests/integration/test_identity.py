@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.domain import license as license_domain
+from orgkeeper.domain.license.evaluation import evaluate
 from orgkeeper.domain.namespaces import hand_back_command
 from support.kube import AsUser, Kube, rejection, wait_for
 from support.licenses import public_key, secret_document
@@ -117,7 +117,7 @@ def relabel(kube: Kube, namespace: str, labels: dict[str, str | None]) -> Any:
 
 def verifies_for(admin: Kube, document: bytes, org: str, uid: str, product: str) -> str:
     """The reason orgkeeper's license check gives for `document` in the org of that UID."""
-    return license_domain.evaluate(
+    return evaluate(
         product,
         product,
         "SecretRef",

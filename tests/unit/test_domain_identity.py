@@ -9,7 +9,7 @@ import pytest
 
 from orgkeeper import licensing, names
 from orgkeeper.controllers.records import NamespaceRecord
-from orgkeeper.domain import license as license_domain
+from orgkeeper.domain.license.evaluation import evaluate
 from orgkeeper.domain.namespaces import (
     Claim,
     belongs_to,
@@ -174,7 +174,7 @@ def test_a_license_of_an_earlier_org_of_the_same_name_does_not_verify() -> None:
         payload = licensing.LicensePayload(
             ORG, "mesh", "Plus", "eu", now, now + timedelta(days=30), organization_uid=uid
         )
-        return license_domain.evaluate(
+        return evaluate(
             "mesh",
             "mesh",
             "SecretRef",

@@ -13,15 +13,17 @@ from orgkeeper import licensing, names
 from orgkeeper.api.v1alpha1.license import LicenseStatus
 from orgkeeper.api.v1alpha1.organization import OrganizationSpec
 from orgkeeper.controllers.records import WorkloadRecord
-from orgkeeper.domain import license as domain
-from orgkeeper.domain.license import (
-    Copy,
-    LicenseObservation,
+from orgkeeper.domain.license.copies import (
+    CopyPlan,
+    Delivery,
     LicensePlan,
-    LicenseSeen,
-    Owner,
-    Refused,
+    copies_to_read,
+    plan_licenses,
 )
+from orgkeeper.domain.license.evaluation import next_due
+from orgkeeper.domain.license.issuing import Refused, plan_issuing
+from orgkeeper.domain.license.observation import Copy, LicenseObservation, LicenseSeen, Owner
+from orgkeeper.domain.license.status import license_status
 
 KEY = licensing.new_signing_key()
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -116,12 +118,12 @@ def observe(
 
 def plan(observation: LicenseObservation[WorkloadRecord]) -> LicensePlan[WorkloadRecord]:
     """Planned as the reconcile does, every document issued being written."""
-    issuing = domain.plan_issuing(observation)
+    issuing = plan_issuing(observation)
     issued = {i.license: licensing.sign(i.payload, KEY) for i in issuing.issues}
-    return domain.plan_licenses(observation, issuing, issued)
+    return plan_licenses(observation, issuing, issued)
 
 
-def mesh_copies(planned: LicensePlan[WorkloadRecord]) -> domain.CopyPlan[WorkloadRecord]:
+def mesh_copies(planned: LicensePlan[WorkloadRecord]) -> CopyPlan[WorkloadRecord]:
     return next(c for c in planned.copies if c.product == MESH)
 
 
@@ -144,7 +146,7 @@ def mesh_copies(planned: LicensePlan[WorkloadRecord]) -> domain.CopyPlan[Workloa
 def test_a_license_is_valid_only_signed_for_its_org_and_product_and_unexpired(
     doc: bytes | None, reason: str
 ) -> None:
-    issuing = domain.plan_issuing(observe([lic("mesh", doc, source="SecretRef")]))
+    issuing = plan_issuing(observe([lic("mesh", doc, source="SecretRef")]))
     assert issuing.evaluated["mesh"].reason == reason
     assert issuing.issues == []  # a SecretRef license is never issued by orgkeeper
 
@@ -160,10 +162,10 @@ def test_the_newest_valid_license_of_a_product_is_the_active_one() -> None:
         )
     )
     assert planned.active[MESH].name == "contract"
-    status = domain.license_status(
+    status = license_status(
         planned.evaluated["mesh"],
         planned.active[MESH],
-        domain.Delivery(namespaces=["edge"]),
+        Delivery(namespaces=["edge"]),
         LicenseStatus(),
         generation=1,
         now=NOW,
@@ -196,7 +198,7 @@ def test_the_newest_valid_license_of_a_product_is_the_active_one() -> None:
 def test_a_provisioned_license_is_issued_rotated_or_reissued_when_due(
     doc: bytes | None, why: str | None, exists: bool
 ) -> None:
-    issuing = domain.plan_issuing(observe([lic("mesh", doc)]))
+    issuing = plan_issuing(observe([lic("mesh", doc)]))
     assert [(i.license, i.why, i.exists) for i in issuing.issues] == (
         [("mesh", why, exists)] if why else []
     )
@@ -209,7 +211,7 @@ def test_a_provisioned_license_is_issued_rotated_or_reissued_when_due(
 
 def test_a_license_of_an_earlier_org_of_the_same_name_says_whose_it_is() -> None:
     earlier = document(uid="uid-earlier", plan="Enterprise")
-    issuing = domain.plan_issuing(observe([lic("contract", earlier, source="SecretRef")]))
+    issuing = plan_issuing(observe([lic("contract", earlier, source="SecretRef")]))
     found = issuing.evaluated["contract"]
     assert (found.valid, found.reason) == (False, "WrongOrganization")
     assert "issued to organization acme with UID uid-earlier" in found.message
@@ -219,7 +221,7 @@ def test_a_license_of_an_earlier_org_of_the_same_name_says_whose_it_is() -> None
 
 def test_a_secret_without_the_document_is_patched_not_created() -> None:
     # Creating it would answer 409 on every check and the License would never be issued.
-    issuing = domain.plan_issuing(observe([lic("mesh", None, secret_exists=True)]))
+    issuing = plan_issuing(observe([lic("mesh", None, secret_exists=True)]))
     assert [(i.license, i.why, i.exists) for i in issuing.issues] == [("mesh", "issued", True)]
 
 
@@ -266,7 +268,7 @@ def test_a_rotation_or_reissue_is_told_on_the_license(
 def test_of_two_provisioned_licenses_naming_one_secret_one_issues_the_other_is_in_use(
     licenses: list[LicenseSeen], issuer: str, in_use: str
 ) -> None:
-    issuing = domain.plan_issuing(observe(licenses))
+    issuing = plan_issuing(observe(licenses))
     assert [i.license for i in issuing.issues] in ([issuer], [])
     assert issuing.evaluated[in_use].reason == "SecretInUse"
     assert issuing.evaluated[in_use].message == (
@@ -278,8 +280,8 @@ def test_of_two_provisioned_licenses_naming_one_secret_one_issues_the_other_is_i
 
 def test_a_secret_orgkeeper_may_not_write_is_said_on_the_license() -> None:
     observation = observe([lic("mesh", secret="theirs")])
-    issuing = domain.plan_issuing(observation)
-    planned = domain.plan_licenses(observation, issuing, {"mesh": Refused(403)})
+    issuing = plan_issuing(observation)
+    planned = plan_licenses(observation, issuing, {"mesh": Refused(403)})
     item = planned.evaluated["mesh"]
     assert (item.valid, item.reason) == (False, "SecretNotWritable")
     assert item.message == (
@@ -357,7 +359,7 @@ def test_a_secret_of_the_copys_name_that_the_org_does_not_own_is_a_conflict() ->
     copies = mesh_copies(planned)
     assert (copies.writes, copies.conflicts) == ((), ("edge",))
     delivery = copies.delivery(written=[], undeleted=[], failed=())
-    status = domain.license_status(
+    status = license_status(
         planned.evaluated["mesh"],
         planned.active[MESH],
         delivery,
@@ -414,9 +416,9 @@ def test_a_deactivated_org_delivers_nothing_new_and_withdraws_unneeded_copies() 
         copies={"gone": copy(b"x")},
         deactivated=True,
     )
-    assert domain.copies_to_read(
-        observation.workloads, observation.recorded, [MESH], deactivated=True
-    )[MESH] == ["edge", "gone"]
+    assert copies_to_read(observation.workloads, observation.recorded, [MESH], deactivated=True)[
+        MESH
+    ] == ["edge", "gone"]
     copies = mesh_copies(plan(observation))
     assert (copies.writes, list(copies.withdraw)) == ((), [("gone", f"copy-of-{UID}")])
     assert copies.annotations(written=[]) == []
@@ -441,17 +443,17 @@ def test_without_a_valid_license_the_copies_stay_as_they_are() -> None:
 
 def test_only_namespaces_with_a_data_plane_of_a_licensed_product_are_read() -> None:
     workloads = [plane("edge")]
-    wanted = domain.copies_to_read(workloads, {MESH: {"gone"}}, [MESH], deactivated=False)
+    wanted = copies_to_read(workloads, {MESH: {"gone"}}, [MESH], deactivated=False)
     assert wanted == {GATEWAY: [], "ingress-controller": [], MESH: ["edge", "gone"]}
-    assert domain.copies_to_read(workloads, {}, [GATEWAY], deactivated=False)[MESH] == []
+    assert copies_to_read(workloads, {}, [GATEWAY], deactivated=False)[MESH] == []
 
 
 def test_the_next_due_moment_is_the_first_rotation_or_expiry_still_ahead() -> None:
     rotate_after = timedelta(days=182)
 
     def due(*licenses: LicenseSeen) -> datetime | None:
-        evaluated = domain.plan_issuing(observe(licenses)).evaluated.values()
-        return domain.next_due(evaluated, now=NOW, rotate_after=rotate_after)
+        evaluated = plan_issuing(observe(licenses)).evaluated.values()
+        return next_due(evaluated, now=NOW, rotate_after=rotate_after)
 
     young = document(age=timedelta(days=10))
     assert due(lic("mesh", young)) == NOW - timedelta(days=10) + rotate_after

@@ -25,8 +25,10 @@ from orgkeeper.api.v1alpha1.organization import (
 from orgkeeper.controllers.organization import _write_status
 from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
 from orgkeeper.controllers.runtime import Runtime, ignored_key
-from orgkeeper.domain import license as license_domain
 from orgkeeper.domain import organization as org_domain
+from orgkeeper.domain.license.copies import Delivery
+from orgkeeper.domain.license.evaluation import Evaluated, evaluate, needs_issuing
+from orgkeeper.domain.license.status import license_status
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
 from orgkeeper.handlers.organization import labelled_or_counted, license_changed, workload_changed
 from orgkeeper.kube import KubeApi, OwnerRef
@@ -251,7 +253,7 @@ def test_the_ignored_workload_message_says_why_and_what_to_do() -> None:
     assert "belongs to Organization beta, not acme" in ignored_message("org-beta", "acme", "beta")
 
 
-def verified(plan: str, region: str, issued: datetime) -> license_domain.Evaluated:
+def verified(plan: str, region: str, issued: datetime) -> Evaluated:
     key = Ed25519PrivateKey.generate()
     payload = licensing.LicensePayload(
         organization="acme",
@@ -262,7 +264,7 @@ def verified(plan: str, region: str, issued: datetime) -> license_domain.Evaluat
         expires_at=issued + timedelta(days=365),
     )
     document = licensing.sign(payload, key)
-    return license_domain.evaluate(
+    return evaluate(
         "mesh",
         "mesh",
         "Provisioned",
@@ -279,20 +281,13 @@ def test_a_plan_or_region_change_reissues_a_provisioned_license() -> None:
     current = verified("Enterprise", "eu", NOW - timedelta(days=1))
     assert current.valid
     rotate = timedelta(days=182)
-    same = license_domain.needs_issuing(
-        current, now=NOW, rotate_after=rotate, plan="Enterprise", region="eu"
-    )
+    same = needs_issuing(current, now=NOW, rotate_after=rotate, plan="Enterprise", region="eu")
     assert same is None
     assert (
-        license_domain.needs_issuing(
-            current, now=NOW, rotate_after=rotate, plan="Free", region="eu"
-        )
-        == "reissued"
+        needs_issuing(current, now=NOW, rotate_after=rotate, plan="Free", region="eu") == "reissued"
     )
     assert (
-        license_domain.needs_issuing(
-            current, now=NOW, rotate_after=rotate, plan="Enterprise", region="us"
-        )
+        needs_issuing(current, now=NOW, rotate_after=rotate, plan="Enterprise", region="us")
         == "reissued"
     )
 
@@ -300,10 +295,10 @@ def test_a_plan_or_region_change_reissues_a_provisioned_license() -> None:
 def test_five_hundred_conflicts_give_a_short_message() -> None:
     item = verified("Enterprise", "eu", NOW - timedelta(days=1))
     conflicts = [f"namespace-with-a-long-name-{i:04}" for i in range(500)]
-    status = license_domain.license_status(
+    status = license_status(
         item,
         item,
-        license_domain.Delivery(conflicts=conflicts, namespaces=["edge"]),
+        Delivery(conflicts=conflicts, namespaces=["edge"]),
         LicenseStatus(),
         generation=1,
         now=NOW,

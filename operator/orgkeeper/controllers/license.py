@@ -17,20 +17,22 @@ from .. import licensing, names
 from ..api.v1alpha1 import API_VERSION, LICENSE, PRODUCTS
 from ..api.v1alpha1.license import LicenseStatus
 from ..api.v1alpha1.organization import OrganizationSpec
-from ..domain import license as license_domain
 from ..domain.events import Event
-from ..domain.license import (
-    Copy,
+from ..domain.license.copies import (
+    CONFLICT,
     CopyPlan,
     Delivery,
-    Issue,
-    LicenseObservation,
     LicensePlan,
-    LicenseSeen,
     Notice,
-    Owner,
-    Refused,
+    copies_to_read,
+    data_planes,
+    is_ours,
+    plan_licenses,
 )
+from ..domain.license.evaluation import next_due
+from ..domain.license.issuing import Issue, Refused, plan_issuing
+from ..domain.license.observation import Copy, LicenseObservation, LicenseSeen, Owner
+from ..domain.license.status import license_status
 from ..kube import OwnerRef, is_status, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Runtime
@@ -68,7 +70,7 @@ async def reconcile_licenses(
         | runtime.copies.get((organization, product), frozenset())
         for product in PRODUCTS
     }
-    wanted = license_domain.copies_to_read(
+    wanted = copies_to_read(
         workloads, recorded, {r.product for r in licenses}, deactivated=deactivated
     )
     copies, read_failures = await _read_copies(runtime, workloads, wanted)
@@ -92,12 +94,12 @@ async def reconcile_licenses(
         copies=copies,
         labels={product: _labels(owner, product) for product in PRODUCTS},
     )
-    issuing = license_domain.plan_issuing(observation)
+    issuing = plan_issuing(observation)
     by_name = {record.name: record for record in licenses}
     issued = await asyncio.gather(
         *(_issue(runtime, by_name[issue.license], issue, key, owner) for issue in issuing.issues)
     )
-    plan = license_domain.plan_licenses(
+    plan = plan_licenses(
         observation,
         issuing,
         {issue.license: outcome for issue, outcome in zip(issuing.issues, issued, strict=True)},
@@ -122,9 +124,7 @@ async def reconcile_licenses(
     runtime.metrics.reconciles.labels(LICENSE.kind, "success").inc(len(licenses))
 
     await attempt(_status_writes(runtime, licenses, plan, deliveries, now), failures)
-    due = license_domain.next_due(
-        plan.evaluated.values(), now=now, rotate_after=settings.license_rotate_after
-    )
+    due = next_due(plan.evaluated.values(), now=now, rotate_after=settings.license_rotate_after)
     return LicenseOutcome(set(plan.active), events, failures, due)
 
 
@@ -139,7 +139,7 @@ def _status_writes(
     kube = runtime.kube
     writes: list[tuple[Target, Awaitable[Any]]] = []
     for record in licenses:
-        status = license_domain.license_status(
+        status = license_status(
             plan.evaluated[record.name],
             plan.active.get(record.product),
             deliveries.get(record.product, Delivery()),
@@ -164,7 +164,7 @@ async def _read_copies(
     failures: dict[str, list[Failure]] = {}
     for product, namespaces in wanted.items():
         secret_name = names.propagated_license_secret(product)
-        targets = license_domain.data_planes(workloads, product)
+        targets = data_planes(workloads, product)
         failures[product] = []
         found = await fetch(
             {
@@ -281,8 +281,7 @@ async def _deliver(
     undeleted = [ns for (ns, _), ok in zip(copies.withdraw, withdrawn, strict=True) if not ok]
     written = [w.namespace for w, ok in zip(copies.writes, stored, strict=True) if ok]
     failures += [
-        Failure(target(namespace), "SecretConflict", license_domain.CONFLICT)
-        for namespace in copies.conflicts
+        Failure(target(namespace), "SecretConflict", CONFLICT) for namespace in copies.conflicts
     ]
     fingerprint = {names.ANNOTATION_LICENSE_FINGERPRINT: copies.fingerprint}
     await attempt(
@@ -347,7 +346,7 @@ async def _withdraw(runtime: Runtime, namespace: str, secret_name: str, uid: str
     """Deletes the copy there if it is the org's; anything else of that name is left alone."""
     kube = runtime.kube
     copy = await _read_copy(runtime, namespace, secret_name)
-    if copy is not None and license_domain.is_ours(copy, uid):
+    if copy is not None and is_ours(copy, uid):
         await kube.run(kube.delete_secret, namespace, secret_name, copy.uid)
 
 
