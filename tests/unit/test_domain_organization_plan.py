@@ -22,20 +22,21 @@ from orgkeeper.api.v1alpha1.organization import (
 )
 from orgkeeper.controllers.records import BindingRecord, MemberRecord, WorkloadRecord
 from orgkeeper.domain import conditions
-from orgkeeper.domain import organization as org_domain
 from orgkeeper.domain.conditions import find
 from orgkeeper.domain.lifecycle import CLOCK_SKEW
 from orgkeeper.domain.membership import OrgContext, membership_labels, plan_memberships
 from orgkeeper.domain.namespaces import Claim, org_namespace_ready
-from orgkeeper.domain.organization import (
+from orgkeeper.domain.organization import billing as billing_domain
+from orgkeeper.domain.organization.billing import PLUS_TRIAL, roll_billing_cycle
+from orgkeeper.domain.organization.plan import (
     Applied,
     OrganizationPlan,
     OrgObservation,
-    closing_events,
-    organization_status,
+    next_due,
     parked_message,
-    plan,
+    plan_organization,
 )
+from orgkeeper.domain.organization.status import closing_events, organization_status
 
 OWNER = "owner@example.com"
 ADMIN = "admin@example.com"
@@ -205,7 +206,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
     workloads: dict[str, str],
     owner_users: tuple[str, ...],
 ) -> None:
-    planned = plan(observe(**facts))
+    planned = plan_organization(observe(**facts))
     assert planned.namespace is not None
     assert (planned.lifecycle.target, planned.lifecycle.started) == (target, started)
     assert planned.records_deactivation_first is started
@@ -218,7 +219,7 @@ def test_the_lifecycle_decides_the_workloads_and_the_owners_rights(
 
 
 def test_a_deactivation_tells_deactivated_once_every_effect_is_applied() -> None:
-    planned = plan(observe(**IDLE))
+    planned = plan_organization(observe(**IDLE))
     assert planned.events[-1].message == "deactivating the organization (Inactive)"
     first = organization_status(planned, Applied())
     assert (first.phase, closing_events(planned, first)) == ("Deactivating", [])
@@ -241,13 +242,13 @@ def test_the_status_written_before_a_deactivations_effects_keeps_the_licenses_co
         now=LONG_AGO,
     )
     status = active_status().model_copy(update={"conditions": licensed})
-    first = organization_status(plan(observe(**IDLE, status=status)), Applied())
+    first = organization_status(plan_organization(observe(**IDLE, status=status)), Applied())
     assert first.phase == "Deactivating"
     assert find(first.conditions, "LicensesProvisioned") == licensed[0]
 
 
 def test_a_reactivation_tells_reactivated_and_restarts_billing() -> None:
-    planned = plan(observe(**USED, status=deactivated_status("Requested")))
+    planned = plan_organization(observe(**USED, status=deactivated_status("Requested")))
     status = organization_status(planned, Applied(licenses=frozenset(PRODUCTS), complete=True))
     assert [e.reason for e in closing_events(planned, status)] == ["Reactivated"]
     assert status.billing is not None and status.billing.state == "Active"
@@ -255,13 +256,13 @@ def test_a_reactivation_tells_reactivated_and_restarts_billing() -> None:
 
 
 def test_a_deactivated_org_holds_no_member_roles() -> None:
-    bound = plan(observe(**USED)).namespace
+    bound = plan_organization(observe(**USED)).namespace
     assert bound is not None and bound.memberships.bindings
     existing = [
         BindingRecord(b.name, "org-acme", b.users, b.cluster_role, b.labels, ("uid-owner",))
         for b in bound.memberships.bindings
     ]
-    removed = plan(observe(**USED, state="Deactivated", bindings=existing)).namespace
+    removed = plan_organization(observe(**USED, state="Deactivated", bindings=existing)).namespace
     assert removed is not None
     assert removed.memberships.bindings == ()
     assert removed.memberships.stale_bindings == tuple(sorted(b.name for b in existing))
@@ -284,7 +285,7 @@ def test_the_billing_cycle_rolls_at_its_end_and_the_rolled_counters_decide_idlen
     cycle_start: datetime, requests: int, rolled: ApiRequests, target: str
 ) -> None:
     status = active_status(cycle_start=cycle_start, requests=requests)
-    planned = plan(observe(**IDLE, status=status))
+    planned = plan_organization(observe(**IDLE, status=status))
     assert (planned.activity.api_requests, planned.lifecycle.target) == (rolled, target)
     written = organization_status(planned, Applied(complete=True))
     assert written.activity is not None and written.activity.api_requests == rolled
@@ -294,14 +295,14 @@ def test_the_billing_cycle_rolls_at_its_end_and_the_rolled_counters_decide_idlen
 
 def test_the_billing_cycle_is_rolled_once_per_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
     rolls: list[datetime] = []
-    roll = org_domain.roll_billing_cycle
+    roll = roll_billing_cycle
 
     def counted(*args: Any) -> Any:
         rolls.append(args[-1])
         return roll(*args)
 
-    monkeypatch.setattr(org_domain, "roll_billing_cycle", counted)
-    planned = plan(observe(status=active_status(cycle_start=NOW - CYCLE, requests=5)))
+    monkeypatch.setattr(billing_domain, "roll_billing_cycle", counted)
+    planned = plan_organization(observe(status=active_status(cycle_start=NOW - CYCLE, requests=5)))
     organization_status(planned, Applied())  # the status written before the effects
     organization_status(planned, Applied(complete=True))
     assert rolls == [NOW]
@@ -313,7 +314,7 @@ def test_the_last_login_is_the_latest_of_the_members() -> None:
         membership(DEV, last_login=RECENTLY),
         membership(ADMIN),
     )
-    assert plan(observe(members=members)).activity.last_login_time == RECENTLY
+    assert plan_organization(observe(members=members)).activity.last_login_time == RECENTLY
 
 
 # The Owner: their Membership, a transfer, and nothing at all in a namespace not the org's.
@@ -336,7 +337,9 @@ def test_the_owners_membership_is_created_only_in_the_orgs_namespace(
     namespace_ready: bool,
     created: bool,
 ) -> None:
-    planned = plan(observe(status=status, members=members, namespace_ready=namespace_ready))
+    planned = plan_organization(
+        observe(status=status, members=members, namespace_ready=namespace_ready)
+    )
     assert (planned.owner_membership is not None) is created
     if planned.owner_membership is not None:
         owner = planned.owner_membership
@@ -352,7 +355,7 @@ def test_the_owners_membership_is_created_only_in_the_orgs_namespace(
 
 def test_a_transfer_to_an_organization_admin_moves_the_owners_rights() -> None:
     members = (*MEMBERS, membership(ADMIN, "organization-admin"))
-    planned = plan(observe(members=members, owner=ADMIN))
+    planned = plan_organization(observe(members=members, owner=ADMIN))
     assert planned.namespace is not None
     assert planned.owner.effective == ADMIN
     assert planned.namespace.owner_users == (ADMIN, f"oidc:{ADMIN}")
@@ -360,15 +363,15 @@ def test_a_transfer_to_an_organization_admin_moves_the_owners_rights() -> None:
 
 
 def test_a_rejected_transfer_is_told_once() -> None:
-    planned = plan(observe(owner=DEV))
+    planned = plan_organization(observe(owner=DEV))
     assert (planned.owner.effective, reasons(planned)) == (OWNER, ["TransferRejected"])
-    again = plan(observe(owner=DEV, status=organization_status(planned, Applied())))
+    again = plan_organization(observe(owner=DEV, status=organization_status(planned, Applied())))
     assert reasons(again) == []
 
 
 def test_a_conflicted_namespace_writes_nothing_in_it() -> None:
     elsewhere = workload("edge-dp", "data-plane", frozen=True, namespace="edge")
-    planned = plan(
+    planned = plan_organization(
         observe(
             status=OrganizationStatus(),
             members=(),
@@ -430,14 +433,16 @@ def test_a_found_org_namespace_serves_the_org_if_it_owns_it_or_it_was_made_for_i
 
 
 def test_the_provisioned_licenses_missing_are_created() -> None:
-    planned = plan(observe(provisioned=["mesh"]))
+    planned = plan_organization(observe(provisioned=["mesh"]))
     assert planned.namespace is not None
     assert planned.namespace.licenses == ("gateway-enterprise", "ingress-controller")
 
 
 def test_planes_are_counted_in_owned_namespaces_only() -> None:
     elsewhere = workload("stray", "control-plane", namespace="elsewhere")
-    status = organization_status(plan(observe(workloads=(*PLANES, elsewhere))), Applied())
+    status = organization_status(
+        plan_organization(observe(workloads=(*PLANES, elsewhere))), Applied()
+    )
     assert (status.control_planes, status.data_planes) == (1, 2)
 
 
@@ -501,7 +506,7 @@ def test_without_an_org_memberships_are_pending_and_hold_no_roles() -> None:
 
 
 def test_deactivation_records_its_start() -> None:
-    planned = plan(observe(**IDLE))
+    planned = plan_organization(observe(**IDLE))
     assert planned.lifecycle.deactivation == Deactivation(at=NOW, reason="Inactive")
 
 
@@ -517,7 +522,7 @@ FRESH_CYCLE = active_status(cycle_start=CYCLE_ENDS - CYCLE)
         ({**USED, "status": FRESH_CYCLE}, RECENTLY + WINDOW),
         ({**USED, "status": FRESH_CYCLE, "plan": "Enterprise"}, CYCLE_ENDS),
         ({"plan": "Plus", "created": NOW - timedelta(days=5), "status": FRESH_CYCLE},
-            NOW - timedelta(days=5) + org_domain.PLUS_TRIAL),
+            NOW - timedelta(days=5) + PLUS_TRIAL),
         ({**IDLE, "status": active_status(cycle_start=CYCLE_ENDS - CYCLE, requests=3)},
             CYCLE_ENDS),
         ({**USED, "status": deactivated_status("Inactive")},
@@ -540,7 +545,7 @@ FRESH_CYCLE = active_status(cycle_start=CYCLE_ENDS - CYCLE)
 def test_the_next_due_moment_is_the_first_time_rule_still_ahead(
     facts: dict[str, Any], due: datetime
 ) -> None:
-    assert org_domain.next_due(plan(observe(**facts))) == due
+    assert next_due(plan_organization(observe(**facts))) == due
 
 
 def test_a_control_plane_made_again_after_the_deactivation_is_parked_once_not_deleted() -> None:
@@ -558,18 +563,18 @@ def test_a_control_plane_made_again_after_the_deactivation_is_parked_once_not_de
     planes = (*PLANES, parked)
     # While the deactivation is applied, every control plane is deleted, parked or not.
     applying = deactivated_status("Requested").model_copy(update={"phase": "Deactivating"})
-    planned = plan(observe(workloads=planes, status=applying, state="Deactivated"))
+    planned = plan_organization(observe(workloads=planes, status=applying, state="Deactivated"))
     assert dict(planned.workloads) == {
         "cp": "Decommission",
         "cp-parked": "Decommission",
         "dp": "Freeze",
     }
     # Settled: a new one is parked, a parked one is left alone.
-    settled = plan(
+    settled = plan_organization(
         observe(workloads=planes, status=deactivated_status("Requested"), state="Deactivated")
     )
     assert dict(settled.workloads) == {"cp": "Park", "dp": "Freeze"}
     # Reactivated: parked control planes stay as they are (not recreated, not scaled up).
-    active = plan(observe(workloads=planes))
+    active = plan_organization(observe(workloads=planes))
     assert dict(active.workloads) == {"dp-frozen": "Unfreeze"}
     assert "orgkeeper.dev/decommissioned" in parked_message("acme")

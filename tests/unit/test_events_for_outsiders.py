@@ -19,7 +19,7 @@ from orgkeeper.api.v1alpha1.organization import OrganizationStatus
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.events import Event, recorded_in
 from orgkeeper.domain.membership import Member
-from orgkeeper.domain.organization import OwnerMembership, decide_owner, owner_events
+from orgkeeper.domain.organization.ownership import OwnerMembership, decide_owner, owner_events
 from orgkeeper.handlers import organization as handlers
 from orgkeeper.kube import SHARED_INSTANCE, KubeApi, NotLeaderError, PostedEvent
 from orgkeeper.settings import Settings

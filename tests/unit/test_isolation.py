@@ -24,12 +24,14 @@ from orgkeeper.api.v1alpha1.organization import (
 )
 from orgkeeper.controllers.organization import _write_status
 from orgkeeper.controllers.records import MemberRecord, NamespaceRecord, WorkloadRecord
-from orgkeeper.controllers.runtime import Runtime, ignored_key
-from orgkeeper.domain import organization as org_domain
+from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.license.copies import Delivery
 from orgkeeper.domain.license.evaluation import Evaluated, evaluate, needs_issuing
 from orgkeeper.domain.license.status import license_status
 from orgkeeper.domain.namespaces import Claim, belongs_to, ignored_message, owned_namespaces
+from orgkeeper.domain.organization.plan import Applied, OrgObservation, plan_organization
+from orgkeeper.domain.organization.status import organization_status
+from orgkeeper.domain.organization.warnings import ignored_key
 from orgkeeper.handlers.organization import labelled_or_counted, license_changed, workload_changed
 from orgkeeper.kube import KubeApi, OwnerRef
 from orgkeeper.settings import Settings
@@ -313,7 +315,7 @@ def test_failed_targets_keep_ready_false_with_a_short_message() -> None:
     spec = OrganizationSpec.model_validate(
         {"displayName": "Acme", "plan": "Enterprise", "region": "eu", "owner": "o@acme.test"}
     )
-    observed = org_domain.OrgObservation(
+    observed = OrgObservation(
         name="acme",
         uid="uid-acme",
         generation=3,
@@ -326,9 +328,9 @@ def test_failed_targets_keep_ready_false_with_a_short_message() -> None:
         sso_prefix="oidc:",
         namespace_ready=True,
     )
-    status = org_domain.organization_status(
-        org_domain.plan(observed),
-        org_domain.Applied(
+    status = organization_status(
+        plan_organization(observed),
+        Applied(
             licenses=frozenset({"gateway-enterprise", "ingress-controller", "mesh"}),
             failed=tuple(f"Deployment ns-{i}/fat (Invalid: too long)" for i in range(40)),
             complete=True,

@@ -12,7 +12,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
-from orgkeeper.domain.organization import owner_rules
+from orgkeeper.domain.organization.ownership import owner_rules
 from orgkeeper.kube import KubeApi, OwnerRef, absent_ok, exists_ok
 
 ROLE = names.owner_role("acme")

@@ -13,7 +13,7 @@ from orgkeeper.controllers.membership import create_owner_membership
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.controllers.writes import Failure
 from orgkeeper.domain.membership import Member
-from orgkeeper.domain.organization import OwnerMembership
+from orgkeeper.domain.organization.ownership import OwnerMembership
 from orgkeeper.settings import Settings
 
 NEW = "new@acme.example"

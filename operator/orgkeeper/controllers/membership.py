@@ -12,7 +12,7 @@ from ..api.v1alpha1 import API_VERSION, MEMBERSHIP
 from ..api.v1alpha1.membership import MembershipStatus
 from ..domain.fairness import take_turn, turn_order
 from ..domain.membership import Binding, MembershipsPlan, plan_memberships
-from ..domain.organization import OwnerMembership
+from ..domain.organization.ownership import OwnerMembership
 from ..kube import OwnerRef
 from ..names import same_email
 from .informer import Informer

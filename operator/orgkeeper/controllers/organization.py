@@ -17,25 +17,28 @@ from .. import names
 from ..api.v1alpha1 import API_VERSION, LICENSE, MEMBERSHIP, ORGANIZATION
 from ..api.v1alpha1.common import Condition
 from ..api.v1alpha1.organization import Activity, OrganizationSpec, OrganizationStatus
-from ..domain import conditions
 from ..domain import namespaces as namespace_domain
-from ..domain import organization as org_domain
 from ..domain.events import Event, recorded_in
 from ..domain.namespaces import Claim
-from ..domain.organization import (
+from ..domain.organization.billing import roll_billing_cycle
+from ..domain.organization.plan import (
     Applied,
     NamespacePlan,
     OrganizationPlan,
+    OrgObservation,
     WorkloadAction,
-    closing_events,
-    organization_status,
+    next_due,
+    parked_message,
+    plan_organization,
 )
+from ..domain.organization.status import closing_events, organization_status
+from ..domain.organization.warnings import failed_write, ignored_workload, invalid_spec, tell_once
 from ..kube import OwnerRef, owner_of
 from . import guardrails
 from .license import reconcile_licenses
 from .membership import create_owner_membership, sync_memberships
 from .records import BindingRecord, LicenseRecord, MemberRecord, NamespaceRecord, WorkloadRecord
-from .runtime import Runtime, ignored_key
+from .runtime import Runtime
 from .writes import Failure, Target, annotate, attempt, differs, now_utc, status_wire, workload_ref
 
 ROLLOVER_ATTEMPTS = 5
@@ -82,8 +85,8 @@ async def reconcile_organization(
     # Off the event loop: planning thousands of Memberships (pydantic) would hold up the
     # admission answers served on it.
     plan = await asyncio.to_thread(
-        org_domain.plan,
-        org_domain.OrgObservation(
+        plan_organization,
+        OrgObservation(
             name=name,
             uid=owner_ref.uid,
             generation=generation,
@@ -128,7 +131,7 @@ async def reconcile_organization(
     told, licensed, licenses_due = await _apply(
         runtime, plan, cached, owner_ref, namespace_object, failures, changed_at=changed_at
     )
-    runtime.schedule(name, (org_domain.next_due(plan), licenses_due))
+    runtime.schedule(name, (next_due(plan), licenses_due))
     events += told
     ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
     events += _warnings(runtime, name, owner_ref.uid, ignored, failures)
@@ -181,7 +184,7 @@ async def _apply(
     await sync_workloads(runtime, served, plan.workloads, failures)
     failed = {failure.target.what for failure in failures}
     parked = [
-        Event("Warning", "ControlPlaneParked", org_domain.parked_message(name), workload_ref(w))
+        Event("Warning", "ControlPlaneParked", parked_message(name), workload_ref(w))
         for w in served
         if plan.workloads.get(w.uid) == "Park" and f"{w.kind} {w.ref}" not in failed
     ]
@@ -315,33 +318,21 @@ def _warnings(
     ignored: Sequence[WorkloadRecord],
     failures: Sequence[Failure],
 ) -> list[Event]:
-    """Warning Events for what newly went wrong: each once while it lasts (not every check)."""
-    told = runtime.told.get(organization, frozenset())
-    now_told: set[str] = set()
-    events: list[Event] = []
+    """Warning Events for what newly went wrong (the domain tells each once while it lasts)."""
+    troubles = []
     for workload in ignored:
-        key = ignored_key(workload.uid)
-        now_told.add(key)
-        if key not in told:
-            holder = namespace_holder(runtime, workload.namespace)
-            message = namespace_domain.ignored_message(
-                workload.namespace, organization, holder, uid if holder == organization else None
-            )
-            events.append(Event("Warning", "NamespaceNotOwned", message, workload_ref(workload)))
-    for failure in failures:
-        key = f"failed:{failure.target.what}:{failure.reason}"
-        if key in now_told:
-            continue
-        now_told.add(key)
-        if key not in told:
-            reason = failure.reason if failure.reason == "SecretConflict" else "ApplyFailed"
-            message = f"orgkeeper could not apply {organization}'s policy: {failure.describe()}"
-            events += [
-                Event("Warning", reason, message, involved)
-                for involved in failure.target.involved or (None,)
-            ]
+        holder = namespace_holder(runtime, workload.namespace)
+        message = namespace_domain.ignored_message(
+            workload.namespace, organization, holder, uid if holder == organization else None
+        )
+        troubles.append(ignored_workload(workload.uid, message, workload_ref(workload)))
+    troubles += [
+        failed_write(organization, f.target.what, f.reason, f.describe(), f.target.involved)
+        for f in failures
+    ]
+    events, now_told = tell_once(runtime.told.get(organization, frozenset()), troubles)
     if now_told:
-        runtime.told[organization] = frozenset(now_told)
+        runtime.told[organization] = now_told
     else:
         runtime.told.pop(organization, None)
     return events
@@ -384,7 +375,7 @@ async def _write_status(
             held = OrganizationStatus.model_validate(live.get("status") or {})
             rolled = held.activity or Activity()
             if held.billing is not None:
-                _, rolled = org_domain.roll_billing_cycle(
+                _, rolled = roll_billing_cycle(
                     held.billing, rolled, runtime.settings.billing_cycle, now
                 )
             wire["activity"]["apiRequests"] = rolled.api_requests.model_dump(
@@ -417,13 +408,11 @@ async def _stalled(
     now: datetime,
 ) -> list[Event]:
     """A spec the API server let in but the policy can't act on: Ready=False, no retry storm."""
-    problems = "; ".join(
-        f"spec.{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-    )
-    message = f"the spec can't be reconciled ({problems}); correct it and apply again"
-    found = [Condition.model_validate(c) for c in current.get("conditions") or []]
-    found = conditions.put(
-        found, "Ready", False, "InvalidSpec", message, generation=generation, now=now
+    found, told = invalid_spec(
+        ((issue["loc"], issue["msg"]) for issue in error.errors()),
+        [Condition.model_validate(c) for c in current.get("conditions") or []],
+        generation=generation,
+        now=now,
     )
     wire = {
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in found],
@@ -431,7 +420,7 @@ async def _stalled(
     }
     if differs(wire, current):
         await runtime.kube.run(runtime.kube.patch_status, ORGANIZATION.plural, name, wire)
-    return [Event("Warning", "InvalidSpec", message)]
+    return [told]
 
 
 async def create_licenses(

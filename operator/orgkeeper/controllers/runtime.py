@@ -22,11 +22,6 @@ from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
 RECONCILE_CONCURRENCY = 8
 
 
-def ignored_key(uid: str | None) -> str:
-    """How a workload told it is ignored is remembered in Runtime.told."""
-    return f"ignored:{uid}"
-
-
 def in_org_namespace(namespace: str) -> bool:
     return bool(names.organization_of_namespace(namespace))
 
@@ -77,7 +72,8 @@ class Runtime:
     # Per org, the lifecycle transition last posted as an Event (see lifecycle.untold_transitions).
     transitions: dict[str, str | None] = field(default_factory=dict)
     # Per org, the next moment a time rule may change what its reconcile decides (next_due in
-    # domain/organization.py and domain/license.py): its loop wakes then, not at the check.
+    # domain/organization/plan.py and domain/license/evaluation.py): its loop wakes then, not at
+    # the check.
     due: dict[str, datetime] = field(default_factory=dict)
     # org-<name> namespaces whose Memberships changed while no loop of <name> runs here: the
     # pending loop (handlers/organization.py) marks them Pending if no such org exists.
