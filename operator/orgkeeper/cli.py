@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_type_hints
 
 import yaml
 
@@ -76,168 +77,28 @@ RUN_HELP = "run the operator against the current cluster"
 
 
 def _add_run(commands: Any) -> None:
-    from .settings import Settings
+    """`run`'s flags, one per field of Settings: its type, default, choices and help."""
+    from .settings import Settings, duration_text, env_variable, flag_of
 
     run = commands.add_parser("run", help=RUN_HELP)
-    defaults = Settings()
-
-    def flag(name: str, help: str, *, default: Any, type: Callable[[str], Any] = str) -> None:
-        env = "ORGKEEPER_" + name.upper().replace("-", "_")
-        if default is not None:
-            help = f"{help} (default: {default})"
+    hints = get_type_hints(Settings)
+    for field in dataclasses.fields(Settings):
+        flag, kind, default = flag_of(field.name), hints[field.name], field.default
+        options: dict[str, Any] = {"help": field.metadata["help"]}
+        if kind is bool:
+            options.update(nargs="?", const=True, type=_boolean)
+        elif kind is timedelta:
+            options["type"] = _duration
+        elif kind is int:
+            options["type"] = int
+        if field.metadata["choices"]:
+            options["choices"] = field.metadata["choices"]
+        shown = duration_text(default) if isinstance(default, timedelta) else default
+        if shown not in (None, ""):
+            options["help"] += f" (default: {str(shown).lower() if kind is bool else shown})"
         run.add_argument(
-            f"--{name}", action=_EnvDefault, env=env, default=default, type=type, help=help
+            f"--{flag}", action=_EnvDefault, env=env_variable(flag), default=default, **options
         )
-
-    flag("region", "reconcile only organizations of this region (default: all)", default=None)
-    flag(
-        "inactivity-window",
-        "no activity for this long deactivates a Free org",
-        default="30d",
-        type=_duration,
-    )
-    flag("billing-cycle", "length of a billing cycle", default="30d", type=_duration)
-    flag("check-interval", "how often periodic checks run", default="5m", type=_duration)
-    flag(
-        "license-validity",
-        "how long a provisioned license is valid",
-        default="365d",
-        type=_duration,
-    )
-    flag(
-        "license-rotate-after",
-        "age at which a provisioned license is replaced",
-        default="182d",
-        type=_duration,
-    )
-    flag(
-        "sso-username-prefix",
-        "user-name prefix of the cluster's OIDC authenticator",
-        default=defaults.sso_username_prefix,
-    )
-    flag("namespace", "the operator's own namespace (signing key)", default=defaults.namespace)
-    flag(
-        "listen-address",
-        "address the webhook, health and metrics servers listen on",
-        default=defaults.listen_address,
-    )
-    run.add_argument(
-        "--webhook-mode",
-        action=_EnvDefault,
-        env="ORGKEEPER_WEBHOOK_MODE",
-        default=defaults.webhook_mode,
-        choices=["managed", "serve", "off"],
-        help="managed: serve the admission webhooks and register them by URL (for a cluster "
-        "that reaches this process directly); serve: serve them behind the Service of "
-        "manifests/, whose two webhook configurations get this server's CA; off: no webhooks "
-        f"(default: {defaults.webhook_mode})",
-    )
-    flag(
-        "webhook-port",
-        "port of the admission webhook server",
-        default=defaults.webhook_port,
-        type=int,
-    )
-    flag(
-        "webhook-host",
-        "host name the API server uses to reach the webhooks (default: the address; with "
-        "serve, the Service's name)",
-        default=None,
-    )
-    flag(
-        "webhook-cert-dir",
-        "directory with the webhook's tls.crt, tls.key and ca.crt, e.g. a cert-manager Secret "
-        "(default: a CA generated at start)",
-        default=None,
-    )
-    flag(
-        "webhook-service",
-        "with serve: the Service in --namespace in front of the webhooks (certificate names)",
-        default=defaults.webhook_service,
-    )
-    flag(
-        "health-port",
-        "port of the liveness (/healthz) and readiness (/readyz) endpoints",
-        default=defaults.health_port,
-        type=int,
-    )
-    flag(
-        "metrics-port",
-        "port of the Prometheus /metrics endpoint (HTTPS; a bearer token allowed to get "
-        "/metrics, e.g. by the orgkeeper-metrics-reader ClusterRole)",
-        default=defaults.metrics_port,
-        type=int,
-    )
-    flag(
-        "metrics-cert-dir",
-        "directory with the metrics endpoint's tls.crt and tls.key (default: self-signed)",
-        default=None,
-    )
-    flag(
-        "pod-security",
-        "Pod Security level org namespaces enforce: restricted or baseline",
-        default=defaults.pod_security,
-    )
-    flag(
-        "membership-quota",
-        "how many Memberships an org namespace may hold (a ResourceQuota)",
-        default=defaults.membership_quota,
-        type=int,
-    )
-    flag(
-        "orgs-per-owner",
-        "how many Organizations one owner e-mail may sign up (support may create more)",
-        default=defaults.orgs_per_owner,
-        type=int,
-    )
-    flag(
-        "writes-per-turn",
-        "how many writes one org's reconcile makes before it lets waiting orgs go first",
-        default=defaults.writes_per_turn,
-        type=int,
-    )
-    flag("log-format", "plain or json", default="plain")
-    run.add_argument(
-        "--leader-elect",
-        action=_EnvDefault,
-        env="ORGKEEPER_LEADER_ELECT",
-        nargs="?",
-        const=True,
-        default=False,
-        type=_boolean,
-        help="elect one leader among replicas on the Lease orgkeeper (orgkeeper-<region> with "
-        "--region) in --namespace; only the leader reconciles, every replica serves admission "
-        "(default: false)",
-    )
-    flag(
-        "identity",
-        "this replica's name: the Lease holder and the User-Agent's comment (default: the pod "
-        "name, else host name and process id)",
-        default=None,
-    )
-    flag(
-        "lease-duration",
-        "how long a Lease not renewed stays the holder's",
-        default="15s",
-        type=_duration,
-    )
-    flag(
-        "renew-deadline",
-        "a leader that could not renew for this long stops writing (less than --lease-duration)",
-        default="10s",
-        type=_duration,
-    )
-    flag("retry-period", "how often replicas try the Lease", default="2s", type=_duration)
-    run.add_argument(
-        "--verbose",
-        action=_EnvDefault,
-        env="ORGKEEPER_VERBOSE",
-        nargs="?",
-        const=True,
-        default=False,
-        type=_boolean,
-        help="log more (default: false)",
-    )
     run.set_defaults(handler=_run)
 
 
@@ -255,36 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     from .preflight import check_cluster, check_tls_dirs, claim_ports
     from .settings import SettingError, Settings, check, default_identity
 
-    settings = Settings(
-        region=args.region,
-        sso_username_prefix=args.sso_username_prefix,
-        namespace=args.namespace,
-        listen_address=args.listen_address,
-        webhook_mode=args.webhook_mode,
-        webhook_port=int(args.webhook_port),
-        webhook_host=args.webhook_host,
-        webhook_cert_dir=args.webhook_cert_dir,
-        webhook_service=args.webhook_service,
-        health_port=int(args.health_port),
-        metrics_port=int(args.metrics_port),
-        inactivity_window=args.inactivity_window,
-        billing_cycle=args.billing_cycle,
-        check_interval=args.check_interval,
-        license_validity=args.license_validity,
-        license_rotate_after=args.license_rotate_after,
-        leader_elect=args.leader_elect,
-        identity=args.identity or default_identity(os.environ),
-        lease_duration=args.lease_duration,
-        renew_deadline=args.renew_deadline,
-        retry_period=args.retry_period,
-        pod_security=args.pod_security,
-        membership_quota=int(args.membership_quota),
-        orgs_per_owner=int(args.orgs_per_owner),
-        writes_per_turn=int(args.writes_per_turn),
-        metrics_cert_dir=args.metrics_cert_dir,
-    )
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    settings = Settings(**{**given, "identity": args.identity or default_identity(os.environ)})
     # Settings that can't work stop here, in one line (exit code 2), before anything runs.
-    check(settings, args.log_format)
+    check(settings)
     check_tls_dirs(settings)
     limit_arenas()  # before any thread of the operator's starts
     listeners = claim_ports(settings)
@@ -293,9 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     except SettingError:
         listeners.close()
         raise
-    return run_operator(
-        settings, verbose=args.verbose, log_format=args.log_format, listeners=listeners
-    )
+    return run_operator(settings, listeners=listeners)
 
 
 def _add_crds(commands: Any) -> None:

@@ -31,6 +31,7 @@ from urllib3.util.retry import Retry
 from . import names
 from .api.v1alpha1 import API_VERSION, GROUP, VERSION
 from .domain.membership import Binding
+from .settings import Settings
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -165,10 +166,11 @@ MEMBERSHIP_COUNT = f"count/memberships.{GROUP}"
 
 @dataclass(frozen=True)
 class Guardrails:
-    """What every org namespace enforces: a Pod Security level and a Membership quota."""
+    """What every org namespace enforces: a Pod Security level and a Membership quota (the
+    settings' defaults unless given)."""
 
-    pod_security: str = "restricted"
-    membership_quota: int = 10000
+    pod_security: str = Settings.pod_security
+    membership_quota: int = Settings.membership_quota
 
     def labels(self) -> dict[str, str]:
         return {POD_SECURITY_ENFORCE: self.pod_security, POD_SECURITY_ENFORCE_VERSION: "latest"}

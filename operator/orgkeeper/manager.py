@@ -49,12 +49,10 @@ class AdmissionForgets(ResourceMemories):
         return await super().recall_memo(raw_body, memobase=memobase, ephemeral=True)
 
 
-def run_operator(
-    settings: Settings, *, listeners: Listeners, verbose: bool = False, log_format: str = "plain"
-) -> int:
+def run_operator(settings: Settings, *, listeners: Listeners) -> int:
     kopf.configure(
-        verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+        verbose=settings.verbose,
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
     )
     registry = kopf.OperatorRegistry()
     register(registry, settings)

@@ -6,8 +6,9 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
+from typing import Any
 
 from . import names
 from .api.v1alpha1 import REGIONS
@@ -47,46 +48,115 @@ def duration_text(value: timedelta) -> str:
     return "".join(parts)
 
 
+POD_SECURITY_LEVELS = ("restricted", "baseline")
+WEBHOOK_MODES = ("managed", "serve", "off")
+LOG_FORMATS = ("plain", "json")
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    """A field of Settings and the `orgkeeper run` flag that sets it: `--<name>` and
+    ORGKEEPER_<NAME>, whose help and (shown by the flag) default and choices come from here.
+    Help of a setting without a default says itself what happens without it."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What `orgkeeper run` was told; handlers read it from kopf's memo."""
+    """What `orgkeeper run` was told (each field a flag: cli.py makes them from these);
+    handlers read it from kopf's memo."""
 
-    region: str | None = None
-    inactivity_window: timedelta = timedelta(days=30)
-    billing_cycle: timedelta = timedelta(days=30)
-    check_interval: timedelta = timedelta(minutes=5)
-    license_validity: timedelta = timedelta(days=365)
-    license_rotate_after: timedelta = timedelta(days=182)
-    sso_username_prefix: str = names.SSO_USERNAME_PREFIX
-    namespace: str = "orgkeeper-system"
-    listen_address: str = "0.0.0.0"
-    webhook_mode: str = "managed"
-    webhook_port: int = 9443
-    webhook_host: str | None = None
-    # A directory with tls.crt and tls.key (and ca.crt), as cert-manager mounts them; without it
-    # the webhook server generates a CA of its own at start.
-    webhook_cert_dir: str | None = None
-    # The Service in `namespace` that fronts the webhook server in a cluster (`serve` mode): its
-    # DNS names go into the generated certificate.
-    webhook_service: str = "orgkeeper-webhook"
-    health_port: int = 8080
-    metrics_port: int = 9090
+    region: str | None = setting(
+        None, "reconcile only organizations of this region (default: all)", choices=REGIONS
+    )
+    inactivity_window: timedelta = setting(
+        timedelta(days=30), "no activity for this long deactivates a Free org"
+    )
+    billing_cycle: timedelta = setting(timedelta(days=30), "length of a billing cycle")
+    check_interval: timedelta = setting(timedelta(minutes=5), "how often periodic checks run")
+    license_validity: timedelta = setting(
+        timedelta(days=365), "how long a provisioned license is valid"
+    )
+    license_rotate_after: timedelta = setting(
+        timedelta(days=182), "age at which a provisioned license is replaced"
+    )
+    sso_username_prefix: str = setting(
+        names.SSO_USERNAME_PREFIX, "user-name prefix of the cluster's OIDC authenticator"
+    )
+    namespace: str = setting("orgkeeper-system", "the operator's own namespace (signing key)")
+    listen_address: str = setting(
+        "0.0.0.0", "address the webhook, health and metrics servers listen on"
+    )
+    webhook_mode: str = setting(
+        "managed",
+        "managed: serve the admission webhooks and register them by URL (for a cluster that "
+        "reaches this process directly); serve: serve them behind the Service of manifests/, "
+        "whose two webhook configurations get this server's CA; off: no webhooks",
+        choices=WEBHOOK_MODES,
+    )
+    webhook_port: int = setting(9443, "port of the admission webhook server")
+    webhook_host: str | None = setting(
+        None,
+        "host name the API server uses to reach the webhooks (default: the address; with "
+        "serve, the Service's name)",
+    )
+    # As cert-manager mounts them; without it the webhook server generates a CA at start.
+    webhook_cert_dir: str | None = setting(
+        None,
+        "directory with the webhook's tls.crt, tls.key and ca.crt, e.g. a cert-manager Secret "
+        "(default: a CA generated at start)",
+    )
+    # Its DNS names go into the generated certificate.
+    webhook_service: str = setting(
+        "orgkeeper-webhook",
+        "with serve: the Service in --namespace in front of the webhooks (certificate names)",
+    )
+    health_port: int = setting(
+        8080, "port of the liveness (/healthz) and readiness (/readyz) endpoints"
+    )
+    metrics_port: int = setting(
+        9090,
+        "port of the Prometheus /metrics endpoint (HTTPS; a bearer token allowed to get "
+        "/metrics, e.g. by the orgkeeper-metrics-reader ClusterRole)",
+    )
+    metrics_cert_dir: str | None = setting(
+        None,
+        "directory with the metrics endpoint's tls.crt and tls.key (default: self-signed)",
+    )
+    pod_security: str = setting(
+        "restricted",
+        "Pod Security level org namespaces enforce: restricted or baseline",
+        choices=POD_SECURITY_LEVELS,
+    )
+    membership_quota: int = setting(
+        10000, "how many Memberships an org namespace may hold (a ResourceQuota)"
+    )
+    orgs_per_owner: int = setting(
+        10, "how many Organizations one owner e-mail may sign up (support may create more)"
+    )
+    writes_per_turn: int = setting(
+        500, "how many writes one org's reconcile makes before it lets waiting orgs go first"
+    )
+    log_format: str = setting("plain", "plain or json", choices=LOG_FORMATS)
     # High availability: replicas elect a leader on a Lease; only the leader reconciles.
-    leader_elect: bool = False
-    identity: str = ""  # the Lease holder and the User-Agent's comment; see default_identity()
-    lease_duration: timedelta = timedelta(seconds=15)
-    renew_deadline: timedelta = timedelta(seconds=10)
-    retry_period: timedelta = timedelta(seconds=2)
-
-    # Org namespaces: the Pod Security level they enforce, and how many Memberships they hold.
-    pod_security: str = "restricted"
-    membership_quota: int = 10000
-    # Self-service sign-up: how many Organizations one owner e-mail may hold (support exempt).
-    orgs_per_owner: int = 10
-    # How many writes one org's reconcile makes before it yields its slot to waiting orgs.
-    writes_per_turn: int = 500
-    # A directory with tls.crt and tls.key for the metrics endpoint; without it, self-signed.
-    metrics_cert_dir: str | None = None
+    leader_elect: bool = setting(
+        False,
+        "elect one leader among replicas on the Lease orgkeeper (orgkeeper-<region> with "
+        "--region) in --namespace; only the leader reconciles, every replica serves admission",
+    )
+    identity: str = setting(
+        "",
+        "this replica's name: the Lease holder and the User-Agent's comment (default: the pod "
+        "name, else host name and process id)",
+    )
+    lease_duration: timedelta = setting(
+        timedelta(seconds=15), "how long a Lease not renewed stays the holder's"
+    )
+    renew_deadline: timedelta = setting(
+        timedelta(seconds=10),
+        "a leader that could not renew for this long stops writing (less than --lease-duration)",
+    )
+    retry_period: timedelta = setting(timedelta(seconds=2), "how often replicas try the Lease")
+    verbose: bool = setting(False, "log more")
 
     @property
     def lease_name(self) -> str:
@@ -108,11 +178,6 @@ def default_identity(environ: Mapping[str, str]) -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
-POD_SECURITY_LEVELS = ("restricted", "baseline")
-WEBHOOK_MODES = ("managed", "serve", "off")
-LOG_FORMATS = ("plain", "json")
-
-
 class SettingError(ValueError):
     """A setting `orgkeeper run` can't work with: names the flag, printed as one line."""
 
@@ -127,22 +192,22 @@ def flag_and_variable(flag: str) -> str:
     return f"--{flag} ({env_variable(flag)})"
 
 
+def flag_of(name: str) -> str:
+    """'webhook_port' (a field of Settings) -> 'webhook-port'."""
+    return name.replace("_", "-")
+
+
 def env_variable(flag: str) -> str:
     return "ORGKEEPER_" + flag.upper().replace("-", "_")
 
 
-def check(settings: Settings, log_format: str = "plain") -> None:
-    """Refuses, with a SettingError, values that parse but can't work together."""
-
-    def one_of(flag: str, value: object, allowed: tuple[str, ...]) -> None:
-        if value not in allowed:
-            raise SettingError(flag, f"{value!r} is not one of {', '.join(allowed)}")
-
-    if settings.region is not None:
-        one_of("region", settings.region, REGIONS)
-    one_of("webhook-mode", settings.webhook_mode, WEBHOOK_MODES)
-    one_of("pod-security", settings.pod_security, POD_SECURITY_LEVELS)
-    one_of("log-format", log_format, LOG_FORMATS)
+def check(settings: Settings) -> None:
+    """Refuses, with a SettingError, values that parse but can't work together (a value from
+    a variable is not checked against its choices by the flag)."""
+    for each in fields(Settings):
+        choices, value = each.metadata["choices"], getattr(settings, each.name)
+        if choices and value is not None and value not in choices:
+            raise SettingError(flag_of(each.name), f"{value!r} is not one of {', '.join(choices)}")
     ports = {
         "webhook-port": settings.webhook_port,
         "health-port": settings.health_port,

@@ -141,7 +141,7 @@ def test_the_rotation_refusal_writes_durations_as_flags_do() -> None:
 
 def test_an_unknown_log_format_is_refused() -> None:
     with pytest.raises(SettingError, match=r"^--log-format \(ORGKEEPER_LOG_FORMAT\)"):
-        check(Settings(), log_format="xml")
+        check(Settings(log_format="xml"))
 
 
 def test_with_webhooks_off_their_port_is_not_checked() -> None:
