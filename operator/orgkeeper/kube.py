@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib.metadata import version
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientMiddlewareType
@@ -272,19 +274,6 @@ class NotLeaderError(RuntimeError):
     """A write refused because this replica does not hold a valid Lease."""
 
 
-# What `KubeApi.run` lets through without the write gate: reads, which followers need for their
-# caches, the Lease, which leader election writes to become (or stay) the leader, and the
-# Token- and SubjectAccessReviews that admission and /metrics ask on every replica (they
-# change nothing).
-_UNGATED = frozenset({"create_lease", "replace_lease", "may", "review_metrics_access"})
-
-
-def passes_gate(call: Callable[..., Any]) -> bool:
-    """Reads (by name: read_*, list_*, watch_*) and the Lease; any other call is a write."""
-    name = getattr(call, "__name__", "")
-    return name.startswith(("read_", "list_", "watch_")) or name in _UNGATED
-
-
 # The HTTP verbs that change nothing; any other request is a write.
 READ_VERBS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Writes any replica sends, by (API group, resource): the Lease (how it becomes or stays the
@@ -343,17 +332,23 @@ def write_gate_middleware(
             request.method, request.url.path, ungated
         ):
             return await handler(request)
-        if not kube.write_gate():
-            raise NotLeaderError(
-                f"{request.method} {request.url.path}: this replica does not hold the leader Lease"
-            )
-        kube.writes_in_flight += 1
-        try:
+        with kube.writing(request.method, request.url.path):
             return await handler(request)
-        finally:
-            kube.writes_in_flight -= 1
 
     return gate
+
+
+def gate_rest_client(kube: KubeApi) -> None:
+    """Every request of `kube`'s API client passes `kube.writing` with its HTTP verb and path:
+    the write gate is decided by the request sent, never by which method sent it."""
+    rest = kube.api_client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        with kube.writing(method, urlsplit(url).path):
+            return send(method, url, *args, **kwargs)
+
+    rest.request = request
 
 
 def user_agent(version: str, identity: str) -> str:
@@ -380,35 +375,35 @@ class KubeApi:
         self.review_executor = ThreadPoolExecutor(
             max_workers=REVIEW_CONCURRENCY, thread_name_prefix="review"
         )
-        # Leader election sets this: writes through `run` need it to answer True.
+        # Leader election sets this: a write (by HTTP verb, write_gate_middleware and
+        # gate_rest_client) is sent only while it answers True.
         self.write_gate: Callable[[], bool] | None = None
         self.writes_in_flight = 0
+        self._in_flight_lock = threading.Lock()  # kube's threads and kopf's loop both count
+        gate_rest_client(self)
+
+    @contextlib.contextmanager
+    def writing(self, method: str, path: str) -> Iterator[None]:
+        """Around one request, whoever sends it: a write passes only while the gate is open,
+        and counts in `writes_in_flight` until its answer came (a resigning leader releases
+        the Lease only after it: manager.py)."""
+        if self.write_gate is None or not is_gated_request(method, path):
+            yield
+            return
+        if not self.write_gate():
+            raise NotLeaderError(f"{method} {path}: this replica does not hold the leader Lease")
+        with self._in_flight_lock:
+            self.writes_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self.writes_in_flight -= 1
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A call of the client, on kube's threads (its writes pass the gate or raise)."""
         loop = asyncio.get_running_loop()
-        if passes_gate(call):
-            return await loop.run_in_executor(
-                self.executor, functools.partial(call, *args, **kwargs)
-            )
-        # A write: only while the gate (leader election's valid lease) says so, when it is
-        # queued and again when a thread takes it (the Lease may have lapsed meanwhile).
-        self._check_gate(call)
-        self.writes_in_flight += 1
-        try:
-            return await loop.run_in_executor(
-                self.executor, functools.partial(self._gated, call, *args, **kwargs)
-            )
-        finally:
-            self.writes_in_flight -= 1
-
-    def _check_gate(self, call: Callable[..., Any]) -> None:
-        if self.write_gate is not None and not self.write_gate():
-            name = getattr(call, "__name__", call)
-            raise NotLeaderError(f"{name}: this replica does not hold the leader Lease")
-
-    def _gated(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        self._check_gate(call)
-        return call(*args, **kwargs)
+        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
 
     async def run_lease(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A Lease call, on the Lease's own threads (never queued behind other work)."""

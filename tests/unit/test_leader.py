@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
-from orgkeeper.kube import KubeApi, NotLeaderError, passes_gate, user_agent
+from orgkeeper.kube import KubeApi, user_agent
 from orgkeeper.leader import (
     Elector,
     LeaseConfig,
@@ -315,37 +315,8 @@ def test_leader_election_flags_and_variables(monkeypatch: pytest.MonkeyPatch) ->
     assert args.retry_period == timedelta(seconds=1)
 
 
-def test_reads_and_the_lease_pass_the_write_gate_and_everything_else_is_a_write() -> None:
-    for read in ("read_secret", "list_page", "watch_events", "read_lease", "create_lease"):
-        assert passes_gate(getattr(KubeApi, read)), read
-    for write in ("patch_status", "delete_role_binding", "create_custom", "write_secret"):
-        assert not passes_gate(getattr(KubeApi, write)), write
+def test_the_user_agent_names_the_replica() -> None:
     assert user_agent("0.1.0", "replica-a") == "orgkeeper/0.1.0 (replica-a)"
-
-
-@run_async
-async def test_a_write_without_the_lease_is_refused_before_it_is_sent() -> None:
-    sent: list[str] = []
-
-    class Api(KubeApi):
-        def __init__(self) -> None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.executor = ThreadPoolExecutor(max_workers=1)
-            self.write_gate = None
-            self.writes_in_flight = 0
-
-        def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
-            sent.append(name)
-
-    api = Api()
-    holding = [True]
-    api.write_gate = lambda: holding[0]
-    await api.run(api.delete_secret, "ns", "one")
-    holding[0] = False
-    with pytest.raises(NotLeaderError, match="delete_secret"):
-        await api.run(api.delete_secret, "ns", "two")
-    assert sent == ["one"]
 
 
 @run_async

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from aiohttp import web
+from kubernetes import client
 
 from orgkeeper.cli import parser
 from orgkeeper.domain.admission import signup_limit_refusal
@@ -144,35 +145,44 @@ def test_an_authorization_verdict_is_keyed_by_the_whole_user_verb_and_org() -> N
 
 
 def test_a_write_queued_while_leading_is_refused_if_the_lease_lapsed_before_it_runs() -> None:
-    sent: list[str] = []
+    received: list[str] = []
     holding = [True]
-    gate_open = threading.Event()
-
-    class Api(KubeApi):
-        def __init__(self) -> None:
-            self.executor = ThreadPoolExecutor(max_workers=1)
-            self.write_gate = lambda: holding[0]
-            self.writes_in_flight = 0
-
-        def read_secret(self, namespace: str, name: str) -> None:
-            gate_open.wait(5)  # holds the only thread: the write waits in the queue
-
-        def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
-            sent.append(name)
+    secret = "/api/v1/namespaces/ns/secrets/late"
 
     async def scenario() -> None:
-        api = Api()
-        busy = asyncio.create_task(api.run(api.read_secret, "ns", "x"))
-        queued = asyncio.create_task(api.run(api.delete_secret, "ns", "late"))
-        await asyncio.sleep(0.05)
-        holding[0] = False  # the Lease lapses while the write waits for a thread
-        gate_open.set()
-        await busy
-        with pytest.raises(NotLeaderError, match="delete_secret"):
-            await queued
+        read_arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            received.append(request.method)
+            if request.method == "GET":
+                read_arrived.set()
+                await release.wait()  # holds kube's only thread: the write waits in the queue
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        api = KubeApi(client.ApiClient(configuration))
+        api.executor = ThreadPoolExecutor(max_workers=1)
+        api.write_gate = lambda: holding[0]
+        try:
+            busy = asyncio.create_task(api.run(api.core.read_namespaced_secret, "x", "ns"))
+            queued = asyncio.create_task(api.run(api.core.delete_namespaced_secret, "late", "ns"))
+            await asyncio.wait_for(read_arrived.wait(), 5)
+            holding[0] = False  # the Lease lapses while the write waits for a thread
+            release.set()
+            await busy
+            with pytest.raises(NotLeaderError, match=f"DELETE {secret}"):
+                await queued
+        finally:
+            await runner.cleanup()
 
     asyncio.run(scenario())
-    assert sent == []
+    assert received == ["GET"]
 
 
 # --- the sign-up bound -----------------------------------------------------------------------

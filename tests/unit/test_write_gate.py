@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from kubernetes import client
 
 from orgkeeper.kube import (
     UNGATED_RESOURCES,
@@ -79,9 +80,8 @@ class Gate:
 
 
 def gated_kube(gate: Callable[[], bool]) -> KubeApi:
-    kube = KubeApi.__new__(KubeApi)  # no API client: only the gate's two attributes
+    kube = KubeApi(client.ApiClient())  # its own client is not used: kopf's session is
     kube.write_gate = gate
-    kube.writes_in_flight = 0
     return kube
 
 
@@ -155,3 +155,39 @@ async def test_a_write_in_flight_holds_the_release_until_its_answer_came() -> No
         assert await drained(kube, 5.0)
         (await patching).close()
     assert received == [f"PATCH {ORG}"]
+
+
+def kube_at(url: str, gate: Callable[[], bool]) -> KubeApi:
+    """A KubeApi whose client talks to `url` (a stand-in API server)."""
+    configuration = client.Configuration()
+    configuration.host = url
+    kube = KubeApi(client.ApiClient(configuration))
+    kube.write_gate = gate
+    return kube
+
+
+@run_async
+async def test_kubes_client_sends_no_write_once_the_gate_closed_whichever_method_sends_it() -> None:
+    gate, answer = Gate(), asyncio.Event()
+    received: list[str] = []
+    answer.set()
+    async with api_server(received, answer) as (url, _):
+        kube = kube_at(url, gate)
+        await kube.run(kube.core.delete_namespaced_secret, "license", "org-acme")
+        gate.open = False
+        with pytest.raises(NotLeaderError, match=f"DELETE {SECRET}: this replica does not hold"):
+            await kube.run(kube.core.delete_namespaced_secret, "license", "org-acme")
+
+        def renamed_read_of_a_secret() -> None:  # a name that reads, a request that writes
+            kube.core.delete_namespaced_secret("license", "org-acme")
+
+        with pytest.raises(NotLeaderError):
+            await kube.run(renamed_read_of_a_secret)
+        await kube.run(kube.core.read_namespaced_secret, "license", "org-acme")  # reads go on
+        leases = client.CoordinationV1Api(kube.api_client)
+        lease = {"metadata": {"name": "orgkeeper"}, "spec": {}}
+        await kube.run(  # the Lease is written by whoever campaigns
+            leases.replace_namespaced_lease, "orgkeeper", "orgkeeper-system", lease
+        )
+    assert received == [f"DELETE {SECRET}", f"GET {SECRET}", f"PUT {LEASE}"]
+    assert kube.writes_in_flight == 0
