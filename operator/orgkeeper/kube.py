@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import functools
 import json
 import socket
@@ -338,6 +339,12 @@ def write_gate_middleware(
     return gate
 
 
+# Set inside KubeApi.start_up_writes: what the requests of this context write at start.
+_START_UP_WRITE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "orgkeeper_start_up_write", default=None
+)
+
+
 def gate_rest_client(kube: KubeApi) -> None:
     """Every request of `kube`'s API client passes `kube.writing` with its HTTP verb and path:
     the write gate is decided by the request sent, never by which method sent it."""
@@ -382,12 +389,28 @@ class KubeApi:
         self._in_flight_lock = threading.Lock()  # kube's threads and kopf's loop both count
         gate_rest_client(self)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def start_up_writes(what: str) -> Iterator[None]:
+        """The one door past the write gate, for what every replica writes at start whether
+        it leads or not (`what`, e.g. the webhook CA its peers share): requests sent by this
+        thread (or task) inside the block."""
+        token = _START_UP_WRITE.set(what)
+        try:
+            yield
+        finally:
+            _START_UP_WRITE.reset(token)
+
     @contextlib.contextmanager
     def writing(self, method: str, path: str) -> Iterator[None]:
         """Around one request, whoever sends it: a write passes only while the gate is open,
         and counts in `writes_in_flight` until its answer came (a resigning leader releases
         the Lease only after it: manager.py)."""
-        if self.write_gate is None or not is_gated_request(method, path):
+        if (
+            self.write_gate is None
+            or _START_UP_WRITE.get() is not None
+            or not is_gated_request(method, path)
+        ):
             yield
             return
         if not self.write_gate():

@@ -191,3 +191,22 @@ async def test_kubes_client_sends_no_write_once_the_gate_closed_whichever_method
         )
     assert received == [f"DELETE {SECRET}", f"GET {SECRET}", f"PUT {LEASE}"]
     assert kube.writes_in_flight == 0
+
+
+@run_async
+async def test_start_up_writes_pass_the_closed_gate_only_through_their_door() -> None:
+    gate, answer = Gate(), asyncio.Event()
+    gate.open = False  # a follower, or no replica leads yet
+    received: list[str] = []
+    answer.set()
+    async with api_server(received, answer) as (url, _):
+        kube = kube_at(url, gate)
+
+        def make_the_shared_ca() -> None:
+            with kube.start_up_writes("the webhook CA replicas share"):
+                kube.core.create_namespaced_secret("orgkeeper-system", {"metadata": {}})
+
+        await kube.run(make_the_shared_ca)
+        with pytest.raises(NotLeaderError):  # outside the door, the same write is refused
+            await kube.run(kube.core.create_namespaced_secret, "orgkeeper-system", {})
+    assert received == ["POST /api/v1/namespaces/orgkeeper-system/secrets"]

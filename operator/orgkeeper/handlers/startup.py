@@ -141,7 +141,9 @@ def shared_authority(runtime: Runtime) -> Authority | None:
     """Replicas (--leader-elect) generating their webhook certificates share one CA."""
     settings = runtime.settings
     if settings.leader_elect and settings.webhook_mode == "serve" and not settings.webhook_cert_dir:
-        return load_or_create_webhook_authority(runtime.kube, settings.namespace)
+        # Before any replica leads, the first to start makes it: past the leader's write gate.
+        with runtime.kube.start_up_writes("the webhook CA replicas share"):
+            return load_or_create_webhook_authority(runtime.kube, settings.namespace)
     return None
 
 
