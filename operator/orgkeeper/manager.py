@@ -59,7 +59,11 @@ def run_operator(
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     api_client = load_client(settings.identity)
-    kube = KubeApi(api_client, Guardrails(settings.pod_security, settings.membership_quota))
+    kube = KubeApi(
+        api_client,
+        Guardrails(settings.pod_security, settings.membership_quota),
+        whole_pools=True,
+    )
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
         "registry": registry,
