@@ -1,4 +1,5 @@
-"""Compares two probes of hack/memprobe/sitecustomize.py: `compare.py DIR A B [TRACEBACKS]`."""
+"""Compares two probes of hack/memprobe/sitecustomize.py: `compare.py DIR A B [TRACEBACKS]`;
+`compare.py DIR --trim` tabulates the SIGUSR2 probes (trim-N.json) of DIR, oldest first."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ import json
 import sys
 import tracemalloc
 from pathlib import Path
+
+
+def trims(directory: Path) -> None:
+    """Resident memory after a forced trim, per probe: where it grew (pymalloc or malloc)."""
+    found = sorted(directory.glob("trim-*.json"), key=lambda path: int(path.stem.split("-")[1]))
+    print("probe  VmRSS KiB  anon KiB  heap KiB  pymalloc blocks  threads  tasks")
+    for path in found:
+        probe = json.loads(path.read_text())
+        print(
+            f"{path.stem:>6} {probe['vmrss_kib']:>10} {probe['smaps'].get('anon', 0):>9} "
+            f"{probe['smaps'].get('[heap]', 0):>9} {probe['blocks']:>16} {probe['threads']:>8} "
+            f"{probe['tasks']:>6}"
+        )
 
 
 def main(directory: Path, a: int, b: int, tracebacks: int = 12) -> None:
@@ -32,4 +46,7 @@ def main(directory: Path, a: int, b: int, tracebacks: int = 12) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[2:3] == ["--trim"]:
+        trims(Path(sys.argv[1]))
+        sys.exit(0)
     main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *map(int, sys.argv[4:5]))

@@ -2,9 +2,14 @@
 
     MEMPROBE_DIR=/tmp/probe PYTHONPATH=hack/memprobe orgkeeper run ...   # or the fault suite
     kill -USR1 <pid>   # 1st: starts tracemalloc; each next one: a snapshot
+    kill -USR2 <pid>   # collects, malloc_trim(0)s, then measures (no tracemalloc needed)
 
 Each signal writes types-N.json (live objects per type, asyncio tasks, threads) and, once
 tracing, snap-N.pickle; `python hack/memprobe/compare.py DIR A B` compares two of them.
+SIGUSR2 writes trim-N.json: VmRSS after a forced malloc_trim, pymalloc's allocated blocks
+(strings too, which gc.get_objects() never lists), resident memory per kind of mapping
+(/proc/self/smaps: heap, anonymous, files), threads, and pymalloc's own statistics
+(sys._debugmallocstats) as trim-N.txt; `compare.py DIR --trim` tabulates them all.
 """
 
 from __future__ import annotations
@@ -55,4 +60,60 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
         finally:
             (_OUT / f"done-{n}").write_text("done")
 
+    def _smaps() -> tuple[dict[str, int], dict[str, list[int]]]:
+        """Resident KiB per kind of mapping ([heap], [stack], anon, or the file's name), and
+        each anonymous mapping's size and resident KiB by its start address."""
+        rss: dict[str, int] = collections.Counter()
+        anon: dict[str, list[int]] = {}
+        kind = start = ""
+        size = 0
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            fields = line.split()
+            if fields and not fields[0].endswith(":"):  # a mapping's header line
+                kind = fields[5] if len(fields) > 5 else "anon"
+                kind = kind.rsplit("/", 1)[-1]
+                start = fields[0].split("-")[0]
+            elif fields and fields[0] == "Size:":
+                size = int(fields[1])
+            elif fields and fields[0] == "Rss:":
+                rss[kind] += int(fields[1])
+                if kind in ("anon", "[heap]") and int(fields[1]):
+                    anon[start] = [size, int(fields[1])]
+        return dict(rss), anon
+
+    def _trim(signum: int, frame: FrameType | None) -> None:
+        _taken[0] += 1
+        n = _taken[0]
+        try:
+            import ctypes
+
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            status = Path("/proc/self/status").read_text().splitlines()
+            found = {
+                "vmrss_kib": next(int(s.split()[1]) for s in status if s.startswith("VmRSS:")),
+                "blocks": sys.getallocatedblocks(),
+                "smaps": _smaps()[0],
+                "anon": _smaps()[1],
+                "threads": len(threading.enumerate()),
+                "thread_names": [thread.name for thread in threading.enumerate()],
+                "tasks": len(getattr(asyncio.tasks, "_all_tasks", ())),
+                "gc_objects": len(gc.get_objects()),
+            }
+            (_OUT / f"trim-{n}.json").write_text(json.dumps(found))
+            saved = os.dup(2)  # _debugmallocstats writes to the C stderr
+            with (_OUT / f"trim-{n}.txt").open("w") as out:
+                os.dup2(out.fileno(), 2)
+                try:
+                    sys._debugmallocstats()
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+        except BaseException:
+            with (_OUT / "errors.txt").open("a") as out:
+                out.write(traceback.format_exc())
+        finally:
+            (_OUT / f"done-{n}").write_text("done")
+
     signal.signal(signal.SIGUSR1, _dump)
+    signal.signal(signal.SIGUSR2, _trim)

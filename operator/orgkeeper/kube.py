@@ -15,7 +15,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -34,6 +33,7 @@ from urllib3.util.retry import Retry
 from . import names
 from .api.v1alpha1 import API_VERSION, GROUP, VERSION
 from .domain.membership import Binding
+from .memory import thread_pool
 from .settings import Settings
 
 T = TypeVar("T")
@@ -364,7 +364,13 @@ def user_agent(version: str, identity: str) -> str:
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient, guardrails: Guardrails = Guardrails()) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        guardrails: Guardrails = Guardrails(),
+        *,
+        whole_pools: bool = False,
+    ) -> None:
         self.api_client = api_client
         self.guardrails = guardrails
         self.core = client.CoreV1Api(api_client)
@@ -373,15 +379,15 @@ class KubeApi:
         self.apps = client.AppsV1Api(api_client)
         # As many threads as pooled connections: asyncio's default executor has only
         # cpu_count + 4, which would cap every cascade's write concurrency at that.
-        self.executor = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="kube")
+        # The operator starts every pool whole (`whole_pools`; memory.full_pool: threads
+        # added late were its creep of resident memory under churn); tests and tools lazily.
+        self.executor = thread_pool(MAX_CONNECTIONS, "kube", whole=whole_pools)
         # Pools of their own, so neither waits behind the other nor behind reconciles: the
         # Lease (leader election: a renewal queued behind a cascade would cost the Lease), and
         # the Token- and SubjectAccessReviews that callers of /metrics and of the webhook port
         # can make the operator ask (anyone who reaches those ports; see reviews.py).
-        self.lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
-        self.review_executor = ThreadPoolExecutor(
-            max_workers=REVIEW_CONCURRENCY, thread_name_prefix="review"
-        )
+        self.lease_executor = thread_pool(2, "lease", whole=whole_pools)
+        self.review_executor = thread_pool(REVIEW_CONCURRENCY, "review", whole=whole_pools)
         # Leader election sets this: a write (by HTTP verb, write_gate_middleware and
         # gate_rest_client) is sent only while it answers True.
         self.write_gate: Callable[[], bool] | None = None

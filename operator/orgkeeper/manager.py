@@ -57,7 +57,11 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     api_client = load_client(settings.identity)
-    kube = KubeApi(api_client, Guardrails(settings.pod_security, settings.membership_quota))
+    kube = KubeApi(
+        api_client,
+        Guardrails(settings.pod_security, settings.membership_quota),
+        whole_pools=True,
+    )
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
         "registry": registry,

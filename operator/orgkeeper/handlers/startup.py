@@ -22,7 +22,7 @@ from ..kube import (
     KubeApi,
     write_gate_middleware,
 )
-from ..memory import trim_periodically
+from ..memory import trim_periodically, use_full_default_executor
 from ..pki import Authority
 from ..preflight import Listeners
 from ..reviews import token_key
@@ -56,6 +56,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any
     ) -> None:
         runtime: Runtime = memo.runtime
+        use_full_default_executor(asyncio.get_running_loop())  # asyncio.to_thread's threads
         tasks = [
             asyncio.create_task(informer.run(), name=f"informer of {informer.what}")
             for informer in runtime.informers()
