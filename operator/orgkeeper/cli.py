@@ -23,7 +23,11 @@ from .names import (
     LABEL_EMAIL_HASH,
     LICENSES,
     MEMBERSHIPS,
+    MY_ORGANIZATIONS,
     ORGANIZATIONS,
+    PEOPLE_API_PATH,
+    PEOPLE_API_SERVICE,
+    PEOPLE_GROUP,
     SSO_USERNAME_PREFIX,
     email_hash,
     email_of_user,
@@ -174,6 +178,13 @@ def _add_run(commands: Any) -> None:
         default=None,
     )
     flag(
+        "people-api-port",
+        "port of the people API (people.orgkeeper.dev, the org switcher's `myorganizations`; "
+        "with --webhook-mode serve, behind the APIService of manifests/) (default: not served)",
+        default=None,
+        type=int,
+    )
+    flag(
         "pod-security",
         "Pod Security level org namespaces enforce: restricted or baseline",
         default=defaults.pod_security,
@@ -267,6 +278,7 @@ def _run(args: argparse.Namespace) -> int:
         webhook_service=args.webhook_service,
         health_port=int(args.health_port),
         metrics_port=int(args.metrics_port),
+        people_api_port=None if args.people_api_port is None else int(args.people_api_port),
         inactivity_window=args.inactivity_window,
         billing_cycle=args.billing_cycle,
         check_interval=args.check_interval,
@@ -492,9 +504,14 @@ def _emit(data: Any, output: str, screen: str) -> None:
 
 def _add_orgs(commands: Any) -> None:
     orgs = commands.add_parser(
-        "orgs", help="the org switcher: every org where an e-mail is a member"
+        "orgs",
+        help="the org switcher: every org where you (the logged-in user) are a member",
     )
-    orgs.add_argument("--email", required=True, help="the person's e-mail (or their SSO user name)")
+    orgs.add_argument(
+        "--email",
+        help="support: the orgs of this e-mail (or SSO user name) instead, read with your own "
+        "rights to list Memberships cluster-wide",
+    )
     _add_sso_prefix(orgs)
     _add_output(orgs)
     orgs.set_defaults(handler=_orgs)
@@ -502,6 +519,18 @@ def _add_orgs(commands: Any) -> None:
 
 def _orgs(args: argparse.Namespace) -> int:
     cluster = _connect(args)
+    if args.email is None:
+        rows = views.my_rows(_my_organizations(cluster))
+        if not rows and args.output == "table":
+            print("you are not a member of any organization (as the user you are logged in as)")
+            return 0
+        screen = views.table(rows, views.SWITCHER_COLUMNS)
+        if any(row["ssoOnly"] for row in rows):
+            screen += (
+                "\nSSO ONLY: its roles are held only through the identity provider (an SSO session)"
+            )
+        _emit(rows, args.output, screen)
+        return 0
     email = _email(args)
     memberships = cluster.list(
         MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(email)}"
@@ -513,18 +542,7 @@ def _orgs(args: argparse.Namespace) -> int:
     if not rows and args.output == "table":
         print(f"{email} is not a member of any organization")
         return 0
-    screen = views.table(
-        rows,
-        [
-            ("ORGANIZATION", "organization"),
-            ("DISPLAY NAME", "displayName"),
-            ("REGION", "region"),
-            ("STATE", "state"),
-            ("OWNER", "owner"),
-            ("TEAMS", "teams"),
-            ("SSO ONLY", "ssoOnly"),
-        ],
-    )
+    screen = views.table(rows, views.SWITCHER_COLUMNS)
     if any(row["ssoOnly"] for row in rows):
         screen += (
             f"\nSSO ONLY: its roles are held only through the identity provider, signed in as "
@@ -532,6 +550,35 @@ def _orgs(args: argparse.Namespace) -> int:
         )
     _emit(rows, args.output, screen)
     return 0
+
+
+PEOPLE_API_MISSING = (
+    f"the people API ({PEOPLE_GROUP}, APIService {PEOPLE_API_SERVICE}) does not answer on this "
+    'cluster; the operator of manifests/ serves it (README "The org switcher")'
+)
+
+
+def _my_organizations(cluster: Cluster, name: str | None = None) -> Any:
+    """The requester's MyOrganizations (or the one named; None if they are not its member),
+    from the people API, with their own rights."""
+    path = f"{PEOPLE_API_PATH}/{MY_ORGANIZATIONS}" + (f"/{name}" if name else "")
+    try:
+        found = cluster.request("GET", path)
+    except ApiError as error:
+        if error.status == 404 and name is not None and _people_api_served(cluster):
+            return None
+        if error.status in (404, 503):
+            raise CommandError(f"{PEOPLE_API_MISSING} ({error})") from None
+        raise
+    return found if name else found.get("items", [])
+
+
+def _people_api_served(cluster: Cluster) -> bool:
+    try:
+        cluster.request("GET", PEOPLE_API_PATH)
+    except ApiError:
+        return False
+    return True
 
 
 def _add_status(commands: Any) -> None:
@@ -543,7 +590,14 @@ def _add_status(commands: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     cluster = _connect(args)
-    org = _organization(cluster, args.org)
+    try:
+        org = cluster.get(ORGANIZATIONS, args.org)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        return _member_status(cluster, args)  # a member: not allowed to read the org itself
+    if org is None:
+        raise CommandError(f"organization {args.org} not found")
     try:
         licenses: list[dict[str, Any]] | None = cluster.list(LICENSES, org_namespace(args.org))
     except ApiError as error:
@@ -551,8 +605,33 @@ def _status(args: argparse.Namespace) -> int:
             raise
         licenses = None
     summary = views.status_summary(org, licenses, datetime.now(UTC))
+    summary["you"] = _you(cluster, args.org)
     summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))
+    summary["next"] = views.next_steps(summary)
     _emit(summary, args.output, views.status_screen(summary))
+    return 0
+
+
+def _you(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    """The requester's place in the org (people API); None if they are not a member (support)
+    or the people API does not answer."""
+    try:
+        item = _my_organizations(cluster, name)
+    except (CommandError, ApiError):
+        return None
+    return views.you(item) if item else None
+
+
+def _member_status(cluster: Cluster, args: argparse.Namespace) -> int:
+    item = _my_organizations(cluster, args.org)
+    if item is None:
+        raise CommandError(
+            f"organization {args.org} not found among yours (orgkeeper orgs lists them)"
+        )
+    summary = views.member_summary(item)
+    summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))
+    summary["next"] = views.next_steps(summary)
+    _emit(summary, args.output, views.member_status_screen(summary))
     return 0
 
 

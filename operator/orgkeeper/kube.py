@@ -1034,6 +1034,29 @@ class KubeApi:
         patch(name, operations, field_manager=FIELD_MANAGER)
         return CABundle.PATCHED
 
+    def put_api_service_ca_bundle(self, name: str, bundle: str) -> CABundle:
+        """Puts `bundle` into the APIService `name` (the people API's). Blocking."""
+        registration = client.ApiregistrationV1Api(self.api_client)
+        current = absent_ok(registration.read_api_service, name)
+        if current is None:
+            return CABundle.ABSENT
+        if (current.spec.ca_bundle or "") == bundle:
+            return CABundle.CURRENT
+        body = {
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "spec": {"caBundle": bundle},
+        }
+        registration.patch_api_service(name, body, field_manager=FIELD_MANAGER)
+        return CABundle.PATCHED
+
+    def front_proxy_config(self) -> dict[str, str] | None:
+        """kube-apiserver's front-proxy settings (kube-system/extension-apiserver-authentication,
+        read with the built-in Role extension-apiserver-authentication-reader); None if absent.
+        Blocking."""
+        namespace, name = names.FRONT_PROXY_CONFIG_MAP
+        found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
+        return dict(found.data or {}) if found is not None else None
+
     def webhook_configurations(self, names: Sequence[str]) -> list[dict[str, Any]]:
         """The validating and mutating webhook configurations named `names` that exist, as JSON
         (each with its `kind`), read by name: never a list of every configuration in the

@@ -71,6 +71,8 @@ class Settings:
     webhook_service: str = "orgkeeper-webhook"
     health_port: int = 8080
     metrics_port: int = 9090
+    # The people API (people.py), on the webhook server's certificate: off unless given.
+    people_api_port: int | None = None
     # High availability: replicas elect a leader on a Lease; only the leader reconciles.
     leader_elect: bool = False
     identity: str = ""  # the Lease holder and the User-Agent's comment; see default_identity()
@@ -150,6 +152,14 @@ def check(settings: Settings, log_format: str = "plain") -> None:
     }
     if settings.webhook_mode == "off":
         del ports["webhook-port"]
+    if settings.people_api_port is not None:
+        if settings.webhook_mode != "serve":
+            raise SettingError(
+                "people-api-port",
+                "the people API is served on the webhook server's certificate behind the "
+                "Service of manifests/: it needs --webhook-mode serve",
+            )
+        ports["people-api-port"] = settings.people_api_port
     for flag, port in ports.items():
         if not 1 <= port <= 65535:
             raise SettingError(flag, f"{port} is not a port; use 1 to 65535")

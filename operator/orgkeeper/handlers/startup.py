@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import aiohttp
 import kopf
 from aiohttp import web
+from kubernetes.client.rest import ApiException
 
 from .. import names
 from ..controllers.runtime import Runtime
@@ -23,6 +26,7 @@ from ..kube import (
     write_gate_middleware,
 )
 from ..memory import trim_periodically
+from ..people import FrontProxy, people_app, people_tls
 from ..pki import Authority
 from ..preflight import Listeners
 from ..reviews import token_key
@@ -36,6 +40,8 @@ from ..webhook_server import (
 from .admission import log_refusals_as_info
 from .indexes import ORGANIZATIONS, WORKLOADS
 from .organization import pending_memberships, tell_unserved_regions
+
+logger = logging.getLogger(__name__)
 
 # kopf notices CRDs installed or upgraded while it runs (it lists and watches them).
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -69,11 +75,23 @@ def register(registry: kopf.OperatorRegistry) -> None:
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
+        people = None
+        if isinstance(server, ServingWebhookServer) and memo.listeners.people is not None:
+            people = await serve_people(runtime, memo.listeners.people, server, synced.done)
+            if people is not None:
+                memo.endpoints.append(people[0])
         if isinstance(server, ServingWebhookServer):
             interval = min(
                 runtime.settings.check_interval.total_seconds(), CA_BUNDLE_RECHECK_SECONDS
             )
-            tasks.append(asyncio.create_task(keep_ca_bundle(runtime.kube, server, interval)))
+            keeping = keep_ca_bundle(
+                runtime.kube,
+                server,
+                interval,
+                api_service=people is not None,
+                on_serving=people[1] if people is not None else None,
+            )
+            tasks.append(asyncio.create_task(keeping))
         memo.background_tasks = tasks
 
     @kopf.on.cleanup(registry=registry)
@@ -167,6 +185,43 @@ async def serve_endpoints(
             metrics_tls(runtime.settings.metrics_cert_dir),
         ),
     ]
+
+
+async def serve_people(
+    runtime: Runtime, sock: socket.socket, server: ServingWebhookServer, ready: Callable[[], bool]
+) -> tuple[web.AppRunner, Callable[[], None]] | None:
+    """The people API (people.py) on its port, with the webhook server's certificate; and how
+    to load that certificate again once renewed. None, with one log line saying why, if the
+    cluster publishes no front-proxy CA or the operator may not read it."""
+    kube = runtime.kube
+    try:
+        data = await kube.run(kube.front_proxy_config)
+    except ApiException as error:
+        logger.error(
+            "The people API is not served: reading %s/%s was refused (%s); grant the Role "
+            "extension-apiserver-authentication-reader in kube-system, as "
+            "manifests/rbac/operator.yaml does.",
+            *names.FRONT_PROXY_CONFIG_MAP,
+            error.status,
+        )
+        return None
+    front_proxy = FrontProxy.from_config_map(data or {})
+    if front_proxy is None:
+        logger.error(
+            "The people API is not served: kube-apiserver publishes no front-proxy CA in %s/%s "
+            "(start it with --requestheader-client-ca-file, as kubeadm does).",
+            *names.FRONT_PROXY_CONFIG_MAP,
+        )
+        return None
+    certificate, key = str(server.certfile), str(server.pkeyfile)
+    context = people_tls(certificate, key, front_proxy)
+    app = people_app(runtime.my_organizations, ready, front_proxy)
+    runner = await serve(app, sock, context)
+
+    def reload() -> None:
+        context.load_cert_chain(str(server.certfile), str(server.pkeyfile))
+
+    return runner, reload
 
 
 class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
