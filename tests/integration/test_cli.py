@@ -313,13 +313,14 @@ def test_a_refused_request_names_the_status_and_the_server_s_message(
     token = service_account_token(admin, identity.NAMESPACE, f"nobody-{unique}")
     ca = {"server": cluster.server, "certificate-authority": str(cluster.pki / "ca.crt")}
     nobody = _kubeconfig(tmp_path / "nobody", ca, {"token": token})
-    result = orgkeeper(cluster, "status", "anything", kubeconfig=nobody)
+    # Support's look-up by e-mail lists Memberships cluster-wide, which no one else may.
+    result = orgkeeper(cluster, "orgs", "--email", "a@b.test", kubeconfig=nobody)
     user = f"system:serviceaccount:{identity.NAMESPACE}:nobody-{unique}"
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f'error: the API server refused (403): organizations.orgkeeper.dev "anything" is '
-        f'forbidden: User "{user}" cannot get resource "organizations" in API group '
-        '"orgkeeper.dev" at the cluster scope\n'
+        "error: the API server refused (403): memberships.orgkeeper.dev is forbidden: User "
+        f'"{user}" cannot list resource "memberships" in API group "orgkeeper.dev" at the '
+        "cluster scope\n"
     )
 
 
