@@ -23,7 +23,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.names import MY_ORGANIZATIONS, PEOPLE_API_PATH, PEOPLE_GROUP, PEOPLE_VERSION
-from orgkeeper_dev.localcluster import LocalCluster
+from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support import identity
 from support.cli import orgkeeper
 from support.kube import AsUser, Kube, api_client, rejection, wait_for
@@ -133,8 +133,15 @@ def test_a_member_of_three_orgs_sees_each_login_s_own_orgs_and_the_deactivated_o
     table = orgkeeper(cluster, "orgs", kubeconfig=by_sso)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == [
-        "ORGANIZATION",
+    assert lines[0].split()[:4] == ["ORGANIZATION", "DISPLAY", "NAME", "REGION"]
+    assert any(line.split()[0] == off and "Deactivated" in line for line in lines)
+    assert lines[-1].startswith("SSO ONLY:")
+    # Bob's org is nowhere in hers.
+    assert alice_orgs["bobs"] not in table.stdout
+    # kubectl reads it as a table too (the server's Table), as her SSO login.
+    seen = kubectl(cluster, "get", "myorganizations", f"--as={SSO}{alice}").stdout.splitlines()
+    assert seen[0].split() == [
+        "NAME",
         "DISPLAY",
         "NAME",
         "REGION",
@@ -144,10 +151,7 @@ def test_a_member_of_three_orgs_sees_each_login_s_own_orgs_and_the_deactivated_o
         "SSO",
         "ONLY",
     ]
-    assert any(line.split()[0] == off and "Deactivated" in line for line in lines)
-    assert lines[-1].startswith("SSO ONLY:")
-    # Bob's org is nowhere in hers.
-    assert alice_orgs["bobs"] not in table.stdout
+    assert [line.split()[0] for line in seen[1:]] == [off, plain, sso]
 
 
 def test_a_stranger_sees_nothing_and_nobody_else_s_orgs_by_name(
