@@ -52,12 +52,13 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 # What `make install` applies, and every local cluster of the demo, the bench and the tests
-# (install_orgkeeper): CRDs, the team, sign-up and support ClusterRoles, and the admission
-# policies that hold without the operator.
+# (install_orgkeeper): CRDs, the team, sign-up, support and org-switcher ClusterRoles, and the
+# admission policies that hold without the operator.
 INSTALL_MANIFESTS = (
     "crds",
     "manifests/rbac/teams.yaml",
     "manifests/rbac/support.yaml",
+    "manifests/rbac/people.yaml",
     "manifests/policies",
 )
 

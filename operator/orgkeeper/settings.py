@@ -153,11 +153,11 @@ def check(settings: Settings, log_format: str = "plain") -> None:
     if settings.webhook_mode == "off":
         del ports["webhook-port"]
     if settings.people_api_port is not None:
-        if settings.webhook_mode != "serve":
+        if settings.webhook_mode == "off":
             raise SettingError(
                 "people-api-port",
-                "the people API is served on the webhook server's certificate behind the "
-                "Service of manifests/: it needs --webhook-mode serve",
+                "the people API is served on the webhook server's certificate: it needs "
+                "--webhook-mode serve (behind manifests/) or managed (registered for loopback)",
             )
         ports["people-api-port"] = settings.people_api_port
     for flag, port in ports.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import logging
@@ -54,7 +55,11 @@ def webhook_server(settings: Settings, authority: Authority | None = None) -> ko
             # then the caBundle is left to whoever issued the certificate.
             cafile=str(mounted.authority) if mounted.authority else None,
         )
-    hosts = serving_names(settings) if serve else tuple({settings.listen_address, host})
+    if serve:
+        hosts = serving_names(settings)
+    else:  # the people API is reached under the Service's name even on loopback (managed)
+        service = (_service_host(settings),) if settings.people_api_port is not None else ()
+        hosts = tuple(dict.fromkeys((settings.listen_address, host, *service)))
     # `authority`: the replicas' shared CA (--leader-elect); else one of this process's own.
     certificate, key, ca = webhook_tls(
         Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")), hosts=hosts, authority=authority
@@ -67,6 +72,24 @@ def webhook_server(settings: Settings, authority: Authority | None = None) -> ko
         pkeyfile=str(key),
         cadata=ca,
     )
+
+
+def people_api_bundle(server: kopf.WebhookServer) -> str | None:
+    """The caBundle (base64 PEM) the people API's APIService needs: the webhook server's CA."""
+    if isinstance(server, ServingWebhookServer) and server.ca_bundle:
+        return server.ca_bundle
+    ca = server.cadata
+    if ca is None and server.cafile:
+        ca = Path(server.cafile).read_bytes()
+    if ca is None:
+        return None
+    return base64.b64encode(ca if isinstance(ca, bytes) else ca.encode()).decode()
+
+
+def people_api_external_name(settings: Settings) -> str:
+    """Where kube-aggregator dials the people API of `managed` mode: --webhook-host if given,
+    else `localhost` (the API server and `make run` on one machine, as kopf's webhook URLs)."""
+    return settings.webhook_host or "localhost"
 
 
 def _service_host(settings: Settings) -> str:

@@ -35,6 +35,8 @@ from ..webhook_server import (
     CA_BUNDLE_RECHECK_SECONDS,
     ServingWebhookServer,
     keep_ca_bundle,
+    people_api_bundle,
+    people_api_external_name,
     webhook_server,
 )
 from .admission import log_refusals_as_info
@@ -76,10 +78,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
         people = None
-        if isinstance(server, ServingWebhookServer) and memo.listeners.people is not None:
+        if isinstance(server, kopf.WebhookServer) and memo.listeners.people is not None:
             people = await serve_people(runtime, memo.listeners.people, server, synced.done)
             if people is not None:
                 memo.endpoints.append(people[0])
+                if not isinstance(server, ServingWebhookServer):  # managed: register it here
+                    memo.people_registered = await register_people_api(runtime, server)
         if isinstance(server, ServingWebhookServer):
             interval = min(
                 runtime.settings.check_interval.total_seconds(), CA_BUNDLE_RECHECK_SECONDS
@@ -102,6 +106,20 @@ def register(registry: kopf.OperatorRegistry) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         for runner in memo.get("endpoints", []):
             await runner.cleanup()
+        if memo.get("people_registered"):
+            settings = memo.runtime.settings
+            kube = memo.runtime.kube
+            try:
+                await kube.run(
+                    kube.unregister_people_api, settings.namespace, settings.webhook_service
+                )
+            except Exception as error:  # stopping regardless; say what is left behind
+                logger.warning(
+                    "Could not remove the people API's APIService %s (%s): kubectl warns "
+                    "until it is deleted.",
+                    names.PEOPLE_API_SERVICE,
+                    error,
+                )
 
     @kopf.on.login(registry=registry)
     async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
@@ -187,8 +205,34 @@ async def serve_endpoints(
     ]
 
 
+async def register_people_api(runtime: Runtime, server: kopf.WebhookServer) -> bool:
+    """`managed` mode: the APIService and an ExternalName Service for this process (README "The
+    org switcher"), as kopf registers the webhooks by URL; removed again at exit."""
+    settings, kube = runtime.settings, runtime.kube
+    bundle = people_api_bundle(server)
+    if bundle is None or settings.people_api_port is None:
+        return False
+    try:
+        await kube.run(
+            kube.register_people_api,
+            settings.namespace,
+            settings.webhook_service,
+            people_api_external_name(settings),
+            settings.people_api_port,
+            bundle,
+        )
+    except (ApiException, ValueError) as error:
+        reason = error.reason if isinstance(error, ApiException) else str(error)
+        logger.error("The people API is served but not registered: %s", reason)
+        return False
+    logger.info(
+        "Registered the people API (APIService %s) for this process.", names.PEOPLE_API_SERVICE
+    )
+    return True
+
+
 async def serve_people(
-    runtime: Runtime, sock: socket.socket, server: ServingWebhookServer, ready: Callable[[], bool]
+    runtime: Runtime, sock: socket.socket, server: kopf.WebhookServer, ready: Callable[[], bool]
 ) -> tuple[web.AppRunner, Callable[[], None]] | None:
     """The people API (people.py) on its port, with the webhook server's certificate; and how
     to load that certificate again once renewed. None, with one log line saying why, if the
