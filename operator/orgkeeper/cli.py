@@ -592,10 +592,10 @@ def _status(args: argparse.Namespace) -> int:
     cluster = _connect(args)
     try:
         org = cluster.get(ORGANIZATIONS, args.org)
-    except ApiError as error:
-        if error.status != 403:
+    except ApiError as denied:
+        if denied.status != 403:
             raise
-        return _member_status(cluster, args)  # a member: not allowed to read the org itself
+        return _member_status(cluster, args, denied)  # a member may not read the org itself
     if org is None:
         raise CommandError(f"organization {args.org} not found")
     try:
@@ -622,11 +622,16 @@ def _you(cluster: Cluster, name: str) -> dict[str, Any] | None:
     return views.you(item) if item else None
 
 
-def _member_status(cluster: Cluster, args: argparse.Namespace) -> int:
-    item = _my_organizations(cluster, args.org)
+def _member_status(cluster: Cluster, args: argparse.Namespace, denied: ApiError) -> int:
+    """The org as the people API shows it to one of its members; for anyone else the API
+    server's refusal (the same for every name, so it tells nothing of the org)."""
+    try:
+        item = _my_organizations(cluster, args.org)
+    except CommandError:  # no people API on this cluster: the refusal as it came
+        raise denied from None
     if item is None:
         raise CommandError(
-            f"organization {args.org} not found among yours (orgkeeper orgs lists them)"
+            f"{denied}; nor is {args.org} among your organizations (orgkeeper orgs lists them)"
         )
     summary = views.member_summary(item)
     summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))

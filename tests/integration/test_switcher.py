@@ -246,12 +246,16 @@ def test_status_run_by_a_member_says_what_the_org_is_and_what_they_may_do_next(
     assert off_seen.returncode == 0, off_seen.stderr
     assert "Phase:    Deactivated" in off_seen.stdout
     assert "hold no roles while it is deactivated" in off_seen.stdout
-    # Someone else's org is as unknown as one that doesn't exist.
+    # Someone else's org is as unknown as one that doesn't exist: the API server's refusal
+    # (the same for any name), and not among hers.
     for name in (alice_orgs["bobs"], f"no-such-{alice_orgs['unique']}"):
         refused = orgkeeper(cluster, "status", name, kubeconfig=kubeconfig)
         assert (refused.returncode, refused.stdout) == (1, "")
         assert refused.stderr == (
-            f"error: organization {name} not found among yours (orgkeeper orgs lists them)\n"
+            f'error: the API server refused (403): organizations.orgkeeper.dev "{name}" is '
+            f'forbidden: User "{alice_orgs["alice"]}" cannot get resource "organizations" in '
+            f'API group "orgkeeper.dev" at the cluster scope; nor is {name} among your '
+            "organizations (orgkeeper orgs lists them)\n"
         )
     # Positive control: the Owner reads the Organization itself, and is told they own it.
     owner = login(cluster, tmp_path, f"owner@{plain}.test")
