@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client.rest import ApiException
 
-from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
+from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
 from support.identity import ServiceAccountIdentity, webhooks_answer
 from support.kube import AsUser, Kube, api_client, wait_for
@@ -104,6 +104,7 @@ def operator(
         webhook_mode="serve",
         kubeconfig=operator_identity.kubeconfig,
         extra_args=("--webhook-host=127.0.0.1",),
+        people_api_port=free_port(),  # the people API, behind the APIService of manifests/
         # Far beyond any test: what a test waits for must come from an event, never from the
         # periodic check (tests that start their own keep 2s). Its time rules are the quiet
         # defaults (30-day billing cycle and inactivity, rotation after 182 days), so nothing
@@ -111,6 +112,10 @@ def operator(
         check_interval="10m",
     )
     identity.apply(cluster, identity.loopback_webhooks(identity.render(), process.webhook_port))
+    assert process.people_api_port is not None
+    identity.apply(
+        cluster, identity.loopback_people_api(identity.render(), process.people_api_port)
+    )
     admin = Kube(api_client(cluster.kubeconfig))
     try:
         process.start()
@@ -122,6 +127,7 @@ def operator(
     finally:
         process.stop()
         identity.remove_webhooks(cluster)
+        identity.remove_people_api(cluster)
 
 
 @pytest.fixture(scope="module")

@@ -52,12 +52,13 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 # What `make install` applies, and every local cluster of the demo, the bench and the tests
-# (install_orgkeeper): CRDs, the team, sign-up and support ClusterRoles, and the admission
-# policies that hold without the operator.
+# (install_orgkeeper): CRDs, the team, sign-up, support and org-switcher ClusterRoles, and the
+# admission policies that hold without the operator.
 INSTALL_MANIFESTS = (
     "crds",
     "manifests/rbac/teams.yaml",
     "manifests/rbac/support.yaml",
+    "manifests/rbac/people.yaml",
     "manifests/policies",
 )
 
@@ -196,6 +197,7 @@ def _write_pki(pki: Path) -> None:
         cert = certificate(subject, key, (ca_cert, ca_key), **options)  # type: ignore[arg-type]
         (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (pki / f"{stem}.key").write_bytes(pem_key(key))
+    _write_front_proxy_pki(pki)
     service_account_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (pki / "sa.key").write_bytes(pem_key(service_account_key))
     (pki / "sa.pub").write_bytes(
@@ -203,6 +205,39 @@ def _write_pki(pki: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+# The API aggregation layer, as kubeadm sets it up: kube-apiserver proxies requests for an
+# APIService (orgkeeper's people API, README "The org switcher") to the server behind it with a
+# client certificate of its own CA (the front proxy's) and the requester in X-Remote-* headers;
+# kube-apiserver publishes that CA and the header names in ConfigMap
+# kube-system/extension-apiserver-authentication.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def _write_front_proxy_pki(pki: Path) -> None:
+    """front-proxy-ca.crt and front-proxy-client.{crt,key}: a CA of their own (only the
+    aggregator's certificate must pass as the front proxy, never a user's client certificate)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate(subject_name("orgkeeper-local-front-proxy-ca"), ca_key, None, ca=True)
+    (pki / "front-proxy-ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate(subject_name(FRONT_PROXY_CLIENT), key, (ca_cert, ca_key), client=True)
+    (pki / "front-proxy-client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "front-proxy-client.key").write_bytes(pem_key(key))
+
+
+def aggregation_flags(pki: Path) -> list[str]:
+    """kube-apiserver's flags for the aggregation layer (kubeadm's values)."""
+    return [
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+    ]
 
 
 # --- the cluster ----------------------------------------------------------------------------
@@ -344,6 +379,7 @@ class LocalCluster:
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-maxsize=0",
                 f"--cert-dir={pki}",
+                *aggregation_flags(pki),
                 *authentication,
             ],
         )

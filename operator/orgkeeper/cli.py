@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, get_type_hints
+from types import NoneType
+from typing import Any, NoReturn, get_args, get_type_hints
 
 import yaml
 
@@ -24,7 +25,11 @@ from .names import (
     LABEL_EMAIL_HASH,
     LICENSES,
     MEMBERSHIPS,
+    MY_ORGANIZATIONS,
     ORGANIZATIONS,
+    PEOPLE_API_PATH,
+    PEOPLE_API_SERVICE,
+    PEOPLE_GROUP,
     SSO_USERNAME_PREFIX,
     email_hash,
     email_of_user,
@@ -83,7 +88,11 @@ def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help=RUN_HELP)
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
-        flag, kind, default = flag_of(field.name), hints[field.name], field.default
+        flag, default = flag_of(field.name), field.default
+        # `int | None`: an int flag whose absence means the setting is off.
+        kind = next(
+            (t for t in get_args(hints[field.name]) if t is not NoneType), hints[field.name]
+        )
         options: dict[str, Any] = {"help": field.metadata["help"]}
         if kind is bool:
             options.update(nargs="?", const=True, type=_boolean)
@@ -325,9 +334,14 @@ def _emit(data: Any, output: str, screen: str) -> None:
 
 def _add_orgs(commands: Any) -> None:
     orgs = commands.add_parser(
-        "orgs", help="the org switcher: every org where an e-mail is a member"
+        "orgs",
+        help="the org switcher: every org where you (the logged-in user) are a member",
     )
-    orgs.add_argument("--email", required=True, help="the person's e-mail (or their SSO user name)")
+    orgs.add_argument(
+        "--email",
+        help="support: the orgs of this e-mail (or SSO user name) instead, read with your own "
+        "rights to list Memberships cluster-wide",
+    )
     _add_sso_prefix(orgs)
     _add_output(orgs)
     orgs.set_defaults(handler=_orgs)
@@ -335,6 +349,18 @@ def _add_orgs(commands: Any) -> None:
 
 def _orgs(args: argparse.Namespace) -> int:
     cluster = _connect(args)
+    if args.email is None:
+        rows = views.my_rows(_my_organizations(cluster))
+        if not rows and args.output == "table":
+            print("you are not a member of any organization (as the user you are logged in as)")
+            return 0
+        screen = views.table(rows, views.SWITCHER_COLUMNS)
+        if any(row["ssoOnly"] for row in rows):
+            screen += (
+                "\nSSO ONLY: its roles are held only through the identity provider (an SSO session)"
+            )
+        _emit(rows, args.output, screen)
+        return 0
     email = _email(args)
     memberships = cluster.list(
         MEMBERSHIPS, label_selector=f"{LABEL_EMAIL_HASH}={email_hash(email)}"
@@ -346,18 +372,7 @@ def _orgs(args: argparse.Namespace) -> int:
     if not rows and args.output == "table":
         print(f"{email} is not a member of any organization")
         return 0
-    screen = views.table(
-        rows,
-        [
-            ("ORGANIZATION", "organization"),
-            ("DISPLAY NAME", "displayName"),
-            ("REGION", "region"),
-            ("STATE", "state"),
-            ("OWNER", "owner"),
-            ("TEAMS", "teams"),
-            ("SSO ONLY", "ssoOnly"),
-        ],
-    )
+    screen = views.table(rows, views.SWITCHER_COLUMNS)
     if any(row["ssoOnly"] for row in rows):
         screen += (
             f"\nSSO ONLY: its roles are held only through the identity provider, signed in as "
@@ -365,6 +380,35 @@ def _orgs(args: argparse.Namespace) -> int:
         )
     _emit(rows, args.output, screen)
     return 0
+
+
+PEOPLE_API_MISSING = (
+    f"the people API ({PEOPLE_GROUP}, APIService {PEOPLE_API_SERVICE}) does not answer on this "
+    'cluster; the operator of manifests/ serves it (README "The org switcher")'
+)
+
+
+def _my_organizations(cluster: Cluster, name: str | None = None) -> Any:
+    """The requester's MyOrganizations (or the one named; None if they are not its member),
+    from the people API, with their own rights."""
+    path = f"{PEOPLE_API_PATH}/{MY_ORGANIZATIONS}" + (f"/{name}" if name else "")
+    try:
+        found = cluster.request("GET", path)
+    except ApiError as error:
+        if error.status == 404 and name is not None and _people_api_served(cluster):
+            return None
+        if error.status in (404, 503):
+            raise CommandError(f"{PEOPLE_API_MISSING} ({error})") from None
+        raise
+    return found if name else found.get("items", [])
+
+
+def _people_api_served(cluster: Cluster) -> bool:
+    try:
+        cluster.request("GET", PEOPLE_API_PATH)
+    except ApiError:
+        return False
+    return True
 
 
 def _add_status(commands: Any) -> None:
@@ -376,7 +420,14 @@ def _add_status(commands: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     cluster = _connect(args)
-    org = _organization(cluster, args.org)
+    try:
+        org = cluster.get(ORGANIZATIONS, args.org)
+    except ApiError as denied:
+        if denied.status != 403:
+            raise
+        return _member_status(cluster, args, denied)  # a member may not read the org itself
+    if org is None:
+        raise CommandError(f"organization {args.org} not found")
     try:
         licenses: list[dict[str, Any]] | None = cluster.list(LICENSES, org_namespace(args.org))
     except ApiError as error:
@@ -384,8 +435,38 @@ def _status(args: argparse.Namespace) -> int:
             raise
         licenses = None
     summary = views.status_summary(org, licenses, datetime.now(UTC))
+    summary["you"] = _you(cluster, args.org)
     summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))
+    summary["next"] = views.next_steps(summary)
     _emit(summary, args.output, views.status_screen(summary))
+    return 0
+
+
+def _you(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    """The requester's place in the org (people API); None if they are not a member (support)
+    or the people API does not answer."""
+    try:
+        item = _my_organizations(cluster, name)
+    except (CommandError, ApiError):
+        return None
+    return views.you(item) if item else None
+
+
+def _member_status(cluster: Cluster, args: argparse.Namespace, denied: ApiError) -> int:
+    """The org as the people API shows it to one of its members; for anyone else the API
+    server's refusal (the same for every name, so it tells nothing of the org)."""
+    try:
+        item = _my_organizations(cluster, args.org)
+    except CommandError:  # no people API on this cluster: the refusal as it came
+        raise denied from None
+    if item is None:
+        raise CommandError(
+            f"{denied}; nor is {args.org} among your organizations (orgkeeper orgs lists them)"
+        )
+    summary = views.member_summary(item)
+    summary["recentEvents"] = _recent_events(cluster, org_namespace(args.org))
+    summary["next"] = views.next_steps(summary)
+    _emit(summary, args.output, views.member_status_screen(summary))
     return 0
 
 

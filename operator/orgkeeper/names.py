@@ -161,3 +161,15 @@ SIGNING_KEY_SECRET = "orgkeeper-signing-key"
 # With --leader-elect in `serve` mode: the CA every replica's webhook certificate comes from.
 WEBHOOK_CA_SECRET = "orgkeeper-webhook-ca"
 VERIFICATION_KEY_CONFIG_MAP = "orgkeeper-license-verification"
+
+# The people API (README "The org switcher"): an aggregated API every replica serves, answering
+# each person about themself (the user the API server's front proxy vouches for).
+PEOPLE_GROUP = "people.orgkeeper.dev"
+PEOPLE_VERSION = "v1alpha1"
+MY_ORGANIZATIONS = "myorganizations"
+MY_ORGANIZATION_KIND = "MyOrganization"
+PEOPLE_API_SERVICE = f"{PEOPLE_VERSION}.{PEOPLE_GROUP}"  # the APIService's name
+PEOPLE_API_PATH = f"/apis/{PEOPLE_GROUP}/{PEOPLE_VERSION}"
+# Where kube-apiserver publishes its front proxy's CA and header names (readable with the
+# built-in Role extension-apiserver-authentication-reader in kube-system).
+FRONT_PROXY_CONFIG_MAP = ("kube-system", "extension-apiserver-authentication")

@@ -29,10 +29,13 @@ class Listeners:
 
     health: socket.socket
     metrics: socket.socket
+    people: socket.socket | None = None  # the people API's, when --people-api-port is given
 
     def close(self) -> None:
         self.health.close()
         self.metrics.close()
+        if self.people is not None:
+            self.people.close()
 
 
 def claim_ports(settings: Settings) -> Listeners:
@@ -50,7 +53,15 @@ def claim_ports(settings: Settings) -> Listeners:
     except SettingError:
         health.close()
         raise
-    return Listeners(health=health, metrics=metrics)
+    people = None
+    if settings.people_api_port is not None:
+        try:
+            people = _listen("people-api-port", address, settings.people_api_port)
+        except SettingError:
+            health.close()
+            metrics.close()
+            raise
+    return Listeners(health=health, metrics=metrics, people=people)
 
 
 def _listen(flag: str, address: str, port: int) -> socket.socket:

@@ -122,6 +122,12 @@ class Settings:
         None,
         "directory with the metrics endpoint's tls.crt and tls.key (default: self-signed)",
     )
+    # The people API (people.py), on the webhook server's certificate: off unless given.
+    people_api_port: int | None = setting(
+        None,
+        "port of the people API (people.orgkeeper.dev, the org switcher's `myorganizations`; "
+        "with --webhook-mode serve, behind the APIService of manifests/) (default: not served)",
+    )
     pod_security: str = setting(
         "restricted",
         "Pod Security level org namespaces enforce: restricted or baseline",
@@ -215,6 +221,14 @@ def check(settings: Settings) -> None:
     }
     if settings.webhook_mode == "off":
         del ports["webhook-port"]
+    if settings.people_api_port is not None:
+        if settings.webhook_mode == "off":
+            raise SettingError(
+                "people-api-port",
+                "the people API is served on the webhook server's certificate: it needs "
+                "--webhook-mode serve (behind manifests/) or managed (registered for loopback)",
+            )
+        ports["people-api-port"] = settings.people_api_port
     for flag, port in ports.items():
         if not 1 <= port <= 65535:
             raise SettingError(flag, f"{port} is not a port; use 1 to 65535")

@@ -224,9 +224,13 @@ def status_screen(summary: Mapping[str, Any]) -> str:
             [("TYPE", "type"), ("STATUS", "status"), ("REASON", "reason"), ("MESSAGE", "message")],
         ),
     ]
+    if summary.get("you"):
+        me = summary["you"]
+        role = "Owner" if me["owner"] else "member"
+        lines.insert(3, f"  You:      {role}; teams {', '.join(me['teams']) or '-'}")
     if "recentEvents" in summary:
         lines += ["", *_events_lines(summary)]
-    return "\n".join(lines)
+    return "\n".join(lines + _next_lines(summary))
 
 
 def _license_lines(licenses: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -248,3 +252,137 @@ def _license_lines(licenses: Sequence[Mapping[str, Any]]) -> list[str]:
         *(f"  {lic['name']}: {lic['message']}" for lic in licenses if lic["message"]),
         "",
     ]
+
+
+def my_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The people API's MyOrganizations as the switcher's rows (the same as switcher_rows)."""
+    rows = []
+    for item in items:
+        org, membership = item.get("organization") or {}, item.get("membership") or {}
+        rows.append(
+            {
+                "organization": item["metadata"]["name"],
+                "displayName": org.get("displayName", ""),
+                "region": org.get("region", ""),
+                "state": org.get("state", ""),
+                "deactivated": bool(org.get("deactivated")),
+                "owner": bool(membership.get("owner")),
+                "ssoOnly": bool(org.get("ssoOnly")),
+                "teams": list(membership.get("teams") or []),
+            }
+        )
+    return sorted(rows, key=lambda row: str(row["organization"]))
+
+
+SWITCHER_COLUMNS = [
+    ("ORGANIZATION", "organization"),
+    ("DISPLAY NAME", "displayName"),
+    ("REGION", "region"),
+    ("STATE", "state"),
+    ("OWNER", "owner"),
+    ("TEAMS", "teams"),
+    ("SSO ONLY", "ssoOnly"),
+]
+
+
+def you(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What the status shows of the requester, from their MyOrganization."""
+    membership = item.get("membership") or {}
+    return {
+        "owner": bool(membership.get("owner")),
+        "membership": membership.get("name"),
+        "membershipState": membership.get("state"),
+        "teams": list(membership.get("teams") or []),
+        "requestedTeams": list(membership.get("requestedTeams") or []),
+    }
+
+
+def member_summary(item: Mapping[str, Any]) -> dict[str, Any]:
+    """`orgkeeper status` for a member who may not read the Organization itself: what the
+    people API tells them about it and about themself."""
+    org = item.get("organization") or {}
+    return {
+        "name": item["metadata"]["name"],
+        "displayName": org.get("displayName"),
+        "phase": org.get("state"),
+        "plan": org.get("plan"),
+        "region": org.get("region"),
+        "ssoOnly": bool(org.get("ssoOnly")),
+        "you": you(item),
+    }
+
+
+def next_steps(summary: Mapping[str, Any]) -> list[str]:
+    """What the requester may do next, by their place in the org and its state."""
+    me = summary.get("you")
+    if not me:
+        return []
+    name, phase = summary["name"], summary.get("phase")
+    namespace = f"org-{name}"
+    steps: list[str] = []
+    if summary.get("ssoOnly"):
+        steps.append("Sign in through the identity provider: only an SSO session holds roles here.")
+    if phase in ("Deactivating", "Deactivated"):
+        held = ", ".join(me["requestedTeams"]) or "none"
+        if me["owner"]:
+            steps += [
+                "Reactivation is support's to do: ask support (your e-mail stays locked for new "
+                "orgs until they unlock it).",
+                f"Delete the organization: kubectl delete organization {name}",
+            ]
+        else:
+            steps.append(
+                f"Your teams ({held}) hold no roles while it is deactivated; its Owner can ask "
+                "support to reactivate it."
+            )
+        return steps
+    if phase in (None, "Unreconciled", "Provisioning"):
+        steps.append("It is being provisioned: look again in a moment.")
+    if me["owner"]:
+        steps += [
+            f"Change its display name, plan (Free or Plus) or SSO-only sign-in: kubectl edit "
+            f"organization {name}",
+            f"Add members: create a Membership in {namespace} (kubectl create -f ... -n "
+            f"{namespace})",
+            "Transfer ownership to an organization-admin (spec.owner), request deactivation "
+            f"(spec.state: Deactivated) or delete it (kubectl delete organization {name}).",
+        ]
+    elif "organization-admin" in me["teams"]:
+        steps.append(f"Manage members and their teams: kubectl get memberships -n {namespace}")
+    if me["teams"]:
+        steps.append(
+            f"See what your teams ({', '.join(me['teams'])}) let you do: kubectl auth can-i "
+            f"--list -n {namespace}"
+        )
+    elif not me["owner"]:
+        state = me.get("membershipState") or "not reconciled yet"
+        steps.append(
+            f"Your Membership is {state} and holds no roles yet; an organization-admin "
+            "manages teams."
+        )
+    return steps
+
+
+def member_status_screen(summary: Mapping[str, Any]) -> str:
+    me = summary["you"]
+    role = "Owner" if me["owner"] else "member"
+    lines = [
+        f"Organization {summary['name']} ({summary['displayName']})",
+        f"  Phase:    {summary['phase']}",
+        f"  Plan:     {summary['plan']} in region {summary['region']}",
+        "  Sign-in:  "
+        + (
+            "SSO only: members act only through the identity provider (an SSO session)"
+            if summary["ssoOnly"]
+            else "any login the cluster offers (the e-mail, or through the identity provider)"
+        ),
+        f"  You:      {role}; teams {', '.join(me['teams']) or '-'}",
+    ]
+    if "recentEvents" in summary:
+        lines += ["", *_events_lines(summary)]
+    return "\n".join(lines + _next_lines(summary))
+
+
+def _next_lines(summary: Mapping[str, Any]) -> list[str]:
+    steps = next_steps(summary)
+    return ["", "What you may do next:", *(f"  - {step}" for step in steps)] if steps else []

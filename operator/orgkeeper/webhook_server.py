@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import logging
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from .api.v1alpha1 import REGIONS
 from .kube import CABundle, KubeApi, NotLeaderError
-from .names import WEBHOOK_CONFIGURATION, kopf_prefix
+from .names import PEOPLE_API_SERVICE, WEBHOOK_CONFIGURATION, kopf_prefix
 from .pki import Authority, mounted_webhook_tls, webhook_tls
 from .settings import SettingError, Settings
 
@@ -54,7 +55,11 @@ def webhook_server(settings: Settings, authority: Authority | None = None) -> ko
             # then the caBundle is left to whoever issued the certificate.
             cafile=str(mounted.authority) if mounted.authority else None,
         )
-    hosts = serving_names(settings) if serve else tuple({settings.listen_address, host})
+    if serve:
+        hosts = serving_names(settings)
+    else:  # the people API is reached under the Service's name even on loopback (managed)
+        service = (_service_host(settings),) if settings.people_api_port is not None else ()
+        hosts = tuple(dict.fromkeys((settings.listen_address, host, *service)))
     # `authority`: the replicas' shared CA (--leader-elect); else one of this process's own.
     certificate, key, ca = webhook_tls(
         Path(tempfile.mkdtemp(prefix="orgkeeper-webhook-")), hosts=hosts, authority=authority
@@ -67,6 +72,24 @@ def webhook_server(settings: Settings, authority: Authority | None = None) -> ko
         pkeyfile=str(key),
         cadata=ca,
     )
+
+
+def people_api_bundle(server: kopf.WebhookServer) -> str | None:
+    """The caBundle (base64 PEM) the people API's APIService needs: the webhook server's CA."""
+    if isinstance(server, ServingWebhookServer) and server.ca_bundle:
+        return server.ca_bundle
+    ca = server.cadata
+    if ca is None and server.cafile:
+        ca = Path(server.cafile).read_bytes()
+    if ca is None:
+        return None
+    return base64.b64encode(ca if isinstance(ca, bytes) else ca.encode()).decode()
+
+
+def people_api_external_name(settings: Settings) -> str:
+    """Where kube-aggregator dials the people API of `managed` mode: --webhook-host if given,
+    else `localhost` (the API server and `make run` on one machine, as kopf's webhook URLs)."""
+    return settings.webhook_host or "localhost"
 
 
 def _service_host(settings: Settings) -> str:
@@ -107,19 +130,33 @@ class ServingWebhookServer(kopf.WebhookServer):
             yield client_config
 
 
-async def keep_ca_bundle(kube: KubeApi, server: ServingWebhookServer, interval: float) -> None:
+API_SERVICE = "APIService"
+
+
+async def keep_ca_bundle(
+    kube: KubeApi,
+    server: ServingWebhookServer,
+    interval: float,
+    *,
+    api_service: bool = False,
+    on_serving: Callable[[], None] | None = None,
+) -> None:
     """`serve` mode: once the server listens, its CA goes into both webhook configurations.
 
     Re-checked every `interval` and after every certificate renewal; a configuration already
-    right is not written. A missing configuration is not an error: the operator runs without
-    admission checks (a transfer that got in is still refused as OwnerValid=False) and picks
-    the configuration up when it appears.
+    right is not written. With `api_service`, the people API's APIService too (it is served on
+    the same certificate), and `on_serving` is called whenever the server (re)starts, so the
+    people API serves a renewed certificate as well. A missing configuration is not an error:
+    the operator runs without admission checks (a transfer that got in is still refused as
+    OwnerValid=False) and picks the configuration up when it appears.
     """
     reported: dict[str, str] = {}  # the last state logged per kind: a steady state logs once
     while True:
         await server.serving.wait()
         server.serving.clear()
-        for kind in WEBHOOK_KINDS:
+        if on_serving is not None:
+            on_serving()
+        for kind in (*WEBHOOK_KINDS, *([API_SERVICE] if api_service else [])):
             state = await _check_ca_bundle(kube, kind, server.ca_bundle)
             if state != reported.get(kind):
                 _log_ca_bundle_state(kind, state)
@@ -134,7 +171,12 @@ async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
     if bundle is None:
         return "no-ca"
     try:
-        outcome = await kube.run(kube.put_webhook_ca_bundle, kind, WEBHOOK_CONFIGURATION, bundle)
+        if kind == API_SERVICE:
+            outcome = await kube.run(kube.put_api_service_ca_bundle, PEOPLE_API_SERVICE, bundle)
+        else:
+            outcome = await kube.run(
+                kube.put_webhook_ca_bundle, kind, WEBHOOK_CONFIGURATION, bundle
+            )
     except NotLeaderError:
         return "follower"  # the leader keeps the bundle (the replicas share one CA)
     except ApiException as error:
@@ -149,9 +191,16 @@ async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
 
 
 def _log_ca_bundle_state(kind: str, state: str) -> None:
-    name = WEBHOOK_CONFIGURATION
+    name = PEOPLE_API_SERVICE if kind == API_SERVICE else WEBHOOK_CONFIGURATION
     if state == CABundle.PATCHED.value:
         logger.info("Put the webhook server's CA into %s %s.", kind, name)
+    elif state == CABundle.ABSENT.value and kind == API_SERVICE:
+        logger.warning(
+            "%s %s does not exist, so `orgkeeper orgs` and `kubectl get myorganizations` find "
+            "no people API; apply manifests/ to register it.",
+            kind,
+            name,
+        )
     elif state == CABundle.ABSENT.value:
         logger.warning(
             "%s %s does not exist, so its rules are not applied at admission; apply "

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper.api.v1alpha1 import GROUP, VERSION
-from orgkeeper.names import WEBHOOK_CONFIGURATION
+from orgkeeper.names import PEOPLE_API_SERVICE, WEBHOOK_CONFIGURATION
 from orgkeeper.webhook_server import WEBHOOK_KINDS
 from orgkeeper_dev.localcluster import LocalCluster, kubectl
 from support.kube import Kube
@@ -128,3 +128,40 @@ def issue_token(
     issued = admin.core.create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, request)
     cluster.token_kubeconfig(kubeconfig, issued.status.token)
     return ServiceAccountIdentity(USER, kubeconfig)
+
+
+def loopback_people_api(rendered: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+    """The manifests' APIService of the people API, reaching the operator on loopback: its
+    Service is made an ExternalName one for `localhost` (kube-aggregator dials the name at the
+    APIService's port; no Pods, so no Endpoints, run here), the port the operator's."""
+    (api_service,) = [
+        copy.deepcopy(doc)
+        for doc in rendered
+        if doc["kind"] == "APIService" and doc["metadata"]["name"] == PEOPLE_API_SERVICE
+    ]
+    service_ref = api_service["spec"]["service"]
+    service_ref["port"] = port
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_ref["name"], "namespace": service_ref["namespace"]},
+        "spec": {"type": "ExternalName", "externalName": "localhost"},
+    }
+    return [service, api_service]
+
+
+def people_api_available(admin: Kube) -> bool:
+    """The APIService is Available: kube-aggregator reached the operator and trusts its CA."""
+    registration = client.ApiregistrationV1Api(admin.api)
+    found = registration.read_api_service(PEOPLE_API_SERVICE)
+    conditions = (found.status.conditions or []) if found.status else []
+    return any(c.type == "Available" and c.status == "True" for c in conditions)
+
+
+def remove_people_api(cluster: LocalCluster) -> None:
+    """Without the operator the aggregator would answer 503 for the group (and discovery says
+    so to every kubectl): remove the APIService and its loopback Service."""
+    kubectl(cluster, "delete", "apiservice", PEOPLE_API_SERVICE, "--ignore-not-found")
+    kubectl(
+        cluster, "delete", "service", "orgkeeper-webhook", "-n", NAMESPACE, "--ignore-not-found"
+    )

@@ -43,6 +43,7 @@ class OperatorProcess:
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    people_api_port: int | None = None  # the people API (--people-api-port), if served
     # Whose credentials the operator runs with; the cluster admin's unless given.
     kubeconfig: Path | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -63,6 +64,7 @@ class OperatorProcess:
             f"--inactivity-window={self.inactivity_window}",
             f"--billing-cycle={self.billing_cycle}",
             f"--license-rotate-after={self.license_rotate_after}",
+            *([f"--people-api-port={self.people_api_port}"] if self.people_api_port else []),
             *self.extra_args,
         ]
 

@@ -258,7 +258,7 @@ def test_a_metrics_reader_role_grants_get_on_metrics_only() -> None:
 def test_the_webhook_service_reaches_the_operator_in_serve_mode() -> None:
     deployment, service = the("Deployment"), the("Service")
     assert flag("webhook-mode") == "serve"
-    (service_port,) = service["spec"]["ports"]
+    (service_port,) = [p for p in service["spec"]["ports"] if p["name"] == "webhook"]
     assert service_port["targetPort"] == "webhook"
     assert port("webhook") == int(flag("webhook-port"))
     labels = deployment["spec"]["template"]["metadata"]["labels"]

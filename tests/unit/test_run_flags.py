@@ -56,6 +56,7 @@ EXAMPLES = {
     "webhook-port": ("19443", 19443),
     "health-port": ("18080", 18080),
     "metrics-port": ("19090", 19090),
+    "people-api-port": ("19444", 19444),
     "pod-security": ("baseline", "baseline"),
     "membership-quota": ("5", 5),
     "orgs-per-owner": ("3", 3),

@@ -57,8 +57,10 @@ class Informer(Generic[R]):
         record: Callable[[Mapping[str, Any]], R],
         on_change: Callable[[str], None],
         keep: Callable[[str], bool] | None = None,
+        index: Callable[[R], str] | None = None,
     ) -> None:
-        """`keep(namespace)`: whether objects there are held at all (default: all of them)."""
+        """`keep(namespace)`: whether objects there are held at all (default: all of them);
+        `index(record)`: a key the records are also found by (`indexed`)."""
         self.what = what
         self.keep = keep
         self.kube = kube
@@ -69,6 +71,31 @@ class Informer(Generic[R]):
         # The last resourceVersion taken in (list or event): where a broken watch resumes.
         self.version: str | None = None
         self._objects: dict[str, dict[str, tuple[int, R]]] = {}
+        self.index = index
+        self._index: dict[str, set[tuple[str, str]]] = {}  # key -> (namespace, name)
+
+    def indexed(self, key: str) -> list[R]:
+        """The records whose index key is `key`."""
+        found = (self.get(namespace, name) for namespace, name in self._index.get(key, ()))
+        return [record for record in found if record is not None]
+
+    def _unindex(self, namespace: str, name: str, record: R) -> None:
+        if self.index is None:
+            return
+        key = self.index(record)
+        held = self._index.get(key)
+        if held is not None:
+            held.discard((namespace, name))
+            if not held:
+                del self._index[key]
+
+    def _reindex(self) -> None:
+        if self.index is None:
+            return
+        self._index = {}
+        for namespace, objects in self._objects.items():
+            for name, (_, record) in objects.items():
+                self._index.setdefault(self.index(record), set()).add((namespace, name))
 
     def in_namespace(self, namespace: str) -> list[R]:
         return [record for _, record in self._objects.get(namespace, {}).values()]
@@ -92,8 +119,10 @@ class Informer(Generic[R]):
         """Drops an object, and its namespace's entry with its last one (namespaces come and
         go with orgs: a cache keyed by every namespace ever seen would only grow)."""
         objects = self._objects.get(namespace)
-        if objects is None or objects.pop(name, None) is None:
+        held = objects.pop(name, None) if objects is not None else None
+        if objects is None or held is None:
             return False
+        self._unindex(namespace, name, held[1])
         if not objects:
             del self._objects[namespace]
         return True
@@ -158,6 +187,7 @@ class Informer(Generic[R]):
                 names = before.keys() | after.keys()
                 changed |= {n for n in names if before.get(n) != after.get(n)}
         self._objects = fresh
+        self._reindex()
         self.version = str(page["metadata"]["resourceVersion"])
         self.synced.set()
         self._notify(changed)
@@ -218,7 +248,12 @@ class Informer(Generic[R]):
         known = objects.get(meta["name"])
         if known is not None and version and known[0] >= version:
             return  # already taken in (written by the operator), or older than what is held
-        objects[meta["name"]] = (version, self.record(body))
+        record = self.record(body)
+        if known is not None:
+            self._unindex(_namespace(meta), meta["name"], known[1])
+        objects[meta["name"]] = (version, record)
+        if self.index is not None:
+            self._index.setdefault(self.index(record), set()).add((_namespace(meta), meta["name"]))
         if notify:
             self._notify([_changed(meta)])
 

@@ -14,6 +14,7 @@ from ..api.v1alpha1 import GROUP, ORGANIZATION, TEAMS
 from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
 from ..domain.namespaces import Claim
+from ..domain.people import MemberFacts, OrgFacts
 
 MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH)
 BINDING_LABELS = (
@@ -40,6 +41,11 @@ class OrgRecord:
     owner_email_locked: bool
     deleting: bool
     reconciled: bool  # an operator of its region has written its status
+    # What the org switcher (the people API) shows of it.
+    display_name: str = ""
+    plan: str | None = None
+    phase: str | None = None
+    sso_only: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> OrgRecord:
@@ -51,6 +57,21 @@ class OrgRecord:
             owner_email_locked=bool(status.get("ownerEmailLocked")),
             deleting=bool(meta.get("deletionTimestamp")),
             reconciled=bool(status.get("phase") or status.get("conditions")),
+            display_name=str(spec.get("displayName") or "")[:KEPT_VALUE],
+            plan=spec.get("plan"),
+            phase=status.get("phase"),
+            sso_only=bool(spec.get("ssoOnly")),
+        )
+
+    def facts(self) -> OrgFacts:
+        return OrgFacts(
+            name=self.name,
+            display_name=self.display_name,
+            region=self.region,
+            plan=self.plan,
+            phase=self.phase,
+            sso_only=self.sso_only,
+            owner=self.owner,
         )
 
 
@@ -81,6 +102,14 @@ class MemberRecord:
 
     def member(self) -> Member:
         return Member(self.name, self.email, self.teams)
+
+    def facts(self) -> MemberFacts:
+        return MemberFacts(self.namespace, self.name, self.email, self.teams, self.status)
+
+    @property
+    def email_key(self) -> str:
+        """Its key in the index of Memberships by e-mail (the people API's lookup)."""
+        return names.email_hash(self.email)
 
     @property
     def last_login(self) -> datetime | None:

@@ -12,6 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import names
+from ..domain.people import email_of, my_organizations
 from ..kube import REVIEW_CONCURRENCY, KubeApi
 from ..metrics import OperatorMetrics
 from ..reviews import Verdicts, metrics_ttl, support_ttl
@@ -107,6 +108,7 @@ class Runtime:
             MemberRecord.from_body,
             self.namespace_changed,
             keep=in_org_namespace,
+            index=lambda record: record.email_key,  # the people API finds a person's by it
         )
         self.bindings = Informer(
             "member RoleBindings",
@@ -227,6 +229,19 @@ class Runtime:
 
     def informers(self) -> tuple[Informer[Any], ...]:
         return (self.organizations, self.members, self.bindings, self.namespaces)
+
+    def my_organizations(self, user: str) -> list[dict[str, Any]]:
+        """The people API's answer for `user` (domain/people.py), from this replica's caches:
+        the Memberships of the user's e-mail by its hash, and the orgs they name."""
+        prefix = self.settings.sso_username_prefix
+        members = self.members.indexed(names.email_hash(email_of(user, prefix)))
+        orgs = {}
+        for member in members:
+            name = names.organization_of_namespace(member.namespace)
+            org = self.organizations.get("", name) if name else None
+            if org is not None:
+                orgs[org.name] = org.facts()
+        return my_organizations(user, [m.facts() for m in members], orgs, sso_prefix=prefix)
 
     async def caches_synced(self) -> None:
         """Returns once every informer has listed its kind (their first sync)."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import aiohttp
 import kopf
 from aiohttp import web
+from kubernetes.client.rest import ApiException
 
 from .. import names
 from ..controllers.runtime import Runtime
@@ -23,6 +26,7 @@ from ..kube import (
     write_gate_middleware,
 )
 from ..memory import trim_periodically, use_full_default_executor
+from ..people import FrontProxy, people_app, people_tls
 from ..pki import Authority
 from ..preflight import Listeners
 from ..reviews import token_key
@@ -31,11 +35,15 @@ from ..webhook_server import (
     CA_BUNDLE_RECHECK_SECONDS,
     ServingWebhookServer,
     keep_ca_bundle,
+    people_api_bundle,
+    people_api_external_name,
     webhook_server,
 )
 from .admission import log_refusals_as_info
 from .indexes import ORGANIZATIONS, WORKLOADS
 from .organization import pending_memberships, tell_unserved_regions
+
+logger = logging.getLogger(__name__)
 
 # kopf notices CRDs installed or upgraded while it runs (it lists and watches them).
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -70,11 +78,25 @@ def register(registry: kopf.OperatorRegistry) -> None:
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
+        people = None
+        if isinstance(server, kopf.WebhookServer) and memo.listeners.people is not None:
+            people = await serve_people(runtime, memo.listeners.people, server, synced.done)
+            if people is not None:
+                memo.endpoints.append(people[0])
+                if not isinstance(server, ServingWebhookServer):  # managed: register it here
+                    memo.people_registered = await register_people_api(runtime, server)
         if isinstance(server, ServingWebhookServer):
             interval = min(
                 runtime.settings.check_interval.total_seconds(), CA_BUNDLE_RECHECK_SECONDS
             )
-            tasks.append(asyncio.create_task(keep_ca_bundle(runtime.kube, server, interval)))
+            keeping = keep_ca_bundle(
+                runtime.kube,
+                server,
+                interval,
+                api_service=people is not None,
+                on_serving=people[1] if people is not None else None,
+            )
+            tasks.append(asyncio.create_task(keeping))
         memo.background_tasks = tasks
 
     @kopf.on.cleanup(registry=registry)
@@ -85,6 +107,20 @@ def register(registry: kopf.OperatorRegistry) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         for runner in memo.get("endpoints", []):
             await runner.cleanup()
+        if memo.get("people_registered"):
+            settings = memo.runtime.settings
+            kube = memo.runtime.kube
+            try:
+                await kube.run(
+                    kube.unregister_people_api, settings.namespace, settings.webhook_service
+                )
+            except Exception as error:  # stopping regardless; say what is left behind
+                logger.warning(
+                    "Could not remove the people API's APIService %s (%s): kubectl warns "
+                    "until it is deleted.",
+                    names.PEOPLE_API_SERVICE,
+                    error,
+                )
 
     @kopf.on.login(registry=registry)
     async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
@@ -170,6 +206,69 @@ async def serve_endpoints(
             metrics_tls(runtime.settings.metrics_cert_dir),
         ),
     ]
+
+
+async def register_people_api(runtime: Runtime, server: kopf.WebhookServer) -> bool:
+    """`managed` mode: the APIService and an ExternalName Service for this process (README "The
+    org switcher"), as kopf registers the webhooks by URL; removed again at exit."""
+    settings, kube = runtime.settings, runtime.kube
+    bundle = people_api_bundle(server)
+    if bundle is None or settings.people_api_port is None:
+        return False
+    try:
+        await kube.run(
+            kube.register_people_api,
+            settings.namespace,
+            settings.webhook_service,
+            people_api_external_name(settings),
+            settings.people_api_port,
+            bundle,
+        )
+    except (ApiException, ValueError) as error:
+        reason = error.reason if isinstance(error, ApiException) else str(error)
+        logger.error("The people API is served but not registered: %s", reason)
+        return False
+    logger.info(
+        "Registered the people API (APIService %s) for this process.", names.PEOPLE_API_SERVICE
+    )
+    return True
+
+
+async def serve_people(
+    runtime: Runtime, sock: socket.socket, server: kopf.WebhookServer, ready: Callable[[], bool]
+) -> tuple[web.AppRunner, Callable[[], None]] | None:
+    """The people API (people.py) on its port, with the webhook server's certificate; and how
+    to load that certificate again once renewed. None, with one log line saying why, if the
+    cluster publishes no front-proxy CA or the operator may not read it."""
+    kube = runtime.kube
+    try:
+        data = await kube.run(kube.front_proxy_config)
+    except ApiException as error:
+        logger.error(
+            "The people API is not served: reading %s/%s was refused (%s); grant the Role "
+            "extension-apiserver-authentication-reader in kube-system, as "
+            "manifests/rbac/operator.yaml does.",
+            *names.FRONT_PROXY_CONFIG_MAP,
+            error.status,
+        )
+        return None
+    front_proxy = FrontProxy.from_config_map(data or {})
+    if front_proxy is None:
+        logger.error(
+            "The people API is not served: kube-apiserver publishes no front-proxy CA in %s/%s "
+            "(start it with --requestheader-client-ca-file, as kubeadm does).",
+            *names.FRONT_PROXY_CONFIG_MAP,
+        )
+        return None
+    certificate, key = str(server.certfile), str(server.pkeyfile)
+    context = people_tls(certificate, key, front_proxy)
+    app = people_app(runtime.my_organizations, ready, front_proxy)
+    runner = await serve(app, sock, context)
+
+    def reload() -> None:
+        context.load_cert_chain(str(server.certfile), str(server.pkeyfile))
+
+    return runner, reload
 
 
 class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
