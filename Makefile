@@ -51,28 +51,35 @@ lint: venv $(BIN)/hadolint ## ruff, mypy, the layers (import-linter), the CRD dr
 unit: venv ## tests that need no cluster
 	$(BIN)/pytest tests/unit
 
-# `make test` runs its two pytest lanes at once (tests/conftest.py, README "Testing"): `main`
-# streams here; `faults` is written to FAULTS_LANE_LOG and printed after it, so each ends in
-# pytest's own summary. It fails if either lane fails.
-FAULTS_LANE_LOG := .cache/test/faults-lane.log
+# `make test` runs its four pytest lanes at once (tests/conftest.py, README "Testing"): `main`
+# streams here; `clusters`, `faults` and `memory` are written to .cache/test/<lane>-lane.log and
+# printed after it, so each ends in pytest's own summary. It fails if any lane fails.
+LANE_LOGS := .cache/test
+BACKGROUND_LANES := clusters faults leader memory
 
 # oidc: test_sso_login.py's provider, built before the tests (a cold build outlasts a test's timeout).
-test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then pytest lanes main and faults at once (about 15 min)
-	@mkdir -p $(dir $(FAULTS_LANE_LOG))
-	@echo "== lane faults (the fault suite, the image's pip install): $(FAULTS_LANE_LOG)"
-	@$(BIN)/pytest --lane faults -o cache_dir=.pytest_cache/faults >$(FAULTS_LANE_LOG) 2>&1 & \
-	faults=$$!; \
-	echo "== lane main (unit tests, the session cluster, tests with clusters of their own)"; \
-	$(BIN)/pytest --lane main; main=$$?; \
-	echo "== lane faults: waiting for it to finish"; \
-	wait $$faults; faults=$$?; \
-	echo "== lanes: main exited $$main, faults exited $$faults; the faults lane's output:"; \
-	cat $(FAULTS_LANE_LOG); \
-	test $$main -eq 0 && test $$faults -eq 0
+test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then pytest lanes main, clusters, faults and memory at once (about 7 min)
+	@mkdir -p $(LANE_LOGS)
+	@pids=""; for lane in $(BACKGROUND_LANES); do \
+		echo "== lane $$lane: $(LANE_LOGS)/$$lane-lane.log"; \
+		$(BIN)/pytest --lane $$lane -o cache_dir=.pytest_cache/$$lane \
+			>$(LANE_LOGS)/$$lane-lane.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	echo "== lane main (unit tests, the session cluster's tests)"; \
+	$(BIN)/pytest --lane main; failed=$$?; \
+	set -- $$pids; for lane in $(BACKGROUND_LANES); do \
+		echo "== lane $$lane: waiting for it to finish"; \
+		wait $$1; code=$$?; shift; \
+		echo "== lane $$lane exited $$code; its output:"; \
+		cat $(LANE_LOGS)/$$lane-lane.log; \
+		test $$code -eq 0 || failed=1; \
+	done; \
+	echo "== lanes done: $$(test $$failed -eq 0 && echo all passed || echo some failed)"; \
+	test $$failed -eq 0
 
-faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org, an hour's soak
+faults: venv controlplane ## the fault suite in full: 20 seeded trials per fault, a 500-member org, an hour's soak, a 60 s flood
 	ORGKEEPER_FAULT_TRIALS=20 ORGKEEPER_FAULT_MEMBERS=500 ORGKEEPER_FAULT_EXAMPLES=100 \
-		ORGKEEPER_FAULT_SOAK_SECONDS=3600 $(BIN)/pytest -m faults -o timeout=5400 tests/faults
+		ORGKEEPER_FAULT_SOAK_SECONDS=3600 ORGKEEPER_FAULT_FLOOD_SECONDS=60 $(BIN)/pytest -m faults -o timeout=5400 tests/faults
 
 # SSO=1: with a real OpenID Connect provider on loopback that kube-apiserver trusts.
 cluster-up: controlplane $(if $(SSO),oidc) ## start a local control plane (SSO=1: with an OIDC provider)

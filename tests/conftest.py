@@ -21,26 +21,45 @@ REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
 
 
-# `make test` runs two pytest processes at once, one per lane, of about equal time (measured with
-# --durations): `faults`, the fault suite (one process: its tally is kept in-process) and tests
-# marked faults_lane (the image's pip install); `main`, everything else (unit tests, the session
-# cluster's tests, those with a control plane of their own, the demo). Without --lane, pytest
-# runs both, one after the other.
-LANES = ("main", "faults")
+# `make test` runs one pytest process per lane, all at once: most of their time is waiting (for
+# control planes, operators, fault windows, the operator's heap trim), not CPU (README
+# "Testing", measured with --durations and CPU seconds). `main`: the unit tests and the session
+# cluster's tests. `clusters`: the integration tests that start a control plane of their own
+# (they don't take the session `cluster`), the demo among them. The fault suite in three lanes,
+# each with a fault cluster and a tally of its own: `faults` (kills, restarts, conflicts, bad
+# input, the API failing, the webhooks down, the memory soak), `leader` (the faults of two
+# replicas and the port flood) and `memory` (the stranger bench, the cost per org and
+# Membership). A test marked `lane(NAME)` runs in that lane. Without --lane, pytest runs every
+# lane, one after the other.
+LANES = ("main", "clusters", "faults", "leader", "memory")
+FAULT_LANES = {  # by file, or file::test; the rest of tests/faults is `faults`
+    "test_flood.py": "leader",
+    "test_leader_kill.py": "leader",
+    "test_leader_stepdown.py": "leader",
+    "test_memory.py": "memory",
+    "test_memory.py::test_memory_at_rest_stays_flat_under_churn": "faults",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--lane",
         choices=LANES,
-        help="run one lane of `make test`: faults (tests/faults and tests marked faults_lane) "
-        "or main (every other test)",
+        help="run one lane of `make test`: main (unit tests, the session cluster's tests), "
+        "clusters (integration tests with a control plane of their own), or a third of the "
+        "fault suite: faults, leader or memory (tests/conftest.py says which)",
     )
 
 
 def lane(item: pytest.Item) -> str:
-    if "faults" in item.path.parts or item.get_closest_marker("faults_lane") is not None:
-        return "faults"
+    marked = item.get_closest_marker("lane")
+    if marked is not None:
+        return str(marked.args[0])
+    if "faults" in item.path.parts:
+        name = item.path.name
+        return FAULT_LANES.get(f"{name}::{item.name}", FAULT_LANES.get(name, "faults"))
+    if "integration" in item.path.parts and "cluster" not in getattr(item, "fixturenames", ()):
+        return "clusters"
     return "main"
 
 

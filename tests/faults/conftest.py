@@ -32,7 +32,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not TALLY.rows:
         return
-    path = TALLY.write(REPORT_PATH)
+    # `make test` runs the suite in three lanes (tests/conftest.py), each with its own tally.
+    lane = terminalreporter.config.getoption("lane")
+    path = TALLY.write(REPORT_PATH.with_name(f"report-{lane}.md") if lane else REPORT_PATH)
     terminalreporter.section(f"fault suite ({TRIALS} trial(s) per fault)")
     terminalreporter.write_line(TALLY.table())
     terminalreporter.write_line(f"written to {path.relative_to(REPO)}")

@@ -128,9 +128,9 @@ def test_the_shipped_package_holds_no_development_tooling() -> None:
     assert [name for name, modules in imported.items() if "subprocess" in modules] == ["client.py"]
 
 
-# A minute of pip (a build environment, the pinned wheels): in make test's faults lane, which
+# A minute of pip (a build environment, the pinned wheels): in make test's leader lane, which
 # has the time for it (tests/conftest.py).
-@pytest.mark.faults_lane
+@pytest.mark.lane("leader")
 @pytest.mark.timeout(240)
 def test_orgkeeper_run_works_after_the_build_stages_pip_install(
     stages: list[Stage], tmp_path: Path
