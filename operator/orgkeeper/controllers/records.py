@@ -213,7 +213,7 @@ class BindingRecord(_Frozen):
     ) -> None:
         kept = _only(labels, BINDING_LABELS)
         self._set(
-            name=shared(name),
+            name=str(name),  # its own: no other record holds it
             namespace=shared(namespace),
             _users=_bare(shared(user[:KEPT_NAME]) for user in list(users)[:KEPT_SUBJECTS]),
             role=shared(role),
