@@ -100,6 +100,8 @@ run: venv ## the operator against the current cluster (add flags with ARGS=..., 
 demo: controlplane oidc ## the main job, told with real objects on a fresh local control plane
 	$(DEV_PYTHON) -m orgkeeper_dev.demo
 
-bench: controlplane ## convergence against size, side by side with a floor client (about 17 min)
+# SCALE=100k: 10,000 orgs x 10 Memberships and three of 1,000 (about 2 h on 2 quiet cores).
+BENCH_ARGS_100k = --orgs 10000 --members 10 --large 1000,1000,1000
+bench: controlplane ## 1,000 orgs x 10 Memberships and one of 1,000 against a floor client, each on its own control plane (about 30 min); SCALE=100k for 100,000
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(SCALE),$(BENCH_ARGS_$(SCALE)),)

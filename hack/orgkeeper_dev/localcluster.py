@@ -22,9 +22,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -271,9 +272,16 @@ def kubeconfig_for(server: str, ca_file: Path, credentials: Mapping[str, str]) -
 
 @dataclass
 class LocalCluster:
-    """A control plane whose files (pki, etcd data, logs, kubeconfig) live in state_dir."""
+    """A control plane whose files (pki, etcd data, logs, kubeconfig) live in state_dir.
+
+    `extra_args` adds flags to a component's command line (by name: "etcd", "kube-apiserver",
+    "kube-controller-manager"), and `audit_policy` replaces the default one (everything at
+    Metadata): the benchmark raises etcd's quota and audits only the operator's requests.
+    """
 
     state_dir: Path
+    extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    audit_policy: Mapping[str, Any] | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -318,7 +326,9 @@ class LocalCluster:
         for sub in ("pki", "etcd", "logs", "run"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         _write_pki(self.pki)
-        (self.state_dir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        (self.state_dir / "audit-policy.yaml").write_text(
+            yaml.safe_dump(dict(self.audit_policy or AUDIT_POLICY))
+        )
         etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
         server = f"https://127.0.0.1:{api_port}"
         (self.state_dir / "endpoints.json").write_text(
@@ -352,6 +362,7 @@ class LocalCluster:
                 f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
+                *self.extra_args.get("etcd", ()),
             ],
         )
         self.spawn(
@@ -381,6 +392,7 @@ class LocalCluster:
                 f"--cert-dir={pki}",
                 *aggregation_flags(pki),
                 *authentication,
+                *self.extra_args.get("kube-apiserver", ()),
             ],
         )
         self._wait_ready(server, "/readyz", timeout)
@@ -400,6 +412,7 @@ class LocalCluster:
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 "--controllers=*,-node-ipam-controller,-node-lifecycle-controller",
                 "--concurrent-gc-syncs=20",
+                *self.extra_args.get("kube-controller-manager", ()),
             ],
         )
         self._wait_for_controllers(timeout)
@@ -428,6 +441,7 @@ class LocalCluster:
         *flags: str,
         kubeconfig: Path | None = None,
         metrics_port: int | None = None,
+        health_port: int | None = None,
         environ: Mapping[str, str] | None = None,
         timeout: float = 120.0,
     ) -> Path:
@@ -436,7 +450,7 @@ class LocalCluster:
 
         Returns its log path once it is healthy and has registered its admission webhooks.
         """
-        health_port = free_port()
+        health_port = health_port or free_port()
         log_path = self.spawn(
             "orgkeeper",
             [

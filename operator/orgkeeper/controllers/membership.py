@@ -84,7 +84,7 @@ async def sync_memberships(
         patches[record.name] = _status_patch(record, plan.statuses[record.name])
         if index % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)  # admission answers on this loop too
-    order = turn_order([(record.name, not record.status) for record in memberships])
+    order = turn_order([(record.name, not record.has_status) for record in memberships])
     costs = [(f"{STALE}{name}", 1) for name in plan.stale_bindings] + [
         (
             name,

@@ -4,10 +4,12 @@ small, immutable records."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .. import names
 from ..api.v1alpha1 import GROUP, ORGANIZATION, TEAMS
@@ -75,16 +77,91 @@ class OrgRecord:
         )
 
 
-@dataclass(frozen=True)
-class MemberRecord:
+def shared(value: str) -> str:
+    """One string object for every record holding this text: a Membership's name, e-mail,
+    e-mail hash and UID are held once for the Membership and its RoleBindings, and a namespace,
+    team or status once for all the records that hold it. (Interned strings are freed with their
+    last holder.)"""
+    return sys.intern(str(value))
+
+
+def _compact(status: Mapping[str, Any]) -> str:
+    """A status as canonical compact JSON, shared: Memberships reconciled alike in the same
+    second hold one string."""
+    return shared(json.dumps(status, separators=(",", ":"), sort_keys=True)) if status else ""
+
+
+class _Frozen:
+    """Immutable slotted records: no per-record __dict__ (a dict per record is most of a
+    small record's size), compared and hashed by their slots."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def _slots(self) -> tuple[str, ...]:
+        slots: tuple[str, ...] = type(self).__slots__
+        return slots
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._slots())
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Frozen)
+            and type(other) is type(self)
+            and (self._fields() == other._fields())
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._slots())
+        return f"{type(self).__name__}({fields})"
+
+
+class MemberRecord(_Frozen):
+    """A Membership as the informer holds it: its identity, spec, two labels and its status
+    (kept as shared compact JSON and parsed when read, at most once per reconcile)."""
+
+    __slots__ = ("_labels", "_status", "email", "generation", "name", "namespace", "teams", "uid")
     name: str
     namespace: str
     uid: str
     generation: int
     email: str
     teams: tuple[Team, ...]
-    labels: Mapping[str, str]
-    status: Mapping[str, Any]
+    _labels: tuple[str | None, ...]  # the values of MEMBER_LABELS, in order (None: absent)
+    _status: str
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        uid: str,
+        generation: int,
+        email: str,
+        teams: Iterable[Team],
+        labels: Mapping[str, str],
+        status: Mapping[str, Any],
+    ) -> None:
+        kept = _only(labels, MEMBER_LABELS)
+        self._set(
+            name=shared(name),
+            namespace=shared(namespace),
+            uid=shared(uid),
+            generation=generation,
+            email=shared(email),
+            teams=_teams(teams),
+            _labels=_values(kept, MEMBER_LABELS),
+            _status=_compact(status),
+        )
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> MemberRecord:
@@ -96,9 +173,22 @@ class MemberRecord:
             generation=int(meta.get("generation", 0)),
             email=str(spec.get("email", "")),
             teams=tuple(t for t in TEAMS if t in (spec.get("teams") or [])),
-            labels=_only(meta.get("labels"), MEMBER_LABELS),
-            status=dict(body.get("status") or {}),
+            labels=meta.get("labels") or {},
+            status=body.get("status") or {},
         )
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return _mapping(self._labels, MEMBER_LABELS)
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        parsed: dict[str, Any] = json.loads(self._status) if self._status else {}
+        return parsed
+
+    @property
+    def has_status(self) -> bool:
+        return bool(self._status)
 
     def member(self) -> Member:
         return Member(self.name, self.email, self.teams)
@@ -128,14 +218,37 @@ KEPT_NAME = 320
 KEPT_VALUE = 128
 
 
-@dataclass(frozen=True)
-class BindingRecord:
+class BindingRecord(_Frozen):
+    """A member RoleBinding as the informer holds it. Its subjects, labels and owner are the
+    strings its Membership's record holds too (shared), so a binding costs little more than
+    its name."""
+
+    __slots__ = ("_labels", "_owners", "_users", "name", "namespace", "role")
     name: str
     namespace: str
-    users: tuple[str, ...]
     role: str
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    owners: tuple[str, ...] = ()  # ownerReference UIDs
+    _users: str | tuple[str, ...]  # one subject (as orgkeeper writes them) held bare
+    _labels: tuple[str | None, ...]  # the values of BINDING_LABELS, in order (None: absent)
+    _owners: str | tuple[str, ...]  # ownerReference UIDs; one held bare
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        users: Iterable[str],
+        role: str,
+        labels: Mapping[str, str] | None = None,
+        owners: Iterable[str] = (),
+    ) -> None:
+        kept = _only(labels, BINDING_LABELS)
+        self._set(
+            name=str(name),  # its own: no other record holds it
+            namespace=shared(namespace),
+            _users=_bare(shared(user[:KEPT_NAME]) for user in list(users)[:KEPT_SUBJECTS]),
+            role=shared(role),
+            _labels=_values(kept, BINDING_LABELS),
+            _owners=_bare(shared(uid[:KEPT_NAME]) for uid in list(owners)[:KEPT_SUBJECTS]),
+        )
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> BindingRecord:
@@ -143,17 +256,55 @@ class BindingRecord:
         return cls(
             name=meta["name"],
             namespace=meta["namespace"],
-            users=tuple(
-                str(s.get("name", ""))[:KEPT_NAME]
-                for s in (body.get("subjects") or [])[:KEPT_SUBJECTS]
-            ),
+            users=[str(s.get("name", "")) for s in (body.get("subjects") or [])[:KEPT_SUBJECTS]],
             role=body.get("roleRef", {}).get("name", ""),
-            labels=_only(meta.get("labels"), BINDING_LABELS),
-            owners=tuple(
-                str(ref.get("uid", ""))[:KEPT_NAME]
+            labels=meta.get("labels") or {},
+            owners=[
+                str(ref.get("uid", ""))
                 for ref in (meta.get("ownerReferences") or [])[:KEPT_SUBJECTS]
-            ),
+            ],
         )
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return _mapping(self._labels, BINDING_LABELS)
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return (self._users,) if isinstance(self._users, str) else self._users
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return (self._owners,) if isinstance(self._owners, str) else self._owners
+
+
+def _bare(values: Iterable[str]) -> str | tuple[str, ...]:
+    """One value as itself (a tuple of one costs 48 bytes more), else a tuple."""
+    found = tuple(values)
+    return found[0] if len(found) == 1 else found
+
+
+_TEAM_SETS: dict[tuple[Team, ...], tuple[Team, ...]] = {}  # at most 2^len(TEAMS) entries
+
+
+def _teams(teams: Iterable[Team]) -> tuple[Team, ...]:
+    """One shared tuple per set of teams (there are few)."""
+    key = tuple(cast(Team, shared(team)) for team in teams if team in TEAMS)
+    return _TEAM_SETS.setdefault(key, key)
+
+
+_ABSENT: tuple[None, ...] = ()
+
+
+def _values(found: Mapping[str, str], keys: Sequence[str]) -> tuple[str | None, ...]:
+    values = tuple(shared(found[key]) if key in found else None for key in keys)
+    return _ABSENT if all(v is None for v in values) else values
+
+
+def _mapping(values: tuple[str | None, ...], keys: Sequence[str]) -> dict[str, str]:
+    if not values:
+        return {}
+    return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
 
 @dataclass(frozen=True)
