@@ -91,6 +91,13 @@ def _add_run(commands: Any) -> None:
 
     flag("region", "reconcile only organizations of this region (default: all)", default=None)
     flag(
+        "shard",
+        "serve shard i of N (i/N, e.g. 0/2): only its share of the organizations, on a Lease "
+        "of its own (README: Scaling out)",
+        default="0/1",
+        type=_shard,
+    )
+    flag(
         "inactivity-window",
         "no activity for this long deactivates a Free org",
         default="30d",
@@ -241,6 +248,15 @@ def _add_run(commands: Any) -> None:
     run.set_defaults(handler=_run)
 
 
+def _shard(text: str) -> Any:
+    from .domain.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _boolean(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -257,6 +273,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings(
         region=args.region,
+        shard=args.shard,
         sso_username_prefix=args.sso_username_prefix,
         namespace=args.namespace,
         listen_address=args.listen_address,

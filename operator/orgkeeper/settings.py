@@ -11,7 +11,9 @@ from datetime import timedelta
 
 from . import names
 from .api.v1alpha1 import REGIONS
+from .domain.shards import Shard
 
+UNSHARDED = Shard()
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -52,6 +54,8 @@ class Settings:
     """What `orgkeeper run` was told; handlers read it from kopf's memo."""
 
     region: str | None = None
+    # --shard i/N: the share of the orgs this operator serves (default: all of them).
+    shard: Shard = UNSHARDED
     inactivity_window: timedelta = timedelta(days=30)
     billing_cycle: timedelta = timedelta(days=30)
     check_interval: timedelta = timedelta(minutes=5)
@@ -90,12 +94,14 @@ class Settings:
 
     @property
     def lease_name(self) -> str:
-        return lease_name(self.region)
+        return lease_name(self.region, self.shard)
 
 
-def lease_name(region: str | None) -> str:
-    """The Lease of the operator serving `region` (all regions: None)."""
-    return f"orgkeeper-{region}" if region else "orgkeeper"
+def lease_name(region: str | None, shard: Shard | None = None) -> str:
+    """The Lease of the operator serving `region` (all regions: None), and of its shard
+    (`-shard-<i>-of-<N>`: the generation is in the name; unsharded, none)."""
+    base = f"orgkeeper-{region}" if region else "orgkeeper"
+    return base + (shard.lease_suffix() if shard is not None else "")
 
 
 def default_identity(environ: Mapping[str, str]) -> str:
@@ -171,6 +177,13 @@ def check(settings: Settings, log_format: str = "plain") -> None:
         raise SettingError("writes-per-turn", f"{settings.writes_per_turn} is not positive")
     if settings.orgs_per_owner < 1:
         raise SettingError("orgs-per-owner", f"{settings.orgs_per_owner} is not positive")
+    if settings.shard.sharded and not settings.leader_elect:
+        raise SettingError(
+            "shard",
+            f"{settings.shard.index}/{settings.shard.count} needs --leader-elect: each shard "
+            "elects its leader on a Lease of its own, and changing the shard count waits for "
+            "the other generation's Leases",
+        )
     if settings.leader_elect:
         # client-go's rule: a leader must give up before another may take over.
         if settings.renew_deadline >= settings.lease_duration:

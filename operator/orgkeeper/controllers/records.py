@@ -15,13 +15,14 @@ from ..api.v1alpha1.common import Team
 from ..domain.membership import Member
 from ..domain.namespaces import Claim
 
-MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH)
+MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH, names.LABEL_SHARD_SLOT)
 BINDING_LABELS = (
     names.LABEL_MANAGED_BY,
     names.LABEL_ORGANIZATION,
     names.LABEL_MEMBERSHIP,
     names.LABEL_EMAIL_HASH,
     names.LABEL_TEAM,
+    names.LABEL_SHARD_SLOT,
 )
 WORKLOAD_ANNOTATIONS = (
     names.ANNOTATION_FROZEN,

@@ -27,10 +27,6 @@ def ignored_key(uid: str | None) -> str:
     return f"ignored:{uid}"
 
 
-def in_org_namespace(namespace: str) -> bool:
-    return bool(names.organization_of_namespace(namespace))
-
-
 @dataclass
 class Runtime:
     kube: KubeApi
@@ -104,21 +100,24 @@ class Runtime:
         )
         # Memberships and member RoleBindings serve only in org-<name> namespaces: nothing
         # elsewhere is held (a policy keeps them there; this bounds what slips past it).
+        # Under --shard i/N, only its orgs' (the API server selects them by the slot label;
+        # `keep` drops any whose label names a slot its namespace doesn't have).
+        shard = self.settings.shard
         self.members = Informer(
             "Memberships",
             kube,
-            kube.memberships(),
+            kube.memberships(shard.selector()),
             MemberRecord.from_body,
             self.namespace_changed,
-            keep=in_org_namespace,
+            keep=shard.serves_namespace,
         )
         self.bindings = Informer(
             "member RoleBindings",
             kube,
-            kube.member_role_bindings(),
+            kube.member_role_bindings(shard.selector()),
             BindingRecord.from_body,
             self.namespace_changed,
-            keep=in_org_namespace,
+            keep=shard.serves_namespace,
         )
         self.namespaces = Informer(
             "labelled Namespaces",
