@@ -933,6 +933,24 @@ class KubeApi:
             self.core.delete_namespaced_secret, name, namespace, body=options if uid else None
         )
 
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
+        return dict(found.data or {}) if found is not None else None
+
+    def create_immutable_config_map(
+        self, namespace: str, name: str, data: Mapping[str, str]
+    ) -> bool:
+        """Creates it unless one by that name exists; True if this call created it."""
+        body = {
+            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+            "data": dict(data),
+            "immutable": True,
+        }
+        created = exists_ok(
+            self.core.create_namespaced_config_map, namespace, body, field_manager=FIELD_MANAGER
+        )
+        return created is not None
+
     def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         body = {
             "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},

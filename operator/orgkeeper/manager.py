@@ -15,6 +15,7 @@ from kopf._cogs.structs import bodies, ephemera
 from kopf._core.reactor.inventory import ResourceMemories
 
 from .controllers.runtime import Runtime
+from .controllers.shards import with_shard_map
 from .controllers.signing import load_or_create_signing_key
 from .handlers import register
 from .kube import Guardrails, KubeApi, load_client
@@ -66,6 +67,11 @@ def run_operator(
     register(registry, settings)
     api_client = load_client(settings.identity)
     kube = KubeApi(api_client, Guardrails(settings.pod_security, settings.membership_quota))
+    try:
+        settings = with_shard_map(kube, settings)  # --shard: which slots are this shard's
+    except BaseException:
+        listeners.close()
+        raise
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
         "registry": registry,

@@ -117,6 +117,16 @@ def shard_slot_label(organization: str) -> dict[str, str]:
     return {LABEL_SHARD_SLOT: str(shard_slot(organization))}
 
 
+def shard_map(region: str | None, count: int) -> str:
+    """The ConfigMap (in the operator's namespace) holding which shard of `count` serves each
+    slot: written once by the first shard of that count to start, then only read."""
+    return f"orgkeeper-{region}-shards-of-{count}" if region else f"orgkeeper-shards-of-{count}"
+
+
+SHARD_MAP_COUNT = "count"
+SHARD_MAP_SLOTS = "slots"
+
+
 def same_email(a: str | None, b: str | None) -> bool:
     """E-mails compare as their hash label does: ignoring case and surrounding spaces."""
     return a is not None and b is not None and a.strip().lower() == b.strip().lower()

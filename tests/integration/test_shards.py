@@ -26,7 +26,7 @@ import pytest
 from kubernetes import client
 
 from orgkeeper import names
-from orgkeeper.domain.shards import Shard
+from orgkeeper.domain.shards import Shard, map_of
 from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
 from support import identity
 from support.kube import Kube, api_client, load_yaml_documents, wait_for
@@ -47,7 +47,7 @@ from support.replicas import (
 
 ORGS = 24
 TEAM = "api-product-developer"
-LEASES = Path(__file__).resolve().parents[2] / "docs" / "shards" / "leases.yaml"
+RBAC = Path(__file__).resolve().parents[2] / "docs" / "shards" / "rbac.yaml"
 IDENTITY = re.compile(r"^g(\d+)s(\d+)[a-z]$")
 
 
@@ -64,6 +64,7 @@ class Plane:
     # Identity -> when it stopped (after its exit: nothing it sent can land later).
     stopped: dict[str, datetime] = field(default_factory=dict)
     running: list[Replicas] = field(default_factory=list)
+    maps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # stored shard maps
 
     def generation(self, count: int, replicas: str) -> list[Replicas]:
         """`count` shards, each with one replica per letter of `replicas`, the first leading."""
@@ -118,7 +119,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     try:
         install_orgkeeper(local)
         identity.apply(local, identity.of_kinds(identity.render(), identity.IDENTITY_KINDS))
-        identity.apply(local, load_yaml_documents(LEASES))  # docs/shards/: the shards' Leases
+        identity.apply(local, load_yaml_documents(RBAC))  # docs/shards/: Leases and shard maps
         admin = Kube(api_client(local.kubeconfig))
         directory = tmp_path_factory.mktemp("shard-operators")
         account = identity.issue_token(local, admin, directory / "kubeconfig")
@@ -131,6 +132,19 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
                 group.stop()
     finally:
         local.stop()
+
+
+def shard(plane: Plane, who: str) -> Shard:
+    """The shard an identity served: its index and count, and the map the first shard of that
+    count stored (names.shard_map), which every shard of the count reads."""
+    count, index = (int(g) for g in IDENTITY.match(who).groups())  # type: ignore[union-attr]
+    if count == 1:
+        return Shard()
+    if count not in plane.maps:
+        name = names.shard_map(None, count)
+        stored = plane.admin.core.read_namespaced_config_map(name, NAMESPACE)
+        plane.maps[count] = map_of(stored.data, count)
+    return Shard(index, count, plane.maps[count])
 
 
 def holder(plane: Plane, lease: str) -> str:
@@ -156,7 +170,8 @@ def test_two_shards_serve_each_its_orgs(plane: Plane) -> None:
         plane.members[org] = {}
     plane.add_members("first")
     assert {holder(plane, g.lease) for g in shards} == {"g2s0a", "g2s1a"}
-    served = {i: [o for o in plane.orgs if Shard.parse(f"{i}/2").serves(o)] for i in (0, 1)}
+    # The first shard of 2 planned the map from the orgs there were (none yet: round robin).
+    served = {i: [o for o in plane.orgs if shard(plane, f"g2s{i}a").serves(o)] for i in (0, 1)}
     assert served[0] and served[1]  # both shards have work
     # Everything of an org carries its slot: the org (stamped at admission), its Memberships
     # (admission), RoleBindings, namespace (the operator).
@@ -189,11 +204,9 @@ def test_each_shard_lists_and_watches_only_its_slots(plane: Plane) -> None:
             continue
         if ref.get("resource") not in sharded or ref.get("namespace"):
             continue
-        count, index = (int(g) for g in IDENTITY.match(who).groups())  # type: ignore[union-attr]
         if ref["resource"] == "organizations" and "labelSelector" not in entry["requestURI"]:
             continue  # the Organizations informer admission reads holds every org (slim)
-        slots = Shard.parse(f"{index}/{count}").slots()
-        wanted = f"{names.LABEL_SHARD_SLOT} in ({','.join(map(str, slots))})"
+        wanted = str(shard(plane, who).selector())
         uri = str(entry["requestURI"])
         selector = parse_qs(urlsplit(uri).query).get("labelSelector", [""])[0]
         assert wanted in selector, f"{who}: {entry['verb']} {uri}"
@@ -271,9 +284,8 @@ def test_the_audit_log_shows_one_writer_per_org(plane: Plane) -> None:
         org = org_of(entry)
         if org is None:
             continue
-        count, index = (int(g) for g in IDENTITY.match(who).groups())  # type: ignore[union-attr]
         # No shard writes another shard's objects.
-        assert Shard.parse(f"{index}/{count}").serves(org), f"{who} wrote {describe(entry)}"
+        assert shard(plane, who).serves(org), f"{who} wrote {describe(entry)}"
         writes[org].append((received(entry), who, describe(entry)))
         stopped = plane.stopped.get(who)
         assert stopped is None or received(entry) <= stopped, f"{who} wrote after it stopped"

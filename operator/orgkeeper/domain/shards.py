@@ -81,15 +81,38 @@ def default_map(count: int) -> tuple[int, ...]:
 
 def plan(load: Mapping[int, int], count: int) -> tuple[int, ...]:
     """Slot -> shard balanced by measured load (orgs, or Memberships, per slot): the heaviest
-    slot first to the lightest shard (longest processing time first), ties to the lowest index.
-    Slots without load go round robin to the lightest shards too."""
-    heap = [(0, shard) for shard in range(count)]
+    slot first to the lightest shard (longest processing time first); among equally light
+    shards the one with fewer slots, then the lowest index, so slots without load (orgs still
+    to come) spread evenly too."""
+    heap = [(0, 0, shard) for shard in range(count)]
     slot_map = [0] * SLOTS
     for slot in sorted(range(SLOTS), key=lambda s: (-load.get(s, 0), s)):
-        total, shard = heapq.heappop(heap)
+        total, slots, shard = heapq.heappop(heap)
         slot_map[slot] = shard
-        heapq.heappush(heap, (total + load.get(slot, 0), shard))
+        heapq.heappush(heap, (total + load.get(slot, 0), slots + 1, shard))
     return tuple(slot_map)
+
+
+def map_data(count: int, slot_map: Sequence[int]) -> dict[str, str]:
+    """The shard map as its ConfigMap holds it."""
+    return {
+        names.SHARD_MAP_COUNT: str(count),
+        names.SHARD_MAP_SLOTS: ",".join(str(shard) for shard in slot_map),
+    }
+
+
+def map_of(data: Mapping[str, str], count: int) -> tuple[int, ...]:
+    """The shard map a ConfigMap holds; a ValueError saying what is wrong if it can't be one
+    for `count` shards."""
+    if data.get(names.SHARD_MAP_COUNT) != str(count):
+        raise ValueError(f"it is for {data.get(names.SHARD_MAP_COUNT)!r} shards, not {count}")
+    try:
+        slot_map = tuple(int(v) for v in data.get(names.SHARD_MAP_SLOTS, "").split(","))
+    except ValueError:
+        raise ValueError(f"{names.SHARD_MAP_SLOTS} is not a list of shard indexes") from None
+    if len(slot_map) != SLOTS or not all(0 <= shard < count for shard in slot_map):
+        raise ValueError(f"{names.SHARD_MAP_SLOTS} must give each of {SLOTS} slots a shard")
+    return slot_map
 
 
 def load_of(organizations: Iterable[str]) -> dict[int, int]:
