@@ -60,7 +60,7 @@ class Shard:
     def serves_namespace(self, namespace: str) -> bool:
         """Whether objects in `namespace` are this shard's: those of org-<name> of its orgs."""
         organization = names.organization_of_namespace(namespace)
-        return organization is not None and self.serves(organization)
+        return bool(organization) and self.serves(str(organization))
 
     def selector(self) -> str | None:
         """The label selector of this shard's objects; None when unsharded (everything)."""

@@ -402,12 +402,32 @@ async def _tell_unserved(runtime: Runtime, name: str, region: str) -> None:
     )
 
 
-async def license_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def license_changed(
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A License in org-<name> was created, changed or deleted: the org judges it, picks the
-    active one of its product and delivers it. (Its Secret isn't watched: see README.)"""
+    active one of its product and delivers it. (Its Secret isn't watched: see README.)
+
+    One made before shards (or with webhooks off) gets its org's slot label here, from the
+    operator that sees it (unsharded: every one; run it once before sharding)."""
     organization = names.organization_of_namespace(namespace)
-    if organization:
-        memo.runtime.poke(organization)
+    if not organization:
+        return
+    runtime: Runtime = memo.runtime
+    runtime.poke(organization)
+    wanted = names.shard_slot_label(organization)
+    if type == "DELETED" or all(labels.get(k) == v for k, v in wanted.items()):
+        return
+    kube = runtime.kube
+    try:
+        await kube.run(kube.patch_labels, names.LICENSES, str(namespace), name, wanted)
+    except Exception as error:  # told again at its next event; the reconcile doesn't need it
+        log.warning("License %s/%s: its shard slot label not written: %s", namespace, name, error)
 
 
 def labelled_or_counted(labels: kopf.Labels, uid: str | None, memo: kopf.Memo, **_: Any) -> bool:
