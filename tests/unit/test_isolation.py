@@ -478,6 +478,7 @@ def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
         served = runtime()
         acme = served.trigger("acme")
         memo = kopf.Memo(runtime=served)
+
         def changed(namespace: str, org: str) -> Any:
             labels = cast(kopf.Labels, names.shard_slot_label(org))  # as the webhook stamps
             return license_changed(namespace, "l", labels, "MODIFIED", memo)
