@@ -24,6 +24,7 @@ from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, is_user, same_email
+from ..domain.shards import lease_generation
 from ..leader import LeaseRecord, held_until
 from ..reviews import BusyError, user_key
 from ..settings import lease_name
@@ -189,6 +190,18 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
         until = held_until(LeaseRecord.of(found)) if found is not None else None
         if until is not None and until > now:
             live.append(name)
+    if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
+        try:
+            found_all = await runtime.kube.run(runtime.kube.list_leases, settings.namespace)
+        except Exception:
+            return None
+        for lease in found_all:
+            name = str(lease["metadata"]["name"])
+            if not any(lease_generation(name, base) for base in leases):
+                continue
+            until = held_until(LeaseRecord.of(lease))
+            if until is not None and until > now:
+                live.append(leases[1] if lease_generation(name, leases[1]) else leases[0])
     return admission.unserved_region_warning(
         region, own_region=settings.region, live_leases=live, leases=leases
     )
