@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,13 @@ class Plane:
             )
             shards.append(group)
         return shards
+
+    def start(self, shards: list[Replicas]) -> None:
+        """Every replica of every shard at once (their starts overlap, not their checks)."""
+        processes = [p for group in shards for p in group.processes.values()]
+        with ThreadPoolExecutor(len(processes)) as pool:
+            list(pool.map(OperatorProcess.start, processes))
+        self.running.extend(shards)
 
     def serve_webhooks(self, process: OperatorProcess) -> None:
         """The API server's admission goes to `process` (any replica of any shard answers)."""
@@ -159,17 +167,17 @@ def holder(plane: Plane, lease: str) -> str:
 
 def test_two_shards_serve_each_its_orgs(plane: Plane) -> None:
     shards = plane.generation(2, "ab")
-    for group in shards:
-        group.start()
-        plane.running.append(group)
-    plane.serve_webhooks(shards[1].processes["g2s1b"])  # a follower of the other shard
+    plane.start(shards)
+    leaders = [group.leader() for group in shards]  # one replica of each shard leads
+    plane.serve_webhooks(shards[1].follower())  # admission: a follower, of one shard
     plane.orgs = [f"org{i:03d}" for i in range(ORGS)]  # sequential names
     for org in plane.orgs:
         owner = f"owner@{org}.test"
         plane.admin.create("organizations", organization(org, owner))
         plane.members[org] = {}
     plane.add_members("first")
-    assert {holder(plane, g.lease) for g in shards} == {"g2s0a", "g2s1a"}
+    elected = [g.name_of(p) for g, p in zip(shards, leaders, strict=True)]
+    assert [holder(plane, g.lease) for g in shards] == elected  # no change of leader meanwhile
     # The first shard of 2 planned the map from the orgs there were (none yet: round robin).
     served = {i: [o for o in plane.orgs if shard(plane, f"g2s{i}a").serves(o)] for i in (0, 1)}
     assert served[0] and served[1]  # both shards have work
@@ -216,21 +224,21 @@ def test_each_shard_lists_and_watches_only_its_slots(plane: Plane) -> None:
 
 def test_a_killed_and_a_terminated_shard_leader_are_replaced(plane: Plane) -> None:
     shard0, shard1 = plane.running
-    plane.stop(shard0.processes["g2s0a"], kill=True)  # SIGKILL: its Lease runs out (15 s)
+    killed = shard0.leader()
+    follower = shard0.name_of(shard0.follower())
+    plane.stop(killed, kill=True)  # SIGKILL: its Lease runs out (15 s)
     plane.add_members("after-kill")
-    assert holder(plane, shard0.lease) == "g2s0b"
-    plane.stop(shard1.processes["g2s1a"])  # SIGTERM: hands its Lease over at once
+    assert holder(plane, shard0.lease) == follower
+    webhooks = shard1.follower()  # the API server's admission goes to it
+    plane.stop(shard1.leader())  # SIGTERM: hands its Lease over at once
     plane.add_members("after-term")
-    assert holder(plane, shard1.lease) == "g2s1b"
+    assert holder(plane, shard1.lease) == shard1.name_of(webhooks)
 
 
 def test_resharding_2_to_3_to_2(plane: Plane) -> None:
     old = list(plane.running)
     three = plane.generation(3, "a")
-    for group in three:
-        for process in group.processes.values():
-            process.start()
-        plane.running.append(group)
+    plane.start(three)
     # They wait: the shards of 2 lead (their Leases live), and no generation writes beside
     # another.
     for group in three:
@@ -245,12 +253,9 @@ def test_resharding_2_to_3_to_2(plane: Plane) -> None:
     for group in three:
         wait_for(f"{group.lease} taken", lambda g=group: holder(plane, g.lease) != "")  # type: ignore[misc]
     plane.add_members("three")
-    two = plane.generation(2, "cd")
-    for group in two:
-        for process in group.processes.values():
-            process.start()
-        plane.running.append(group)
-    plane.serve_webhooks(two[1].processes["g2s1d"])
+    two = plane.generation(2, "c")
+    plane.start(two)
+    plane.serve_webhooks(two[1].processes["g2s1c"])
     plane.stop_all(three)
     for group in two:
         wait_for(f"{group.lease} taken", lambda g=group: holder(plane, g.lease) != "")  # type: ignore[misc]
@@ -301,7 +306,9 @@ def test_the_audit_log_shows_one_writer_per_org(plane: Plane) -> None:
     # second shards of 2.
     for prefix in ("g2s0", "g2s1", "g3s0", "g3s1", "g3s2"):
         assert any(w.startswith(prefix) for w in writers), (prefix, writers)
-    assert {"g2s0a", "g2s1a"} <= writers and writers & {"g2s0c", "g2s0d"}
+    # Both replicas of each first shard of 2 (a leader, then its follower after the SIGKILL or
+    # SIGTERM), and the second shards of 2.
+    assert {"g2s0a", "g2s0b", "g2s1a", "g2s1b", "g2s0c", "g2s1c"} <= writers
 
 
 def snapshot(plane: Plane) -> dict[str, Any]:
