@@ -6,7 +6,8 @@ granted by name, and no unsharded operator."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from test_region_overlay import of
 
 from orgkeeper import names
 from orgkeeper.domain.shards import Shard
@@ -16,10 +17,6 @@ from support.identity import render
 OVERLAY = Path(__file__).resolve().parents[2] / "docs" / "shards"
 COUNT = 2
 ROLE = "orgkeeper-shard-leases"
-
-
-def of(kind: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [doc for doc in documents if doc["kind"] == kind]
 
 
 def test_each_shard_gets_its_deployment_budget_and_one_count() -> None:
