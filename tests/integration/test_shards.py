@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,11 +84,12 @@ class Plane:
         return shards
 
     def start(self, shards: list[Replicas]) -> None:
-        """Every replica of every shard at once (their starts overlap, not their checks)."""
-        processes = [p for group in shards for p in group.processes.values()]
-        with ThreadPoolExecutor(len(processes)) as pool:
-            list(pool.map(OperatorProcess.start, processes))
+        """Every replica of every shard, one after another (whichever takes a Lease leads);
+        stopped at the end of the module even if one fails to start."""
         self.running.extend(shards)
+        for group in shards:
+            for process in group.processes.values():
+                process.start()
 
     def serve_webhooks(self, process: OperatorProcess) -> None:
         """The API server's admission goes to `process` (any replica of any shard answers)."""
