@@ -69,13 +69,22 @@ class _EnvDefault(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A flag's type from a parse function: its ValueError is argparse's one-line refusal."""
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parsed
+
+
 def _duration(text: str) -> Any:
     from .settings import parse_duration
 
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    return _parsed(parse_duration)(text)
 
 
 RUN_HELP = "run the operator against the current cluster"
@@ -94,7 +103,9 @@ def _add_run(commands: Any) -> None:
             (t for t in get_args(hints[field.name]) if t is not NoneType), hints[field.name]
         )
         options: dict[str, Any] = {"help": field.metadata["help"]}
-        if kind is bool:
+        if field.metadata["parse"] is not None:
+            options["type"] = _parsed(field.metadata["parse"])
+        elif kind is bool:
             options.update(nargs="?", const=True, type=_boolean)
         elif kind is timedelta:
             options["type"] = _duration
@@ -109,6 +120,15 @@ def _add_run(commands: Any) -> None:
             f"--{flag}", action=_EnvDefault, env=env_variable(flag), default=default, **options
         )
     run.set_defaults(handler=_run)
+
+
+def _shard(text: str) -> Any:
+    from .domain.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _boolean(text: str) -> bool:

@@ -157,6 +157,7 @@ def managed_labels(organization: str, **extra: str) -> dict[str, str]:
     return {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_ORGANIZATION: organization,
+        **names.shard_slot_label(organization),
         **extra,
     }
 
@@ -454,13 +455,37 @@ class KubeApi:
     def organizations(self) -> Collection:
         return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "organizations"))
 
-    def memberships(self) -> Collection:
-        return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "memberships"))
+    def memberships(self, shard: str | None = None) -> Collection:
+        """Every Membership, or a shard's (`shard`: its slot selector)."""
+        args = (GROUP, VERSION, "memberships")
+        return Collection(self.custom.list_cluster_custom_object, args, shard)
 
-    def member_role_bindings(self) -> Collection:
+    def member_role_bindings(self, shard: str | None = None) -> Collection:
         """Labelled by the operator: labels only it may set (manifests/policies/)."""
-        selector = names.MEMBER_BINDING_SELECTOR
+        selector = ",".join(s for s in (names.MEMBER_BINDING_SELECTOR, shard) if s)
         return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
+
+    def list_memberships(self, namespace: str) -> list[dict[str, Any]]:
+        """The Memberships of one namespace, read now (admission, for an org another shard
+        holds in memory): paged, as the server's JSON."""
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            response = self.custom.list_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "memberships",
+                limit=LIST_PAGE_SIZE,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=5,
+            )
+            page = json.loads(response.data)
+            found.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return found
 
     def labelled_namespaces(self) -> Collection:
         """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
@@ -794,6 +819,16 @@ class KubeApi:
         )
         return patched
 
+    def label_organization(self, name: str, labels: Mapping[str, str]) -> None:
+        self.custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "organizations",
+            name,
+            {"metadata": {"labels": dict(labels)}},
+            field_manager=FIELD_MANAGER,
+        )
+
     def patch_status(
         self,
         plural: str,
@@ -923,6 +958,24 @@ class KubeApi:
         absent_ok(
             self.core.delete_namespaced_secret, name, namespace, body=options if uid else None
         )
+
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
+        return dict(found.data or {}) if found is not None else None
+
+    def create_immutable_config_map(
+        self, namespace: str, name: str, data: Mapping[str, str]
+    ) -> bool:
+        """Creates it unless one by that name exists; True if this call created it."""
+        body = {
+            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+            "data": dict(data),
+            "immutable": True,
+        }
+        created = exists_ok(
+            self.core.create_namespaced_config_map, namespace, body, field_manager=FIELD_MANAGER
+        )
+        return created is not None
 
     def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         body = {
@@ -1160,6 +1213,20 @@ class KubeApi:
                 if item is not None:
                     found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
         return found
+
+    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Lease in `namespace` (the operator's: its shards' and regions'), paged."""
+        coordination = client.CoordinationV1Api(self.api_client)
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            listed = coordination.list_namespaced_lease(
+                namespace, limit=LIST_PAGE_SIZE, _continue=page, _request_timeout=5.0
+            )
+            found.extend(self.api_client.sanitize_for_serialization(item) for item in listed.items)
+            page = listed.metadata._continue if listed.metadata else None
+            if not page:
+                return found
 
     def leases_named(self, names: Sequence[str]) -> list[dict[str, Any]] | None:
         """Leases with these names in every namespace; None if not allowed to list them."""

@@ -22,6 +22,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from .api.v1alpha1 import REGIONS
+from .domain.shards import lease_generation
 from .kube import KubeApi, is_status
 from .settings import SettingError, Settings, lease_name
 
@@ -108,7 +109,10 @@ class Elector:
         on_started_leading: Callable[[], Awaitable[None]],
         on_stopped_leading: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
+        fence: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
+        """`fence()`: what keeps this replica from leading now (a live Lease of another shard
+        generation, say), or None; asked before taking the Lease and again after."""
         self.kube = kube
         self.config = config
         self.on_started_leading = on_started_leading
@@ -121,6 +125,17 @@ class Elector:
         self.renewed_at: float | None = None
         self.leading = False
         self.resigned = False
+        self.fence = fence
+        self.blocked: str | None = None  # what the fence said last (logged when it changes)
+
+    async def _fenced(self) -> bool:
+        if self.fence is None:
+            return False
+        blocked = await self.fence()
+        if blocked is not None and blocked != self.blocked:
+            logger.info("Lease %s: not taken: %s", self._ref(), blocked)
+        self.blocked = blocked
+        return blocked is not None
 
     def holds_lease(self) -> bool:
         """The write gate: True only while a renewal within the renew deadline stands."""
@@ -148,6 +163,8 @@ class Elector:
         timeout = self.config.retry_period * 2
         lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, timeout)
         if lease is None:
+            if await self._fenced():
+                return False
             record = LeaseRecord(config.identity, config.duration, now, now, 0)
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -161,14 +178,15 @@ class Elector:
                 if is_status(error, 409):
                     return False  # another replica created it first
                 raise
-            self._won(record, started)
-            return True
+            return await self._won_unless_fenced(record, started)
         current = LeaseRecord.of(lease)
         if current != self.observed:
             self.observed, self.observed_at = current, self.clock()
         mine = current.holder == config.identity
         if current.holder and not mine and self.clock() < self.observed_at + current.duration:
             return False  # held by another, and not expired as far as this replica has seen
+        if not mine and await self._fenced():
+            return False
         record = LeaseRecord(
             holder=config.identity,
             duration=config.duration,
@@ -183,13 +201,24 @@ class Elector:
             if is_status(error, 409):
                 return False  # changed meanwhile: somebody else renewed or took it
             raise
-        if not mine:
-            logger.info(
-                "Lease %s: taken over from %r (transition %d).",
-                self._ref(),
-                current.holder or "nobody",
-                record.transitions,
-            )
+        if mine:
+            self._won(record, started)
+            return True
+        logger.info(
+            "Lease %s: taken over from %r (transition %d).",
+            self._ref(),
+            current.holder or "nobody",
+            record.transitions,
+        )
+        return await self._won_unless_fenced(record, started)
+
+    async def _won_unless_fenced(self, record: LeaseRecord, started: float) -> bool:
+        """Taken: leads unless the fence closed meanwhile (another generation took its Lease
+        between the first look and this one), in which case it hands this one back. Of two
+        that take Leases at once, at least the later one sees the other: never two lead."""
+        if await self._fenced():
+            await self.release()
+            return False
         self._won(record, started)
         return True
 
@@ -257,6 +286,28 @@ class Elector:
 
     def _ref(self) -> str:
         return f"{self.config.namespace}/{self.config.name}"
+
+
+def other_generation(kube: KubeApi, settings: Settings) -> str | None:
+    """A live Lease (held, renewTime + leaseDurationSeconds in the future) of this operator's
+    scope (`orgkeeper`, `orgkeeper-<region>`) but another shard count: while one is held, a
+    shard of this count may not lead (README: Scaling out, changing N). Blocking."""
+    base = lease_name(settings.region)
+    now = datetime.now(UTC)
+    for lease in kube.list_leases(settings.namespace):
+        name = str(lease["metadata"]["name"])
+        generation = lease_generation(name, base)
+        if generation is None or generation == settings.shard.count:
+            continue
+        record = LeaseRecord.of(lease)
+        until = held_until(record)
+        if until is not None and until > now and record.holder != settings.identity:
+            return (
+                f"Lease {settings.namespace}/{name} of {generation} shard(s) is held by "
+                f"{record.holder!r} until {micro_time(until)}; this one serves "
+                f"{settings.shard.count} shard(s) and waits until no other generation leads"
+            )
+    return None
 
 
 class LeaseHeldError(SettingError):

@@ -15,10 +15,17 @@ from kopf._cogs.structs import bodies, ephemera
 from kopf._core.reactor.inventory import ResourceMemories
 
 from .controllers.runtime import Runtime
+from .controllers.shards import with_shard_map
 from .controllers.signing import load_or_create_signing_key
 from .handlers import register
 from .kube import Guardrails, KubeApi, load_client
-from .leader import Elector, LeaseConfig, check_one_installation, check_sharing
+from .leader import (
+    Elector,
+    LeaseConfig,
+    check_one_installation,
+    check_sharing,
+    other_generation,
+)
 from .preflight import Listeners
 from .settings import Settings
 from .webhook_server import check_webhook_configurations
@@ -62,6 +69,11 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
         Guardrails(settings.pod_security, settings.membership_quota),
         whole_pools=True,
     )
+    try:
+        settings = with_shard_map(kube, settings)  # --shard: which slots are this shard's
+    except BaseException:
+        listeners.close()
+        raise
     runtime = Runtime(kube=kube, settings=settings)
     options: dict[str, Any] = {
         "registry": registry,
@@ -113,11 +125,15 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
         gauge.set(0)
         await follower.turn_to(True)  # watches pause, daemons stop
 
+    async def fence() -> str | None:
+        return await kube.run_lease(other_generation, kube, settings)
+
     elector = Elector(
         kube,
         LeaseConfig.of(settings),
         on_started_leading=started_leading,
         on_stopped_leading=stopped_leading,
+        fence=fence,
     )
     kube.write_gate = elector.holds_lease
     gauge.set(0)

@@ -36,6 +36,11 @@ ANNOTATION_FROZEN = "orgkeeper.dev/frozen"
 # On a control plane that reappeared in a deactivated org: scaled to 0 once, never deleted again.
 ANNOTATION_DECOMMISSIONED = "orgkeeper.dev/decommissioned"
 ANNOTATION_LICENSE_FINGERPRINT = "orgkeeper.dev/license-fingerprint"
+# The org's shard slot (shard_slot): on everything of an org, so that a shard (--shard i/N) lists
+# and watches only its orgs' objects, selected by the API server. Reserved: only the operator
+# (and its admission webhook, which stamps it) sets it.
+LABEL_SHARD_SLOT = "orgkeeper.dev/shard-slot"
+SHARD_SLOTS = 256
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 PART_OF = "orgkeeper"
 
@@ -99,6 +104,27 @@ def organization_of_namespace(namespace: str | None) -> str | None:
 def email_hash(email: str) -> str:
     """First 16 hex digits of sha256 of the lower-cased e-mail (the label value)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def shard_slot(organization: str) -> int:
+    """The org's slot, 0..SHARD_SLOTS-1: from sha256 of its name (an org's objects all live in
+    or name org-<name>, so each knows its slot without a lookup; FNV's top bits, which the API
+    server's sharded list/watch hashes, are skewed on sequential names)."""
+    return int(hashlib.sha256(organization.encode()).hexdigest()[:8], 16) % SHARD_SLOTS
+
+
+def shard_slot_label(organization: str) -> dict[str, str]:
+    return {LABEL_SHARD_SLOT: str(shard_slot(organization))}
+
+
+def shard_map(region: str | None, count: int) -> str:
+    """The ConfigMap (in the operator's namespace) holding which shard of `count` serves each
+    slot: written once by the first shard of that count to start, then only read."""
+    return f"orgkeeper-{region}-shards-of-{count}" if region else f"orgkeeper-shards-of-{count}"
+
+
+SHARD_MAP_COUNT = "count"
+SHARD_MAP_SLOTS = "slots"
 
 
 def same_email(a: str | None, b: str | None) -> bool:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
 from . import names
 from .api.v1alpha1 import REGIONS
+from .domain.shards import Shard
 
+UNSHARDED = Shard()
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -53,11 +55,18 @@ WEBHOOK_MODES = ("managed", "serve", "off")
 LOG_FORMATS = ("plain", "json")
 
 
-def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
     """A field of Settings and the `orgkeeper run` flag that sets it: `--<name>` and
-    ORGKEEPER_<NAME>, whose help and (shown by the flag) default and choices come from here.
-    Help of a setting without a default says itself what happens without it."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+    ORGKEEPER_<NAME>, whose help and (shown by the flag) default and choices come from here;
+    `parse` reads a value of a type of its own (a ValueError saying what is wrong). Help of a
+    setting without a default says itself what happens without it."""
+    return field(default=default, metadata={"help": help, "choices": choices, "parse": parse})
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,13 @@ class Settings:
 
     region: str | None = setting(
         None, "reconcile only organizations of this region (default: all)", choices=REGIONS
+    )
+    # --shard i/N: the share of the orgs this operator serves (default: all of them).
+    shard: Shard = setting(
+        UNSHARDED,
+        "serve shard i of N (i/N, e.g. 0/2): only its share of the organizations, on a Lease "
+        "of its own (README: Scaling out)",
+        parse=Shard.parse,
     )
     inactivity_window: timedelta = setting(
         timedelta(days=30), "no activity for this long deactivates a Free org"
@@ -166,12 +182,14 @@ class Settings:
 
     @property
     def lease_name(self) -> str:
-        return lease_name(self.region)
+        return lease_name(self.region, self.shard)
 
 
-def lease_name(region: str | None) -> str:
-    """The Lease of the operator serving `region` (all regions: None)."""
-    return f"orgkeeper-{region}" if region else "orgkeeper"
+def lease_name(region: str | None, shard: Shard | None = None) -> str:
+    """The Lease of the operator serving `region` (all regions: None), and of its shard
+    (`-shard-<i>-of-<N>`: the generation is in the name; unsharded, none)."""
+    base = f"orgkeeper-{region}" if region else "orgkeeper"
+    return base + (shard.lease_suffix() if shard is not None else "")
 
 
 def default_identity(environ: Mapping[str, str]) -> str:
@@ -250,6 +268,13 @@ def check(settings: Settings) -> None:
         raise SettingError("writes-per-turn", f"{settings.writes_per_turn} is not positive")
     if settings.orgs_per_owner < 1:
         raise SettingError("orgs-per-owner", f"{settings.orgs_per_owner} is not positive")
+    if settings.shard.sharded and not settings.leader_elect:
+        raise SettingError(
+            "shard",
+            f"{settings.shard.index}/{settings.shard.count} needs --leader-elect: each shard "
+            "elects its leader on a Lease of its own, and changing the shard count waits for "
+            "the other generation's Leases",
+        )
     if settings.leader_elect:
         # client-go's rule: a leader must give up before another may take over.
         if settings.renew_deadline >= settings.lease_duration:

@@ -32,6 +32,9 @@ class Replicas:
     via: Mapping[str, Path] = field(default_factory=dict)
     # OperatorProcess settings (check_interval, license_rotate_after, ...) besides its defaults.
     settings: Mapping[str, str] = field(default_factory=dict)
+    # Their identities, and the Lease they elect on (a shard's: tests/integration/test_shards.py).
+    names: tuple[str, ...] = NAMES
+    lease: str = LEASE
     processes: dict[str, OperatorProcess] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -44,14 +47,16 @@ class Replicas:
                 extra_args=("--leader-elect", f"--identity={name}", *self.extra_args),
                 **self.settings,  # type: ignore[arg-type]
             )
-            for name in NAMES
+            for name in self.names
         }
 
     def start(self) -> None:
         """replica-a first, until it leads; then replica-b, which follows."""
-        self.processes[NAMES[0]].start()
-        wait_for(f"{NAMES[0]} to take the Lease", lambda: self.holder() == NAMES[0])
-        self.processes[NAMES[1]].start()
+        first, *others = self.names
+        self.processes[first].start()
+        wait_for(f"{first} to take the Lease", lambda: self.holder() == first)
+        for name in others:
+            self.processes[name].start()
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -60,7 +65,8 @@ class Replicas:
     def holder(self) -> str:
         """The Lease's holderIdentity; "" when released or not created yet."""
         try:
-            lease = client.CoordinationV1Api(self.admin.api).read_namespaced_lease(LEASE, NAMESPACE)
+            coordination = client.CoordinationV1Api(self.admin.api)
+            lease = coordination.read_namespaced_lease(self.lease, NAMESPACE)
         except client.ApiException as error:
             if error.status == 404:
                 return ""
@@ -71,7 +77,7 @@ class Replicas:
         return self.processes[wait_for("a leader", lambda: self.holder() or None)]
 
     def follower(self) -> OperatorProcess:
-        (other,) = [name for name in NAMES if name != self.holder()]
+        (other,) = [name for name in self.names if name != self.holder()]
         return self.processes[other]
 
     def name_of(self, process: OperatorProcess) -> str:
@@ -102,6 +108,15 @@ def replica_of(entry: Mapping[str, Any]) -> str:
         if agent.startswith("orgkeeper/") and agent.endswith(f"({name})"):
             return name
     return ""
+
+
+def identity_of(entry: Mapping[str, Any]) -> str:
+    """Any operator's identity, by its User-Agent `orgkeeper/<version> (<identity>)`; "" for
+    requests of anyone else."""
+    agent = str(entry.get("userAgent", ""))
+    if not (agent.startswith("orgkeeper/") and agent.endswith(")") and " (" in agent):
+        return ""
+    return agent[agent.rindex(" (") + 2 : -1]
 
 
 def received(entry: Mapping[str, Any]) -> datetime:

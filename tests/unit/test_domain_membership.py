@@ -119,6 +119,7 @@ def test_binding_binds_the_email_to_the_team_cluster_role() -> None:
         "orgkeeper.dev/membership": "dev",
         "orgkeeper.dev/email-hash": names.email_hash(DEV),
         "orgkeeper.dev/team": "portal-admin",
+        "orgkeeper.dev/shard-slot": str(names.shard_slot("acme")),
     }
 
 

@@ -458,6 +458,7 @@ def found(name: str, user: str, role: str, owner: str, **labels: str) -> Binding
         names.LABEL_MEMBERSHIP: "dev",
         names.LABEL_EMAIL_HASH: names.email_hash(DEV),
         names.LABEL_TEAM: "api-product-developer",
+        **names.shard_slot_label("acme"),
     }
     users = (user,) if user != DEV else (DEV, f"oidc:{DEV}")  # DEV: as an ordinary org binds
     return BindingRecord(name, "org-acme", users, role, {**dev_labels, **labels}, (owner,))

@@ -21,6 +21,7 @@ from test_informer import CannedPages, body, informer, page
 from orgkeeper import names
 from orgkeeper.controllers.records import BindingRecord, WorkloadRecord
 from orgkeeper.controllers.runtime import Runtime
+from orgkeeper.domain.shards import Shard
 from orgkeeper.handlers.indexes import WORKLOADS
 from orgkeeper.handlers.organization import organization_loop
 from orgkeeper.handlers.startup import KOPF_CHUNK_SIZE, SpecDiffBaseStorage, configure_kopf
@@ -124,6 +125,16 @@ def test_memberships_and_bindings_are_held_only_in_org_namespaces() -> None:
     for keep in (held.members.keep, held.bindings.keep):
         assert keep is not None
         assert keep("org-acme") and not keep("mallory") and not keep("org-")
+    # A shard's: only its orgs' namespaces (whatever slot label an object carries).
+    shard = Shard.parse("0/2")
+    sharded = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings(shard=shard))
+    mine = next(f"org-o{i}" for i in range(100) if shard.serves(f"o{i}"))
+    theirs = next(f"org-o{i}" for i in range(100) if not shard.serves(f"o{i}"))
+    for keep in (sharded.members.keep, sharded.bindings.keep):
+        assert keep is not None
+        assert keep(mine) and not keep(theirs) and not keep("mallory")
+    assert sharded.members.collection.label_selector == shard.selector()
+    assert str(shard.selector()) in str(sharded.bindings.collection.label_selector)
     listed = page(body("org-a", "m1", 5), body("mallory", "m2", 6), version=9)
     cache, changed = informer({"": listed})
     cache.keep = lambda namespace: namespace.startswith("org-")
@@ -199,6 +210,7 @@ NEW_POLICIES = (
     "orgkeeper-member-binding-labels",
     "orgkeeper-workload-organization-label",
     "orgkeeper-metadata-size",
+    "orgkeeper-shard-slot-label",
 )
 
 

@@ -475,10 +475,15 @@ def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
         served = runtime()
         acme = served.trigger("acme")
         memo = kopf.Memo(runtime=served)
-        await license_changed(namespace="edge", memo=memo)
-        await license_changed(namespace="org-ghost", memo=memo)
+
+        def changed(namespace: str, org: str) -> Any:
+            labels = cast(kopf.Labels, names.shard_slot_label(org))  # as the webhook stamps
+            return license_changed(namespace, "l", labels, "MODIFIED", memo)
+
+        await changed("edge", "edge")
+        await changed("org-ghost", "ghost")
         assert not acme.is_set()
-        await license_changed(namespace="org-acme", memo=memo)
+        await changed("org-acme", "acme")
         assert acme.is_set()
         return served
 

@@ -119,7 +119,7 @@ def test_every_replica_is_probed_by_health_not_by_leadership() -> None:
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_the_lease_role_grants_create_and_by_name_get_and_update() -> None:
+def test_the_lease_role_grants_create_list_and_by_name_get_and_update() -> None:
     role = the("Role", name="orgkeeper-leader-election")
     assert role["metadata"]["namespace"] == Settings().namespace
     by_name = {lease_name(None), *(lease_name(region) for region in REGIONS)}
@@ -127,7 +127,7 @@ def test_the_lease_role_grants_create_and_by_name_get_and_update() -> None:
     assert create == {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
-        "verbs": ["create"],
+        "verbs": ["create", "list"],  # list: the shard-count fence (leader.other_generation)
     }
     assert get_update["apiGroups"] == ["coordination.k8s.io"]
     assert get_update["resources"] == ["leases"]
@@ -295,6 +295,7 @@ def test_the_webhook_configurations_match_the_handlers_kopf_serves(
     resources = [
         Resource(GROUP, VERSION, "organizations", namespaced=False),
         Resource(GROUP, VERSION, "memberships", namespaced=True),
+        Resource(GROUP, VERSION, "licenses", namespaced=True),
     ]
     expected = build_webhooks(
         [h for h in registry._webhooks.get_all_handlers() if h.reason == reason],
@@ -318,9 +319,9 @@ def test_the_webhook_configurations_match_the_handlers_kopf_serves(
 
     assert [essentials(h) for h in configuration["webhooks"]] == [essentials(h) for h in expected]
     for hook in configuration["webhooks"]:
-        # The safety rules refuse what they can't check; labelling is repaired by the reconcile.
-        expected_policy = "Fail" if reason is WebhookType.VALIDATING else "Ignore"
-        assert hook["failurePolicy"] == expected_policy
+        # The safety rules refuse what they can't check; labelling too: an object without its
+        # shard slot would reach no shard (--shard).
+        assert hook["failurePolicy"] == "Fail"
         assert 1 <= hook["timeoutSeconds"] <= 15  # an API request waits this long at most
         assert "caBundle" not in hook["clientConfig"]  # the operator or cert-manager fills it
 

@@ -82,6 +82,7 @@ def test_the_vocabulary_is_the_contracts() -> None:
         "orgkeeper.dev/product",
         "orgkeeper.dev/region",
         "orgkeeper.dev/released-from",
+        "orgkeeper.dev/shard-slot",
         "orgkeeper.dev/team",
     ]
 

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
 from orgkeeper import cli
+from orgkeeper.domain.shards import Shard, default_map
 from orgkeeper.endpoints import health_app, metrics_app
 from orgkeeper.kube import MEMBERSHIP_COUNT, Guardrails
 from orgkeeper.preflight import check_cluster, claim_ports, too_old
@@ -48,6 +49,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 EXAMPLES = {
     "region": ("eu", "eu"),
+    "shard": ("1/3", Shard(1, 3, default_map(3))),
     "inactivity-window": ("2h", timedelta(hours=2)),
     "billing-cycle": ("3d", timedelta(days=3)),
     "check-interval": ("90s", timedelta(seconds=90)),

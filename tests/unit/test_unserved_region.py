@@ -45,6 +45,9 @@ def _lease(holder: str, renewed: datetime) -> dict[str, Any]:
 def _create(region: str, leases: dict[str, Any]) -> list[str]:
     kube = mock.MagicMock()
     kube.read_lease.side_effect = lambda namespace, name, timeout: leases.get(name)
+    kube.list_leases.side_effect = lambda namespace: [
+        {"metadata": {"name": name}, **lease} for name, lease in leases.items()
+    ]
 
     async def run(call: Any, *args: Any) -> Any:
         return call(*args)
@@ -77,6 +80,9 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
     stale = {"orgkeeper-au": _lease("au-1", now - timedelta(minutes=5))}
     assert len(_create("au", stale)) == 1, "a Lease nobody renews serves nothing"
     assert _create("au", {"orgkeeper-au": _lease("au-1", now)}) == []
+    # Shards of the region (--shard) serve it too; another region's don't.
+    assert _create("au", {"orgkeeper-au-shard-1-of-2": _lease("au-s1", now)}) == []
+    assert len(_create("au", {"orgkeeper-eu-shard-1-of-2": _lease("eu-s1", now)})) == 1
 
 
 def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:

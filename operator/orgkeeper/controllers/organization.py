@@ -451,6 +451,7 @@ async def create_licenses(
                                 names.LABEL_ORGANIZATION: owner.name,
                                 names.LABEL_ORGANIZATION_UID: owner.uid,
                                 names.LABEL_PRODUCT: product,
+                                **names.shard_slot_label(owner.name),
                             },
                             "ownerReferences": [owner.to_wire()],
                         },

@@ -18,13 +18,14 @@ from ..domain.membership import Member
 from ..domain.namespaces import Claim
 from ..domain.people import MemberFacts, OrgFacts
 
-MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH)
+MEMBER_LABELS = (names.LABEL_ORGANIZATION, names.LABEL_EMAIL_HASH, names.LABEL_SHARD_SLOT)
 BINDING_LABELS = (
     names.LABEL_MANAGED_BY,
     names.LABEL_ORGANIZATION,
     names.LABEL_MEMBERSHIP,
     names.LABEL_EMAIL_HASH,
     names.LABEL_TEAM,
+    names.LABEL_SHARD_SLOT,
 )
 WORKLOAD_ANNOTATIONS = (
     names.ANNOTATION_FROZEN,

@@ -23,10 +23,6 @@ from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
 RECONCILE_CONCURRENCY = 8
 
 
-def in_org_namespace(namespace: str) -> bool:
-    return bool(names.organization_of_namespace(namespace))
-
-
 @dataclass
 class Runtime:
     kube: KubeApi
@@ -101,22 +97,25 @@ class Runtime:
         )
         # Memberships and member RoleBindings serve only in org-<name> namespaces: nothing
         # elsewhere is held (a policy keeps them there; this bounds what slips past it).
+        # Under --shard i/N, only its orgs' (the API server selects them by the slot label;
+        # `keep` drops any whose label names a slot its namespace doesn't have).
+        shard = self.settings.shard
         self.members = Informer(
             "Memberships",
             kube,
-            kube.memberships(),
+            kube.memberships(shard.selector()),
             MemberRecord.from_body,
             self.namespace_changed,
-            keep=in_org_namespace,
+            keep=shard.serves_namespace,
             index=lambda record: record.email_key,  # the people API finds a person's by it
         )
         self.bindings = Informer(
             "member RoleBindings",
             kube,
-            kube.member_role_bindings(),
+            kube.member_role_bindings(shard.selector()),
             BindingRecord.from_body,
             self.namespace_changed,
-            keep=in_org_namespace,
+            keep=shard.serves_namespace,
         )
         self.namespaces = Informer(
             "labelled Namespaces",

@@ -61,6 +61,7 @@ class Binding:
             names.LABEL_MEMBERSHIP: self.membership,
             names.LABEL_EMAIL_HASH: names.email_hash(self.email),
             names.LABEL_TEAM: self.team,
+            **names.shard_slot_label(self.organization),
         }
 
 
@@ -157,10 +158,12 @@ def desired_bindings(member: Member, org: OrgContext | None, sso_prefix: str) ->
 
 
 def membership_labels(organization: str, email: str) -> dict[str, str]:
-    """The labels a Membership carries: its org, and its e-mail's hash (for lookups by e-mail)."""
+    """The labels a Membership carries: its org, its e-mail's hash (for lookups by e-mail),
+    and its org's shard slot (a shard selects its Memberships by it)."""
     return {
         names.LABEL_ORGANIZATION: organization,
         names.LABEL_EMAIL_HASH: names.email_hash(email),
+        **names.shard_slot_label(organization),
     }
 
 

@@ -24,6 +24,7 @@ from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, is_user, same_email
+from ..domain.shards import lease_generation
 from ..leader import LeaseRecord, held_until
 from ..reviews import BusyError, user_key
 from ..settings import lease_name
@@ -60,7 +61,8 @@ def _refuse(message: str | None) -> None:
 
 
 async def _synced(runtime: Runtime) -> None:
-    """Refuses (503) until the Organization and Membership caches hold the whole cluster."""
+    """Refuses (503) until the Organization and Membership caches hold the whole cluster (the
+    Memberships: this shard's)."""
     for informer in (runtime.organizations, runtime.members):
         if not await informer.wait_synced(CACHE_WAIT_SECONDS):
             raise kopf.AdmissionError(
@@ -70,8 +72,22 @@ async def _synced(runtime: Runtime) -> None:
             )
 
 
-def _members(runtime: Runtime, namespace: str) -> list[Member]:
-    return [record.member() for record in runtime.members.in_namespace(namespace)]
+async def _members(runtime: Runtime, namespace: str) -> list[Member]:
+    """The namespace's Memberships: from the cache if this shard holds them, else read now (a
+    shard holds only its orgs' Memberships; any replica of any shard answers admission). The
+    read is served from the API server's watch cache, and sees what the informer would."""
+    if runtime.settings.shard.serves_namespace(namespace):
+        return [record.member() for record in runtime.members.in_namespace(namespace)]
+    kube = runtime.kube
+    try:
+        bodies = await kube.run_review(kube.list_memberships, namespace)
+    except Exception as error:
+        raise kopf.AdmissionError(
+            f"orgkeeper could not read the Memberships of {namespace} to check this request "
+            f"({type(error).__name__}); try again in a few seconds",
+            code=503,
+        ) from None
+    return [MemberRecord.from_body(body).member() for body in bodies]
 
 
 def _owned_by(runtime: Runtime, email: str) -> list[str]:
@@ -145,7 +161,7 @@ async def validate_organization(
     previous = (old.get("status") or {}).get("owner") or old["spec"].get("owner")
     if previous is None or same_email(owner, previous):
         return
-    members = _members(runtime, names.org_namespace(name))
+    members = await _members(runtime, names.org_namespace(name))
     support = admission.owner_left(previous, members) and await _is_support(runtime, userinfo, name)
     _refuse(
         admission.transfer_refusal(
@@ -174,6 +190,18 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
         until = held_until(LeaseRecord.of(found)) if found is not None else None
         if until is not None and until > now:
             live.append(name)
+    if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
+        try:
+            found_all = await runtime.kube.run(runtime.kube.list_leases, settings.namespace)
+        except Exception:
+            return None
+        for lease in found_all:
+            name = str(lease["metadata"]["name"])
+            if not any(lease_generation(name, base) for base in leases):
+                continue
+            until = held_until(LeaseRecord.of(lease))
+            if until is not None and until > now:
+                live.append(leases[1] if lease_generation(name, leases[1]) else leases[0])
     return admission.unserved_region_warning(
         region, own_region=settings.region, live_leases=live, leases=leases
     )
@@ -219,7 +247,9 @@ async def validate_membership(
         _refuse(admission.owner_membership_delete_refusal(record.email, org.owner))
         return
     _refuse(
-        admission.duplicate_email_refusal(record.email, name, _members(runtime, namespace or ""))
+        admission.duplicate_email_refusal(
+            record.email, name, await _members(runtime, namespace or "")
+        )
     )
     _refuse(admission.owner_team_removal_refusal(record.email, record.teams, org.owner))
 

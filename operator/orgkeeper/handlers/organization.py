@@ -107,9 +107,11 @@ async def tell_ignored(runtime: Runtime, organization: str, workload: Mapping[st
         log.warning("Event NamespaceNotOwned on %s not posted: %s", meta["name"], explain(error)[1])
 
 
-def in_region(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
+def in_region(spec: kopf.Spec, name: str, memo: kopf.Memo, **_: Any) -> bool:
+    """Of this operator's region and shard (the API server selects both; this holds even if a
+    slot label were wrong)."""
     runtime: Runtime = memo.runtime
-    return runtime.serves_region(spec.get("region"))
+    return runtime.serves_region(spec.get("region")) and runtime.settings.shard.serves(name)
 
 
 async def organization_loop(
@@ -140,6 +142,7 @@ async def _serve(
     trigger.set()
     backoff = 1.0
     await runtime.caches_synced()  # an empty cache would look like members gone
+    await _label_slot(runtime, name, body)
     while True:
         with contextlib.suppress(TimeoutError):
             timeout = runtime.take_wait(name, interval, now_utc())
@@ -177,6 +180,20 @@ async def _serve(
         )
         backoff = 1.0
         await post(runtime, body, events)
+
+
+async def _label_slot(runtime: Runtime, name: str, body: kopf.Body) -> None:
+    """An Organization made before shards (or with webhooks off) gets its slot label from the
+    operator that serves it (unsharded, that is every one: run it once before sharding)."""
+    wanted = names.shard_slot_label(name)
+    labels = body.get("metadata", {}).get("labels") or {}
+    if all(labels.get(key) == value for key, value in wanted.items()):
+        return
+    kube = runtime.kube
+    try:
+        await kube.run(kube.label_organization, name, wanted)
+    except Exception as error:  # the next start tries again; the reconcile doesn't need it
+        log.warning("Organization %s: its shard slot label not written: %s", name, error)
 
 
 async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -252,6 +269,8 @@ async def pending_memberships(runtime: Runtime) -> None:
         namespaces, runtime.unserved = runtime.unserved, set()
         for namespace in sorted(namespaces):
             organization = names.organization_of_namespace(namespace) or ""
+            if not runtime.settings.shard.serves(organization):
+                continue  # another shard's (--shard): it marks its own
             held = runtime.organizations.get("", organization)
             if held is not None and not runtime.serves_region(held.region):
                 continue  # its region's operator serves it
@@ -383,12 +402,32 @@ async def _tell_unserved(runtime: Runtime, name: str, region: str) -> None:
     )
 
 
-async def license_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def license_changed(
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A License in org-<name> was created, changed or deleted: the org judges it, picks the
-    active one of its product and delivers it. (Its Secret isn't watched: see README.)"""
+    active one of its product and delivers it. (Its Secret isn't watched: see README.)
+
+    One made before shards (or with webhooks off) gets its org's slot label here, from the
+    operator that sees it (unsharded: every one; run it once before sharding)."""
     organization = names.organization_of_namespace(namespace)
-    if organization:
-        memo.runtime.poke(organization)
+    if not organization:
+        return
+    runtime: Runtime = memo.runtime
+    runtime.poke(organization)
+    wanted = names.shard_slot_label(organization)
+    if type == "DELETED" or all(labels.get(k) == v for k, v in wanted.items()):
+        return
+    kube = runtime.kube
+    try:
+        await kube.run(kube.patch_labels, names.LICENSES, str(namespace), name, wanted)
+    except Exception as error:  # told again at its next event; the reconcile doesn't need it
+        log.warning("License %s/%s: its shard slot label not written: %s", namespace, name, error)
 
 
 def labelled_or_counted(labels: kopf.Labels, uid: str | None, memo: kopf.Memo, **_: Any) -> bool:
@@ -421,6 +460,7 @@ async def workload_changed(
     for woken in wakes:
         runtime.poke(woken)
     foreign = organization and not runtime.may_own(organization, namespace or "")
+    foreign = foreign and runtime.settings.shard.serves(str(organization))  # told by its shard
     if foreign and body is not None and not deleted:
         await tell_ignored(runtime, str(organization), body)
 

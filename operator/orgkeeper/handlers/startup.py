@@ -40,7 +40,7 @@ from ..webhook_server import (
     webhook_server,
 )
 from .admission import log_refusals_as_info
-from .indexes import ORGANIZATIONS, WORKLOADS
+from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS
 from .organization import pending_memberships, tell_unserved_regions
 
 logger = logging.getLogger(__name__)
@@ -294,7 +294,8 @@ KOPF_CHUNK_SIZE = 100
 def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """kopf lists and watches only what the operator serves, selected by the API server: the
     workloads labelled for an org (the label is reserved: manifests/policies/), orgkeeper's own
-    CRDs, and under --region that region's Organizations (spec.region, a selectable field).
+    CRDs, and under --region that region's Organizations (spec.region, a selectable field);
+    under --shard i/N its orgs' Organizations and Licenses (the slot label, set at admission).
 
     A workload whose org label is removed leaves the selection: its watch says DELETED, which
     is what the org it left must hear (handlers/organization.py: workload_changed).
@@ -306,6 +307,10 @@ def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> N
     watching.label_selectors[CRDS] = names.CRD_SELECTOR
     if settings.region is not None:
         watching.field_selectors[ORGANIZATIONS] = names.region_selector(settings.region)
+    shard = settings.shard.selector()
+    if shard is not None:  # --shard i/N: its orgs' Organizations and Licenses only
+        watching.label_selectors[ORGANIZATIONS] = shard
+        watching.label_selectors[LICENSES] = shard
 
 
 def configure_kopf(
