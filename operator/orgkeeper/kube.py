@@ -465,17 +465,27 @@ class KubeApi:
         selector = ",".join(s for s in (names.MEMBER_BINDING_SELECTOR, shard) if s)
         return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
 
-    def list_memberships(self, namespace: str) -> list[dict[str, Any]]:
-        """The Memberships of one namespace, read now (admission, for an org another shard
-        holds in memory): paged, as the server's JSON."""
+    def list_memberships(
+        self, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Memberships read now, for what another shard holds in memory: those of one
+        namespace (admission), or cluster-wide by a label selector (the people API, by e-mail
+        hash); paged, as the server's JSON."""
         found: list[dict[str, Any]] = []
         token: str | None = None
+        where = (namespace,) if namespace is not None else ()
+        listing = (
+            self.custom.list_namespaced_custom_object
+            if namespace is not None
+            else self.custom.list_cluster_custom_object
+        )
         while True:
-            response = self.custom.list_namespaced_custom_object(
+            response = listing(
                 GROUP,
                 VERSION,
-                namespace,
+                *where,
                 "memberships",
+                label_selector=selector,
                 limit=LIST_PAGE_SIZE,
                 _continue=token,
                 _preload_content=False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from .names import (
 logger = logging.getLogger(__name__)
 
 # Answers a user name with their MyOrganizations.
-Answer = Callable[[str], list[dict[str, Any]]]
+Answer = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
@@ -174,15 +174,19 @@ def people_app(
     async def resources(_: web.Request) -> web.Response:
         return web.json_response(RESOURCE_LIST)
 
-    def answered(request: web.Request) -> list[dict[str, Any]] | web.Response:
+    async def answered(request: web.Request) -> list[dict[str, Any]] | web.Response:
         if not ready():
             return status(503, "ServiceUnavailable", "the operator's caches are not synced yet")
         if request.query.get("watch") in ("1", "true"):
             return status(405, "MethodNotAllowed", f"{MY_ORGANIZATIONS} can't be watched")
-        return answer(str(request["user"]))
+        try:
+            return await answer(str(request["user"]))
+        except Exception as error:  # a read under --shard that failed: the caller may retry
+            message = f"the operator could not read your Memberships ({type(error).__name__})"
+            return status(503, "ServiceUnavailable", f"{message}; try again in a few seconds")
 
     async def listed(request: web.Request) -> web.Response:
-        items = answered(request)
+        items = await answered(request)
         if isinstance(items, web.Response):
             return items
         if wants_table(request):
@@ -198,7 +202,7 @@ def people_app(
 
     async def one(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        items = answered(request)
+        items = await answered(request)
         if isinstance(items, web.Response):
             return items
         found = [item for item in items if item["metadata"]["name"] == name]

@@ -250,3 +250,56 @@ def test_the_operator_reads_the_front_proxy_ca_with_the_built_in_role_only() -> 
         }
     ]
     assert json.dumps(rules).count("*") == 0
+
+
+def org_body(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"},
+        "spec": {"owner": f"owner@{name}.test", "region": "eu", "plan": "Free"},
+        "status": {"phase": "Active"},
+    }
+
+
+def membership_body(org: str, name: str, email: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": f"org-{org}",
+            "name": name,
+            "resourceVersion": "1",
+            "labels": {names.LABEL_EMAIL_HASH: names.email_hash("alice@x.test")},
+        },
+        "spec": {"email": email, "teams": ["analytics-viewer"]},
+    }
+
+
+def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_server() -> None:
+    """A shard holds only its orgs' Memberships: a person's may be in any shard's orgs."""
+    from kubernetes import client
+
+    from orgkeeper.controllers.runtime import Runtime
+    from orgkeeper.domain.shards import Shard
+    from orgkeeper.kube import KubeApi
+    from orgkeeper.settings import Settings
+
+    shard = Shard.parse("0/2")
+    mine = next(f"o{i}" for i in range(100) if shard.serves(f"o{i}"))
+    theirs = next(f"o{i}" for i in range(100) if not shard.serves(f"o{i}"))
+    runtime = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings(shard=shard))
+    for name in (mine, theirs, "forged"):
+        runtime.organizations._take({"type": "ADDED", "object": org_body(name)})
+    asked: list[tuple[Any, ...]] = []
+
+    async def run_review(call: Any, *args: Any) -> list[dict[str, Any]]:
+        asked.append((call.__name__, *args))
+        return [
+            membership_body(mine, "alice", "Alice@X.test"),
+            membership_body(theirs, "alice", "alice@x.test"),
+            # A label copied onto someone else's Membership shows nothing: the e-mail counts.
+            membership_body("forged", "mallory", "mallory@x.test"),
+        ]
+
+    runtime.kube.run_review = run_review  # type: ignore[method-assign,assignment]
+    answer = asyncio.run(runtime.my_organizations("alice@x.test"))
+    assert names_of(answer) == sorted([mine, theirs])
+    selector = f"{names.LABEL_EMAIL_HASH}={names.email_hash('alice@x.test')}"
+    assert asked == [("list_memberships", None, selector)]
