@@ -51,14 +51,14 @@ lint: venv $(BIN)/hadolint ## ruff, mypy, the layers (import-linter), the CRD dr
 unit: venv ## tests that need no cluster
 	$(BIN)/pytest tests/unit
 
-# `make test` runs its four pytest lanes at once (tests/conftest.py, README "Testing"): `main`
-# streams here; `clusters`, `faults` and `memory` are written to .cache/test/<lane>-lane.log and
-# printed after it, so each ends in pytest's own summary. It fails if any lane fails.
+# `make test` runs its five pytest lanes at once (tests/conftest.py, README "Testing"): `main`
+# streams here; the others are written to .cache/test/<lane>-lane.log and printed after it, so
+# each ends in pytest's own summary. It fails if any lane fails.
 LANE_LOGS := .cache/test
 BACKGROUND_LANES := clusters faults leader memory
 
 # oidc: test_sso_login.py's provider, built before the tests (a cold build outlasts a test's timeout).
-test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then pytest lanes main, clusters, faults and memory at once (about 7 min)
+test: venv controlplane oidc lint ## the whole suite as CI runs it: lint, then five pytest lanes at once (its time: README "Testing")
 	@mkdir -p $(LANE_LOGS)
 	@pids=""; for lane in $(BACKGROUND_LANES); do \
 		echo "== lane $$lane: $(LANE_LOGS)/$$lane-lane.log"; \

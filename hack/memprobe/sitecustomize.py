@@ -81,6 +81,24 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
                     anon[start] = [size, int(fields[1])]
         return dict(rss), anon
 
+    def _mallinfo() -> dict[str, int]:
+        """glibc's mallinfo2: bytes in use (uordblks), free in the heaps (fordblks), mmapped."""
+        import ctypes
+
+        class Info(ctypes.Structure):
+            _fields_ = [
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                    "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = Info
+        info = libc.mallinfo2()
+        return {name: int(getattr(info, name)) for name, _ in Info._fields_}
+
     def _trim(signum: int, frame: FrameType | None) -> None:
         _taken[0] += 1
         n = _taken[0]
@@ -93,6 +111,7 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
             found = {
                 "vmrss_kib": next(int(s.split()[1]) for s in status if s.startswith("VmRSS:")),
                 "blocks": sys.getallocatedblocks(),
+                "mallinfo": _mallinfo(),
                 "smaps": _smaps()[0],
                 "anon": _smaps()[1],
                 "threads": len(threading.enumerate()),

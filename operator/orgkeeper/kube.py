@@ -381,7 +381,8 @@ class KubeApi:
         # As many threads as pooled connections: asyncio's default executor has only
         # cpu_count + 4, which would cap every cascade's write concurrency at that.
         # The operator starts every pool whole (`whole_pools`; memory.full_pool: threads
-        # added late were its creep of resident memory under churn); tests and tools lazily.
+        # added late were part of its creep of resident memory under churn); tests and tools
+        # start theirs lazily.
         self.executor = thread_pool(MAX_CONNECTIONS, "kube", whole=whole_pools)
         # Pools of their own, so neither waits behind the other nor behind reconciles: the
         # Lease (leader election: a renewal queued behind a cascade would cost the Lease), and

@@ -84,10 +84,9 @@ def full_pool(workers: int, prefix: str) -> ThreadPoolExecutor:
     finishing), up to its maximum, and never ends one. Started lazily, an operator's pools
     grow for hours: each rarer burst (a cascade's writes, the orgs' checks falling due
     together) reaches a new height and leaves a thread behind, with its stack, its thread
-    state, its TLS and malloc caches (about 70 KiB each, measured). That was the creep of
-    resident memory under churn: it looked like a leak of about 10 KiB per org lifecycle. A
-    pool started whole costs from the start what it will ever cost.
-    """
+    state, its TLS and malloc caches (tens of KiB each). That was part of the operator's
+    creep of resident memory under churn (README, Footprint). A pool started whole costs from
+    the start what it will ever cost."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
     # Each task holds its thread until all have one: `workers` tasks, `workers` threads.
     barrier = threading.Barrier(workers)

@@ -7,7 +7,8 @@ and a Membership cost. Resident memory is measured at rest (tests/faults/memory.
   run of 20 minutes or more, its least-squares slope must stay under 5 MiB an hour (over two
   minutes the slope is below what the measurement resolves, so the bounded run checks the band).
   The operator's thread pools are started whole (orgkeeper/memory.py, `full_pool`): started
-  lazily, they grew a thread at each new height of burst for hours, the creep this checks.
+  lazily, they grew a thread at each new height of burst for hours, part of the creep this
+  checks (README, Footprint, says what remains).
 - Strangers: 2,000 unlabelled Deployments and 60 RoleBindings of 2,000 subjects each in a
   namespace admin's own namespace (the review's H2 and M1 c) move the operator by under 16 MiB.
 """

@@ -27,7 +27,7 @@ from kubernetes import client
 
 from orgkeeper import names
 from orgkeeper.domain.shards import Shard, map_of
-from orgkeeper_dev.localcluster import LocalCluster, install_orgkeeper
+from orgkeeper_dev.localcluster import LocalCluster, free_port, install_orgkeeper
 from support import identity
 from support.kube import Kube, api_client, load_yaml_documents, wait_for
 from support.metrics import READER_ROLE, samples, scrape, service_account_token
@@ -65,6 +65,7 @@ class Plane:
     stopped: dict[str, datetime] = field(default_factory=dict)
     running: list[Replicas] = field(default_factory=list)
     maps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # stored shard maps
+    ports: set[int] = field(default_factory=set)  # every operator's, so none shares one
 
     def generation(self, count: int, replicas: str) -> list[Replicas]:
         """`count` shards, each with one replica per letter of `replicas`, the first leading."""
@@ -81,7 +82,17 @@ class Plane:
                 lease=f"orgkeeper-shard-{index}-of-{count}",
             )
             shards.append(group)
+            for process in group.processes.values():
+                self.own_ports(process)
         return shards
+
+    def own_ports(self, process: OperatorProcess) -> None:
+        """Ports no other process of the module has (free_port checks a port is free now, and
+        a dozen processes are made before most of them start)."""
+        for port in ("health_port", "webhook_port", "metrics_port"):
+            while getattr(process, port) in self.ports:
+                setattr(process, port, free_port())
+            self.ports.add(getattr(process, port))
 
     def start(self, shards: list[Replicas]) -> None:
         """Every replica of every shard, one after another (whichever takes a Lease leads);
@@ -365,6 +376,7 @@ def test_an_unsharded_operator_finds_the_end_state_its_own(plane: Plane) -> None
         kubeconfig=plane.kubeconfig,
         extra_args=("--leader-elect", "--identity=g1s0a", "--webhook-host=127.0.0.1"),
     )
+    plane.own_ports(unsharded)
     unsharded.start()  # it waits behind the shards of 2 (their Leases live)
     wait_for(
         "the unsharded operator to wait for the shards",
