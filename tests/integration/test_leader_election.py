@@ -521,7 +521,9 @@ def test_the_service_account_holds_only_its_own_leases(pair: Pair) -> None:
     assert not may(operator, "update", "kube-controller-manager", "kube-system")
     assert not may(operator, "create", None, "default")
     assert not may(operator, "delete", "orgkeeper", NAMESPACE)
-    assert not may(operator, "list", None, NAMESPACE)
+    # Listing its namespace's Leases (the shard-count fence: README, Scaling out), no other's.
+    assert may(operator, "list", None, NAMESPACE)
+    assert not may(operator, "list", None, "kube-system")
     # And the API server agrees on a real request, not only on a review.
     coordination = client.CoordinationV1Api(operator.api)
     status, _ = rejection(lambda: coordination.read_namespaced_lease("other", NAMESPACE))
