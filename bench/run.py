@@ -340,6 +340,17 @@ class Run:
             "etcd_rss_mib": process_rss_mib(self.cluster.pid("etcd")),
         }
 
+    def wait_converged(self, total: int) -> None:
+        """Until `total` Memberships are Active, each with its RoleBinding (by watch)."""
+        board = self.board
+        board.wait(
+            "every Membership Active and bound",
+            lambda: (
+                board.total(MEMBERSHIPS, "Active") == total
+                and board.total("rolebindings", "bound") == total
+            ),
+        )
+
     def create_namespaces(self, names: Sequence[str]) -> None:
         parallel(
             (
@@ -567,13 +578,7 @@ class OperatorRun(Run):
         out["create"] = parallel(
             (partial(self.create_membership, *m) for m in order), CREATE_CONCURRENCY
         )
-        board.wait(
-            "every Membership Active and bound",
-            lambda: (
-                board.total(MEMBERSHIPS, "Active") == total
-                and board.total("rolebindings", "bound") == total
-            ),
-        )
+        self.wait_converged(total)
         out["converge"] = time.monotonic() - started
         converged = now()
         out["load_converged"] = load_average()
@@ -677,7 +682,7 @@ class FloorRun(Run):
         )
 
     def scenario(self, sizes: Mapping[str, int], results: dict[str, Any]) -> dict[str, Any]:
-        board, out = self.board, dict[str, Any]()
+        out = dict[str, Any]()
         results["floor"] = out
         self.watch()
         namespaces = [f"org-{org}" for org in sizes]
@@ -718,13 +723,7 @@ class FloorRun(Run):
             out["create"] = parallel((partial(create, *m) for m in order), CREATE_CONCURRENCY)
             for write in writes:
                 write.result()
-        board.wait(
-            "every Membership Active and bound",
-            lambda: (
-                board.total(MEMBERSHIPS, "Active") == total
-                and board.total("rolebindings", "bound") == total
-            ),
-        )
+        self.wait_converged(total)
         out["converge"] = time.monotonic() - started
         out["load_converged"] = load_average()
         out["memberships"] = total
