@@ -190,7 +190,15 @@ def normalized(value: Snapshot, replacements: Mapping[str, str]) -> Snapshot:
 
 
 def identity_of(org: str, owner: str, edge: str | None = None) -> dict[str, str]:
-    found = {owner: "<owner>", names.email_hash(owner): "<owner-hash>", org: "<org>"}
+    # The org's shard slot (a hash of its name), matched with its label key, so a wrong slot
+    # still differs.
+    (slot_label,) = names.shard_slot_label(org).items()
+    found = {
+        owner: "<owner>",
+        names.email_hash(owner): "<owner-hash>",
+        org: "<org>",
+        '"{}": "{}"'.format(*slot_label): f'"{names.LABEL_SHARD_SLOT}": "<slot>"',
+    }
     if edge:
         found[edge] = "<edge>"
     return found

@@ -64,8 +64,9 @@ def test_writes_are_refused_while_the_webhook_is_down(
         before = _state(admin, org)
         newcomer = f"late-{unique_suffix()}"
         writes = {
+            # Creates meet the mutating webhooks first (they stamp the shard slot: Fail too).
             "create an Organization": (
-                "validate-organization.orgkeeper.dev",
+                "label-organization.orgkeeper.dev",
                 lambda: as_user(f"owner@{newcomer}.test").create(
                     "organizations", organization(newcomer, f"owner@{newcomer}.test", plan="Plus")
                 ),
@@ -79,7 +80,7 @@ def test_writes_are_refused_while_the_webhook_is_down(
                 lambda: as_user(owner).delete("organizations", org),
             ),
             "add a Membership": (
-                "validate-membership.orgkeeper.dev",
+                "label-membership.orgkeeper.dev",
                 lambda: admin.create(
                     "memberships", membership("bob", f"bob@{org}.test", "portal-admin"), namespace
                 ),

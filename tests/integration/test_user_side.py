@@ -131,8 +131,9 @@ def test_status_shows_an_org_and_the_effects_of_its_deactivation(
             "(see `orgkeeper activity requests --help`)",
         ),
         (
-            ["orgs"],
-            "error: the following arguments are required: --email (see `orgkeeper orgs --help`)",
+            ["activity", "login", "--org", "x"],
+            "error: the following arguments are required: --email "
+            "(see `orgkeeper activity login --help`)",
         ),
     ],
     ids=["unknown-org", "login-unknown-org", "bad-count", "missing-email"],
