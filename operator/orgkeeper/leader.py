@@ -327,25 +327,21 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
         others = [(lease_name(None), "every region")]
         me = f"serves region {settings.region} (--region)"
     now = datetime.now(UTC)
-    try:
-        # The other scopes' Leases, unsharded or of any shard count (`<base>-shard-i-of-N`).
-        found = kube.list_leases(settings.namespace)
-    except ApiException as error:
-        # Without --leader-elect an operator may run without the Lease Role (older RBAC).
-        if is_status(error, 403) and not settings.leader_elect:
-            logger.warning(
-                "Not allowed to list Leases in %s: can't check that no operator of another "
-                "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
-                settings.namespace,
-            )
-            return
-        raise
-    for lease in found:
-        name = str(lease["metadata"]["name"])
-        serving = next(
-            (what for base, what in others if lease_generation(name, base) is not None), None
-        )
-        if serving is None:
+    for name, serving in others:
+        try:
+            lease = kube.read_lease(settings.namespace, name, 10.0)
+        except ApiException as error:
+            # Without --leader-elect an operator may run without the Lease Role (older RBAC).
+            if is_status(error, 403) and not settings.leader_elect:
+                logger.warning(
+                    "Not allowed to read Lease %s/%s: can't check that no operator of another "
+                    "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
+                    settings.namespace,
+                    name,
+                )
+                return
+            raise
+        if lease is None:
             continue
         record = LeaseRecord.of(lease)
         until = held_until(record)

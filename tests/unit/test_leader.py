@@ -21,7 +21,6 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
-from orgkeeper.domain.shards import Shard
 from orgkeeper.kube import KubeApi, user_agent
 from orgkeeper.leader import (
     Elector,
@@ -66,12 +65,6 @@ class Leases:
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
         found = self.stored.get(name)
         return copy.deepcopy(found) if found else None
-
-    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
-        return [
-            {**copy.deepcopy(found), "metadata": {**found["metadata"], "name": name}}
-            for name, found in self.stored.items()
-        ]
 
     def create_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None
@@ -283,21 +276,6 @@ def test_a_regional_operator_refuses_while_the_all_regions_one_holds_orgkeeper(
         check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
 
 
-def test_shard_leaders_count_as_their_scope(leases: Leases) -> None:
-    """A regional shard's Lease keeps an all-regions operator out, and the reverse."""
-    eu_shard = Settings(region="eu", shard=Shard.parse("0/2")).lease_name
-    leases.stored[eu_shard] = lease("eu-shard-0", datetime.now(UTC))
-    with pytest.raises(LeaseHeldError, match=f"'eu-shard-0', serving region eu, .*/{eu_shard} "):
-        check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))
-    check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))  # control
-    del leases.stored[eu_shard]
-    all_regions_shard = Settings(shard=Shard.parse("1/2")).lease_name
-    leases.stored[all_regions_shard] = lease("global-shard-1", datetime.now(UTC))
-    with pytest.raises(LeaseHeldError, match=f"'global-shard-1'.*{all_regions_shard} "):
-        check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
-    check_sharing(cast(KubeApi, leases), Settings(identity="global-2"))  # same scope: no conflict
-
-
 def test_expired_released_or_other_region_leases_are_no_obstacle(leases: Leases) -> None:
     long_ago = datetime.now(UTC) - timedelta(minutes=1)
     leases.stored[lease_name("eu")] = lease("eu-1", long_ago)
@@ -422,11 +400,7 @@ def test_without_lease_rights_only_an_electing_operator_is_stopped(leases: Lease
     def forbidden(namespace: str, name: str, timeout: float | None = None) -> Any:
         raise ApiException(status=403, reason="Forbidden")
 
-    def unlisted(namespace: str) -> Any:
-        raise ApiException(status=403, reason="Forbidden")
-
     leases.read_lease = forbidden  # type: ignore[method-assign]
-    leases.list_leases = unlisted  # type: ignore[method-assign]
     check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))  # a warning only
     with pytest.raises(ApiException):
         check_sharing(cast(KubeApi, leases), Settings(identity="a", leader_elect=True))
