@@ -156,6 +156,10 @@ class Operators:
             yield pair
         finally:
             pair.stop()
+            # A replica stopped while writes were in flight leaves its Lease to run out rather
+            # than release it; the suite's operator (not electing) refuses to start beside a
+            # held one, as a second installation would.
+            wait_for("the replicas' Lease to be released or run out", pair.lease_free, timeout=30)
             webhooks = identity.loopback_webhooks(identity.render(), self.process.webhook_port)
             identity.apply(self.cluster, webhooks)
             self.start()

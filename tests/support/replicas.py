@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,21 @@ class Replicas:
                 return ""
             raise
         return str(lease.spec.holder_identity or "")
+
+    def lease_free(self) -> bool:
+        """Whether nobody holds the Lease: released, never taken, or not renewed in time."""
+        try:
+            coordination = client.CoordinationV1Api(self.admin.api)
+            lease = coordination.read_namespaced_lease(self.lease, NAMESPACE)
+        except client.ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        spec = lease.spec
+        if not spec.holder_identity or spec.renew_time is None:
+            return True
+        expiry = spec.renew_time + timedelta(seconds=spec.lease_duration_seconds or 0)
+        return bool(expiry < datetime.now(UTC))
 
     def leader(self) -> OperatorProcess:
         return self.processes[wait_for("a leader", lambda: self.holder() or None)]
