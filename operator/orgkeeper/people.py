@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .controllers.writes import explain
 from .domain.people import table
 from .names import (
     MY_ORGANIZATION_KIND,
@@ -183,6 +184,8 @@ def people_app(
             return await answer(str(request["user"]))
         except Exception as error:  # a read under --shard that failed: the caller may retry
             message = f"the operator could not read your Memberships ({type(error).__name__})"
+            # The API server's message only (explain): never a response's headers or body.
+            logger.warning("People API: %s: %s", message, explain(error)[1])
             return status(503, "ServiceUnavailable", f"{message}; try again in a few seconds")
 
     async def listed(request: web.Request) -> web.Response:
