@@ -209,6 +209,16 @@ class BigOrg:
             problems.append(f"control planes counted: {found['organization']['counts']}")
         return problems
 
+    def deactivated(self) -> list[str]:
+        """What keeps it from being deactivated and settled: its control plane, deleted by the
+        deactivation, still counted (the status that says Deactivated is written before the
+        deletion is seen; the deletion's own reconcile counts it out)."""
+        found = self.read()
+        problems = deactivated_problems(found)
+        if found["organization"] and found["organization"]["counts"][2] != 0:
+            problems.append(f"control planes counted: {found['organization']['counts']}")
+        return problems
+
     def switch(self, state: str) -> float:
         """Requests a deactivation or reactivation; when it was asked (time.monotonic())."""
         self.admin.patch("organizations", self.name, {"spec": {"state": state}})

@@ -26,7 +26,6 @@ from .scenarios import (
     big_org,
     control_plane,
     data_plane,
-    deactivated_problems,
     licenses_problems,
     provisioned_problems,
     wait_until,
@@ -119,7 +118,7 @@ def test_kill_during_deactivation_and_reactivation(
 
     # The control cycle: deactivation, then reactivation, without a fault.
     started = switch("Deactivated")
-    wait_until("the control deactivation", lambda: deactivated_problems(read()), timeout=120)
+    wait_until("the control deactivation", big.deactivated, timeout=120)
     deactivation_window = time.monotonic() - started
     expected_deactivated = read()
     started = switch("Active")

@@ -41,7 +41,6 @@ from .scenarios import (
     add_members,
     big_org,
     control_plane,
-    deactivated_problems,
     provisioned_problems,
     wait_until,
 )
@@ -68,7 +67,7 @@ def test_leader_kill_during_deactivation(
 
     # The control: a deactivation the leader runs through without a fault.
     started = switch("Deactivated")
-    wait_until("the control deactivation", lambda: deactivated_problems(read()), timeout=120)
+    wait_until("the control deactivation", big.deactivated, timeout=120)
     window = time.monotonic() - started
     expected = read()
     TALLY.note(FAULT, f"kill at U(0, {window:.1f}s) after the change, the control's time")
