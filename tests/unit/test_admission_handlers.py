@@ -65,7 +65,7 @@ def test_every_webhook_answers_503_until_both_caches_listed(
 ) -> None:
     monkeypatch.setattr(admission, "CACHE_WAIT_SECONDS", 0.01)
     memo = kopf.Memo(runtime=runtime())
-    for informer in memo.runtime.informers():
+    for informer in memo.runtime.caches.informers():
         if informer.what in synced:
             informer.synced.set()
     with pytest.raises(kopf.AdmissionError) as refused:
@@ -77,9 +77,9 @@ def test_every_webhook_answers_503_until_both_caches_listed(
 
 def test_once_listed_the_owners_membership_delete_is_refused() -> None:
     memo: Any = kopf.Memo(runtime=runtime())
-    for informer in memo.runtime.informers():
+    for informer in memo.runtime.caches.informers():
         informer.synced.set()
-    memo.runtime.organizations.observe(
+    memo.runtime.caches.organizations.observe(
         {"metadata": {"name": "acme", "resourceVersion": "1"}, "spec": ORG}
     )
     with pytest.raises(kopf.AdmissionError) as refused:
@@ -94,9 +94,9 @@ def test_every_operator_checks_every_regions_objects(region: str | None) -> None
     memo: Any = kopf.Memo(
         runtime=Runtime(kube=cast(KubeApi, mock.MagicMock()), settings=Settings(region=region))
     )
-    for informer in memo.runtime.informers():
+    for informer in memo.runtime.caches.informers():
         informer.synced.set()
-    memo.runtime.organizations.observe(
+    memo.runtime.caches.organizations.observe(
         {"metadata": {"name": "acme", "resourceVersion": "1"}, "spec": ORG}  # an eu org
     )
     with pytest.raises(kopf.AdmissionError) as refused:

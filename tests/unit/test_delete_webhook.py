@@ -25,7 +25,7 @@ def delete_as(user: str, groups: list[str], *, support: bool) -> tuple[Any, mock
     kube = mock.MagicMock()
     kube.run_review = mock.AsyncMock(return_value=support)
     runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings())
-    for informer in runtime.informers():
+    for informer in runtime.caches.informers():
         informer.synced.set()
     userinfo = {"username": user, "groups": groups, "uid": "u-1", "extra": {}}
     try:

@@ -37,7 +37,7 @@ def served(*, leading: bool = True) -> tuple[Runtime, mock.AsyncMock]:
     kube = mock.MagicMock()
     kube.run = mock.AsyncMock(side_effect=None if leading else NotLeaderError("follower"))
     found = Runtime(kube=cast(KubeApi, kube), settings=Settings(identity="orgkeeper-eu-7f9c"))
-    found.trigger("acme")
+    found.wakes.trigger("acme")
     return found, kube.run
 
 
@@ -83,9 +83,9 @@ def test_not_owned_is_the_same_event_whether_or_not_the_org_exists() -> None:
     assert acme.name == names.once_event_name("p-acme", "uid-1", "NamespaceNotOwned")
     assert ghost.name == names.once_event_name("p-ghost", "uid-2", "NamespaceNotOwned")
     # Neither org is woken nor remembered: the stranger's writes cost nothing to keep.
-    assert not runtime.trigger("acme").is_set()
-    assert list(runtime.triggers) == ["acme"]
-    assert (runtime.told, runtime.counted_by, runtime.changed_at) == ({}, {}, {})
+    assert not runtime.wakes.trigger("acme").is_set()
+    assert list(runtime.wakes.triggers) == ["acme"]
+    assert (runtime.memory.told, runtime.wakes.counted_by, runtime.wakes.changed_at) == ({}, {}, {})
 
 
 def test_a_workload_in_a_namespace_the_org_may_own_is_left_to_its_reconcile() -> None:
@@ -94,7 +94,7 @@ def test_a_workload_in_a_namespace_the_org_may_own_is_left_to_its_reconcile() ->
     body["metadata"]["namespace"] = "org-acme"
     asyncio.run(label(runtime, body))
     assert posted(review) == []
-    assert runtime.trigger("acme").is_set()
+    assert runtime.wakes.trigger("acme").is_set()
 
 
 def test_a_deleted_workload_is_told_nothing_and_a_follower_posts_nothing() -> None:

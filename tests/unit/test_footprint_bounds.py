@@ -122,7 +122,7 @@ def test_a_workload_record_cuts_a_long_annotation() -> None:
 
 def test_memberships_and_bindings_are_held_only_in_org_namespaces() -> None:
     held = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
-    for keep in (held.members.keep, held.bindings.keep):
+    for keep in (held.caches.members.keep, held.caches.bindings.keep):
         assert keep is not None
         assert keep("org-acme") and not keep("mallory") and not keep("org-")
     # A shard's: only its orgs' namespaces (whatever slot label an object carries).
@@ -130,11 +130,11 @@ def test_memberships_and_bindings_are_held_only_in_org_namespaces() -> None:
     sharded = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings(shard=shard))
     mine = next(f"org-o{i}" for i in range(100) if shard.serves(f"o{i}"))
     theirs = next(f"org-o{i}" for i in range(100) if not shard.serves(f"o{i}"))
-    for keep in (sharded.members.keep, sharded.bindings.keep):
+    for keep in (sharded.caches.members.keep, sharded.caches.bindings.keep):
         assert keep is not None
         assert keep(mine) and not keep(theirs) and not keep("mallory")
-    assert sharded.members.collection.label_selector == shard.selector()
-    assert str(shard.selector()) in str(sharded.bindings.collection.label_selector)
+    assert sharded.caches.members.collection.label_selector == shard.selector()
+    assert str(shard.selector()) in str(sharded.caches.bindings.collection.label_selector)
     listed = page(body("org-a", "m1", 5), body("mallory", "m2", 6), version=9)
     cache, changed = informer({"": listed})
     cache.keep = lambda namespace: namespace.startswith("org-")
@@ -165,26 +165,31 @@ def test_an_org_deleted_while_it_reconciled_leaves_nothing_behind() -> None:
     async def served_then_deleted() -> None:
         async def reconcile_after_the_deletion() -> None:
             held.forget("gone")  # the DELETED event, while the reconcile runs
-            held.transitions["gone"] = "Deactivated"
-            held.told["gone"] = frozenset({"ignored:x"})
+            held.memory.transitions["gone"] = "Deactivated"
+            held.memory.told["gone"] = frozenset({"ignored:x"})
             held.metrics.phases["gone"] = "Active"
             raise asyncio.CancelledError  # kopf cancels the daemon
 
-        held.caches_synced = reconcile_after_the_deletion  # type: ignore[method-assign]
+        held.caches.synced = reconcile_after_the_deletion  # type: ignore[method-assign]
         memo = kopf.Memo(runtime=held)
         with pytest.raises(asyncio.CancelledError):
             await organization_loop(name="gone", body=kopf.Body({}), memo=memo)
 
     asyncio.run(served_then_deleted())
-    assert (held.triggers, held.transitions, held.told, held.metrics.phases) == ({}, {}, {}, {})
+    assert (
+        held.wakes.triggers,
+        held.memory.transitions,
+        held.memory.told,
+        held.metrics.phases,
+    ) == ({}, {}, {}, {})
 
 
 def test_an_org_gone_from_the_cache_is_forgotten_even_if_kopf_missed_it() -> None:
     held = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
-    held.trigger("gone")
-    held.transitions["gone"] = "Deactivated"
-    held.org_changed("gone")
-    assert held.triggers == {} and held.transitions == {}
+    held.wakes.trigger("gone")
+    held.memory.transitions["gone"] = "Deactivated"
+    held.organization_cached("gone")
+    assert held.wakes.triggers == {} and held.memory.transitions == {}
 
 
 # --- the policies that reserve the selected labels and bound metadata ----------------------

@@ -52,19 +52,19 @@ def changed(memo: kopf.Memo, org: str, namespace: str, uid: str, type: str = "MO
 def test_pokes_for_orgs_that_do_not_exist_leave_nothing_behind() -> None:
     async def scenario() -> Runtime:
         served = runtime()
-        known = served.trigger("acme")  # acme's loop runs
+        known = served.wakes.trigger("acme")  # acme's loop runs
         memo = kopf.Memo(runtime=served)
         for i in range(10_000):
             await changed(memo, f"ghost-{i}", "mallory", f"uid-{i}")
-        served.namespace_changed("org-ghost")
+        served.member_changed("org-ghost")
         assert not known.is_set()
         await changed(memo, "acme", "org-acme", "uid-acme")
         assert known.is_set()
         return served
 
     served = asyncio.run(scenario())
-    assert list(served.triggers) == ["acme"]
-    assert list(served.changed_at) == ["acme"]
+    assert list(served.wakes.triggers) == ["acme"]
+    assert list(served.wakes.changed_at) == ["acme"]
 
 
 def test_a_workload_outside_the_orgs_namespaces_never_wakes_it() -> None:
@@ -73,7 +73,7 @@ def test_a_workload_outside_the_orgs_namespaces_never_wakes_it() -> None:
 
     async def scenario() -> None:
         served = runtime()
-        acme = served.trigger("acme")
+        acme = served.wakes.trigger("acme")
         memo = kopf.Memo(runtime=served)
         for _ in range(100):
             await changed(memo, "acme", "mallory", "uid-stolen")
@@ -95,18 +95,18 @@ async def unlabelled(memo: kopf.Memo, namespace: str, uid: str, type: str = "MOD
 def test_a_workload_whose_org_label_is_removed_wakes_the_org_it_left_once() -> None:
     async def scenario() -> None:
         served = runtime()
-        acme = served.trigger("acme")
+        acme = served.wakes.trigger("acme")
         memo = kopf.Memo(runtime=served)
-        served.count_workloads("acme", ["uid-gw"])  # acme's reconcile counted it
+        served.wakes.count_workloads("acme", ["uid-gw"])  # acme's reconcile counted it
         await unlabelled(memo, "org-acme", "uid-gw")
         assert acme.is_set()
         acme.clear()
         await unlabelled(memo, "org-acme", "uid-gw")  # its status changes, say
         await unlabelled(memo, "org-acme", "uid-gw", "DELETED")
         assert not acme.is_set()
-        assert served.counted_by == {}
-        served.count_workloads("acme", [])  # the reconcile it woke
-        assert served.counted == {}
+        assert served.wakes.counted_by == {}
+        served.wakes.count_workloads("acme", [])  # the reconcile it woke
+        assert served.wakes.counted == {}
 
     asyncio.run(scenario())
 
@@ -114,16 +114,16 @@ def test_a_workload_whose_org_label_is_removed_wakes_the_org_it_left_once() -> N
 def test_a_workload_moved_to_another_org_wakes_both() -> None:
     async def scenario() -> None:
         served = runtime()
-        acme, beta = served.trigger("acme"), served.trigger("beta")
+        acme, beta = served.wakes.trigger("acme"), served.wakes.trigger("beta")
         memo = kopf.Memo(runtime=served)
-        served.count_workloads("acme", ["uid-gw", "uid-other"])
+        served.wakes.count_workloads("acme", ["uid-gw", "uid-other"])
         await changed(memo, "beta", "org-acme", "uid-gw")
         assert acme.is_set()  # it left: acme's copy and count go
         assert not beta.is_set()  # told why it is ignored without beta's reconcile
         # beta reconciles first and counts it, then acme: acme's count leaves beta's be.
-        served.count_workloads("beta", ["uid-gw"])
-        served.count_workloads("acme", ["uid-other"])
-        assert served.counted_by == {"uid-gw": "beta", "uid-other": "acme"}
+        served.wakes.count_workloads("beta", ["uid-gw"])
+        served.wakes.count_workloads("acme", ["uid-other"])
+        assert served.wakes.counted_by == {"uid-gw": "beta", "uid-other": "acme"}
         acme.clear()
         beta.clear()
         await changed(memo, "acme", "org-acme", "uid-gw")  # and back
@@ -136,9 +136,9 @@ def test_a_workload_moved_to_another_org_wakes_both() -> None:
 def test_a_workload_never_labelled_wakes_nothing_and_is_remembered_nowhere() -> None:
     async def scenario() -> Runtime:
         served = runtime()
-        acme = served.trigger("acme")
+        acme = served.wakes.trigger("acme")
         memo = kopf.Memo(runtime=served)
-        served.count_workloads("acme", ["uid-gw"])
+        served.wakes.count_workloads("acme", ["uid-gw"])
         for i in range(1_000):
             await unlabelled(memo, "org-acme", f"uid-{i}")
             await unlabelled(memo, "org-acme", f"uid-{i}", "DELETED")
@@ -146,18 +146,18 @@ def test_a_workload_never_labelled_wakes_nothing_and_is_remembered_nowhere() -> 
         return served
 
     served = asyncio.run(scenario())
-    assert served.counted_by == {"uid-gw": "acme"}
-    assert served.counted == {"acme": frozenset({"uid-gw"})}
-    assert list(served.triggers) == ["acme"] and served.changed_at == {}
+    assert served.wakes.counted_by == {"uid-gw": "acme"}
+    assert served.wakes.counted == {"acme": frozenset({"uid-gw"})}
+    assert list(served.wakes.triggers) == ["acme"] and served.wakes.changed_at == {}
 
 
 def test_a_workload_leaving_a_namespace_the_org_does_not_own_wakes_nothing() -> None:
     async def scenario() -> None:
         served = runtime()
-        acme = served.trigger("acme")
+        acme = served.wakes.trigger("acme")
         memo = kopf.Memo(runtime=served)
-        served.count_workloads("acme", ["uid-stolen"])  # counted, and told it is ignored
-        served.told["acme"] = frozenset({ignored_key("uid-stolen")})
+        served.wakes.count_workloads("acme", ["uid-stolen"])  # counted, and told it is ignored
+        served.memory.told["acme"] = frozenset({ignored_key("uid-stolen")})
         for _ in range(100):
             await unlabelled(memo, "mallory", "uid-stolen")
             await changed(memo, "acme", "mallory", "uid-stolen")
@@ -168,11 +168,11 @@ def test_a_workload_leaving_a_namespace_the_org_does_not_own_wakes_nothing() -> 
 
 def test_a_forgotten_org_keeps_no_count() -> None:
     served = runtime()
-    served.count_workloads("acme", ["uid-gw"])
-    served.count_workloads("beta", ["uid-db"])
+    served.wakes.count_workloads("acme", ["uid-gw"])
+    served.wakes.count_workloads("beta", ["uid-db"])
     served.forget("acme")
-    assert served.counted == {"beta": frozenset({"uid-db"})}
-    assert served.counted_by == {"uid-db": "beta"}
+    assert served.wakes.counted == {"beta": frozenset({"uid-db"})}
+    assert served.wakes.counted_by == {"uid-db": "beta"}
 
 
 def test_records_keep_only_the_keys_orgkeeper_reads() -> None:
@@ -418,25 +418,27 @@ def test_a_relabelled_namespace_wakes_the_org_it_left_and_the_one_it_joins() -> 
 
     async def scenario() -> None:
         served = runtime()
-        acme, beta = served.trigger("acme"), served.trigger("beta")
-        served.namespaces.observe(labelled("acme"))
-        served.namespace_labelled("edge")
+        acme, beta = served.wakes.trigger("acme"), served.wakes.trigger("beta")
+        served.caches.namespaces.observe(labelled("acme"))
+        served.namespace_relabelled("edge")
         assert acme.is_set() and not beta.is_set()
-        assert [r.name for r in served.claimed("acme")] == ["edge"]
+        assert [r.name for r in served.caches.claimed("acme")] == ["edge"]
         acme.clear()
-        served.namespaces.forget("", "edge")
-        served.namespaces.observe(
+        served.caches.namespaces.forget("", "edge")
+        served.caches.namespaces.observe(
             {
                 **labelled("beta"),
                 "metadata": {**labelled("beta")["metadata"], "resourceVersion": "2"},
             }
         )
-        served.namespace_labelled("edge")
+        served.namespace_relabelled("edge")
         assert acme.is_set() and beta.is_set()
-        assert served.claimed("acme") == [] and [r.name for r in served.claimed("beta")] == ["edge"]
-        served.namespaces.forget("", "edge")  # the label removed: out of the selector
-        served.namespace_labelled("edge")
-        assert served.claims == {} and served.claimed_by == {}
+        assert served.caches.claimed("acme") == [] and [
+            r.name for r in served.caches.claimed("beta")
+        ] == ["edge"]
+        served.caches.namespaces.forget("", "edge")  # the label removed: out of the selector
+        served.namespace_relabelled("edge")
+        assert served.caches.claims == {} and served.caches.claimed_by == {}
 
     asyncio.run(scenario())
 
@@ -473,7 +475,7 @@ def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() ->
 def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
     async def scenario() -> Runtime:
         served = runtime()
-        acme = served.trigger("acme")
+        acme = served.wakes.trigger("acme")
         memo = kopf.Memo(runtime=served)
 
         def changed(namespace: str, org: str) -> Any:
@@ -488,20 +490,20 @@ def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:
         return served
 
     served = asyncio.run(scenario())
-    assert list(served.triggers) == ["acme"]
-    assert list(served.changed_at) == ["acme"]
+    assert list(served.wakes.triggers) == ["acme"]
+    assert list(served.wakes.changed_at) == ["acme"]
 
 
 def test_the_loop_sleeps_until_a_time_rule_is_due_once() -> None:
     served = runtime()
-    served.schedule("acme", (None, NOW + timedelta(seconds=20), NOW + timedelta(seconds=5)))
-    assert served.take_wait("acme", 300.0, NOW) == 5.0
+    served.wakes.schedule("acme", (None, NOW + timedelta(seconds=20), NOW + timedelta(seconds=5)))
+    assert served.wakes.take_wait("acme", 300.0, NOW) == 5.0
     # Taken: until a reconcile schedules again, the check interval (a stalled or failing
     # reconcile must not spin on a moment already past).
-    assert served.take_wait("acme", 300.0, NOW) == 300.0
-    served.schedule("acme", (NOW - timedelta(seconds=1),))
-    assert served.take_wait("acme", 300.0, NOW) == 0.0
-    served.schedule("acme", (NOW + timedelta(hours=1),))
-    assert served.take_wait("acme", 300.0, NOW) == 300.0
-    served.schedule("acme", (None,))
-    assert served.due == {}
+    assert served.wakes.take_wait("acme", 300.0, NOW) == 300.0
+    served.wakes.schedule("acme", (NOW - timedelta(seconds=1),))
+    assert served.wakes.take_wait("acme", 300.0, NOW) == 0.0
+    served.wakes.schedule("acme", (NOW + timedelta(hours=1),))
+    assert served.wakes.take_wait("acme", 300.0, NOW) == 300.0
+    served.wakes.schedule("acme", (None,))
+    assert served.wakes.due == {}

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-import kopf
 import pytest
 from kubernetes.client.rest import ApiException
 
@@ -30,7 +29,6 @@ from orgkeeper.leader import (
     check_sharing,
     micro_time,
 )
-from orgkeeper.manager import operator_paused
 from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
 from orgkeeper.webhook_server import webhook_server
 
@@ -317,27 +315,6 @@ def test_leader_election_flags_and_variables(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_user_agent_names_the_replica() -> None:
     assert user_agent("0.1.0", "replica-a") == "orgkeeper/0.1.0 (replica-a)"
-
-
-@run_async
-async def test_the_operator_pause_of_kopf_is_found_and_pauses_it() -> None:
-    """kopf keeps its operator-wide pause to itself; leader election finds it (kopf is pinned)."""
-    stop = asyncio.Event()
-    existing = asyncio.all_tasks()
-    tasks = list(
-        await kopf.spawn_tasks(registry=kopf.OperatorRegistry(), clusterwide=True, stop_flag=stop)
-    )
-    try:
-        paused = operator_paused(tasks)
-        assert paused.is_off()
-        toggle = await paused.make_toggle(True, name="not the leader")
-        assert paused.is_on()
-        await toggle.turn_to(False)
-        assert paused.is_off()
-    finally:
-        for task in asyncio.all_tasks() - existing - {asyncio.current_task()}:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Secrets:

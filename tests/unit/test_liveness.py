@@ -390,8 +390,8 @@ def test_a_turn_writes_whole_memberships_within_the_budget_new_ones_first() -> N
             "spec": {"email": f"m{index}@x.test", "teams": []},
             "status": status,
         }
-        runtime.members.observe(body)
-    members = runtime.members.in_namespace("org-x")
+        runtime.caches.members.observe(body)
+    members = runtime.caches.members.in_namespace("org-x")
     plan = plan_memberships(None, members, [], sso_prefix="oidc:", now=datetime.now(UTC))
 
     async def turn() -> bool:

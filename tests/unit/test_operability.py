@@ -158,13 +158,13 @@ def test_only_an_unowned_org_namespace_labelled_for_the_org_is_made_for_it() -> 
 
 def test_a_membership_change_in_a_namespace_without_an_org_loop_is_kept_for_pending() -> None:
     runtime = Runtime(kube=MagicMock(), settings=Settings())
-    runtime.trigger("acme")  # acme's loop runs
-    runtime.namespace_changed("org-acme")
-    runtime.namespace_changed("org-ghost")
-    runtime.namespace_changed("default")
-    assert runtime.unserved == {"org-ghost"}
-    assert runtime.unserved_changed.is_set()
-    assert runtime.trigger("acme").is_set()
+    runtime.wakes.trigger("acme")  # acme's loop runs
+    runtime.member_changed("org-acme")
+    runtime.member_changed("org-ghost")
+    runtime.member_changed("default")
+    assert runtime.wakes.unserved == {"org-ghost"}
+    assert runtime.wakes.unserved_changed.is_set()
+    assert runtime.wakes.trigger("acme").is_set()
 
 
 def test_memberships_outside_org_namespaces_are_refused_by_an_installed_policy() -> None:

@@ -62,7 +62,7 @@ def create(kube: FakeKube) -> tuple[bool, list[Failure], Runtime]:
 
 
 def emails(runtime: Runtime) -> dict[str, str]:
-    return {m.name: m.email for m in runtime.members.in_namespace("org-acme")}
+    return {m.name: m.email for m in runtime.caches.members.in_namespace("org-acme")}
 
 
 def test_the_owner_s_membership_is_made_under_its_name() -> None:

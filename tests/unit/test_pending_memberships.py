@@ -75,10 +75,10 @@ def member(name: str, namespace: str) -> dict[str, Any]:
 def runtime_with(kube: FakeKube, *members: dict[str, Any], region: str | None = "eu") -> Runtime:
     runtime = Runtime(kube=MagicMock(), settings=Settings(region=region))
     runtime.kube = kube  # type: ignore[assignment]
-    for informer in runtime.informers():
+    for informer in runtime.caches.informers():
         informer.synced.set()
     for body in members:
-        runtime.members.observe(body)
+        runtime.caches.members.observe(body)
     return runtime
 
 
@@ -105,13 +105,13 @@ def test_the_leader_marks_memberships_of_a_missing_org_pending() -> None:
     runtime = runtime_with(kube, member("carol", "org-ghost"), member("dan", "org-ghost"))
 
     async def scenario() -> None:
-        runtime.namespace_changed("org-ghost")
+        runtime.member_changed("org-ghost")
         await settle(kube, 2)
         # Told again: the status taken in from the write's answer is already right.
-        runtime.namespace_changed("org-ghost")
+        runtime.member_changed("org-ghost")
         await asyncio.sleep(0.1)
 
-    runtime.bindings.observe(
+    runtime.caches.bindings.observe(
         {"metadata": {"name": "carol-portal-admin", "namespace": "org-ghost"}, "subjects": []}
     )
     asyncio.run(run_loop(runtime, scenario))
@@ -133,7 +133,7 @@ def test_a_follower_writes_nothing_until_it_leads() -> None:
 
     async def scenario() -> None:
         nonlocal leads
-        runtime.namespace_changed("org-ghost")
+        runtime.member_changed("org-ghost")
         await asyncio.sleep(0.2)
         assert kube.patched == []
         leads = True  # it takes the Lease: the namespace it kept is served
@@ -146,25 +146,25 @@ def test_a_follower_writes_nothing_until_it_leads() -> None:
 def test_a_deleted_orgs_namespace_is_looked_at() -> None:
     runtime = runtime_with(FakeKube())
     body = {"metadata": {"name": "gone"}, "spec": {"region": "eu", "owner": "o@gone.example"}}
-    runtime.organizations.observe(body)
-    runtime.org_changed("gone")
-    assert runtime.unserved == set(), "it exists"
-    runtime.organizations.forget("", "gone")
-    runtime.org_changed("gone")
-    assert runtime.unserved == {"org-gone"}
+    runtime.caches.organizations.observe(body)
+    runtime.organization_cached("gone")
+    assert runtime.wakes.unserved == set(), "it exists"
+    runtime.caches.organizations.forget("", "gone")
+    runtime.organization_cached("gone")
+    assert runtime.wakes.unserved == {"org-gone"}
 
 
 def test_an_existing_org_in_any_region_or_a_deleted_one_is_left_alone() -> None:
     kube = FakeKube()
     kube.namespace_owners["org-gone"] = [SimpleNamespace(kind="Organization")]
     runtime = runtime_with(kube, member("erin", "org-us"), member("finn", "org-gone"))
-    runtime.organizations.observe(
+    runtime.caches.organizations.observe(
         {"metadata": {"name": "us"}, "spec": {"region": "us", "owner": "o@us.example"}}
     )
 
     async def scenario() -> None:
-        runtime.namespace_changed("org-us")  # served by the us operator, not this eu one
-        runtime.namespace_changed("org-gone")  # its org was deleted: going with it
+        runtime.member_changed("org-us")  # served by the us operator, not this eu one
+        runtime.member_changed("org-gone")  # its org was deleted: going with it
         await asyncio.sleep(0.2)
 
     asyncio.run(run_loop(runtime, scenario))
@@ -191,13 +191,13 @@ def test_a_regional_operator_leaves_namespaces_not_known_to_be_its_own() -> None
     kube = FakeKube()
     kube.namespace_labels["org-theirs"] = {names.LABEL_REGION: "us"}
     runtime = runtime_with(kube, member("gia", "org-unknown"), member("hal", "org-theirs"))
-    runtime.bindings.observe(
+    runtime.caches.bindings.observe(
         {"metadata": {"name": "gia-portal-admin", "namespace": "org-unknown"}, "subjects": []}
     )
 
     async def scenario() -> None:
-        runtime.namespace_changed("org-unknown")
-        runtime.namespace_changed("org-theirs")
+        runtime.member_changed("org-unknown")
+        runtime.member_changed("org-theirs")
         await asyncio.sleep(0.2)
 
     asyncio.run(run_loop(runtime, scenario))
@@ -211,12 +211,12 @@ def test_an_org_the_cache_has_not_seen_yet_is_left_to_its_own_loop(region: str |
     kube.namespace_labels["org-lagging"] = EU  # even labelled for this region
     kube.organizations.add("lagging")
     runtime = runtime_with(kube, member("ivy", "org-lagging"), region=region)
-    runtime.bindings.observe(
+    runtime.caches.bindings.observe(
         {"metadata": {"name": "ivy-portal-admin", "namespace": "org-lagging"}, "subjects": []}
     )
 
     async def scenario() -> None:
-        runtime.namespace_changed("org-lagging")
+        runtime.member_changed("org-lagging")
         await asyncio.sleep(0.2)
 
     asyncio.run(run_loop(runtime, scenario))
@@ -228,7 +228,7 @@ def test_the_namespace_of_an_org_served_here_is_marked_once_it_is_deleted() -> N
     it knows the namespace is eu's; an operator that never served it doesn't."""
     kube = FakeKube()
     runtime = runtime_with(kube, member("jo", "org-left"))
-    runtime.trigger("left")  # the org's loop ran here
+    runtime.wakes.trigger("left")  # the org's loop ran here
     stranger = runtime_with(FakeKube())
 
     async def scenario() -> None:
@@ -238,5 +238,5 @@ def test_the_namespace_of_an_org_served_here_is_marked_once_it_is_deleted() -> N
 
     asyncio.run(run_loop(runtime, scenario))
     assert [name for _, name, _ in kube.patched] == ["jo"]
-    assert runtime.released == set(), "forgotten once served"
-    assert stranger.released == stranger.unserved == set()
+    assert runtime.wakes.released == set(), "forgotten once served"
+    assert stranger.wakes.released == stranger.wakes.unserved == set()

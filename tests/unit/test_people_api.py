@@ -286,7 +286,7 @@ def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_s
     theirs = next(f"o{i}" for i in range(100) if not shard.serves(f"o{i}"))
     runtime = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings(shard=shard))
     for name in (mine, theirs, "forged"):
-        runtime.organizations._take({"type": "ADDED", "object": org_body(name)})
+        runtime.caches.organizations._take({"type": "ADDED", "object": org_body(name)})
     asked: list[tuple[Any, ...]] = []
 
     async def run_review(call: Any, *args: Any) -> list[dict[str, Any]]:
@@ -299,7 +299,7 @@ def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_s
         ]
 
     runtime.kube.run_review = run_review  # type: ignore[method-assign,assignment]
-    answer = asyncio.run(runtime.my_organizations("alice@x.test"))
+    answer = asyncio.run(runtime.caches.my_organizations("alice@x.test"))
     assert names_of(answer) == sorted([mine, theirs])
     selector = f"{names.LABEL_EMAIL_HASH}={names.email_hash('alice@x.test')}"
     assert asked == [("list_memberships", None, selector)]

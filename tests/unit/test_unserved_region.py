@@ -54,7 +54,7 @@ def _create(region: str, leases: dict[str, Any]) -> list[str]:
 
     kube.run = run
     runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings(region="us"))
-    for informer in runtime.informers():
+    for informer in runtime.caches.informers():
         informer.synced.set()
     warnings: list[str] = []
     spec = {"displayName": "A", "plan": "Free", "region": region, "owner": "o@a.test"}
@@ -101,9 +101,9 @@ def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
     kube.run = run
     settings = Settings(region="us", leader_elect=leader_elect)
     runtime = Runtime(kube=cast(KubeApi, kube), settings=settings)
-    runtime.organizations.observe(body)
-    runtime.org_changed("a")
-    asyncio.run(organization.tell_unserved(runtime, runtime.unreconciled_elsewhere))
+    runtime.caches.organizations.observe(body)
+    runtime.organization_cached("a")
+    asyncio.run(organization.tell_unserved(runtime, runtime.wakes.unreconciled_elsewhere))
     return written
 
 

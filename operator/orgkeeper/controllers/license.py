@@ -67,7 +67,7 @@ async def reconcile_licenses(
     # Where the statuses say copies are, and where the last reconcile left them.
     recorded: dict[str, set[str]] = {
         product: recorded_copies(licenses, product)
-        | runtime.copies.get((organization, product), frozenset())
+        | runtime.memory.copies.get((organization, product), frozenset())
         for product in PRODUCTS
     }
     wanted = copies_to_read(
@@ -301,9 +301,9 @@ async def _deliver(
     )
     held = (owner.name, copies.product)
     if delivery.namespaces:
-        runtime.copies[held] = frozenset(delivery.namespaces)
+        runtime.memory.copies[held] = frozenset(delivery.namespaces)
     else:
-        runtime.copies.pop(held, None)
+        runtime.memory.copies.pop(held, None)
     return Delivered(delivery, failures, notice)
 
 

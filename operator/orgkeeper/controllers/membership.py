@@ -52,13 +52,13 @@ async def _owner_membership(runtime: Runtime, namespace: str, owner: OwnerMember
     if written is None:  # the name is taken
         found = await kube.run(kube.read_membership, namespace, member.name)
         if found is not None and same_email((found.get("spec") or {}).get("email"), member.email):
-            runtime.members.observe(found)
+            runtime.caches.members.observe(found)
             return
         generated = {"generateName": f"{member.name}-", "labels": dict(owner.labels)}
         beside = {**body, "metadata": generated}
         written = await kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, beside)
     if written is not None:
-        runtime.members.observe(written)
+        runtime.caches.members.observe(written)
 
 
 async def sync_memberships(
@@ -108,7 +108,7 @@ async def sync_memberships(
         owner = OwnerRef(API_VERSION, MEMBERSHIP.kind, record.name, record.uid)
         create = kube.run(kube.create_member_binding, namespace, binding, owner)
         target = Target(f"RoleBinding {namespace}/{binding.name}", (_membership(record),))
-        rbac.append((target, _taken_in(runtime.bindings, create)))
+        rbac.append((target, _taken_in(runtime.caches.bindings, create)))
         rbac_of.append(record.name)
     for binding_name in plan.stale_bindings:
         if f"{STALE}{binding_name}" not in now:
@@ -129,7 +129,7 @@ async def sync_memberships(
             label = kube.run(
                 kube.patch_labels, MEMBERSHIP.plural, namespace, record.name, dict(labels)
             )
-            writes.append((target, _taken_in(runtime.members, label)))
+            writes.append((target, _taken_in(runtime.caches.members, label)))
         if record.name in unbound:
             continue  # its status waits until its RoleBindings are written (the org says why)
         patch = patches[record.name]
@@ -137,7 +137,7 @@ async def sync_memberships(
             status_write = kube.run(
                 kube.patch_status, MEMBERSHIP.plural, record.name, patch, record.namespace
             )
-            writes.append((target, _taken_in(runtime.members, status_write)))
+            writes.append((target, _taken_in(runtime.caches.members, status_write)))
     await attempt(writes, failures)
     return more
 
@@ -146,11 +146,11 @@ async def mark_pending(runtime: Runtime, namespace: str, now: datetime) -> list[
     """The Memberships of org-<name> while no Organization <name> exists: `Pending`, with a
     Ready=False condition saying why, and no member RoleBinding (left in a namespace made for
     an org that was then deleted). Once the org exists, its own reconcile takes over."""
-    memberships = runtime.members.in_namespace(namespace)
+    memberships = runtime.caches.members.in_namespace(namespace)
     plan = plan_memberships(
         None,
         memberships,
-        runtime.bindings.in_namespace(namespace),
+        runtime.caches.bindings.in_namespace(namespace),
         sso_prefix=runtime.settings.sso_username_prefix,
         now=now,
     )
@@ -176,7 +176,7 @@ def _membership(record: MemberRecord) -> dict[str, Any]:
 
 async def _deleted_binding(runtime: Runtime, namespace: str, name: str) -> None:
     await runtime.kube.run(runtime.kube.delete_role_binding, namespace, name)
-    runtime.bindings.forget(namespace, name)
+    runtime.caches.bindings.forget(namespace, name)
 
 
 async def _taken_in(informer: Informer[Any], write: Awaitable[Mapping[str, Any] | None]) -> None:

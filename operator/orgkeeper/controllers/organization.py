@@ -67,7 +67,7 @@ async def reconcile_organization(
     if meta.get("deletionTimestamp"):
         return []  # going away: the delete handler withdraws, garbage collection does the rest
     name, generation = meta["name"], int(meta.get("generation", 0))
-    runtime.unfinished.discard(name)  # this turn says again whether work is left
+    runtime.wakes.unfinished.discard(name)  # this turn says again whether work is left
     version: str | None = meta.get("resourceVersion")
     current_status = dict(body.get("status") or {})
     now = now_utc()
@@ -131,7 +131,7 @@ async def reconcile_organization(
     told, licensed, licenses_due = await _apply(
         runtime, plan, cached, owner_ref, namespace_object, failures, changed_at=changed_at
     )
-    runtime.schedule(name, (next_due(plan), licenses_due))
+    runtime.wakes.schedule(name, (next_due(plan), licenses_due))
     events += told
     ignored = [w for w in cached.workloads if w.namespace not in plan.owned_namespaces]
     events += _warnings(runtime, name, owner_ref.uid, ignored, failures)
@@ -140,7 +140,7 @@ async def reconcile_organization(
         owner_membership_created=owner_membership_created,
         failed=tuple(f.describe() for f in failures),
         licenses=licensed,
-        complete=name not in runtime.unfinished,
+        complete=name not in runtime.wakes.unfinished,
     )
     desired = organization_status(plan, applied)
     await _write_status(runtime, name, desired, current_status, version=version, now=now)
@@ -179,7 +179,7 @@ async def _apply(
             failures,
             budget=runtime.settings.writes_per_turn,
         ):
-            runtime.unfinished.add(name)  # the rest at its next turn, behind waiting orgs
+            runtime.wakes.unfinished.add(name)  # the rest at its next turn, behind waiting orgs
         await create_licenses(runtime, namespace, owner, plan.namespace.licenses, failures)
     await sync_workloads(runtime, served, plan.workloads, failures)
     failed = {failure.target.what for failure in failures}
@@ -305,7 +305,7 @@ async def sync_workloads(
 
 def namespace_holder(runtime: Runtime, namespace: str) -> str | None:
     """The org a labelled namespace belongs to (its owner, else its label), if any."""
-    record = runtime.namespaces.get("", namespace)
+    record = runtime.caches.namespaces.get("", namespace)
     if record is None:
         return None
     return record.owners[0][0] if record.owners else record.organization
@@ -330,11 +330,11 @@ def _warnings(
         failed_write(organization, f.target.what, f.reason, f.describe(), f.target.involved)
         for f in failures
     ]
-    events, now_told = tell_once(runtime.told.get(organization, frozenset()), troubles)
+    events, now_told = tell_once(runtime.memory.told.get(organization, frozenset()), troubles)
     if now_told:
-        runtime.told[organization] = now_told
+        runtime.memory.told[organization] = now_told
     else:
-        runtime.told.pop(organization, None)
+        runtime.memory.told.pop(organization, None)
     return events
 
 

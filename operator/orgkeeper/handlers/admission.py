@@ -63,7 +63,7 @@ def _refuse(message: str | None) -> None:
 async def _synced(runtime: Runtime) -> None:
     """Refuses (503) until the Organization and Membership caches hold the whole cluster (the
     Memberships: this shard's)."""
-    for informer in (runtime.organizations, runtime.members):
+    for informer in (runtime.caches.organizations, runtime.caches.members):
         if not await informer.wait_synced(CACHE_WAIT_SECONDS):
             raise kopf.AdmissionError(
                 f"orgkeeper is still loading {informer.what} after a start, and checks this "
@@ -77,7 +77,7 @@ async def _members(runtime: Runtime, namespace: str) -> list[Member]:
     shard holds only its orgs' Memberships; any replica of any shard answers admission). The
     read is served from the API server's watch cache, and sees what the informer would."""
     if runtime.settings.shard.serves_namespace(namespace):
-        return [record.member() for record in runtime.members.in_namespace(namespace)]
+        return [record.member() for record in runtime.caches.members.in_namespace(namespace)]
     kube = runtime.kube
     try:
         bodies = await kube.run_review(kube.list_memberships, namespace)
@@ -94,7 +94,7 @@ def _owned_by(runtime: Runtime, email: str) -> list[str]:
     """The Organizations whose Owner (effective, else asked for) is `email`."""
     return [
         record.name
-        for record in runtime.organizations.in_namespace("")
+        for record in runtime.caches.organizations.in_namespace("")
         if record.owner is not None and same_email(record.owner, email)
     ]
 
@@ -103,7 +103,7 @@ def _locking(runtime: Runtime, email: str) -> list[str]:
     """Deactivated orgs whose owner e-mail lock holds `email`."""
     return [
         record.name
-        for record in runtime.organizations.in_namespace("")
+        for record in runtime.caches.organizations.in_namespace("")
         if record.owner_email_locked and same_email(record.owner, email)
     ]
 
@@ -115,7 +115,7 @@ async def _is_support(
     (reviews.py): the webhook port is open, and a review posted to it names any user it likes.
     For an update (`known`), an org the cache doesn't hold is one the API server is not
     updating (the cache holds them all): nothing to ask."""
-    if known and runtime.organizations.get("", name) is None:
+    if known and runtime.caches.organizations.get("", name) is None:
         return False
     kube = runtime.kube
     try:
@@ -238,7 +238,7 @@ async def validate_membership(
     await _synced(runtime)
     organization = names.organization_of_namespace(namespace)
     org: OrgRecord | None = (
-        runtime.organizations.get("", organization) if organization is not None else None
+        runtime.caches.organizations.get("", organization) if organization is not None else None
     )
     if org is None or org.deleting:
         return  # no org (the cache holds them all), or it is going away: nothing to protect

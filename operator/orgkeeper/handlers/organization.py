@@ -19,6 +19,7 @@ from ..controllers.organization import Cached, namespace_holder, reconcile_organ
 from ..controllers.records import WorkloadRecord, values
 from ..controllers.runtime import Runtime
 from ..controllers.writes import Failure, Target, attempt, explain, now_utc
+from ..domain import wakes
 from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, ignored_message, owned_namespaces, release_labels, to_release
@@ -66,8 +67,8 @@ async def post(runtime: Runtime, body: kopf.Body, events: list[Event]) -> None:
     also in org-<name> once it is the org's), each lifecycle transition once. Posting is a
     write (the leader's); one that fails is logged, never retried."""
     name = body["metadata"]["name"]
-    keep, runtime.transitions[name] = untold_transitions(
-        runtime.transitions.get(name), (event.reason for event in events)
+    keep, runtime.memory.transitions[name] = untold_transitions(
+        runtime.memory.transitions.get(name), (event.reason for event in events)
     )
     kube = runtime.kube
     for event, new in zip(events, keep, strict=True):
@@ -120,36 +121,48 @@ async def organization_loop(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """Reconciles whenever poked, when a time rule is due (Runtime.due), and every check
-    interval to repair drift."""
+    """Reconciles whenever poked, when a time rule is due (Wakeups.due), and every check
+    interval to repair drift (what wakes it: domain/wakes.py)."""
     runtime: Runtime = memo.runtime
-    trigger = runtime.trigger(name)
+    # Set once the leader-only part is told to stop (manager.py): kopf's workers still finish
+    # the events they hold, which may spawn loops; those end at once, the others at their turn.
+    ending: asyncio.Event = memo.get("term_ending") or asyncio.Event()
+    if ending.is_set():
+        return
+    trigger = runtime.wakes.trigger(name)
     try:
-        await _serve(runtime, name, body, trigger, kwargs)
+        await _serve(runtime, name, body, trigger, ending, kwargs)
     finally:
         # Deleted while a reconcile ran: what it recorded after the deletion was forgotten
         # (Events told, times due, counts, metrics) is forgotten now, or the operator would
-        # keep something of every org it ever served. (Paused as a follower, or the name
+        # keep something of every org it ever served. (Stopped as a follower, or the name
         # already taken by a new Organization: kept.)
-        if name not in runtime.triggers:
+        if name not in runtime.wakes.triggers:
             runtime.forget(name)
 
 
 async def _serve(
-    runtime: Runtime, name: str, body: kopf.Body, trigger: asyncio.Event, kwargs: dict[str, Any]
+    runtime: Runtime,
+    name: str,
+    body: kopf.Body,
+    trigger: asyncio.Event,
+    ending: asyncio.Event,
+    kwargs: dict[str, Any],
 ) -> None:
     interval = runtime.settings.check_interval.total_seconds()
     trigger.set()
     backoff = 1.0
-    await runtime.caches_synced()  # an empty cache would look like members gone
+    await runtime.caches.synced()  # an empty cache would look like members gone
     await _label_slot(runtime, name, body)
     while True:
         with contextlib.suppress(TimeoutError):
-            timeout = runtime.take_wait(name, interval, now_utc())
+            timeout = runtime.wakes.take_wait(name, interval, now_utc())
             await asyncio.wait_for(trigger.wait(), timeout=timeout)
+        if ending.is_set():
+            return
         trigger.clear()
         async with runtime.reconcile_slots:
-            changed_at = runtime.take_change_time(name)
+            changed_at = runtime.wakes.take_change_time(name)
             started = time.monotonic()
             try:
                 events = await reconcile_organization(
@@ -167,18 +180,24 @@ async def _serve(
                     reason, detail = explain(error)
                     message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
                     await post(runtime, body, [Event("Warning", "ReconcileFailed", message)])
-        if name in runtime.unfinished:
-            trigger.set()  # its turn is over: the rest once the orgs waiting had theirs
-        if events is None:
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+        # Writes left: the rest once the orgs waiting had their turn; failed: a backoff.
+        turn = wakes.after_turn(
+            failed=events is None,
+            unfinished=name in runtime.wakes.unfinished,
+            backoff=backoff,
+            max_backoff=MAX_BACKOFF,
+        )
+        if turn.sleep:
+            await asyncio.sleep(turn.sleep)
+        if turn.again:
             trigger.set()
+        backoff = turn.backoff
+        if events is None:
             continue
         runtime.metrics.reconciles.labels(ORGANIZATION.kind, "success").inc()
         runtime.metrics.reconcile_seconds.labels(ORGANIZATION.kind).observe(
             time.monotonic() - started
         )
-        backoff = 1.0
         await post(runtime, body, events)
 
 
@@ -204,7 +223,7 @@ async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kw
     owner = owner_of(ORGANIZATION.kind, body)
     spec_owner = str((body.get("spec") or {}).get("owner") or "")
     namespace = names.org_namespace(name)
-    claims = [record.claim() for record in runtime.claimed(name)]
+    claims = [record.claim() for record in runtime.caches.claimed(name)]
     owned = owned_namespaces(name, owner.uid, spec_owner, claims, org_namespace_owned=True)
     licenses = values(kwargs["licenses_by_namespace"], namespace)
     recorded = {ns for product in PRODUCTS for ns in recorded_copies(licenses, product)}
@@ -257,21 +276,21 @@ async def pending_memberships(runtime: Runtime) -> None:
     follower keeps the namespaces it was told about until it leads (checked every few seconds).
     An Organization in another region is served by that region's operator, so it is left alone;
     a regional operator acts only on namespaces it knows are of its region (_pending_here)."""
-    await runtime.caches_synced()
+    await runtime.caches.synced()
     while True:
         leading = runtime.kube.write_gate is None or runtime.kube.write_gate()
-        if not (leading and runtime.unserved):
-            recheck = PENDING_RECHECK if runtime.unserved else None
+        if not (leading and runtime.wakes.unserved):
+            recheck = PENDING_RECHECK if runtime.wakes.unserved else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runtime.unserved_changed.wait(), timeout=recheck)
-            runtime.unserved_changed.clear()
+                await asyncio.wait_for(runtime.wakes.unserved_changed.wait(), timeout=recheck)
+            runtime.wakes.unserved_changed.clear()
             continue
-        namespaces, runtime.unserved = runtime.unserved, set()
+        namespaces, runtime.wakes.unserved = runtime.wakes.unserved, set()
         for namespace in sorted(namespaces):
             organization = names.organization_of_namespace(namespace) or ""
             if not runtime.settings.shard.serves(organization):
                 continue  # another shard's (--shard): it marks its own
-            held = runtime.organizations.get("", organization)
+            held = runtime.caches.organizations.get("", organization)
             if held is not None and not runtime.serves_region(held.region):
                 continue  # its region's operator serves it
             retry = False
@@ -282,10 +301,10 @@ async def pending_memberships(runtime: Runtime) -> None:
                 log.warning("Memberships in %s: marking them Pending failed: %s", namespace, error)
                 retry = True
             if retry:
-                runtime.unserved.add(namespace)
+                runtime.wakes.unserved.add(namespace)
             else:
-                runtime.released.discard(namespace)
-        if runtime.unserved:
+                runtime.wakes.released.discard(namespace)
+        if runtime.wakes.unserved:
             await asyncio.sleep(PENDING_RECHECK)  # what failed is tried again, not at once
 
 
@@ -305,7 +324,7 @@ async def _pending_here(runtime: Runtime, namespace: str, organization: str, hel
     labels = found.metadata.labels or {}
     if held:
         return bool(labels.get(names.LABEL_RELEASED_FROM))
-    served_here = namespace in runtime.released
+    served_here = namespace in runtime.wakes.released
     if not marks_pending_here(runtime.settings.region, labels, served_here):
         return False
     return await kube.run(kube.read_organization, organization) is None
@@ -316,13 +335,13 @@ def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> C
     are counted as the org's, so that one leaving wakes it."""
     namespace = names.org_namespace(organization)
     workloads = _workloads(indexes, organization)
-    runtime.count_workloads(organization, (w.uid for w in workloads))
+    runtime.wakes.count_workloads(organization, (w.uid for w in workloads))
     return Cached(
-        members=runtime.members.in_namespace(namespace),
-        bindings=runtime.bindings.in_namespace(namespace),
+        members=runtime.caches.members.in_namespace(namespace),
+        bindings=runtime.caches.bindings.in_namespace(namespace),
         licenses=values(indexes["licenses_by_namespace"], namespace),
         workloads=workloads,
-        claims=runtime.claimed(organization),
+        claims=runtime.caches.claimed(organization),
     )
 
 
@@ -337,10 +356,7 @@ def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecor
 # Event handlers and indexes are async: kopf runs sync ones in worker threads, and a poke
 # sets an asyncio.Event, which only the event loop's own thread may do.
 async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        memo.runtime.forget(name)
-    else:
-        memo.runtime.poke(name)
+    memo.runtime.wake(wakes.organization_event(name, deleted=type == "DELETED"))
 
 
 async def tell_unserved_regions(runtime: Runtime) -> None:
@@ -350,25 +366,25 @@ async def tell_unserved_regions(runtime: Runtime) -> None:
     writes: a follower keeps the orgs it was told about until it leads (checked every few
     seconds). The first operator of the region to reconcile the org writes its whole status
     over this."""
-    await runtime.caches_synced()
+    await runtime.caches.synced()
     while True:
         leading = runtime.kube.write_gate is None or runtime.kube.write_gate()
-        if not (leading and runtime.unreconciled_elsewhere):
-            recheck = PENDING_RECHECK if runtime.unreconciled_elsewhere else None
+        if not (leading and runtime.wakes.unreconciled_elsewhere):
+            recheck = PENDING_RECHECK if runtime.wakes.unreconciled_elsewhere else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    runtime.unreconciled_elsewhere_changed.wait(), timeout=recheck
+                    runtime.wakes.unreconciled_elsewhere_changed.wait(), timeout=recheck
                 )
-            runtime.unreconciled_elsewhere_changed.clear()
+            runtime.wakes.unreconciled_elsewhere_changed.clear()
             continue
-        taken, runtime.unreconciled_elsewhere = runtime.unreconciled_elsewhere, set()
+        taken, runtime.wakes.unreconciled_elsewhere = runtime.wakes.unreconciled_elsewhere, set()
         await tell_unserved(runtime, taken)
 
 
 async def tell_unserved(runtime: Runtime, organizations: Iterable[str]) -> None:
     """One pass of tell_unserved_regions over the orgs it was told about."""
     for name in sorted(organizations):
-        record = runtime.organizations.get("", name)
+        record = runtime.caches.organizations.get("", name)
         if record is None or record.reconciled:
             continue
         try:
@@ -419,7 +435,7 @@ async def license_changed(
     if not organization:
         return
     runtime: Runtime = memo.runtime
-    runtime.poke(organization)
+    runtime.wake(wakes.license_event(namespace))
     wanted = names.shard_slot_label(organization)
     if type == "DELETED" or all(labels.get(k) == v for k, v in wanted.items()):
         return
@@ -434,7 +450,7 @@ def labelled_or_counted(labels: kopf.Labels, uid: str | None, memo: kopf.Memo, *
     """kopf filters labels on the new body only: a workload whose org label went must still
     reach workload_changed if an org counted it."""
     runtime: Runtime = memo.runtime
-    return bool(labels.get(names.LABEL_ORGANIZATION)) or uid in runtime.counted_by
+    return bool(labels.get(names.LABEL_ORGANIZATION)) or uid in runtime.wakes.counted_by
 
 
 async def workload_changed(
@@ -447,7 +463,7 @@ async def workload_changed(
     **_: Any,
 ) -> None:
     """A workload labelled with an org changed, or left the org that counted it: each org
-    concerned reconciles (counts, freeze, licenses); see Runtime.workload_wakes.
+    concerned reconciles (counts, freeze, licenses); see domain/wakes.py: workload_event.
 
     A label naming no org served here wakes nothing and is remembered nowhere. A workload in a
     namespace the org can't own is told why it is ignored (tell_ignored), whether or not the
@@ -456,10 +472,13 @@ async def workload_changed(
     runtime: Runtime = memo.runtime
     organization = labels.get(names.LABEL_ORGANIZATION) or None
     deleted = type == "DELETED"
-    wakes = runtime.workload_wakes(uid or "", namespace or "", organization, deleted=deleted)
-    for woken in wakes:
-        runtime.poke(woken)
-    foreign = organization and not runtime.may_own(organization, namespace or "")
+    claims = runtime.caches.claims
+    runtime.wake(
+        runtime.wakes.workload_wakes(
+            uid or "", namespace or "", organization, deleted=deleted, claims=claims
+        )
+    )
+    foreign = organization and not runtime.caches.may_own(organization, namespace or "")
     foreign = foreign and runtime.settings.shard.serves(str(organization))  # told by its shard
     if foreign and body is not None and not deleted:
         await tell_ignored(runtime, str(organization), body)

@@ -1,5 +1,6 @@
-"""The startup handlers: every kopf setting, the signing key, the webhook server, the health
-and metrics endpoints, and the background tasks (informers, memory trimming, the CA keeper)."""
+"""The startup handlers of the operator's two kopf parts (manager.py): every kopf setting; on
+every replica the webhook server, the health and metrics endpoints and the background tasks
+(informers, memory trimming, the CA keeper); for the leader, kopf's persistence and watches."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from .. import names
 from ..controllers.runtime import Runtime
-from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
+from ..controllers.signing import load_or_create_webhook_authority
 from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
 from ..kube import (
     UNGATED_RESOURCES,
@@ -49,15 +50,14 @@ logger = logging.getLogger(__name__)
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register_always_on(registry: kopf.OperatorRegistry) -> None:
+    """The startup and cleanup of the part every replica runs (manager.py): kopf's admission
+    server, the caches (informers), the endpoints, the people API and the CA keeper."""
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
-        configure_kopf(settings, runtime.settings, shared_authority(runtime))
-        if not runtime.settings.leader_elect:  # else the leader loads it on taking the Lease
-            runtime.signing_key = load_or_create_signing_key(
-                runtime.kube, runtime.settings.namespace
-            )
+        configure_admission(settings, runtime.settings, shared_authority(runtime))
 
     @kopf.on.startup(registry=registry)
     async def start_background_tasks(
@@ -67,14 +67,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         use_full_default_executor(asyncio.get_running_loop())  # asyncio.to_thread's threads
         tasks = [
             asyncio.create_task(informer.run(), name=f"informer of {informer.what}")
-            for informer in runtime.informers()
+            for informer in runtime.caches.informers()
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
         pending = pending_memberships(runtime)
         tasks.append(asyncio.create_task(pending, name="pending memberships"))
         unserved = tell_unserved_regions(runtime)
         tasks.append(asyncio.create_task(unserved, name="unserved regions"))
-        synced = asyncio.create_task(runtime.caches_synced(), name="caches synced")
+        synced = asyncio.create_task(runtime.caches.synced(), name="caches synced")
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
         server = settings.admission.server
@@ -122,6 +122,21 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     error,
                 )
 
+    register_login(registry)
+
+
+def register_leader_only(registry: kopf.OperatorRegistry) -> None:
+    """The startup of the part only the leader runs (manager.py): kopf's persistence and what
+    it watches, for the reconcile loops, the event handlers and the indexes."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure_kopf(settings, memo.runtime.settings)
+
+    register_login(registry)
+
+
+def register_login(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.login(registry=registry)
     async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
         # The same credentials as the official client: in-cluster, else $KUBECONFIG.
@@ -262,7 +277,7 @@ async def serve_people(
         return None
     certificate, key = str(server.certfile), str(server.pkeyfile)
     context = people_tls(certificate, key, front_proxy)
-    app = people_app(runtime.my_organizations, ready, front_proxy)
+    app = people_app(runtime.caches.my_organizations, ready, front_proxy)
     runner = await serve(app, sock, context)
 
     def reload() -> None:
@@ -301,10 +316,8 @@ def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> N
     is what the org it left must hear (handlers/organization.py: workload_changed).
     """
     watching = kopf_settings.watching
-    watching.chunk_size = KOPF_CHUNK_SIZE
     for resource in WORKLOADS.values():
         watching.label_selectors[resource] = names.WORKLOAD_SELECTOR
-    watching.label_selectors[CRDS] = names.CRD_SELECTOR
     if settings.region is not None:
         watching.field_selectors[ORGANIZATIONS] = names.region_selector(settings.region)
     shard = settings.shard.selector()
@@ -313,17 +326,15 @@ def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> N
         watching.label_selectors[LICENSES] = shard
 
 
-def configure_kopf(
-    kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
-) -> None:
+# How long kopf's workers may finish the events they hold once the leader-only part is told
+# to stop: as long as a resigning leader waits for its writes in flight (manager.py), so that
+# kopf's own PATCHes on their way are answered, not cancelled, before the Lease is released.
+WORKERS_EXIT_SECONDS = 5.0
+
+
+def configure_common(kopf_settings: kopf.OperatorSettings) -> None:
+    """What both parts' kopf share: quiet refusals, no kopf Events, timeouts, CRDs watched."""
     log_refusals_as_info()
-    prefix = names.kopf_prefix(settings.region)
-    persistence = kopf_settings.persistence
-    persistence.finalizer = names.finalizer(settings.region)
-    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    persistence.diffbase_storage = SpecDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
     # The operator posts its own Events (kube.post_event: on the object concerned, where
     # `kubectl describe` finds them, once per transition). kopf's would go to `default` with
     # the wrong involvedObject, raw API errors included: its messages stay in the logs.
@@ -333,12 +344,34 @@ def configure_kopf(
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.reconnect_backoff = 1.0
+    kopf_settings.watching.chunk_size = KOPF_CHUNK_SIZE
+    kopf_settings.watching.label_selectors[CRDS] = names.CRD_SELECTOR
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """The leader-only part: kopf's persistence, what it watches, its workers."""
+    configure_common(kopf_settings)
+    prefix = names.kopf_prefix(settings.region)
+    persistence = kopf_settings.persistence
+    persistence.finalizer = names.finalizer(settings.region)
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    persistence.diffbase_storage = SpecDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
     kopf_settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    kopf_settings.queueing.exit_timeout = WORKERS_EXIT_SECONDS
     kopf_settings.execution.max_workers = 32
     select_served(kopf_settings, settings)
+
+
+def configure_admission(
+    kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
+) -> None:
+    """The always-on part: kopf's admission server (none with --webhook-mode off)."""
+    configure_common(kopf_settings)
     if settings.webhook_mode == "off":
         return
     if settings.webhook_mode == "managed":
         # One configuration per regional operator: they would overwrite each other's URL.
-        kopf_settings.admission.managed = prefix
+        kopf_settings.admission.managed = names.kopf_prefix(settings.region)
     kopf_settings.admission.server = webhook_server(settings, authority)
