@@ -1225,14 +1225,19 @@ class KubeApi:
                     found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
         return found
 
-    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
-        """Every Lease in `namespace` (the operator's: its shards' and regions'), paged."""
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Leases in `namespace` that `selector` selects (orgkeeper's: names.LEASE_SELECTOR),
+        paged."""
         coordination = client.CoordinationV1Api(self.api_client)
         found: list[dict[str, Any]] = []
         page: str | None = None
         while True:
             listed = coordination.list_namespaced_lease(
-                namespace, limit=LIST_PAGE_SIZE, _continue=page, _request_timeout=5.0
+                namespace,
+                label_selector=selector,
+                limit=LIST_PAGE_SIZE,
+                _continue=page,
+                _request_timeout=5.0,
             )
             found.extend(self.api_client.sanitize_for_serialization(item) for item in listed.items)
             page = listed.metadata._continue if listed.metadata else None

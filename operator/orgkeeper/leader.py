@@ -21,8 +21,9 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from . import names
 from .api.v1alpha1 import REGIONS
-from .domain.shards import lease_generation
+from .domain.shards import lease_generation, lease_scope
 from .kube import KubeApi, is_status
 from .settings import SettingError, Settings, lease_name
 
@@ -88,6 +89,14 @@ class LeaseRecord:
 def micro_time(at: datetime) -> str:
     """RFC 3339 with microseconds, as Kubernetes' MicroTime."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def labelled(metadata: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The Lease's metadata with orgkeeper's label (names.LABEL_LEASE: its scope), by which the
+    fence of shard counts and the start-up check of scopes select orgkeeper's Leases. A Lease
+    taken by an earlier version gets it at its next acquire or renewal (the same write)."""
+    labels = {**(metadata.get("labels") or {}), names.LABEL_LEASE: lease_scope(name)}
+    return {**metadata, "labels": labels}
 
 
 def held_until(record: LeaseRecord) -> datetime | None:
@@ -169,7 +178,9 @@ class Elector:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": config.name, "namespace": config.namespace},
+                "metadata": labelled(
+                    {"name": config.name, "namespace": config.namespace}, config.name
+                ),
                 "spec": record.to_spec(),
             }
             try:
@@ -194,7 +205,11 @@ class Elector:
             renew_time=now,
             transitions=current.transitions if mine else current.transitions + 1,
         )
-        body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
+        body = {
+            **lease,
+            "metadata": labelled(lease.get("metadata") or {}, config.name),
+            "spec": {**(lease.get("spec") or {}), **record.to_spec()},
+        }
         try:
             await kube.run_lease(kube.replace_lease, config.namespace, body, timeout)
         except ApiException as error:
@@ -294,8 +309,7 @@ def other_generation(kube: KubeApi, settings: Settings) -> str | None:
     shard of this count may not lead (README: Scaling out, changing N). Blocking."""
     base = lease_name(settings.region)
     now = datetime.now(UTC)
-    for lease in kube.list_leases(settings.namespace):
-        name = str(lease["metadata"]["name"])
+    for name, lease in _scope_leases(kube, settings.namespace, [base]).items():
         generation = lease_generation(name, base)
         if generation is None or generation == settings.shard.count:
             continue
@@ -327,21 +341,24 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
         others = [(lease_name(None), "every region")]
         me = f"serves region {settings.region} (--region)"
     now = datetime.now(UTC)
-    for name, serving in others:
-        try:
-            lease = kube.read_lease(settings.namespace, name, 10.0)
-        except ApiException as error:
-            # Without --leader-elect an operator may run without the Lease Role (older RBAC).
-            if is_status(error, 403) and not settings.leader_elect:
-                logger.warning(
-                    "Not allowed to read Lease %s/%s: can't check that no operator of another "
-                    "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
-                    settings.namespace,
-                    name,
-                )
-                return
-            raise
-        if lease is None:
+    try:
+        found = _scope_leases(kube, settings.namespace, [name for name, _ in others])
+    except ApiException as error:
+        # Without --leader-elect an operator may run without the Lease Role (older RBAC).
+        if is_status(error, 403) and not settings.leader_elect:
+            logger.warning(
+                "Not allowed to read Leases in %s: can't check that no operator of another "
+                "scope shares this cluster (grant the Role of manifests/rbac/operator.yaml).",
+                settings.namespace,
+            )
+            return
+        raise
+    for name, lease in found.items():
+        # Unsharded, or a shard of any count (`<scope>-shard-<i>-of-<N>`).
+        serving = next(
+            (what for base, what in others if lease_generation(name, base) is not None), None
+        )
+        if serving is None:
             continue
         record = LeaseRecord.of(lease)
         until = held_until(record)
@@ -353,6 +370,20 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
                 "all-regions operator and regional ones can't share a cluster: stop that one "
                 "or change this setting",
             )
+
+
+def _scope_leases(kube: KubeApi, namespace: str, scopes: list[str]) -> dict[str, dict[str, Any]]:
+    """The Leases in `namespace` by name: each unsharded one of these scopes read by name (one
+    taken by a version before the label has none yet), and every labelled one, of any scope and
+    shard count, in one LIST selected by names.LEASE_SELECTOR. Blocking."""
+    found: dict[str, dict[str, Any]] = {}
+    for scope in scopes:
+        lease = kube.read_lease(namespace, scope, 10.0)
+        if lease is not None:
+            found[scope] = lease
+    for lease in kube.list_leases(namespace, names.LEASE_SELECTOR):
+        found.setdefault(str(lease["metadata"]["name"]), lease)
+    return found
 
 
 def check_one_installation(kube: KubeApi, settings: Settings) -> None:

@@ -43,6 +43,10 @@ LABEL_SHARD_SLOT = "orgkeeper.dev/shard-slot"
 SHARD_SLOTS = 256
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 PART_OF = "orgkeeper"
+# On every leader-election Lease orgkeeper takes: its scope (`orgkeeper`, `orgkeeper-<region>`),
+# so that the fence of shard counts and the start-up check of scopes list orgkeeper's Leases
+# only, selected by the API server (leader.py).
+LABEL_LEASE = "orgkeeper.dev/lease"
 
 # What the API server selects for the operator (label and field selectors): it lists and watches
 # only these. The label keys are reserved by the policies of manifests/policies/.
@@ -50,6 +54,7 @@ WORKLOAD_SELECTOR = LABEL_ORGANIZATION  # workloads labelled for an org (any org
 MEMBER_BINDING_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_MEMBERSHIP}"
 NAMESPACE_SELECTOR = LABEL_ORGANIZATION
 CRD_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"  # kopf notices orgkeeper's own CRDs only
+LEASE_SELECTOR = LABEL_LEASE  # orgkeeper's Leases in its namespace, of every scope and count
 # Organizations carry spec.region as a selectable field (crds/): a regional operator's kopf
 # watches only its region's.
 REGION_FIELD = "spec.region"

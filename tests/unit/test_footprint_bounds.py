@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,8 +23,8 @@ from orgkeeper import names
 from orgkeeper.controllers.records import BindingRecord, WorkloadRecord
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.shards import Shard
+from orgkeeper.handlers import organization
 from orgkeeper.handlers.indexes import WORKLOADS
-from orgkeeper.handlers.organization import organization_loop
 from orgkeeper.handlers.startup import KOPF_CHUNK_SIZE, SpecDiffBaseStorage, configure_kopf
 from orgkeeper.kube import LIST_PAGE_SIZE, KubeApi
 from orgkeeper.manager import AdmissionForgets
@@ -158,30 +159,41 @@ def test_a_namespace_whose_objects_are_all_gone_leaves_no_entry() -> None:
     assert cache._objects == {}
 
 
-def test_an_org_deleted_while_it_reconciled_leaves_nothing_behind() -> None:
-    """The loop's last writes after its org was forgotten are forgotten too (memory creep)."""
+NOW_DUE = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_an_org_deleted_while_it_reconciled_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn's last writes after its org was forgotten are forgotten too (memory creep)."""
     held = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
 
-    async def served_then_deleted() -> None:
-        async def reconcile_after_the_deletion() -> None:
-            held.forget("gone")  # the DELETED event, while the reconcile runs
-            held.memory.transitions["gone"] = "Deactivated"
-            held.memory.told["gone"] = frozenset({"ignored:x"})
-            held.metrics.phases["gone"] = "Active"
-            raise asyncio.CancelledError  # kopf cancels the daemon
+    async def reconcile_after_the_deletion(*_: Any, **__: Any) -> list[Any]:
+        held.forget("gone")  # the DELETED event, while the reconcile runs
+        held.memory.transitions["gone"] = "Deactivated"
+        held.memory.told["gone"] = frozenset({"ignored:x"})
+        held.metrics.phases["gone"] = "Active"
+        held.wakes.due["gone"] = held.wakes.due.get("gone") or NOW_DUE
+        return []
 
-        held.caches.synced = reconcile_after_the_deletion  # type: ignore[method-assign]
-        memo = kopf.Memo(runtime=held)
-        with pytest.raises(asyncio.CancelledError):
-            await organization_loop(name="gone", body=kopf.Body({}), memo=memo)
+    monkeypatch.setattr(organization, "reconcile_organization", reconcile_after_the_deletion)
+    monkeypatch.setattr(organization, "_observed", lambda *_: None)
+
+    async def served_then_deleted() -> None:
+        held.wakes.trigger("gone")
+        held.wakes.bodies["gone"] = json.dumps({"metadata": {"name": "gone"}})
+        await held.reconcile_slots.acquire()  # taken by the scheduler for this turn
+        await organization._turn(held, "gone", 60.0)
 
     asyncio.run(served_then_deleted())
-    assert (
-        held.wakes.triggers,
-        held.memory.transitions,
-        held.memory.told,
-        held.metrics.phases,
-    ) == ({}, {}, {}, {})
+    memory, wakeups = held.memory, held.wakes
+    assert (wakeups.triggers, memory.transitions, memory.told, held.metrics.phases) == (
+        {},
+        {},
+        {},
+        {},
+    )
+    assert (wakeups.due, wakeups.bodies, len(wakeups.turns)) == ({}, {}, 0)
 
 
 def test_an_org_gone_from_the_cache_is_forgotten_even_if_kopf_missed_it() -> None:

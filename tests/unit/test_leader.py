@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 from kubernetes.client.rest import ApiException
 
+from orgkeeper import names
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
 from orgkeeper.kube import KubeApi, user_agent
@@ -63,6 +64,15 @@ class Leases:
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
         found = self.stored.get(name)
         return copy.deepcopy(found) if found else None
+
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """What the API server selects: the Leases that carry orgkeeper's label."""
+        assert selector == names.LEASE_SELECTOR
+        return [
+            {**copy.deepcopy(found), "metadata": {**found["metadata"], "name": name}}
+            for name, found in self.stored.items()
+            if names.LABEL_LEASE in (found["metadata"].get("labels") or {})
+        ]
 
     def create_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None

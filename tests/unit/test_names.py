@@ -75,6 +75,7 @@ def test_the_vocabulary_is_the_contracts() -> None:
         "orgkeeper.dev/decommissioned",
         "orgkeeper.dev/email-hash",
         "orgkeeper.dev/frozen",
+        "orgkeeper.dev/lease",
         "orgkeeper.dev/license-fingerprint",
         "orgkeeper.dev/membership",
         "orgkeeper.dev/organization",

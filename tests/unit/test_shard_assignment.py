@@ -136,7 +136,8 @@ def test_the_stored_map_reads_back_and_a_wrong_one_is_refused() -> None:
 
 
 class ListedLeases(Leases):
-    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert selector == names.LEASE_SELECTOR
         return [cast(dict[str, Any], self.read_lease(namespace, name)) for name in self.stored]
 
 

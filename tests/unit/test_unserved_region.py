@@ -45,7 +45,7 @@ def _lease(holder: str, renewed: datetime) -> dict[str, Any]:
 def _create(region: str, leases: dict[str, Any]) -> list[str]:
     kube = mock.MagicMock()
     kube.read_lease.side_effect = lambda namespace, name, timeout: leases.get(name)
-    kube.list_leases.side_effect = lambda namespace: [
+    kube.list_leases.side_effect = lambda namespace, selector: [
         {"metadata": {"name": name}, **lease} for name, lease in leases.items()
     ]
 

@@ -1,5 +1,6 @@
-"""The wake-ups of the org loops: which loops run here, and the state the wake rules read
-(domain/wakes.py says which event wakes which org; this keeps the bookkeeping and pokes)."""
+"""The wake-ups of the orgs: which are served here, the state the wake rules read, and whose
+turn it is (domain/wakes.py says which event wakes which org; this keeps the bookkeeping and
+pokes; turns.py queues the woken for the scheduler, handlers/organization.py: take_turns)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ import asyncio
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from .. import names
 from ..domain import wakes
 from ..domain.wakes import Wake
+from .turns import Turns
 
 
 class Wakeups:
     def __init__(self) -> None:
-        # One wake-up per Organization: anything that touches an org sets it, its loop
-        # reconciles. An org with a trigger has a loop here.
+        # One wake-up per Organization served: anything that touches an org sets it and
+        # queues the org's turn; the scheduler reconciles it. An org with a trigger is served.
         self.triggers: dict[str, asyncio.Event] = {}
+        self.turns = Turns()
+        # Each served org as its last event showed it, compact JSON without managedFields
+        # (parsed at its turn): a reconcile's input, a few KB per org instead of kopf's whole
+        # body. With kopf's live indexes (licenses, workloads), they are the leader's term's.
+        self.bodies: dict[str, str] = {}
+        self.indexes: dict[str, Any] = {}
         # When the oldest change not yet reconciled arrived, per org (for propagation lag).
         self.changed_at: dict[str, float] = {}
         # Per org, the next moment a time rule may change what its reconcile decides
@@ -46,7 +55,7 @@ class Wakeups:
         self.unreconciled_elsewhere_changed = asyncio.Event()
 
     def trigger(self, organization: str) -> asyncio.Event:
-        """The org's loop starts here: its wake-up."""
+        """The org is served here: its wake-up."""
         self.released.discard(names.org_namespace(organization))  # served again
         return self.triggers.setdefault(organization, asyncio.Event())
 
@@ -58,6 +67,7 @@ class Wakeups:
             return
         self.changed_at.setdefault(organization, time.monotonic())
         trigger.set()
+        self.turns.wake(organization)
 
     def apply(self, wake: Wake) -> None:
         """What a rule said, but forgetting (Runtime.forget does that, with the rest)."""
@@ -128,12 +138,20 @@ class Wakeups:
             del self.counted_by[uid]  # its next reconcile counts it no more
         return wake
 
+    def end_term(self) -> None:
+        """The leader's term ended: the bodies and kopf's indexes were its (the next term's
+        kopf lists every org again, and each is woken then)."""
+        self.bodies.clear()
+        self.indexes.clear()
+
     def forget(self, organization: str) -> None:
-        """The org's loop ends here (deleted, or gone from the cache)."""
+        """The org is served here no more (deleted, or gone from the cache)."""
         if self.triggers.pop(organization, None) is not None:  # served here until now
             namespace = names.org_namespace(organization)
             self.released.add(namespace)
             self.mark_unserved(namespace)
+        self.turns.drop(organization)
+        self.bodies.pop(organization, None)
         self.changed_at.pop(organization, None)
         self.due.pop(organization, None)
         self.unfinished.discard(organization)

@@ -139,6 +139,13 @@ def shard_sizes(organizations: Iterable[str], count: int, slot_map: Sequence[int
 _LEASE = re.compile(r"^(?P<base>.+?)(?:-shard-(?P<index>\d+)-of-(?P<count>\d+))?$")
 
 
+def lease_scope(lease: str) -> str:
+    """The scope of a Lease orgkeeper takes (`orgkeeper`, `orgkeeper-<region>`): its name
+    without the shard (`-shard-<i>-of-<N>`)."""
+    match = _LEASE.match(lease)
+    return match.group("base") if match is not None else lease
+
+
 def lease_generation(lease: str, base: str) -> int | None:
     """The shard count of a Lease of scope `base` (`orgkeeper`, `orgkeeper-<region>`): 1 for
     `base` itself, N for `base-shard-i-of-N`; None for a Lease of another scope."""

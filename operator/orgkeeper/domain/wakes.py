@@ -1,9 +1,10 @@
-"""What wakes an Organization's reconcile loop: every event and timer, in one table (`WAKES`).
+"""What wakes an Organization's reconcile: every event and timer, in one table (`WAKES`).
 
-Each org has one loop (handlers/organization.py), asleep until poked or until its next timer.
+One scheduler (handlers/organization.py: take_turns) gives each org woken a turn; an org
+sleeps until poked or until its next timer (controllers/turns.py keeps the table of turns).
 The rules here are pure: they say which orgs an event wakes (`Wake`), and which namespaces it
-leaves without a loop (their Memberships are then marked Pending); controllers/runtime.py's
-`Wakeups` keeps the state they read (which loops run, who counted which workload, what each
+leaves unserved (their Memberships are then marked Pending); controllers/wakeups.py's
+`Wakeups` keeps the state they read (which orgs are served, who counted which workload, what each
 labelled namespace names) and does the poking. Read the table as "this event, on this kind,
 wakes these orgs".
 """
@@ -19,8 +20,8 @@ from .. import names
 
 @dataclass(frozen=True)
 class Wake:
-    """What one event does to the loops: the orgs it pokes, the orgs it forgets (gone), and
-    the org-<name> namespaces it leaves with no loop here (their Memberships wait: Pending)."""
+    """What one event does: the orgs it pokes, the orgs it forgets (gone), and the org-<name>
+    namespaces it leaves unserved here (their Memberships wait: Pending)."""
 
     orgs: frozenset[str] = frozenset()
     forget: frozenset[str] = frozenset()
@@ -36,7 +37,7 @@ def poke(*orgs: str | None) -> Wake:
 
 def organization_event(name: str, deleted: bool) -> Wake:
     """kopf's watch of this operator's Organizations: a change wakes the org; a deletion
-    forgets it (the loop's daemon is stopped by kopf)."""
+    forgets it (no turn of it is queued or timed any more)."""
     return Wake(forget=frozenset({name})) if deleted else poke(name)
 
 
@@ -52,7 +53,7 @@ def organization_cached(name: str, present: bool) -> Wake:
 def tells_region_unserved(leader_elect: bool, reconciled: bool, serves_region: bool) -> bool:
     """An Organization of a region this operator doesn't serve, that no operator has
     reconciled, is told whether its region is served (by the leader; only a --leader-elect
-    operator can tell, its peers' Leases say who runs). No org loop wakes for it."""
+    operator can tell, its peers' Leases say who runs). No org wakes for it."""
     return leader_elect and not (reconciled or serves_region)
 
 
@@ -64,7 +65,7 @@ def license_event(namespace: str | None) -> Wake:
 
 def member_event(namespace: str, looping: Container[str]) -> Wake:
     """A Membership or member RoleBinding in org-<name> changed (their informers): <name>
-    reconciles if its loop runs here; if none does, its namespace is left to the Pending loop."""
+    reconciles if it is served here; if not, its namespace is left to the Pending loop."""
     organization = names.organization_of_namespace(namespace)
     if not organization:
         return NOTHING
@@ -116,7 +117,7 @@ def earliest(moments: Iterable[datetime | None]) -> datetime | None:
 
 
 def next_wait(due: datetime | None, interval: float, now: datetime) -> float:
-    """How long an org's loop sleeps without a poke: the check interval (drift is repaired at
+    """How long an org sleeps without a poke: the check interval (drift is repaired at
     least that often), or less if a time rule is due sooner."""
     if due is None:
         return interval
@@ -125,7 +126,7 @@ def next_wait(due: datetime | None, interval: float, now: datetime) -> float:
 
 @dataclass(frozen=True)
 class Turn:
-    """After a reconcile: whether the loop wakes again at once, after how long, and the backoff
+    """After a reconcile: whether the org wakes again at once, after how long, and the backoff
     of the next failure."""
 
     again: bool
@@ -172,11 +173,11 @@ WAKES: tuple[WakeRule, ...] = (
     WakeRule(
         "Membership or member RoleBinding in org-<name> (informers)",
         "any",
-        "<name> if its loop runs here; else org-<name> is left Pending",
+        "<name> if served here; else org-<name> is left Pending",
         member_event,
     ),
     WakeRule(
-        "Namespace labelled orgkeeper.dev/organization (informer)",
+        f"Namespace labelled {names.LABEL_ORGANIZATION} (informer)",
         "any",
         "the org it names and the org it named before",
         namespace_relabelled,

@@ -192,7 +192,9 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
             live.append(name)
     if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
         try:
-            found_all = await runtime.kube.run(runtime.kube.list_leases, settings.namespace)
+            found_all = await runtime.kube.run(
+                runtime.kube.list_leases, settings.namespace, names.LEASE_SELECTOR
+            )
         except Exception:
             return None
         for lease in found_all:

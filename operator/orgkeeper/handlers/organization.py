@@ -1,12 +1,14 @@
-"""Organizations: one reconcile loop per org, woken by anything that concerns it."""
+"""Organizations: one scheduler reconciles them, a turn at a time, each woken by anything that
+concerns it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -28,9 +30,10 @@ from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
 from .admission import unserved_region
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
-MAX_BACKOFF = 60.0
 # How often a follower looks whether it leads now, and a failed Pending write is retried.
 PENDING_RECHECK = 2.0
+# How long the turns running when a term ends may take to end before they are cancelled.
+TURN_EXIT_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -115,90 +118,124 @@ def in_region(spec: kopf.Spec, name: str, memo: kopf.Memo, **_: Any) -> bool:
     return runtime.serves_region(spec.get("region")) and runtime.settings.shard.serves(name)
 
 
-async def organization_loop(
-    name: str,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    """Reconciles whenever poked, when a time rule is due (Wakeups.due), and every check
-    interval to repair drift (what wakes it: domain/wakes.py)."""
-    runtime: Runtime = memo.runtime
-    # Set once the leader-only part is told to stop (manager.py): kopf's workers still finish
-    # the events they hold, which may spawn loops; those end at once, the others at their turn.
-    ending: asyncio.Event = memo.get("term_ending") or asyncio.Event()
-    if ending.is_set():
-        return
-    trigger = runtime.wakes.trigger(name)
-    try:
-        await _serve(runtime, name, body, trigger, ending, kwargs)
-    finally:
-        # Deleted while a reconcile ran: what it recorded after the deletion was forgotten
-        # (Events told, times due, counts, metrics) is forgotten now, or the operator would
-        # keep something of every org it ever served. (Stopped as a follower, or the name
-        # already taken by a new Organization: kept.)
-        if name not in runtime.wakes.triggers:
-            runtime.forget(name)
+INDEXES = ("licenses_by_namespace", *(workload_index(kind) for kind in WORKLOADS))
 
 
-async def _serve(
-    runtime: Runtime,
-    name: str,
-    body: kopf.Body,
-    trigger: asyncio.Event,
-    ending: asyncio.Event,
-    kwargs: dict[str, Any],
-) -> None:
-    interval = runtime.settings.check_interval.total_seconds()
-    trigger.set()
-    backoff = 1.0
+async def take_turns(runtime: Runtime, ending: asyncio.Event) -> None:
+    """Reconciles the orgs served here, one turn at a time each, at most RECONCILE_CONCURRENCY
+    at once: an org whenever it is poked, when a time rule is due, every check interval to
+    repair drift, and again after a failure, backing off (what wakes an org: domain/wakes.py;
+    whose turn it is: controllers/turns.py). One task for every org, run by the leader-only
+    part for its term (handlers/startup.py); once the term is `ending`, no turn starts, and
+    those running have TURN_EXIT_SECONDS to end."""
     await runtime.caches.synced()  # an empty cache would look like members gone
-    await _label_slot(runtime, name, body)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            timeout = runtime.wakes.take_wait(name, interval, now_utc())
-            await asyncio.wait_for(trigger.wait(), timeout=timeout)
-        if ending.is_set():
+    wakeups, loop = runtime.wakes, asyncio.get_running_loop()
+    interval = runtime.settings.check_interval.total_seconds()
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while await _unless_ending(runtime.reconcile_slots.acquire(), ending):
+            if ending.is_set():
+                runtime.reconcile_slots.release()
+                return
+            wakeups.turns.changed.clear()
+            name = wakeups.turns.take(loop.time())
+            if name is not None:
+                task = asyncio.create_task(_turn(runtime, name, interval), name=f"turn of {name}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+                continue
+            runtime.reconcile_slots.release()
+            moment = wakeups.turns.next_moment()
+            timeout = None if moment is None else max(0.0, moment - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    _unless_ending(wakeups.turns.changed.wait(), ending), timeout
+                )
+    finally:
+        if running:
+            _, late = await asyncio.wait(running, timeout=TURN_EXIT_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+
+async def _unless_ending(awaitable: Awaitable[Any], ending: asyncio.Event) -> bool:
+    """Awaits `awaitable` unless the term ends first (then it is cancelled): whether it ended."""
+    work, end = asyncio.ensure_future(awaitable), asyncio.ensure_future(ending.wait())
+    try:
+        await asyncio.wait({work, end}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        end.cancel()
+    if work.done():
+        return True
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    return False
+
+
+async def _turn(runtime: Runtime, name: str, interval: float) -> None:
+    """One reconcile of the org (its slot taken by take_turns, released here), then its next
+    wake: at once if poked meanwhile or work is left, after a backoff if it failed, else at its
+    check interval or the time rule due first."""
+    wakeups, loop = runtime.wakes, asyncio.get_running_loop()
+    turns = wakeups.turns
+    trigger, raw = wakeups.triggers.get(name), wakeups.bodies.get(name)
+    events: list[Event] = []
+    succeeded, started = False, time.monotonic()
+    body = kopf.Body(json.loads(raw)) if raw is not None else None
+    try:
+        if trigger is None or body is None:
+            turns.done(name, now=loop.time())  # not served here (now), or kopf lists it again
             return
         trigger.clear()
-        async with runtime.reconcile_slots:
-            changed_at = runtime.wakes.take_change_time(name)
-            started = time.monotonic()
-            try:
-                events = await reconcile_organization(
-                    runtime, body, _observed(runtime, kwargs, name), changed_at=changed_at
-                )
-            except Exception as error:  # the loop must outlive any single failure
-                events = None
-                runtime.metrics.reconciles.labels(ORGANIZATION.kind, "error").inc()
-                # Details go to the log only: kopf would post a WARNING from its own logger as
-                # an Event, raw API answers (headers, bodies) included.
-                log.warning(
-                    "Organization %s: reconcile failed, again in %.0fs: %s", name, backoff, error
-                )
-                if backoff == 1.0:  # the first of a run of failures, not every retry
-                    reason, detail = explain(error)
-                    message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
-                    await post(runtime, body, [Event("Warning", "ReconcileFailed", message)])
-        # Writes left: the rest once the orgs waiting had their turn; failed: a backoff.
-        turn = wakes.after_turn(
-            failed=events is None,
-            unfinished=name in runtime.wakes.unfinished,
-            backoff=backoff,
-            max_backoff=MAX_BACKOFF,
-        )
-        if turn.sleep:
-            await asyncio.sleep(turn.sleep)
-        if turn.again:
-            trigger.set()
-        backoff = turn.backoff
-        if events is None:
-            continue
+        changed_at = wakeups.take_change_time(name)
+        try:
+            observed = _observed(runtime, wakeups.indexes, name)
+            events = await reconcile_organization(runtime, body, observed, changed_at=changed_at)
+            succeeded = True
+        except NotLeaderError:  # stepped down meanwhile: its turn comes when this one leads
+            turns.done(name, again=True, now=loop.time())
+            return
+        except Exception as error:  # the scheduler must outlive any single failure
+            runtime.metrics.reconciles.labels(ORGANIZATION.kind, "error").inc()
+            backoff = turns.failed(name, now=loop.time())
+            # Details go to the log only: kopf would post a WARNING from its own logger as
+            # an Event, raw API answers (headers, bodies) included.
+            log.warning(
+                "Organization %s: reconcile failed, again in %.0fs: %s", name, backoff, error
+            )
+            if backoff == 1.0:  # the first of a run of failures, not every retry
+                reason, detail = explain(error)
+                message = f"reconcile failed ({reason}: {detail}); retrying with backoff"
+                events = [Event("Warning", "ReconcileFailed", message)]
+    finally:
+        runtime.reconcile_slots.release()
+    if name not in wakeups.triggers:
+        # Deleted while it reconciled: what it recorded after the deletion was forgotten
+        # (Events told, times due, counts, metrics) is forgotten now, or the operator would
+        # keep something of every org it ever served.
+        runtime.forget(name)
+        return
+    if succeeded:
+        turns.succeeded(name)
         runtime.metrics.reconciles.labels(ORGANIZATION.kind, "success").inc()
         runtime.metrics.reconcile_seconds.labels(ORGANIZATION.kind).observe(
             time.monotonic() - started
         )
-        await post(runtime, body, events)
+        # Poked meanwhile, or writes left: again at once, behind the orgs waiting for a slot.
+        unfinished = trigger.is_set() or name in wakeups.unfinished
+        turn = wakes.after_turn(failed=False, unfinished=unfinished, backoff=1.0, max_backoff=1.0)
+        wait = wakeups.take_wait(name, interval, now_utc())
+        turns.done(name, again=turn.again, wait=wait, now=loop.time())
+    if events:
+        await post(runtime, body, events)  # after the slot: Events never hold up a reconcile
+
+
+def _slim(body: kopf.Body) -> str:
+    """The Organization as a reconcile reads it, without managedFields, as compact JSON."""
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return json.dumps({**body, "metadata": meta}, separators=(",", ":"))
 
 
 async def _label_slot(runtime: Runtime, name: str, body: kopf.Body) -> None:
@@ -355,8 +392,23 @@ def _workloads(indexes: dict[str, Any], organization: str) -> list[WorkloadRecor
 
 # Event handlers and indexes are async: kopf runs sync ones in worker threads, and a poke
 # sets an asyncio.Event, which only the event loop's own thread may do.
-async def organization_changed(name: str, type: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.runtime.wake(wakes.organization_event(name, deleted=type == "DELETED"))
+async def organization_changed(
+    name: str, type: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """An Organization of this operator's region and shard is served: its body is kept for its
+    turns, and it is woken (turns.py). Any other org's event wakes nothing."""
+    runtime: Runtime = memo.runtime
+    if type == "DELETED":
+        runtime.wake(wakes.organization_event(name, deleted=True))
+        return
+    if in_region(spec=spec, name=name, memo=memo):
+        wakeups = runtime.wakes
+        if not wakeups.indexes:  # kopf's live indexes of this term, the same for every handler
+            wakeups.indexes.update((key, kwargs[key]) for key in INDEXES)
+        wakeups.trigger(name)
+        wakeups.bodies[name] = _slim(body)
+        await _label_slot(runtime, name, body)
+    runtime.wake(wakes.organization_event(name, deleted=False))
 
 
 async def tell_unserved_regions(runtime: Runtime) -> None:
@@ -485,9 +537,6 @@ async def workload_changed(
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    # The loop keeps no state worth a graceful exit: on deletion it is cancelled after 1s.
-    loop = kopf.daemon(*ORGANIZATIONS, when=in_region, cancellation_timeout=1.0, registry=registry)
-    loop(organization_loop)
     kopf.on.event(*ORGANIZATIONS, registry=registry)(organization_changed)
     kopf.on.delete(*ORGANIZATIONS, when=in_region, registry=registry)(organization_deleted)
     kopf.on.event(*LICENSES, registry=registry)(license_changed)

@@ -42,7 +42,7 @@ from ..webhook_server import (
 )
 from .admission import log_refusals_as_info
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS
-from .organization import pending_memberships, tell_unserved_regions
+from .organization import pending_memberships, take_turns, tell_unserved_regions
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,17 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_kopf(settings, memo.runtime.settings)
+
+    @kopf.on.startup(registry=registry)
+    async def start_turns(memo: kopf.Memo, **_: Any) -> None:
+        """The scheduler of the orgs' reconciles, for this term (it ends with the term)."""
+        turns = take_turns(memo.runtime, memo.term_ending)
+        memo.turns = asyncio.create_task(turns, name="organizations' turns")
+
+    @kopf.on.cleanup(registry=registry)
+    async def end_turns(memo: kopf.Memo, **_: Any) -> None:
+        await asyncio.gather(memo.turns, return_exceptions=True)
+        memo.runtime.wakes.end_term()
 
     register_login(registry)
 
@@ -332,9 +343,22 @@ def select_served(kopf_settings: kopf.OperatorSettings, settings: Settings) -> N
 WORKERS_EXIT_SECONDS = 5.0
 
 
-def configure_common(kopf_settings: kopf.OperatorSettings) -> None:
-    """What both parts' kopf share: quiet refusals, no kopf Events, timeouts, CRDs watched."""
+def quiet_routine_logs(verbose: bool) -> None:
+    """Without --verbose, what goes right is not logged object by object: kopf's "Handler ...
+    succeeded" for every event and "Webhook ... succeeded" for every admission review, and
+    aiohttp's access line for every review (at 1,000 orgs, logging those was about a sixth of
+    the operator's CPU while Memberships arrived). Warnings and errors still are, and refusals
+    (logged at INFO by RefusalsAreNotErrors, from kopf's ERROR)."""
+    level = logging.NOTSET if verbose else logging.WARNING
+    for name in ("kopf.objects", "aiohttp.access"):
+        logging.getLogger(name).setLevel(level)
+
+
+def configure_common(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """What both parts' kopf share: quiet refusals and routine logs, no kopf Events, timeouts,
+    CRDs watched."""
     log_refusals_as_info()
+    quiet_routine_logs(settings.verbose)
     # The operator posts its own Events (kube.post_event: on the object concerned, where
     # `kubectl describe` finds them, once per transition). kopf's would go to `default` with
     # the wrong involvedObject, raw API errors included: its messages stay in the logs.
@@ -350,7 +374,7 @@ def configure_common(kopf_settings: kopf.OperatorSettings) -> None:
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """The leader-only part: kopf's persistence, what it watches, its workers."""
-    configure_common(kopf_settings)
+    configure_common(kopf_settings, settings)
     prefix = names.kopf_prefix(settings.region)
     persistence = kopf_settings.persistence
     persistence.finalizer = names.finalizer(settings.region)
@@ -368,7 +392,7 @@ def configure_admission(
     kopf_settings: kopf.OperatorSettings, settings: Settings, authority: Authority | None = None
 ) -> None:
     """The always-on part: kopf's admission server (none with --webhook-mode off)."""
-    configure_common(kopf_settings)
+    configure_common(kopf_settings, settings)
     if settings.webhook_mode == "off":
         return
     if settings.webhook_mode == "managed":
