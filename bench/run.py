@@ -485,6 +485,12 @@ class OperatorRun(Run):
     def operator_pid(self) -> int | None:
         return self.cluster.pid("orgkeeper")
 
+    def exited(self) -> str:
+        """The end of the operator's log (its last words, when it exited unasked)."""
+        log = self.cluster.state_dir / "logs" / "orgkeeper.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        return "\n".join(lines[-20:])
+
     def metric(self, sample: str) -> float:
         # /metrics is HTTPS with the operator's own certificate, for authorized tokens only.
         context = ssl.create_default_context()
@@ -616,6 +622,10 @@ class OperatorRun(Run):
         reconciled = 'orgkeeper_reconciles_total{kind="Organization",result="success"}'
         deadline = time.monotonic() + 600
         while self.metric(reconciled) < len(sizes) and time.monotonic() < deadline:
+            if self.operator_pid is None:  # say so now, with its last words, not 10 min later
+                out["operator_exited"] = self.exited()
+                save(results)
+                raise SystemExit(f"bench: the operator exited after its restart:\n{self.exited()}")
             time.sleep(2)  # the operator's own counter
         out["restart_settled"] = (now() - restarted).total_seconds()
         out["restart_calls"] = audit.summary(self.calls(restarted, now()))

@@ -40,7 +40,12 @@ class Caches:
         # kopf's own handlers follow each org; this cache answers admission, and tells when an
         # org is gone (its namespace may stay, made for it: its Memberships are then Pending).
         self.organizations = Informer(
-            "Organizations", kube, kube.organizations(), OrgRecord.from_body, organization_changed
+            "Organizations",
+            kube,
+            kube.organizations(),
+            OrgRecord.from_body,
+            organization_changed,
+            index=OrgRecord.owner_key,  # admission finds an Owner's orgs by it, not by a scan
         )
         # Memberships and member RoleBindings serve only in org-<name> namespaces: nothing
         # elsewhere is held (a policy keeps them there; this bounds what slips past it).

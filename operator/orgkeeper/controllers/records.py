@@ -66,6 +66,11 @@ class OrgRecord:
             sso_only=bool(spec.get("ssoOnly")),
         )
 
+    def owner_key(self) -> str:
+        """Its key in the index of Organizations by Owner: the e-mail as names.same_email
+        compares it (case and surrounding spaces ignored)."""
+        return (self.owner or "").strip().lower()
+
     def facts(self) -> OrgFacts:
         return OrgFacts(
             name=self.name,
