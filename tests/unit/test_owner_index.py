@@ -26,7 +26,7 @@ def org(name: str, asked: str, version: int, **status: Any) -> dict[str, Any]:
 
 def test_an_owners_orgs_and_locks_come_from_the_index_as_a_scan_would_find_them() -> None:
     runtime = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
-    orgs = runtime.organizations
+    orgs = runtime.caches.organizations
     for i in range(3000):
         orgs._take(org(f"o{i}", f"owner{i % 1000}@corp.test", i + 1))
     orgs._take(org("caps", " Owner7@CORP.test ", 5000))
