@@ -176,7 +176,7 @@ WAKES: tuple[WakeRule, ...] = (
         member_event,
     ),
     WakeRule(
-        "Namespace labelled orgkeeper.dev/organization (informer)",
+        f"Namespace labelled {names.LABEL_ORGANIZATION} (informer)",
         "any",
         "the org it names and the org it named before",
         namespace_relabelled,

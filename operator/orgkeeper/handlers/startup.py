@@ -1,6 +1,7 @@
 """The startup handlers of the operator's two kopf parts (manager.py): every kopf setting; on
 every replica the webhook server, the health and metrics endpoints and the background tasks
-(informers, memory trimming, the CA keeper); for the leader, kopf's persistence and watches."""
+(informers, memory trimming, the CA keeper); for the leader, kopf's persistence and watches,
+and the loops that mark Pending and tell unserved regions."""
 
 from __future__ import annotations
 
@@ -70,10 +71,6 @@ def register_always_on(registry: kopf.OperatorRegistry) -> None:
             for informer in runtime.caches.informers()
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
-        pending = pending_memberships(runtime)
-        tasks.append(asyncio.create_task(pending, name="pending memberships"))
-        unserved = tell_unserved_regions(runtime)
-        tasks.append(asyncio.create_task(unserved, name="unserved regions"))
         synced = asyncio.create_task(runtime.caches.synced(), name="caches synced")
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
@@ -132,6 +129,23 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_kopf(settings, memo.runtime.settings)
+
+    @kopf.on.startup(registry=registry)
+    async def start_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
+        # The loops that write for orgs no loop serves; what the caches told them while this
+        # replica followed waits for them (Wakeups.unserved, unreconciled_elsewhere).
+        runtime: Runtime = memo.runtime
+        memo.leader_tasks = [
+            asyncio.create_task(pending_memberships(runtime), name="pending memberships"),
+            asyncio.create_task(tell_unserved_regions(runtime), name="unserved regions"),
+        ]
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
+        tasks: list[asyncio.Task[None]] = memo.get("leader_tasks", [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     register_login(registry)
 
