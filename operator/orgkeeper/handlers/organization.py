@@ -309,8 +309,9 @@ async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: li
 
 async def pending_memberships(runtime: Runtime) -> None:
     """Memberships in an org-<name> namespace while no Organization <name> exists show
-    `Pending` within seconds (no org loop would ever write them). Only the leader writes: a
-    follower keeps the namespaces it was told about until it leads (checked every few seconds).
+    `Pending` within seconds (no org loop would ever write them). It runs in the leader-only
+    part (manager.py): the namespaces told while this replica followed wait for it (and while
+    the write gate is closed, it keeps them, checking every few seconds).
     An Organization in another region is served by that region's operator, so it is left alone;
     a regional operator acts only on namespaces it knows are of its region (_pending_here)."""
     await runtime.caches.synced()
@@ -414,10 +415,10 @@ async def organization_changed(
 async def tell_unserved_regions(runtime: Runtime) -> None:
     """An org of another region that no operator has reconciled, while no operator serves its
     region (no live Lease): its status says so (Ready=False, RegionNotServed), once. Fed by the
-    Organizations informer (every region's; kopf watches this region's only). Only the leader
-    writes: a follower keeps the orgs it was told about until it leads (checked every few
-    seconds). The first operator of the region to reconcile the org writes its whole status
-    over this."""
+    Organizations informer (every region's; kopf watches this region's only). It runs in the
+    leader-only part (manager.py), as pending_memberships does: the orgs told while this
+    replica followed wait for it. The first operator of the region to reconcile the org writes
+    its whole status over this."""
     await runtime.caches.synced()
     while True:
         leading = runtime.kube.write_gate is None or runtime.kube.write_gate()

@@ -1,6 +1,7 @@
 """The startup handlers of the operator's two kopf parts (manager.py): every kopf setting; on
 every replica the webhook server, the health and metrics endpoints and the background tasks
-(informers, memory trimming, the CA keeper); for the leader, kopf's persistence and watches."""
+(informers, memory trimming, the CA keeper); for the leader, kopf's persistence and watches,
+and the loops that mark Pending and tell unserved regions."""
 
 from __future__ import annotations
 
@@ -70,10 +71,6 @@ def register_always_on(registry: kopf.OperatorRegistry) -> None:
             for informer in runtime.caches.informers()
         ]
         tasks.append(asyncio.create_task(trim_periodically(), name="malloc_trim"))
-        pending = pending_memberships(runtime)
-        tasks.append(asyncio.create_task(pending, name="pending memberships"))
-        unserved = tell_unserved_regions(runtime)
-        tasks.append(asyncio.create_task(unserved, name="unserved regions"))
         synced = asyncio.create_task(runtime.caches.synced(), name="caches synced")
         tasks.append(synced)
         memo.endpoints = await serve_endpoints(runtime, memo.listeners, ready=synced.done)
@@ -134,14 +131,25 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
         configure_kopf(settings, memo.runtime.settings)
 
     @kopf.on.startup(registry=registry)
-    async def start_turns(memo: kopf.Memo, **_: Any) -> None:
-        """The scheduler of the orgs' reconciles, for this term (it ends with the term)."""
-        turns = take_turns(memo.runtime, memo.term_ending)
-        memo.turns = asyncio.create_task(turns, name="organizations' turns")
+    async def start_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
+        # The scheduler of the orgs' reconciles (it ends with the term, letting running turns
+        # end), and the loops that write for orgs no loop serves; what the caches told them
+        # while this replica followed waits for them (Wakeups.unserved, unreconciled_elsewhere).
+        runtime: Runtime = memo.runtime
+        memo.turns = asyncio.create_task(
+            take_turns(runtime, memo.term_ending), name="organizations' turns"
+        )
+        memo.leader_tasks = [
+            asyncio.create_task(pending_memberships(runtime), name="pending memberships"),
+            asyncio.create_task(tell_unserved_regions(runtime), name="unserved regions"),
+        ]
 
     @kopf.on.cleanup(registry=registry)
-    async def end_turns(memo: kopf.Memo, **_: Any) -> None:
-        await asyncio.gather(memo.turns, return_exceptions=True)
+    async def stop_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
+        tasks: list[asyncio.Task[None]] = memo.get("leader_tasks", [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(memo.turns, *tasks, return_exceptions=True)
         memo.runtime.wakes.end_term()
 
     register_login(registry)
