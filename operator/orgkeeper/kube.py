@@ -15,11 +15,12 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib.metadata import version
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -364,6 +365,60 @@ def user_agent(version: str, identity: str) -> str:
     return f"orgkeeper/{version} ({identity})"
 
 
+class Pooled(Protocol):
+    """An adapter whose blocking calls run on `executor` (one of KubeApi's thread pools)."""
+
+    @property
+    def executor(self) -> Executor | None: ...
+
+
+A = TypeVar("A", bound=Pooled)
+
+
+class Verb(Generic[A, P, T]):
+    """A blocking call of an adapter, bound to it: `await verb(...)` runs it on the adapter's
+    threads (async code never blocks the loop); `verb.blocking(...)` runs it on this thread
+    (before the loop runs, or on a thread already)."""
+
+    __slots__ = ("_adapter", "_call")
+
+    def __init__(self, call: Callable[Concatenate[A, P], T], adapter: A) -> None:
+        self._call = call
+        self._adapter = adapter
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._call, self._adapter, *args, **kwargs)
+        return await loop.run_in_executor(self._adapter.executor, call)
+
+    def blocking(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(self._adapter, *args, **kwargs)
+
+
+class Threaded(Generic[A, P, T]):
+    """See `threaded`."""
+
+    def __init__(self, call: Callable[Concatenate[A, P], T]) -> None:
+        self._call = call
+        self.__doc__ = call.__doc__
+        self.__name__ = call.__name__
+
+    @overload
+    def __get__(self, adapter: None, owner: type[Any]) -> Threaded[A, P, T]: ...
+    @overload
+    def __get__(self, adapter: A, owner: type[Any]) -> Verb[A, P, T]: ...
+    def __get__(self, adapter: A | None, owner: type[Any]) -> Threaded[A, P, T] | Verb[A, P, T]:
+        return self if adapter is None else Verb(self._call, adapter)
+
+
+def threaded(call: Callable[Concatenate[A, P], T]) -> Threaded[A, P, T]:
+    """Makes a blocking method of an adapter (KubeApi, Leases, ...) a `Verb`: async callers
+    `await adapter.method(...)` and it runs on the adapter's thread pool; code before the loop
+    runs calls `adapter.method.blocking(...)`. The one way the operator's async code reaches
+    the API server's client (its writes pass the write gate by HTTP verb, gate_rest_client)."""
+    return Threaded(call)
+
+
 class KubeApi:
     def __init__(
         self,
@@ -435,13 +490,6 @@ class KubeApi:
         """A call of the client, on kube's threads (its writes pass the gate or raise)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
-
-    async def run_lease(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A Lease call, on the Lease's own threads (never queued behind other work)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.lease_executor, functools.partial(call, *args, **kwargs)
-        )
 
     async def run_review(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A Token- or SubjectAccessReview, on the reviews' own threads (reviews.py bounds
@@ -1224,81 +1272,3 @@ class KubeApi:
                 if item is not None:
                     found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
         return found
-
-    def list_leases(self, namespace: str) -> list[dict[str, Any]]:
-        """Every Lease in `namespace` (the operator's: its shards' and regions'), paged."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        found: list[dict[str, Any]] = []
-        page: str | None = None
-        while True:
-            listed = coordination.list_namespaced_lease(
-                namespace, limit=LIST_PAGE_SIZE, _continue=page, _request_timeout=5.0
-            )
-            found.extend(self.api_client.sanitize_for_serialization(item) for item in listed.items)
-            page = listed.metadata._continue if listed.metadata else None
-            if not page:
-                return found
-
-    def leases_named(self, names: Sequence[str]) -> list[dict[str, Any]] | None:
-        """Leases with these names in every namespace; None if not allowed to list them."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        found: list[dict[str, Any]] = []
-        for name in names:
-            page: str | None = None
-            while True:
-                try:
-                    listed = coordination.list_lease_for_all_namespaces(
-                        field_selector=f"metadata.name={name}",
-                        limit=LIST_PAGE_SIZE,
-                        _continue=page,
-                        _request_timeout=10.0,
-                    )
-                except ApiException as error:
-                    if is_status(error, 403):
-                        return None
-                    raise
-                found += [self.api_client.sanitize_for_serialization(i) for i in listed.items]
-                page = listed.metadata._continue
-                if not page:
-                    break
-        return found
-
-    # --- the leader-election Lease (coordination.k8s.io/v1) ----------------------------
-
-    def read_lease(
-        self, namespace: str, name: str, timeout: float | None = None
-    ) -> dict[str, Any] | None:
-        coordination = client.CoordinationV1Api(self.api_client)
-        found = absent_ok(
-            coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout
-        )
-        if found is None:
-            return None
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(found)
-        return wire
-
-    def create_lease(
-        self, namespace: str, body: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Creates the Lease; ApiException 409 if another replica created it first."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        created = coordination.create_namespaced_lease(
-            namespace, body, field_manager=FIELD_MANAGER, _request_timeout=timeout
-        )
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(created)
-        return wire
-
-    def replace_lease(
-        self, namespace: str, body: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
-        """An update that carries metadata.resourceVersion: 409 if the Lease changed meanwhile."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        replaced = coordination.replace_namespaced_lease(
-            body["metadata"]["name"],
-            namespace,
-            body,
-            field_manager=FIELD_MANAGER,
-            _request_timeout=timeout,
-        )
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(replaced)
-        return wire

@@ -23,7 +23,8 @@ from kubernetes.client.rest import ApiException
 
 from .api.v1alpha1 import REGIONS
 from .domain.shards import lease_generation
-from .kube import KubeApi, is_status
+from .kube import is_status
+from .leases import Leases
 from .settings import SettingError, Settings, lease_name
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Elector:
 
     def __init__(
         self,
-        kube: KubeApi,
+        leases: Leases,
         config: LeaseConfig,
         *,
         on_started_leading: Callable[[], Awaitable[None]],
@@ -113,7 +114,7 @@ class Elector:
     ) -> None:
         """`fence()`: what keeps this replica from leading now (a live Lease of another shard
         generation, say), or None; asked before taking the Lease and again after."""
-        self.kube = kube
+        self.leases = leases
         self.config = config
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
@@ -158,10 +159,10 @@ class Elector:
         return max(0.1, self.renewed_at + self.config.renew_deadline - self.clock())
 
     async def _attempt(self, started: float) -> bool:
-        kube, config = self.kube, self.config
+        leases, config = self.leases, self.config
         now = micro_time(datetime.now(UTC))
         timeout = self.config.retry_period * 2
-        lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, timeout)
+        lease = await leases.read_lease(config.namespace, config.name, timeout)
         if lease is None:
             if await self._fenced():
                 return False
@@ -173,7 +174,7 @@ class Elector:
                 "spec": record.to_spec(),
             }
             try:
-                await kube.run_lease(kube.create_lease, config.namespace, body, timeout)
+                await leases.create_lease(config.namespace, body, timeout)
             except ApiException as error:
                 if is_status(error, 409):
                     return False  # another replica created it first
@@ -196,7 +197,7 @@ class Elector:
         )
         body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
         try:
-            await kube.run_lease(kube.replace_lease, config.namespace, body, timeout)
+            await leases.replace_lease(config.namespace, body, timeout)
         except ApiException as error:
             if is_status(error, 409):
                 return False  # changed meanwhile: somebody else renewed or took it
@@ -270,16 +271,16 @@ class Elector:
 
     async def release(self) -> None:
         """Hands the Lease back (client-go: no holder, a 1 s duration) if this replica holds it."""
-        kube, config = self.kube, self.config
+        leases, config = self.leases, self.config
         try:
-            lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, 5.0)
+            lease = await leases.read_lease(config.namespace, config.name, 5.0)
             if lease is None or LeaseRecord.of(lease).holder != config.identity:
                 return
             current = LeaseRecord.of(lease)
             now = micro_time(datetime.now(UTC))
             record = LeaseRecord("", 1, now, now, current.transitions)
             body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
-            await kube.run_lease(kube.replace_lease, config.namespace, body, 5.0)
+            await leases.replace_lease(config.namespace, body, 5.0)
             logger.info("Lease %s: released.", self._ref())
         except Exception as error:  # it then expires by itself within the lease duration
             logger.warning("Lease %s: could not release it: %s", self._ref(), _short(error))
@@ -288,13 +289,13 @@ class Elector:
         return f"{self.config.namespace}/{self.config.name}"
 
 
-def other_generation(kube: KubeApi, settings: Settings) -> str | None:
+async def other_generation(leases: Leases, settings: Settings) -> str | None:
     """A live Lease (held, renewTime + leaseDurationSeconds in the future) of this operator's
     scope (`orgkeeper`, `orgkeeper-<region>`) but another shard count: while one is held, a
-    shard of this count may not lead (README: Scaling out, changing N). Blocking."""
+    shard of this count may not lead (README: Scaling out, changing N)."""
     base = lease_name(settings.region)
     now = datetime.now(UTC)
-    for lease in kube.list_leases(settings.namespace):
+    for lease in await leases.list_leases(settings.namespace):
         name = str(lease["metadata"]["name"])
         generation = lease_generation(name, base)
         if generation is None or generation == settings.shard.count:
@@ -314,7 +315,7 @@ class LeaseHeldError(SettingError):
     """Another operator holds a Lease this one can't share the cluster with (`--region`)."""
 
 
-def check_sharing(kube: KubeApi, settings: Settings) -> None:
+def check_sharing(leases: Leases, settings: Settings) -> None:
     """An all-regions operator and a regional one never run side by side (API.md).
 
     Raises LeaseHeldError, naming the holder and the Lease, when one that conflicts is held now
@@ -329,7 +330,7 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
     now = datetime.now(UTC)
     for name, serving in others:
         try:
-            lease = kube.read_lease(settings.namespace, name, 10.0)
+            lease = leases.read_lease.blocking(settings.namespace, name, 10.0)
         except ApiException as error:
             # Without --leader-elect an operator may run without the Lease Role (older RBAC).
             if is_status(error, 403) and not settings.leader_elect:
@@ -355,7 +356,7 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
             )
 
 
-def check_one_installation(kube: KubeApi, settings: Settings) -> None:
+def check_one_installation(leases: Leases, settings: Settings) -> None:
     """One operator serves a scope: a second one started by mistake stops at start (API.md).
 
     Raises LeaseHeldError when this scope's Lease is held (renewTime + leaseDurationSeconds in
@@ -368,7 +369,7 @@ def check_one_installation(kube: KubeApi, settings: Settings) -> None:
     name, here = settings.lease_name, settings.namespace
     if not settings.leader_elect:
         try:
-            lease = kube.read_lease(here, name, 10.0)
+            lease = leases.read_lease.blocking(here, name, 10.0)
         except ApiException as error:
             if not is_status(error, 403):  # without the Lease Role check_sharing said so
                 raise
@@ -383,7 +384,7 @@ def check_one_installation(kube: KubeApi, settings: Settings) -> None:
                 "not electing, would write beside it; stop that one, or join it as a "
                 "replica with --leader-elect",
             )
-    for lease in kube.leases_named([name]) or []:  # None: not allowed to look elsewhere
+    for lease in leases.leases_named.blocking([name]) or []:  # None: not allowed to look elsewhere
         namespace = lease["metadata"].get("namespace")
         record = LeaseRecord.of(lease)
         until = held_until(record)

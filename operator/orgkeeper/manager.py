@@ -26,6 +26,7 @@ from .leader import (
     check_sharing,
     other_generation,
 )
+from .leases import Leases
 from .preflight import Listeners
 from .settings import Settings
 from .webhook_server import check_webhook_configurations
@@ -85,8 +86,9 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
     }
     try:
         # Another operator it can't run beside (SettingError): `orgkeeper run` exits with 2.
-        check_sharing(kube, settings)
-        check_one_installation(kube, settings)
+        leases = Leases(kube)
+        check_sharing(leases, settings)
+        check_one_installation(leases, settings)
         for warning in check_webhook_configurations(kube, settings):
             logger.warning(warning)
         if not settings.leader_elect:
@@ -126,10 +128,11 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
         await follower.turn_to(True)  # watches pause, daemons stop
 
     async def fence() -> str | None:
-        return await kube.run_lease(other_generation, kube, settings)
+        return await other_generation(leases, settings)
 
+    leases = Leases(kube)
     elector = Elector(
-        kube,
+        leases,
         LeaseConfig.of(settings),
         on_started_leading=started_leading,
         on_stopped_leading=stopped_leading,

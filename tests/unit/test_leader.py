@@ -11,9 +11,10 @@ import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 import pytest
@@ -21,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
-from orgkeeper.kube import KubeApi, user_agent
+from orgkeeper.kube import KubeApi, threaded, user_agent
 from orgkeeper.leader import (
     Elector,
     LeaseConfig,
@@ -30,11 +31,13 @@ from orgkeeper.leader import (
     check_sharing,
     micro_time,
 )
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.manager import operator_paused
 from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
 from orgkeeper.webhook_server import webhook_server
 
 NAMESPACE = "orgkeeper-system"
+T = TypeVar("T")
 
 
 def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -47,6 +50,24 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     return run
 
 
+class Inline(Executor):
+    """A fake's `executor`: runs each call at once on the caller's thread; while `refused()`,
+    fails as an unreachable API server does."""
+
+    def __init__(self, refused: Callable[[], bool] = lambda: False) -> None:
+        self.refused = refused
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            if self.refused():
+                raise OSError("connection refused")
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
 class Leases:
     """The Lease API in memory: 409 on a stale resourceVersion or an existing name."""
 
@@ -54,18 +75,17 @@ class Leases:
         self.stored: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.reachable = True
+        self.forbidden = False  # reads answer 403
+        self.executor = Inline(lambda: not self.reachable)
 
-    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        if not self.reachable:
-            raise OSError("connection refused")
-        return call(*args)
-
-    run_lease = run
-
+    @threaded
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
+        if self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
         found = self.stored.get(name)
         return copy.deepcopy(found) if found else None
 
+    @threaded
     def create_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None
     ) -> Any:
@@ -74,6 +94,7 @@ class Leases:
             raise ApiException(status=409, reason="AlreadyExists")
         return self._store(body)
 
+    @threaded
     def replace_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None
     ) -> Any:
@@ -111,7 +132,7 @@ def elector(leases: Leases, clock: Clock, identity: str, log: list[str]) -> Elec
         log.append(f"{identity} stops")
 
     return Elector(
-        cast(KubeApi, leases),
+        cast(LeaseApi, leases),
         config,
         on_started_leading=started,
         on_stopped_leading=stopped,
@@ -262,7 +283,7 @@ def test_an_all_regions_operator_refuses_while_a_regional_one_holds_its_lease(
     leases.stored[lease_name("eu")] = lease("eu-1", datetime.now(UTC))
     settings = Settings(identity="global-1")
     with pytest.raises(LeaseHeldError) as refused:
-        check_sharing(cast(KubeApi, leases), settings)
+        check_sharing(cast(LeaseApi, leases), settings)
     message = str(refused.value)
     assert "'eu-1'" in message and "orgkeeper-system/orgkeeper-eu" in message
     assert "region eu" in message and "\n" not in message
@@ -273,16 +294,16 @@ def test_a_regional_operator_refuses_while_the_all_regions_one_holds_orgkeeper(
 ) -> None:
     leases.stored["orgkeeper"] = lease("global-1", datetime.now(UTC))
     with pytest.raises(LeaseHeldError, match=r"'global-1'.*orgkeeper-system/orgkeeper "):
-        check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
+        check_sharing(cast(LeaseApi, leases), Settings(region="us", identity="us-1"))
 
 
 def test_expired_released_or_other_region_leases_are_no_obstacle(leases: Leases) -> None:
     long_ago = datetime.now(UTC) - timedelta(minutes=1)
     leases.stored[lease_name("eu")] = lease("eu-1", long_ago)
     leases.stored[lease_name("us")] = lease("", datetime.now(UTC))
-    check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))
+    check_sharing(cast(LeaseApi, leases), Settings(identity="global-1"))
     leases.stored[lease_name("au")] = lease("au-1", datetime.now(UTC))
-    check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
+    check_sharing(cast(LeaseApi, leases), Settings(region="us", identity="us-1"))
 
 
 def test_the_renew_deadline_must_be_shorter_than_the_lease() -> None:
@@ -397,10 +418,7 @@ def test_a_replica_that_loses_the_race_to_create_the_ca_takes_the_winners() -> N
 
 
 def test_without_lease_rights_only_an_electing_operator_is_stopped(leases: Leases) -> None:
-    def forbidden(namespace: str, name: str, timeout: float | None = None) -> Any:
-        raise ApiException(status=403, reason="Forbidden")
-
-    leases.read_lease = forbidden  # type: ignore[method-assign]
-    check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))  # a warning only
+    leases.forbidden = True
+    check_sharing(cast(LeaseApi, leases), Settings(identity="global-1"))  # a warning only
     with pytest.raises(ApiException):
-        check_sharing(cast(KubeApi, leases), Settings(identity="a", leader_elect=True))
+        check_sharing(cast(LeaseApi, leases), Settings(identity="a", leader_elect=True))

@@ -12,12 +12,14 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from kubernetes import client
+from test_leader import Inline
 
 from orgkeeper.cli import parser
 from orgkeeper.domain.admission import signup_limit_refusal
 from orgkeeper.domain.fairness import take_turn, turn_order
-from orgkeeper.kube import KubeApi, NotLeaderError
+from orgkeeper.kube import KubeApi, NotLeaderError, threaded
 from orgkeeper.leader import LeaseHeldError, check_one_installation, micro_time
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.reviews import BusyError, Verdicts, metrics_ttl, token_key, user_key
 from orgkeeper.settings import SettingError, Settings, check
 from orgkeeper.webhook_server import check_webhook_configurations
@@ -234,7 +236,9 @@ class Cluster:
     def __init__(self) -> None:
         self.leases: list[dict[str, Any]] = []
         self.configurations: list[dict[str, Any]] = []
+        self.executor = Inline()
 
+    @threaded
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
         found = [
             x
@@ -243,6 +247,7 @@ class Cluster:
         ]
         return copy.deepcopy(found[0]) if found else None
 
+    @threaded
     def leases_named(self, names: list[str]) -> list[dict[str, Any]]:
         return [x for x in self.leases if x["metadata"]["name"] in names]
 
@@ -253,7 +258,7 @@ class Cluster:
 def test_an_operator_that_does_not_elect_refuses_while_its_scope_is_led() -> None:
     cluster = Cluster()
     cluster.leases.append(lease("orgkeeper-system", "orgkeeper-abc", datetime.now(UTC)))
-    kube = cast(KubeApi, cluster)
+    kube = cast(LeaseApi, cluster)
     with pytest.raises(LeaseHeldError) as refused:
         check_one_installation(kube, Settings(identity="laptop_1"))
     message = str(refused.value)
@@ -271,7 +276,7 @@ def test_an_installation_in_another_namespace_is_refused_even_with_leader_electi
     cluster.leases.append(lease("orgkeeper-prod", "prod-1", datetime.now(UTC)))
     settings = Settings(identity="staging-1", namespace="orgkeeper-staging", leader_elect=True)
     with pytest.raises(LeaseHeldError) as refused:
-        check_one_installation(cast(KubeApi, cluster), settings)
+        check_one_installation(cast(LeaseApi, cluster), settings)
     message = str(refused.value)
     assert message.startswith("--namespace (ORGKEEPER_NAMESPACE): orgkeeper is installed in")
     assert "orgkeeper-prod/orgkeeper" in message and "--namespace orgkeeper-prod" in message

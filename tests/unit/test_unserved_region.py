@@ -9,11 +9,12 @@ from unittest import mock
 
 import kopf
 import pytest
+from test_leader import Inline
 
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.admission import unserved_region_warning
 from orgkeeper.handlers import admission, organization
-from orgkeeper.kube import KubeApi
+from orgkeeper.kube import KubeApi, threaded
 from orgkeeper.settings import Settings
 
 LEASES = ["orgkeeper", "orgkeeper-au"]
@@ -42,24 +43,32 @@ def _lease(holder: str, renewed: datetime) -> dict[str, Any]:
     return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": stamp}}
 
 
+def stored(leases: dict[str, Any]) -> Any:
+    """The Lease API, answering with `leases` (by name), as admission reads it."""
+
+    class Stored:
+        def __init__(self, kube: Any, executor: Any = None) -> None:
+            self.executor = Inline()
+
+        @threaded
+        def read_lease(self, namespace: str, name: str, timeout: float) -> Any:
+            return leases.get(name)
+
+        @threaded
+        def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+            return [{"metadata": {"name": name}, **lease} for name, lease in leases.items()]
+
+    return Stored
+
+
 def _create(region: str, leases: dict[str, Any]) -> list[str]:
-    kube = mock.MagicMock()
-    kube.read_lease.side_effect = lambda namespace, name, timeout: leases.get(name)
-    kube.list_leases.side_effect = lambda namespace: [
-        {"metadata": {"name": name}, **lease} for name, lease in leases.items()
-    ]
-
-    async def run(call: Any, *args: Any) -> Any:
-        return call(*args)
-
-    kube.run = run
-    runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings(region="us"))
+    runtime = Runtime(kube=cast(KubeApi, mock.MagicMock()), settings=Settings(region="us"))
     for informer in runtime.informers():
         informer.synced.set()
     warnings: list[str] = []
     spec = {"displayName": "A", "plan": "Free", "region": region, "owner": "o@a.test"}
-    asyncio.run(
-        admission.validate_organization(
+    with mock.patch.object(admission, "Leases", stored(leases)):
+        validate = admission.validate_organization(
             spec=cast(kopf.Spec, spec),
             old=None,
             name="a",
@@ -68,7 +77,7 @@ def _create(region: str, leases: dict[str, Any]) -> list[str]:
             memo=kopf.Memo(runtime=runtime),
             warnings=warnings,
         )
-    )
+        asyncio.run(validate)
     return warnings
 
 
@@ -88,7 +97,6 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
 def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
     """What a us operator writes once its Organizations informer takes in `body`."""
     kube = mock.MagicMock()
-    kube.read_lease.return_value = None
     kube.read_organization.return_value = body
     written: list[Any] = []
 
@@ -103,7 +111,8 @@ def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
     runtime = Runtime(kube=cast(KubeApi, kube), settings=settings)
     runtime.organizations.observe(body)
     runtime.org_changed("a")
-    asyncio.run(organization.tell_unserved(runtime, runtime.unreconciled_elsewhere))
+    with mock.patch.object(admission, "Leases", stored({})):
+        asyncio.run(organization.tell_unserved(runtime, runtime.unreconciled_elsewhere))
     return written
 
 

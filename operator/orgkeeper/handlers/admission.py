@@ -26,6 +26,7 @@ from ..domain import admission
 from ..domain.membership import Member, is_user, same_email
 from ..domain.shards import lease_generation
 from ..leader import LeaseRecord, held_until
+from ..leases import Leases
 from ..reviews import BusyError, user_key
 from ..settings import lease_name
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
@@ -179,12 +180,14 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
     settings = runtime.settings
     if settings.region is None or settings.region == region:
         return None  # this operator serves it: no need to read a Lease
+    # On kube's threads: a flood of reviews must not delay the Lease's renewals.
+    lease_api = Leases(runtime.kube, runtime.kube.executor)
     leases = [lease_name(None), lease_name(region)]
     now = datetime.now(UTC)
     live = []
     for name in leases:
         try:
-            found = await runtime.kube.run(runtime.kube.read_lease, settings.namespace, name, 2.0)
+            found = await lease_api.read_lease(settings.namespace, name, 2.0)
         except Exception:  # a Lease that can't be read: say nothing rather than guess
             return None
         until = held_until(LeaseRecord.of(found)) if found is not None else None
@@ -192,7 +195,7 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
             live.append(name)
     if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
         try:
-            found_all = await runtime.kube.run(runtime.kube.list_leases, settings.namespace)
+            found_all = await lease_api.list_leases(settings.namespace)
         except Exception:
             return None
         for lease in found_all:
