@@ -47,7 +47,6 @@ MAX_CONNECTIONS = 32
 LIST_PAGE_SIZE = 100
 # Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
 REVIEW_CONCURRENCY = 4
-REVIEW_TIMEOUT = 5.0  # seconds: a review's thread is never held longer per try
 # Servers end a watch after this; the informer resumes from the last version it saw.
 WATCH_SECONDS = 240
 
@@ -491,14 +490,6 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
 
-    async def run_review(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A Token- or SubjectAccessReview, on the reviews' own threads (reviews.py bounds
-        how many wait for them)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.review_executor, functools.partial(call, *args, **kwargs)
-        )
-
     # --- informers: whole collections, paged, then their changes ------------------------
 
     def organizations(self) -> Collection:
@@ -513,38 +504,6 @@ class KubeApi:
         """Labelled by the operator: labels only it may set (manifests/policies/)."""
         selector = ",".join(s for s in (names.MEMBER_BINDING_SELECTOR, shard) if s)
         return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
-
-    def list_memberships(
-        self, namespace: str | None = None, selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Memberships read now, for what another shard holds in memory: those of one
-        namespace (admission), or cluster-wide by a label selector (the people API, by e-mail
-        hash); paged, as the server's JSON."""
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        where = (namespace,) if namespace is not None else ()
-        listing = (
-            self.custom.list_namespaced_custom_object
-            if namespace is not None
-            else self.custom.list_cluster_custom_object
-        )
-        while True:
-            response = listing(
-                GROUP,
-                VERSION,
-                *where,
-                "memberships",
-                label_selector=selector,
-                limit=LIST_PAGE_SIZE,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=5,
-            )
-            page = json.loads(response.data)
-            found.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return found
 
     def labelled_namespaces(self) -> Collection:
         """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
@@ -1083,58 +1042,6 @@ class KubeApi:
         except ApiException as error:
             if not (event.name and error.status == 409):
                 raise  # a named Event that exists was told already
-
-    # --- authorization: SubjectAccessReviews (admission's support check, /metrics) ------
-
-    def may(self, user: Mapping[str, Any], verb: str, organization: str) -> bool:
-        """Whether the API server's authorizers let `user` (an admission request's userInfo)
-        do `verb` on Organization `organization` (a SubjectAccessReview)."""
-        review = client.V1SubjectAccessReview(
-            spec=client.V1SubjectAccessReviewSpec(
-                user=user.get("username"),
-                uid=user.get("uid"),
-                groups=list(user.get("groups") or []),
-                extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
-                resource_attributes=client.V1ResourceAttributes(
-                    group=GROUP, resource="organizations", name=organization, verb=verb
-                ),
-            )
-        )
-        answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
-            review, _request_timeout=REVIEW_TIMEOUT
-        )
-        return bool(answer.status and answer.status.allowed)
-
-    # Who may read /metrics (kubebuilder's secure metrics).
-    def review_metrics_access(self, token: str, path: str) -> int:
-        """200 if the token's user may `get` the non-resource URL `path`; 401 or 403 if not."""
-        authentication = client.AuthenticationV1Api(self.api_client)
-        review = authentication.create_token_review(
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenReview",
-                "spec": {"token": token},
-            },
-            _request_timeout=REVIEW_TIMEOUT,
-        )
-        if review.status is None or not review.status.authenticated:
-            return 401
-        user = review.status.user
-        access = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
-            {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SubjectAccessReview",
-                "spec": {
-                    "user": user.username,
-                    "uid": user.uid,
-                    "groups": user.groups,
-                    "extra": user.extra,
-                    "nonResourceAttributes": {"path": path, "verb": "get"},
-                },
-            },
-            _request_timeout=REVIEW_TIMEOUT,
-        )
-        return 200 if access.status is not None and access.status.allowed else 403
 
     # --- admission webhook configurations (`--webhook-mode serve`) -------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import names
+from ..access import Reviews
 from ..domain.people import email_of, my_organizations
 from ..kube import REVIEW_CONCURRENCY, KubeApi
 from ..metrics import OperatorMetrics
@@ -240,9 +241,8 @@ class Runtime:
         key = names.email_hash(email_of(user, prefix))
         members: list[MemberRecord]
         if self.settings.shard.sharded:
-            kube = self.kube
             selector = f"{names.LABEL_EMAIL_HASH}={key}"
-            bodies = await kube.run_review(kube.list_memberships, None, selector)
+            bodies = await Reviews(self.kube).list_memberships(None, selector)
             members = [MemberRecord.from_body(body) for body in bodies]
         else:
             members = list(self.members.indexed(key))

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from .. import names
+from ..access import Reviews
 from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
@@ -79,9 +80,8 @@ async def _members(runtime: Runtime, namespace: str) -> list[Member]:
     read is served from the API server's watch cache, and sees what the informer would."""
     if runtime.settings.shard.serves_namespace(namespace):
         return [record.member() for record in runtime.members.in_namespace(namespace)]
-    kube = runtime.kube
     try:
-        bodies = await kube.run_review(kube.list_memberships, namespace)
+        bodies = await Reviews(runtime.kube).list_memberships(namespace)
     except Exception as error:
         raise kopf.AdmissionError(
             f"orgkeeper could not read the Memberships of {namespace} to check this request "
@@ -118,11 +118,11 @@ async def _is_support(
     updating (the cache holds them all): nothing to ask."""
     if known and runtime.organizations.get("", name) is None:
         return False
-    kube = runtime.kube
+    reviews = Reviews(runtime.kube)
     try:
         return await runtime.support_access.ask(
             user_key(userinfo, "support", name),
-            lambda: kube.run_review(kube.may, userinfo, "support", name),
+            lambda: reviews.may_on_organization(userinfo, "support", name),
         )
     except BusyError:
         raise kopf.AdmissionError(

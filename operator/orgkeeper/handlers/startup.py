@@ -16,6 +16,7 @@ from aiohttp import web
 from kubernetes.client.rest import ApiException
 
 from .. import names
+from ..access import Reviews
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_signing_key, load_or_create_webhook_authority
 from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
@@ -189,13 +190,13 @@ async def serve_endpoints(
 ) -> list[web.AppRunner]:
     """/healthz and /readyz on the health port; /metrics, authorized, over HTTPS."""
 
-    kube = runtime.kube
+    reviews = Reviews(runtime.kube)
 
     async def authorize(token: str) -> int:
         # Kept briefly by the token's hash; asked with a bound (reviews.py).
         return await runtime.metrics_access.ask(
             token_key(token, METRICS_PATH),
-            lambda: kube.run_review(kube.review_metrics_access, token, METRICS_PATH),
+            lambda: reviews.metrics_access(token, METRICS_PATH),
         )
 
     return [
