@@ -11,8 +11,6 @@ import base64
 import contextlib
 import contextvars
 import functools
-import json
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -28,7 +26,6 @@ from aiohttp import ClientHandlerType, ClientMiddlewareType
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.utils.quantity import parse_quantity
-from kubernetes.watch.watch import iter_resp_lines
 from urllib3.util.retry import Retry
 
 from . import names
@@ -47,8 +44,6 @@ MAX_CONNECTIONS = 32
 LIST_PAGE_SIZE = 100
 # Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
 REVIEW_CONCURRENCY = 4
-# Servers end a watch after this; the informer resumes from the last version it saw.
-WATCH_SECONDS = 240
 
 
 @dataclass(frozen=True)
@@ -226,34 +221,6 @@ class CABundle(Enum):
     PATCHED = "patched"
     CURRENT = "current"
     ABSENT = "absent"
-
-
-class WatchStop:
-    """Ends a watch blocked in a read, from another thread, by shutting its socket down."""
-
-    def __init__(self) -> None:
-        self.response: Any = None
-        self.stopped = False
-
-    def stop(self) -> None:
-        self.stopped = True
-        connection = getattr(self.response, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """Every object of a kind in all namespaces (maybe by label): what an informer follows."""
-
-    list_call: Callable[..., Any]
-    args: tuple[str, ...] = ()
-    label_selector: str | None = None
-
-    def selector(self) -> dict[str, str]:
-        return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
 EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
@@ -489,73 +456,6 @@ class KubeApi:
         """A call of the client, on kube's threads (its writes pass the gate or raise)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
-
-    # --- informers: whole collections, paged, then their changes ------------------------
-
-    def organizations(self) -> Collection:
-        return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "organizations"))
-
-    def memberships(self, shard: str | None = None) -> Collection:
-        """Every Membership, or a shard's (`shard`: its slot selector)."""
-        args = (GROUP, VERSION, "memberships")
-        return Collection(self.custom.list_cluster_custom_object, args, shard)
-
-    def member_role_bindings(self, shard: str | None = None) -> Collection:
-        """Labelled by the operator: labels only it may set (manifests/policies/)."""
-        selector = ",".join(s for s in (names.MEMBER_BINDING_SELECTOR, shard) if s)
-        return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
-
-    def labelled_namespaces(self) -> Collection:
-        """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
-        return Collection(self.core.list_namespace, (), names.NAMESPACE_SELECTOR)
-
-    def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
-        """One page of a list, as the server's JSON (skipping the client's model classes)."""
-        response = collection.list_call(
-            *collection.args,
-            limit=LIST_PAGE_SIZE,
-            _continue=continue_token,
-            _preload_content=False,
-            **collection.selector(),
-        )
-        page: dict[str, Any] = json.loads(response.data)
-        if not isinstance(page.get("items"), list):
-            raise ApiException(status=500, reason=f"a list without items: {page.get('kind')}")
-        return page
-
-    def watch_events(
-        self, collection: Collection, version: str, stop: WatchStop
-    ) -> Iterator[dict[str, Any]]:
-        """Changes after `version` as raw events, until the server ends the watch.
-
-        A version too old for the server raises ApiException 410; `stop.stop()` ends it early.
-        """
-        response = collection.list_call(
-            *collection.args,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            **collection.selector(),
-        )
-        stop.response = response
-        try:
-            for line in iter_resp_lines(response):
-                if stop.stopped:
-                    return
-                if not line:
-                    continue
-                event: dict[str, Any] = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise ApiException(
-                        status=status.get("code"),
-                        reason=f"{status.get('reason')}: {status.get('message')}",
-                    )
-                yield event
-        finally:
-            response.release_conn()
 
     # --- namespaces ---------------------------------------------------------------------
 

@@ -134,7 +134,6 @@ def test_the_memberships_index_follows_adds_changes_and_deletes() -> None:
         informer: Informer[MemberRecord] = Informer(
             "Memberships",
             None,  # type: ignore[arg-type]
-            None,  # type: ignore[arg-type]
             MemberRecord.from_body,
             lambda _: None,
             index=lambda record: record.email_key,

@@ -18,6 +18,7 @@ from ..kube import REVIEW_CONCURRENCY, KubeApi
 from ..metrics import OperatorMetrics
 from ..reviews import Verdicts, metrics_ttl, support_ttl
 from ..settings import Settings
+from . import listwatch
 from .informer import Informer
 from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
 
@@ -94,7 +95,7 @@ class Runtime:
         # kopf's own handlers follow each org; this cache answers admission, and tells when an
         # org is gone (its namespace may stay, made for it: its Memberships are then Pending).
         self.organizations = Informer(
-            "Organizations", kube, kube.organizations(), OrgRecord.from_body, self.org_changed
+            "Organizations", listwatch.organizations(kube), OrgRecord.from_body, self.org_changed
         )
         # Memberships and member RoleBindings serve only in org-<name> namespaces: nothing
         # elsewhere is held (a policy keeps them there; this bounds what slips past it).
@@ -103,8 +104,7 @@ class Runtime:
         shard = self.settings.shard
         self.members = Informer(
             "Memberships",
-            kube,
-            kube.memberships(shard.selector()),
+            listwatch.memberships(kube, shard.selector()),
             MemberRecord.from_body,
             self.namespace_changed,
             keep=shard.serves_namespace,
@@ -112,16 +112,14 @@ class Runtime:
         )
         self.bindings = Informer(
             "member RoleBindings",
-            kube,
-            kube.member_role_bindings(shard.selector()),
+            listwatch.member_role_bindings(kube, shard.selector()),
             BindingRecord.from_body,
             self.namespace_changed,
             keep=shard.serves_namespace,
         )
         self.namespaces = Informer(
             "labelled Namespaces",
-            kube,
-            kube.labelled_namespaces(),
+            listwatch.labelled_namespaces(kube),
             NamespaceRecord.from_body,
             self.namespace_labelled,
         )

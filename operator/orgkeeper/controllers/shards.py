@@ -15,6 +15,7 @@ from .. import names
 from ..domain.shards import Shard, load_of, map_data, map_of, plan
 from ..kube import KubeApi
 from ..settings import SettingError, Settings
+from . import listwatch
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def organization_names(kube: KubeApi, region: str | None) -> list[str]:
     found: list[str] = []
     token: str | None = None
     while True:
-        page = kube.list_page(kube.organizations(), token)
+        page = listwatch.organizations(kube).list_page.blocking(token)
         for body in page["items"]:
             if region is None or (body.get("spec") or {}).get("region") == region:
                 found.append(body["metadata"]["name"])
