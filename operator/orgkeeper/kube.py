@@ -215,12 +215,14 @@ def _age(quota: client.V1ResourceQuota) -> timedelta:
     return datetime.now(UTC) - created if created else timedelta(0)
 
 
-class CABundle(Enum):
-    """What putting a CA bundle into a webhook configuration did."""
+class Outcome(Enum):
+    """What an apply verb did (Kong's op.Result): one answer for every verb that writes only
+    what differs."""
 
-    PATCHED = "patched"
-    CURRENT = "current"
-    ABSENT = "absent"
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    ABSENT = "absent"  # nothing there to apply to (404): nothing written
 
 
 EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
@@ -942,140 +944,3 @@ class KubeApi:
         except ApiException as error:
             if not (event.name and error.status == 409):
                 raise  # a named Event that exists was told already
-
-    # --- admission webhook configurations (`--webhook-mode serve`) -------------------
-
-    def put_webhook_ca_bundle(self, kind: str, name: str, bundle: str) -> CABundle:
-        """Puts `bundle` into every webhook of the webhook configuration `kind`/`name`.
-
-        One JSON patch that first tests each webhook's name, so a configuration changed meanwhile
-        is refused (422) rather than patched at the wrong index. Blocking: run it in a thread.
-        """
-        admission = client.AdmissionregistrationV1Api(self.api_client)
-        read, patch = {
-            "ValidatingWebhookConfiguration": (
-                admission.read_validating_webhook_configuration,
-                admission.patch_validating_webhook_configuration,
-            ),
-            "MutatingWebhookConfiguration": (
-                admission.read_mutating_webhook_configuration,
-                admission.patch_mutating_webhook_configuration,
-            ),
-        }[kind]
-        current = absent_ok(read, name)
-        if current is None:
-            return CABundle.ABSENT
-        wire = self.api_client.sanitize_for_serialization(current)
-        operations: list[dict[str, Any]] = []
-        for index, webhook in enumerate(wire.get("webhooks") or []):
-            if (webhook.get("clientConfig") or {}).get("caBundle") == bundle:
-                continue
-            operations += [
-                {"op": "test", "path": f"/webhooks/{index}/name", "value": webhook["name"]},
-                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle},
-            ]
-        if not operations:
-            return CABundle.CURRENT
-        patch(name, operations, field_manager=FIELD_MANAGER)
-        return CABundle.PATCHED
-
-    def put_api_service_ca_bundle(self, name: str, bundle: str) -> CABundle:
-        """Puts `bundle` into the APIService `name` (the people API's). Blocking."""
-        registration = client.ApiregistrationV1Api(self.api_client)
-        current = absent_ok(registration.read_api_service, name)
-        if current is None:
-            return CABundle.ABSENT
-        if (current.spec.ca_bundle or "") == bundle:
-            return CABundle.CURRENT
-        body = {
-            "metadata": {"resourceVersion": current.metadata.resource_version},
-            "spec": {"caBundle": bundle},
-        }
-        registration.patch_api_service(name, body, field_manager=FIELD_MANAGER)
-        return CABundle.PATCHED
-
-    def register_people_api(
-        self, namespace: str, service: str, external_name: str, port: int, bundle: str
-    ) -> None:
-        """`managed` mode (`make run`): the people API's APIService, reaching this process
-        through an ExternalName Service for `external_name` at `port`, as the APIService of
-        manifests/ does through the webhook Service. Refuses to replace a Service of another
-        type (an installed operator's). Blocking."""
-        self.ensure_namespace(namespace)
-        found = absent_ok(self.core.read_namespaced_service, service, namespace)
-        spec = {"type": "ExternalName", "externalName": external_name}
-        if found is None:
-            made = {"metadata": {"name": service}, "spec": spec}
-            self.core.create_namespaced_service(namespace, made, field_manager=FIELD_MANAGER)
-        elif found.spec.type != "ExternalName":
-            raise ValueError(
-                f"Service {namespace}/{service} is of type {found.spec.type} (an installed "
-                "operator's?): the people API is not registered for this one"
-            )
-        elif found.spec.external_name != external_name:
-            self.core.patch_namespaced_service(
-                service, namespace, {"spec": spec}, field_manager=FIELD_MANAGER
-            )
-        registration = client.ApiregistrationV1Api(self.api_client)
-        body: dict[str, Any] = {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {
-                "name": names.PEOPLE_API_SERVICE,
-                "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
-            },
-            "spec": {
-                "group": names.PEOPLE_GROUP,
-                "version": names.PEOPLE_VERSION,
-                "groupPriorityMinimum": 1000,
-                "versionPriority": 15,
-                "service": {"namespace": namespace, "name": service, "port": port},
-                "caBundle": bundle,
-            },
-        }
-        current = absent_ok(registration.read_api_service, names.PEOPLE_API_SERVICE)
-        if current is None:
-            registration.create_api_service(body, field_manager=FIELD_MANAGER)
-        else:
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            registration.replace_api_service(
-                names.PEOPLE_API_SERVICE, body, field_manager=FIELD_MANAGER
-            )
-
-    def unregister_people_api(self, namespace: str, service: str) -> None:
-        """Undoes register_people_api: an APIService nobody serves makes kube-apiserver answer
-        503 for its group, and every kubectl's discovery warn. Blocking."""
-        registration = client.ApiregistrationV1Api(self.api_client)
-        absent_ok(registration.delete_api_service, names.PEOPLE_API_SERVICE)
-        absent_ok(self.core.delete_namespaced_service, service, namespace)
-
-    def front_proxy_config(self) -> dict[str, str] | None:
-        """kube-apiserver's front-proxy settings (kube-system/extension-apiserver-authentication,
-        read with the built-in Role extension-apiserver-authentication-reader); None if absent.
-        Blocking."""
-        namespace, name = names.FRONT_PROXY_CONFIG_MAP
-        found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
-        return dict(found.data or {}) if found is not None else None
-
-    def webhook_configurations(self, names: Sequence[str]) -> list[dict[str, Any]]:
-        """The validating and mutating webhook configurations named `names` that exist, as JSON
-        (each with its `kind`), read by name: never a list of every configuration in the
-        cluster. 403s are skipped (the operator's Role may read only its own). Blocking: call
-        it before the loop runs."""
-        admission = client.AdmissionregistrationV1Api(self.api_client)
-        kinds = (
-            ("ValidatingWebhookConfiguration", admission.read_validating_webhook_configuration),
-            ("MutatingWebhookConfiguration", admission.read_mutating_webhook_configuration),
-        )
-        found: list[dict[str, Any]] = []
-        for kind, read_call in kinds:
-            for name in names:
-                try:
-                    item = absent_ok(read_call, name)
-                except ApiException as error:
-                    if not is_status(error, 403):
-                        raise
-                    continue
-                if item is not None:
-                    found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
-        return found

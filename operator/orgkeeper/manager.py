@@ -28,6 +28,7 @@ from .leader import (
 )
 from .leases import Leases
 from .preflight import Listeners
+from .registrations import Registrations
 from .settings import Settings
 from .webhook_server import check_webhook_configurations
 
@@ -89,7 +90,7 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
         leases = Leases(kube)
         check_sharing(leases, settings)
         check_one_installation(leases, settings)
-        for warning in check_webhook_configurations(kube, settings):
+        for warning in check_webhook_configurations(Registrations(kube), settings):
             logger.warning(warning)
         if not settings.leader_elect:
             runtime.metrics.leader.set(1)  # the only replica leads

@@ -20,6 +20,7 @@ from orgkeeper.domain.fairness import take_turn, turn_order
 from orgkeeper.kube import KubeApi, NotLeaderError, threaded
 from orgkeeper.leader import LeaseHeldError, check_one_installation, micro_time
 from orgkeeper.leases import Leases as LeaseApi
+from orgkeeper.registrations import Registrations
 from orgkeeper.reviews import BusyError, Verdicts, metrics_ttl, token_key, user_key
 from orgkeeper.settings import SettingError, Settings, check
 from orgkeeper.webhook_server import check_webhook_configurations
@@ -251,6 +252,7 @@ class Cluster:
     def leases_named(self, names: list[str]) -> list[dict[str, Any]]:
         return [x for x in self.leases if x["metadata"]["name"] in names]
 
+    @threaded
     def webhook_configurations(self, names: Any) -> list[dict[str, Any]]:
         return [c for c in self.configurations if c["metadata"]["name"] in names]
 
@@ -295,7 +297,7 @@ def test_managed_mode_refuses_to_replace_the_installed_configuration() -> None:
     cluster.configurations.append(
         configuration("ValidatingWebhookConfiguration", "orgkeeper.dev", service=SERVICE)
     )
-    kube = cast(KubeApi, cluster)
+    kube = cast(Registrations, cluster)
     with pytest.raises(SettingError) as refused:
         check_webhook_configurations(kube, Settings(webhook_mode="managed"))
     assert str(refused.value).startswith("--webhook-mode (ORGKEEPER_WEBHOOK_MODE): managed would")
@@ -312,7 +314,7 @@ def test_a_configuration_calling_another_namespace_is_another_installation() -> 
         configuration("ValidatingWebhookConfiguration", "orgkeeper.dev", service=elsewhere)
     )
     with pytest.raises(SettingError, match=r"^--namespace .*installed in namespace orgkeeper-prod"):
-        check_webhook_configurations(cast(KubeApi, cluster), Settings(webhook_mode="off"))
+        check_webhook_configurations(cast(Registrations, cluster), Settings(webhook_mode="off"))
 
 
 def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remove_them() -> None:
@@ -343,10 +345,10 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
                 url=f"https://127.0.0.1:{live}/x",
             ),
         ]
-        (warning,) = check_webhook_configurations(cast(KubeApi, cluster), Settings())
+        (warning,) = check_webhook_configurations(cast(Registrations, cluster), Settings())
         # Its own managed configuration is registered anew, not told about.
         mine = Settings(webhook_mode="managed", region="eu")
-        assert check_webhook_configurations(cast(KubeApi, cluster), mine) == []
+        assert check_webhook_configurations(cast(Registrations, cluster), mine) == []
         # Nor the one it serves behind, which calls it once it listens.
         cluster.configurations[:2] = [
             configuration(
@@ -354,7 +356,7 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
             )
         ]
         serving = Settings(webhook_mode="serve")
-        assert check_webhook_configurations(cast(KubeApi, cluster), serving) == []
+        assert check_webhook_configurations(cast(Registrations, cluster), serving) == []
     assert warning.startswith(
         f"The webhook configurations eu.orgkeeper.dev call https://127.0.0.1:{dead}/"
     )

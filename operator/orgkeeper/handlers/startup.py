@@ -30,6 +30,7 @@ from ..memory import trim_periodically, use_full_default_executor
 from ..people import FrontProxy, people_app, people_tls
 from ..pki import Authority
 from ..preflight import Listeners
+from ..registrations import Registrations
 from ..reviews import token_key
 from ..settings import Settings
 from ..webhook_server import (
@@ -112,8 +113,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
             settings = memo.runtime.settings
             kube = memo.runtime.kube
             try:
-                await kube.run(
-                    kube.unregister_people_api, settings.namespace, settings.webhook_service
+                await Registrations(kube).unregister_people_api(
+                    settings.namespace, settings.webhook_service
                 )
             except Exception as error:  # stopping regardless; say what is left behind
                 logger.warning(
@@ -217,8 +218,7 @@ async def register_people_api(runtime: Runtime, server: kopf.WebhookServer) -> b
     if bundle is None or settings.people_api_port is None:
         return False
     try:
-        await kube.run(
-            kube.register_people_api,
+        await Registrations(kube).register_people_api(
             settings.namespace,
             settings.webhook_service,
             people_api_external_name(settings),
@@ -243,7 +243,7 @@ async def serve_people(
     cluster publishes no front-proxy CA or the operator may not read it."""
     kube = runtime.kube
     try:
-        data = await kube.run(kube.front_proxy_config)
+        data = await Registrations(kube).front_proxy_config()
     except ApiException as error:
         logger.error(
             "The people API is not served: reading %s/%s was refused (%s); grant the Role "
