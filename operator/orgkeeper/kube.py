@@ -357,7 +357,9 @@ class Verb(Generic[A, P, T]):
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         call = functools.partial(self._call, self._adapter, *args, **kwargs)
-        return await loop.run_in_executor(self._adapter.executor, call)
+        # In the caller's context, as asyncio.to_thread: KubeApi.start_up_writes holds there.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._adapter.executor, context.run, call)
 
     def blocking(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._call(self._adapter, *args, **kwargs)
@@ -454,25 +456,23 @@ class KubeApi:
             with self._in_flight_lock:
                 self.writes_in_flight -= 1
 
-    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call of the client, on kube's threads (its writes pass the gate or raise)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
-
     # --- namespaces ---------------------------------------------------------------------
 
+    @threaded
     def read_namespace(self, name: str) -> client.V1Namespace | None:
         return absent_ok(self.core.read_namespace, name)
 
+    @threaded
     def ensure_namespace(self, name: str) -> None:
         """A plain namespace (the operator's own), created if missing."""
-        if self.read_namespace(name) is None:
+        if self.read_namespace.blocking(name) is None:
             exists_ok(
                 self.core.create_namespace,
                 {"metadata": {"name": name}},
                 field_manager=FIELD_MANAGER,
             )
 
+    @threaded
     def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
         (someone created it first; see namespaces.made_for for one made for the org)."""
@@ -486,10 +486,11 @@ class KubeApi:
         }
         if exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER) is not None:
             return True
-        found = self.read_namespace(name)
+        found = self.read_namespace.blocking(name)
         refs = (found.metadata.owner_references or []) if found is not None else []
         return any(ref.uid == owner.uid for ref in refs)
 
+    @threaded
     def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
         """Sets (None: removes) these labels of the namespace: the UID of the org that serves
         it, or its release (domain/namespaces.py)."""
@@ -500,6 +501,7 @@ class KubeApi:
             field_manager=FIELD_MANAGER,
         )
 
+    @threaded
     def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
         wanted = self.guardrails.labels()
@@ -508,6 +510,7 @@ class KubeApi:
                 name, {"metadata": {"labels": wanted}}, field_manager=FIELD_MANAGER
             )
 
+    @threaded
     def ensure_membership_quota(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """The org namespace's Membership quota, repaired on drift; True once it counts.
 
@@ -554,6 +557,7 @@ class KubeApi:
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
+    @threaded
     def ensure_owner_rbac(
         self,
         organization: str,
@@ -627,6 +631,7 @@ class KubeApi:
 
     # --- member RoleBindings ------------------------------------------------------------
 
+    @threaded
     def create_member_binding(
         self, namespace: str, binding: Binding, owner: OwnerRef
     ) -> dict[str, Any]:
@@ -664,23 +669,27 @@ class KubeApi:
         wire: dict[str, Any] = self.api_client.sanitize_for_serialization(written)
         return wire
 
+    @threaded
     def delete_role_binding(self, namespace: str, name: str) -> None:
         absent_ok(self.rbac.delete_namespaced_role_binding, name, namespace)
 
     # --- orgkeeper.dev objects ----------------------------------------------------------
 
+    @threaded
     def read_organization(self, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = absent_ok(
             self.custom.get_cluster_custom_object, GROUP, VERSION, "organizations", name
         )
         return found
 
+    @threaded
     def read_membership(self, namespace: str, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = absent_ok(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "memberships", name
         )
         return found
 
+    @threaded
     def create_custom(
         self, plural: str, namespace: str, body: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -696,11 +705,12 @@ class KubeApi:
         )
         return created
 
+    @threaded
     def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
         """Removes these finalizers from the Organization, leaving any other (kopf's own
         included); compare-and-swap on the list, so a finalizer added meanwhile stays."""
         for _ in range(5):
-            org = self.read_organization(name)
+            org = self.read_organization.blocking(name)
             found = list(((org or {}).get("metadata") or {}).get("finalizers") or [])
             kept = [f for f in found if f not in finalizers]
             if org is None or kept == found:
@@ -724,6 +734,7 @@ class KubeApi:
                     raise
         raise RuntimeError(f"Organization {name}: its finalizers kept changing")
 
+    @threaded
     def patch_labels(
         self, plural: str, namespace: str, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
@@ -739,6 +750,7 @@ class KubeApi:
         )
         return patched
 
+    @threaded
     def label_organization(self, name: str, labels: Mapping[str, str]) -> None:
         self.custom.patch_cluster_custom_object(
             GROUP,
@@ -749,6 +761,7 @@ class KubeApi:
             field_manager=FIELD_MANAGER,
         )
 
+    @threaded
     def patch_status(
         self,
         plural: str,
@@ -808,6 +821,7 @@ class KubeApi:
         }
         return calls[kind]
 
+    @threaded
     def annotate_workload(
         self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None:
@@ -816,6 +830,7 @@ class KubeApi:
         body = {"metadata": {"annotations": dict(annotations)}}
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def park_workload(self, kind: str, namespace: str, name: str) -> None:
         """Stops a workload without deleting it: no replicas (a DaemonSet: no node matches),
         and the annotation orgkeeper.dev/decommissioned."""
@@ -829,15 +844,18 @@ class KubeApi:
         body = {"metadata": {"annotations": marker}, "spec": spec}
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def delete_workload(self, kind: str, namespace: str, name: str) -> None:
         _, delete = self._workload_calls(kind)
         absent_ok(delete, name, namespace, propagation_policy="Background")
 
     # --- Secrets and ConfigMaps, by name only (orgkeeper never lists or watches Secrets) --
 
+    @threaded
     def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
         return absent_ok(self.core.read_namespaced_secret, name, namespace)
 
+    @threaded
     def write_secret(
         self,
         namespace: str,
@@ -872,6 +890,7 @@ class KubeApi:
             )
         return self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
@@ -879,10 +898,12 @@ class KubeApi:
             self.core.delete_namespaced_secret, name, namespace, body=options if uid else None
         )
 
+    @threaded
     def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
         return dict(found.data or {}) if found is not None else None
 
+    @threaded
     def create_immutable_config_map(
         self, namespace: str, name: str, data: Mapping[str, str]
     ) -> bool:
@@ -897,6 +918,7 @@ class KubeApi:
         )
         return created is not None
 
+    @threaded
     def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         body = {
             "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
@@ -912,6 +934,7 @@ class KubeApi:
 
     # --- Events: the operator posts its own -------------------------------------------
 
+    @threaded
     def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
         """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
         namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""

@@ -96,7 +96,9 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
             runtime.metrics.leader.set(1)  # the only replica leads
             kopf.run(**options)
             return 0
-        kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ create it)
+        kube.ensure_namespace.blocking(
+            settings.namespace
+        )  # where the Lease lives (manifests/ create it)
         with contextlib.suppress(asyncio.CancelledError):
             asyncio.run(_operate_elected(runtime, options))
     finally:
@@ -116,7 +118,8 @@ async def _operate_elected(runtime: Runtime, options: dict[str, Any]) -> None:
 
     async def started_leading() -> None:
         if runtime.signing_key is None:  # created, if absent, by a leader only
-            runtime.signing_key = await kube.run(
+            # Several blocking calls (each through kube's gated client) and the key's making.
+            runtime.signing_key = await asyncio.to_thread(
                 load_or_create_signing_key, kube, settings.namespace
             )
         if elector.resigned:  # SIGTERM came while the key was loading

@@ -80,7 +80,7 @@ class Registrations:
         through an ExternalName Service for `external_name` at `port`, as the APIService of
         manifests/ does through the webhook Service. Refuses to replace a Service of another
         type (an installed operator's)."""
-        self.kube.ensure_namespace(namespace)
+        self.kube.ensure_namespace.blocking(namespace)
         found = absent_ok(self.core.read_namespaced_service, service, namespace)
         spec = {"type": "ExternalName", "externalName": external_name}
         if found is None:

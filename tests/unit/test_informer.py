@@ -11,11 +11,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, cast
 
-from test_leader import Inline
-
 from orgkeeper.controllers.informer import Informer
 from orgkeeper.controllers.listwatch import ListWatch
 from orgkeeper.kube import threaded
+from support.inline import Inline
 
 
 def body(namespace: str, name: str, version: int, email: str = "a@x.io") -> dict[str, Any]:

@@ -101,7 +101,7 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
     kube.rbac = cast(client.RbacAuthorizationV1Api, rbac)
     rules = owner_rules("acme")
 
-    assert kube.ensure_owner_rbac("acme", ("ada@example.com",), OWNER, rules) is True
+    assert kube.ensure_owner_rbac.blocking("acme", ("ada@example.com",), OWNER, rules) is True
     assert rbac.writes == ["create ClusterRole", "create ClusterRoleBinding"]
     role = rbac.roles.stored[ROLE]
     binding = rbac.bindings.stored[ROLE]
@@ -119,11 +119,11 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
         assert stored["metadata"]["labels"]["orgkeeper.dev/organization"] == "acme"
 
     rbac.writes.clear()
-    assert kube.ensure_owner_rbac("acme", ("ada@example.com",), OWNER, rules) is False
+    assert kube.ensure_owner_rbac.blocking("acme", ("ada@example.com",), OWNER, rules) is False
     assert rbac.writes == []
 
     # A transfer (or an SSO switch) changes only the binding's subject.
-    assert kube.ensure_owner_rbac("acme", ("sso:ada@example.com",), OWNER, rules) is True
+    assert kube.ensure_owner_rbac.blocking("acme", ("sso:ada@example.com",), OWNER, rules) is True
     assert rbac.writes == ["patch ClusterRoleBinding ['subjects']"]
     subjects = rbac.bindings.stored[ROLE]["subjects"]
     assert [subject["name"] for subject in subjects] == ["sso:ada@example.com"]
@@ -131,6 +131,6 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
     # Someone edited the role: its rules are put back, the binding left alone.
     rbac.writes.clear()
     rbac.roles.stored[ROLE]["rules"][0]["verbs"] = ["*"]
-    assert kube.ensure_owner_rbac("acme", ("sso:ada@example.com",), OWNER, rules) is True
+    assert kube.ensure_owner_rbac.blocking("acme", ("sso:ada@example.com",), OWNER, rules) is True
     assert rbac.writes == ["patch ClusterRole ['rules']"]
     assert rbac.roles.stored[ROLE]["rules"] == rules

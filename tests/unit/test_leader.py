@@ -11,10 +11,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -35,9 +34,9 @@ from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.manager import operator_paused
 from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
 from orgkeeper.webhook_server import webhook_server
+from support.inline import Inline
 
 NAMESPACE = "orgkeeper-system"
-T = TypeVar("T")
 
 
 def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -48,24 +47,6 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
         asyncio.run(test(*args, **kwargs))
 
     return run
-
-
-class Inline(Executor):
-    """A fake's `executor`: runs each call at once on the caller's thread; while `refused()`,
-    fails as an unreachable API server does."""
-
-    def __init__(self, refused: Callable[[], bool] = lambda: False) -> None:
-        self.refused = refused
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            if self.refused():
-                raise OSError("connection refused")
-            future.set_result(fn(*args, **kwargs))
-        except Exception as error:
-            future.set_exception(error)
-        return future
 
 
 class Leases:
@@ -364,16 +345,24 @@ async def test_the_operator_pause_of_kopf_is_found_and_pauses_it() -> None:
 class Secrets:
     """Secrets by name in memory, as KubeApi reads and creates them."""
 
+    executor = Inline()
+
     def __init__(self) -> None:
         self.stored: dict[str, SimpleNamespace] = {}
         self.created = 0
+        self.theirs: dict[str, SimpleNamespace] | None = None  # see RacedSecrets
 
+    @threaded
     def read_secret(self, namespace: str, name: str) -> SimpleNamespace | None:
         return self.stored.get(name)
 
+    @threaded
     def write_secret(
         self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
     ) -> SimpleNamespace:
+        if self.theirs is not None:
+            self.stored.update(self.theirs)
+            raise ApiException(status=409, reason="AlreadyExists")
         self.created += 1
         encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
         self.stored[name] = SimpleNamespace(data=encoded)
@@ -386,12 +375,6 @@ class RacedSecrets(Secrets):
     def __init__(self, theirs: dict[str, SimpleNamespace]) -> None:
         super().__init__()
         self.theirs = theirs
-
-    def write_secret(
-        self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
-    ) -> SimpleNamespace:
-        self.stored.update(self.theirs)
-        raise ApiException(status=409, reason="AlreadyExists")
 
 
 def test_replicas_serve_their_webhooks_under_one_ca() -> None:

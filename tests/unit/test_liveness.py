@@ -12,7 +12,6 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from kubernetes import client
-from test_leader import Inline
 
 from orgkeeper.cli import parser
 from orgkeeper.domain.admission import signup_limit_refusal
@@ -24,6 +23,7 @@ from orgkeeper.registrations import Registrations
 from orgkeeper.reviews import BusyError, Verdicts, metrics_ttl, token_key, user_key
 from orgkeeper.settings import SettingError, Settings, check
 from orgkeeper.webhook_server import check_webhook_configurations
+from support.inline import Inline
 
 # --- one org's turn (domain/fairness.py) -----------------------------------------------------
 
@@ -173,8 +173,8 @@ def test_a_write_queued_while_leading_is_refused_if_the_lease_lapsed_before_it_r
         api.executor = ThreadPoolExecutor(max_workers=1)
         api.write_gate = lambda: holding[0]
         try:
-            busy = asyncio.create_task(api.run(api.core.read_namespaced_secret, "x", "ns"))
-            queued = asyncio.create_task(api.run(api.core.delete_namespaced_secret, "late", "ns"))
+            busy = asyncio.create_task(api.read_secret("ns", "x"))
+            queued = asyncio.create_task(api.delete_secret("ns", "late"))
             await asyncio.wait_for(read_arrived.wait(), 5)
             holding[0] = False  # the Lease lapses while the write waits for a thread
             release.set()

@@ -100,7 +100,7 @@ def _posted(involved: dict[str, Any]) -> tuple[str, client.CoreV1Event]:
     core = _Core()
     kube.core = core
     event = PostedEvent("Normal", "Deactivated", "deactivated", "Deactivate", "replica-a")
-    kube.post_event(involved, event)
+    kube.post_event.blocking(involved, event)
     ((namespace, body),) = core.posted
     assert body.reporting_component == EVENT_CONTROLLER == "orgkeeper.dev/operator"
     assert body.reporting_instance == "replica-a"

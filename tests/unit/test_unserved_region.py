@@ -9,13 +9,13 @@ from unittest import mock
 
 import kopf
 import pytest
-from test_leader import Inline
 
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.admission import unserved_region_warning
 from orgkeeper.handlers import admission, organization
 from orgkeeper.kube import KubeApi, threaded
 from orgkeeper.settings import Settings
+from support.inline import Inline
 
 LEASES = ["orgkeeper", "orgkeeper-au"]
 
@@ -97,16 +97,13 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
 def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
     """What a us operator writes once its Organizations informer takes in `body`."""
     kube = mock.MagicMock()
-    kube.read_organization.return_value = body
+    kube.read_organization = mock.AsyncMock(return_value=body)
     written: list[Any] = []
 
-    async def run(call: Any, *args: Any, **kwargs: Any) -> Any:
-        if call is kube.patch_status:
-            written.append((args, kwargs))
-            return None
-        return call(*args)
+    async def patch_status(*args: Any, **kwargs: Any) -> None:
+        written.append((args, kwargs))
 
-    kube.run = run
+    kube.patch_status = patch_status
     settings = Settings(region="us", leader_elect=leader_elect)
     runtime = Runtime(kube=cast(KubeApi, kube), settings=settings)
     runtime.organizations.observe(body)

@@ -42,11 +42,11 @@ def with_shard_map(kube: KubeApi, settings: Settings) -> Settings:
     if not shard.sharded:
         return settings
     name = names.shard_map(settings.region, shard.count)
-    stored = kube.read_config_map_data(settings.namespace, name)
+    stored = kube.read_config_map_data.blocking(settings.namespace, name)
     if stored is None:
         orgs = organization_names(kube, settings.region)
         planned = map_data(shard.count, plan(load_of(orgs), shard.count))
-        if kube.create_immutable_config_map(settings.namespace, name, planned):
+        if kube.create_immutable_config_map.blocking(settings.namespace, name, planned):
             logger.info(
                 "Shard map %s/%s: planned for %d shards from %d orgs.",
                 settings.namespace,
@@ -54,7 +54,7 @@ def with_shard_map(kube: KubeApi, settings: Settings) -> Settings:
                 shard.count,
                 len(orgs),
             )
-        stored = kube.read_config_map_data(settings.namespace, name) or planned
+        stored = kube.read_config_map_data.blocking(settings.namespace, name) or planned
     try:
         slot_map = map_of(stored, shard.count)
     except ValueError as error:
