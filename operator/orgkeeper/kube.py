@@ -25,11 +25,11 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientMiddlewareType
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from kubernetes.utils.quantity import parse_quantity
 from urllib3.util.retry import Retry
 
 from . import names
 from .api.v1alpha1 import API_VERSION, GROUP, VERSION
+from .domain.guardrails import QUOTA_NAME, Guardrails, QuotaSeen
 from .domain.membership import Binding
 from .memory import thread_pool
 from .settings import Settings
@@ -157,62 +157,20 @@ def managed_labels(organization: str, **extra: str) -> dict[str, str]:
     }
 
 
-POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
-POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
-QUOTA_NAME = "orgkeeper"
-MEMBERSHIP_COUNT = f"count/memberships.{GROUP}"
-
-
-@dataclass(frozen=True)
-class Guardrails:
-    """What every org namespace enforces: a Pod Security level and a Membership quota (the
-    settings' defaults unless given)."""
-
-    pod_security: str = Settings.pod_security
-    membership_quota: int = Settings.membership_quota
-
-    def labels(self) -> dict[str, str]:
-        return {POD_SECURITY_ENFORCE: self.pod_security, POD_SECURITY_ENFORCE_VERSION: "latest"}
-
-    def hard(self) -> dict[str, str]:
-        return {MEMBERSHIP_COUNT: str(self.membership_quota)}
-
-
-# How long a quota may go uncounted before it is made anew (kube-controller-manager counts a new
-# one within a second once it knows the resource).
-QUOTA_COUNT_GRACE = timedelta(seconds=5)
-
-
-def _counts(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
-    """kube-controller-manager has counted the Memberships under the current limit."""
+def _seen(quota: client.V1ResourceQuota) -> QuotaSeen:
+    """A quota as the domain judges it (domain/guardrails.py)."""
     status = quota.status
-    if status is None or MEMBERSHIP_COUNT not in (status.used or {}):
-        return False
-    return _same_quantities(status.hard, hard)
-
-
-def _uncounted(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
-    """kube-controller-manager took in the limit but counted no Memberships: it did not know
-    the resource yet when it synced this quota."""
-    status = quota.status
-    return (
-        status is not None
-        and _same_quantities(status.hard, hard)
-        and MEMBERSHIP_COUNT not in (status.used or {})
-    )
-
-
-def _same_quantities(found: Mapping[str, str] | None, wanted: Mapping[str, str]) -> bool:
-    """The API server writes quantities in canonical form: 10000 comes back as 10k."""
-    found = found or {}
-    return found.keys() == wanted.keys() and all(
-        parse_quantity(found[key]) == parse_quantity(value) for key, value in wanted.items()
-    )
-
-
-def _age(quota: client.V1ResourceQuota) -> timedelta:
     created = quota.metadata.creation_timestamp
-    return datetime.now(UTC) - created if created else timedelta(0)
+    return QuotaSeen(
+        hard=(quota.spec.hard if quota.spec is not None else None) or {},
+        status_hard=status.hard if status is not None else None,
+        used=status.used if status is not None else None,
+        age=datetime.now(UTC) - created if created else timedelta(0),
+    )
+
+
+# What org namespaces enforce unless `orgkeeper run` is told otherwise.
+DEFAULT_GUARDRAILS = Guardrails(Settings.pod_security, Settings.membership_quota)
 
 
 class Outcome(Enum):
@@ -393,7 +351,7 @@ class KubeApi:
     def __init__(
         self,
         api_client: client.ApiClient,
-        guardrails: Guardrails = Guardrails(),
+        guardrails: Guardrails = DEFAULT_GUARDRAILS,
         *,
         whole_pools: bool = False,
     ) -> None:
@@ -504,10 +462,11 @@ class KubeApi:
     @threaded
     def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
-        wanted = self.guardrails.labels()
-        if any(labels.get(key) != value for key, value in wanted.items()):
+        if self.guardrails.pod_security_differs(labels):
             self.core.patch_namespace(
-                name, {"metadata": {"labels": wanted}}, field_manager=FIELD_MANAGER
+                name,
+                {"metadata": {"labels": self.guardrails.labels()}},
+                field_manager=FIELD_MANAGER,
             )
 
     @threaded
@@ -523,13 +482,10 @@ class KubeApi:
         quota = absent_ok(self.core.read_namespaced_resource_quota, QUOTA_NAME, name)
         if quota is None:
             quota = self._create_quota(name, organization, owner)
-        if _uncounted(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
-            # kube-controller-manager counts a custom resource only once its discovery (every
-            # 30 s) found it, and a quota made before that waits for the 5-minute resync; a
-            # new quota is counted at once.
+        if _seen(quota).to_remake(hard):
             self.core.delete_namespaced_resource_quota(QUOTA_NAME, name)
             quota = self._create_quota(name, organization, owner)
-        if not _same_quantities(quota.spec.hard, hard):
+        if _seen(quota).limit_differs(hard):
             # A merge patch of spec.hard keeps keys an admin added; `replace` sets ours exactly.
             quota = self.core.patch_namespaced_resource_quota(
                 QUOTA_NAME,
@@ -537,7 +493,7 @@ class KubeApi:
                 [{"op": "replace", "path": "/spec/hard", "value": hard}],
                 field_manager=FIELD_MANAGER,
             )
-        return _counts(quota, hard)
+        return _seen(quota).counts(hard)
 
     def _create_quota(self, namespace: str, organization: str, owner: OwnerRef) -> Any:
         body = {

@@ -17,8 +17,9 @@ from kopf._core.reactor.inventory import ResourceMemories
 from .controllers.runtime import Runtime
 from .controllers.shards import with_shard_map
 from .controllers.signing import load_or_create_signing_key
+from .domain.guardrails import Guardrails
 from .handlers import register
-from .kube import Guardrails, KubeApi, load_client
+from .kube import KubeApi, load_client
 from .leader import (
     Elector,
     LeaseConfig,

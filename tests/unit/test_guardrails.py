@@ -14,9 +14,10 @@ from kubernetes.client.rest import ApiException
 from orgkeeper import names
 from orgkeeper.controllers import guardrails
 from orgkeeper.controllers.runtime import Runtime
-from orgkeeper.kube import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails, KubeApi, OwnerRef
+from orgkeeper.domain.guardrails import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails
+from orgkeeper.kube import DEFAULT_GUARDRAILS, KubeApi, OwnerRef
 
-DEFAULTS = Guardrails()
+DEFAULTS = DEFAULT_GUARDRAILS
 ENFORCE = POD_SECURITY_ENFORCE
 OWNER = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-1")
 
@@ -97,7 +98,9 @@ def test_pod_security_labels_are_patched_only_when_they_drifted() -> None:
 
 def test_baseline_is_what_a_baseline_operator_puts_back() -> None:
     core = FakeCore()
-    kube_with(core, Guardrails("baseline")).ensure_pod_security.blocking("org-acme", {})
+    kube_with(
+        core, Guardrails("baseline", DEFAULT_GUARDRAILS.membership_quota)
+    ).ensure_pod_security.blocking("org-acme", {})
     assert "'pod-security.kubernetes.io/enforce': 'baseline'" in core.calls[0]
 
 
