@@ -7,14 +7,12 @@ Every call is synchronous (the official client) and meant to run in a worker thr
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib.metadata import version
@@ -27,48 +25,23 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from urllib3.util.retry import Retry
 
-from . import names
-from .api.v1alpha1 import API_VERSION, GROUP, VERSION
+from . import resources
+from .api.v1alpha1 import GROUP, VERSION
 from .domain.guardrails import QUOTA_NAME, Guardrails, QuotaSeen
 from .domain.membership import Binding
 from .memory import thread_pool
+from .resources import OwnerRef, PostedEvent
 from .settings import Settings
 
 T = TypeVar("T")
 P = ParamSpec("P")
 FIELD_MANAGER = "orgkeeper"
-RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CONNECTIONS = 32
 # Informers list in pages this size: a page of tenant-sized objects is parsed whole, and its
 # peak sets the process's memory (glibc keeps what a peak needed).
 LIST_PAGE_SIZE = 100
 # Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
 REVIEW_CONCURRENCY = 4
-
-
-@dataclass(frozen=True)
-class OwnerRef:
-    """An object that owns what orgkeeper creates for it (garbage collection cleans up)."""
-
-    api_version: str
-    kind: str
-    name: str
-    uid: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-def owner_of(kind: str, body: Mapping[str, Any]) -> OwnerRef:
-    meta = body["metadata"]
-    return OwnerRef(API_VERSION, kind, meta["name"], meta["uid"])
 
 
 # A busy or restarting API server answers 429 (with Retry-After), 500, 502, 503 or 504: each call
@@ -143,20 +116,6 @@ def _none_on(status: int, call: Callable[P, T], *args: P.args, **kwargs: P.kwarg
         raise
 
 
-def _user_subjects(users: Sequence[str]) -> list[dict[str, str]]:
-    """RBAC subjects naming each user, in order."""
-    return [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user} for user in users]
-
-
-def managed_labels(organization: str, **extra: str) -> dict[str, str]:
-    return {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_ORGANIZATION: organization,
-        **names.shard_slot_label(organization),
-        **extra,
-    }
-
-
 def _seen(quota: client.V1ResourceQuota) -> QuotaSeen:
     """A quota as the domain judges it (domain/guardrails.py)."""
     status = quota.status
@@ -181,22 +140,11 @@ class Outcome(Enum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     ABSENT = "absent"  # nothing there to apply to (404): nothing written
+    TAKEN = "taken"  # one of that name is another's (not ours to change): nothing written
 
 
-EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
-# reportingInstance of Events told to outsiders (NamespaceNotOwned): any replica of any region
-# posts the same one, so it says nothing of which operator serves (or whether one serves) an org.
-SHARED_INSTANCE = "orgkeeper"
-
-
-@dataclass(frozen=True)
-class PostedEvent:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-    action: str  # what the operator did (Reconcile, Deactivate, Propagate, ...)
-    instance: str  # reportingInstance: the operator's identity (or SHARED_INSTANCE)
-    name: str | None = None  # a fixed name: posted once, a second post (409) is no error
+# The more an outcome wrote, the earlier: the outcome of several writes is the first of theirs.
+_WRITTEN = [Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED, Outcome.ABSENT, Outcome.TAKEN]
 
 
 class NotLeaderError(RuntimeError):
@@ -421,37 +369,30 @@ class KubeApi:
         return absent_ok(self.core.read_namespace, name)
 
     @threaded
-    def ensure_namespace(self, name: str) -> None:
+    def ensure_namespace(self, name: str) -> Outcome:
         """A plain namespace (the operator's own), created if missing."""
-        if self.read_namespace.blocking(name) is None:
-            exists_ok(
-                self.core.create_namespace,
-                {"metadata": {"name": name}},
-                field_manager=FIELD_MANAGER,
-            )
+        if self.read_namespace.blocking(name) is not None:
+            return Outcome.UNCHANGED
+        body = {"metadata": {"name": name}}
+        made = exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER)
+        return Outcome.CREATED if made is not None else Outcome.UNCHANGED
 
     @threaded
-    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
-        """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
-        (someone created it first; see namespaces.made_for for one made for the org)."""
-        labels = managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid})
-        body = {
-            "metadata": {
-                "name": name,
-                "labels": {**labels, **self.guardrails.labels()},
-                "ownerReferences": [owner.to_wire()],
-            }
-        }
+    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> Outcome:
+        """Creates the org's namespace: CREATED, UNCHANGED if `owner` owns it already, TAKEN if
+        one by that name exists that `owner` doesn't own (someone created it first; see
+        namespaces.made_for for one made for the org)."""
+        body = resources.org_namespace(name, organization, owner, self.guardrails)
         if exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER) is not None:
-            return True
+            return Outcome.CREATED
         found = self.read_namespace.blocking(name)
         refs = (found.metadata.owner_references or []) if found is not None else []
-        return any(ref.uid == owner.uid for ref in refs)
+        return Outcome.UNCHANGED if any(ref.uid == owner.uid for ref in refs) else Outcome.TAKEN
 
     @threaded
     def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
         """Sets (None: removes) these labels of the namespace: the UID of the org that serves
-        it, or its release (domain/namespaces.py)."""
+        it, or its release (domain/namespaces.py); nothing if it is gone."""
         absent_ok(
             self.core.patch_namespace,
             name,
@@ -460,14 +401,13 @@ class KubeApi:
         )
 
     @threaded
-    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
+    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> Outcome:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
-        if self.guardrails.pod_security_differs(labels):
-            self.core.patch_namespace(
-                name,
-                {"metadata": {"labels": self.guardrails.labels()}},
-                field_manager=FIELD_MANAGER,
-            )
+        if not self.guardrails.pod_security_differs(labels):
+            return Outcome.UNCHANGED
+        body = {"metadata": {"labels": self.guardrails.labels()}}
+        self.core.patch_namespace(name, body, field_manager=FIELD_MANAGER)
+        return Outcome.UPDATED
 
     @threaded
     def ensure_membership_quota(self, name: str, organization: str, owner: OwnerRef) -> bool:
@@ -496,14 +436,7 @@ class KubeApi:
         return _seen(quota).counts(hard)
 
     def _create_quota(self, namespace: str, organization: str, owner: OwnerRef) -> Any:
-        body = {
-            "metadata": {
-                "name": QUOTA_NAME,
-                "labels": managed_labels(organization),
-                "ownerReferences": [owner.to_wire()],
-            },
-            "spec": {"hard": self.guardrails.hard()},
-        }
+        body = resources.membership_quota(organization, owner, self.guardrails.hard())
         created = exists_ok(
             self.core.create_namespaced_resource_quota, namespace, body, field_manager=FIELD_MANAGER
         )
@@ -520,21 +453,11 @@ class KubeApi:
         users: Sequence[str],
         owner: OwnerRef,
         rules: Sequence[Mapping[str, Any]],
-    ) -> bool:
+    ) -> Outcome:
         """The per-org ClusterRole with `rules` (the domain's `owner_rules`) and its binding
-        to the Owner's `users` (membership.user_names); True if anything was written."""
-        name = names.owner_role(organization)
-        metadata = {
-            "name": name,
-            "labels": managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid}),
-            "ownerReferences": [owner.to_wire()],
-        }
-        role = {"metadata": metadata, "rules": [dict(rule) for rule in rules]}
-        binding = {
-            "metadata": metadata,
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
-            "subjects": _user_subjects(users),
-        }
+        to the Owner's `users` (membership.user_names): CREATED if either was created, else
+        UPDATED if either was repaired, else UNCHANGED."""
+        role, binding = resources.owner_rbac(organization, users, owner, rules)
         wrote_role = self._create_or_repair(
             self.rbac.read_cluster_role,
             self.rbac.create_cluster_role,
@@ -549,7 +472,7 @@ class KubeApi:
             binding,
             "subjects",
         )
-        return wrote_role or wrote_binding
+        return min(wrote_role, wrote_binding, key=_WRITTEN.index)
 
     def _create_or_repair(
         self,
@@ -558,32 +481,20 @@ class KubeApi:
         patch: Callable[..., Any],
         body: dict[str, Any],
         field: str,
-    ) -> bool:
-        """Creates the cluster-scoped object, or patches `field` back if it differs from
-        `body`'s, and its labels and owner if it was another Organization's (one of the same
-        name, deleted, that garbage collection hasn't taken yet); True if anything was written."""
+    ) -> Outcome:
+        """Creates the cluster-scoped object, or patches back what differs from `body`
+        (resources.owned_repair)."""
         name = body["metadata"]["name"]
         current = absent_ok(read, name)
         if current is None:
             create(body, field_manager=FIELD_MANAGER)
-            return True
+            return Outcome.CREATED
         found = self.api_client.sanitize_for_serialization(current)
-        wanted_owners = body["metadata"]["ownerReferences"]
-        meta = found["metadata"]
-        owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
-        uid = (meta.get("labels") or {}).get(names.LABEL_ORGANIZATION_UID)
-        repair: dict[str, Any] = {}
-        if owners != [ref["uid"] for ref in wanted_owners] or uid != wanted_owners[0]["uid"]:
-            repair["metadata"] = {
-                "labels": body["metadata"]["labels"],
-                "ownerReferences": wanted_owners,
-            }
-        if found.get(field) != body[field]:
-            repair[field] = body[field]
+        repair = resources.owned_repair(found, body, field)
         if not repair:
-            return False
+            return Outcome.UNCHANGED
         patch(name, repair, field_manager=FIELD_MANAGER)
-        return True
+        return Outcome.UPDATED
 
     # --- member RoleBindings ------------------------------------------------------------
 
@@ -592,33 +503,12 @@ class KubeApi:
         self, namespace: str, binding: Binding, owner: OwnerRef
     ) -> dict[str, Any]:
         """Creates (or re-points) the binding; returns it as the server now has it."""
-        body: dict[str, Any] = {
-            "metadata": {
-                "name": binding.name,
-                "labels": binding.labels,
-                "ownerReferences": [owner.to_wire()],
-            },
-            "roleRef": {
-                "apiGroup": RBAC_GROUP,
-                "kind": "ClusterRole",
-                "name": binding.cluster_role,
-            },
-            "subjects": _user_subjects(binding.users),
-        }
+        body = resources.member_binding(binding, owner)
         written = exists_ok(
             self.rbac.create_namespaced_role_binding, namespace, body, field_manager=FIELD_MANAGER
         )
         if written is None:
-            # Subjects may change (ssoOnly turned), labels and owner may have drifted (an unlabelled
-            # binding would leave the informer, and outlive its Membership); roleRef can't
-            # change, and the name encodes the team.
-            repair = {
-                "metadata": {
-                    "labels": body["metadata"]["labels"],
-                    "ownerReferences": body["metadata"]["ownerReferences"],
-                },
-                "subjects": body["subjects"],
-            }
+            repair = resources.member_binding_repair(body)
             written = self.rbac.patch_namespaced_role_binding(
                 binding.name, namespace, repair, field_manager=FIELD_MANAGER
             )
@@ -671,10 +561,7 @@ class KubeApi:
             kept = [f for f in found if f not in finalizers]
             if org is None or kept == found:
                 return
-            operations = [
-                {"op": "test", "path": "/metadata/finalizers", "value": found},
-                {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-            ]
+            operations = resources.finalizers_swap(found, kept)
             try:
                 self.custom.patch_cluster_custom_object(
                     GROUP,
@@ -731,9 +618,7 @@ class KubeApi:
 
         With `resource_version`, compare-and-swap: 409 if the object changed since.
         """
-        body: dict[str, Any] = {"status": dict(status)}
-        if resource_version is not None:
-            body["metadata"] = {"resourceVersion": resource_version}
+        body = resources.status_patch(status, resource_version)
         if namespace is None:
             patched = absent_ok(
                 self.custom.patch_cluster_custom_object_status,
@@ -791,13 +676,7 @@ class KubeApi:
         """Stops a workload without deleting it: no replicas (a DaemonSet: no node matches),
         and the annotation orgkeeper.dev/decommissioned."""
         patch, _ = self._workload_calls(kind)
-        marker = {names.ANNOTATION_DECOMMISSIONED: "true"}
-        spec: dict[str, Any] = (
-            {"template": {"spec": {"nodeSelector": marker}}}
-            if kind == "DaemonSet"
-            else {"replicas": 0}
-        )
-        body = {"metadata": {"annotations": marker}, "spec": spec}
+        body = resources.parked_workload(kind)
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
     @threaded
@@ -828,18 +707,7 @@ class KubeApi:
 
         With `resource_version`, only that version is patched (409 if it changed since read).
         """
-        metadata: dict[str, Any] = {
-            "name": name,
-            "labels": dict(labels),
-            "ownerReferences": list(owners),
-        }
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        body = {
-            "metadata": metadata,
-            "type": "Opaque",
-            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-        }
+        body = resources.secret(name, data, labels, owners, resource_version)
         if exists:
             return self.core.patch_namespaced_secret(
                 name, namespace, body, field_manager=FIELD_MANAGER
@@ -862,64 +730,35 @@ class KubeApi:
     @threaded
     def create_immutable_config_map(
         self, namespace: str, name: str, data: Mapping[str, str]
-    ) -> bool:
-        """Creates it unless one by that name exists; True if this call created it."""
-        body = {
-            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
-            "data": dict(data),
-            "immutable": True,
-        }
+    ) -> Outcome:
+        """Creates it unless one by that name exists: CREATED, or UNCHANGED (that one stays)."""
+        body = resources.config_map(name, data, immutable=True)
         created = exists_ok(
             self.core.create_namespaced_config_map, namespace, body, field_manager=FIELD_MANAGER
         )
-        return created is not None
+        return Outcome.UNCHANGED if created is None else Outcome.CREATED
 
     @threaded
-    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        body = {
-            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
-            "data": dict(data),
-        }
+    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> Outcome:
+        body = resources.config_map(name, data)
         current = absent_ok(self.core.read_namespaced_config_map, name, namespace)
         if current is None:
             self.core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
-        elif (current.data or {}) != dict(data):
-            self.core.patch_namespaced_config_map(
-                name, namespace, body, field_manager=FIELD_MANAGER
-            )
+            return Outcome.CREATED
+        if (current.data or {}) == dict(data):
+            return Outcome.UNCHANGED
+        self.core.patch_namespaced_config_map(name, namespace, body, field_manager=FIELD_MANAGER)
+        return Outcome.UPDATED
 
     # --- Events: the operator posts its own -------------------------------------------
 
     @threaded
     def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
-        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
-        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
-        meta = involved.get("metadata") or {}
-        namespace = meta.get("namespace") or ""
-        now = datetime.now(UTC)
-        named = {"name": event.name} if event.name else {"generate_name": f"{meta.get('name')}."}
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(**named),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"),
-                kind=involved.get("kind"),
-                name=meta.get("name"),
-                namespace=namespace or None,
-                uid=meta.get("uid"),
-            ),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1024],
-            action=event.action,
-            source=client.V1EventSource(component=EVENT_CONTROLLER),
-            reporting_component=EVENT_CONTROLLER,
-            reporting_instance=event.instance,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        """A core/v1 Event on `involved` (resources.event says where)."""
+        namespace = (involved.get("metadata") or {}).get("namespace") or "default"
+        body = resources.event(involved, event, datetime.now(UTC))
         try:
-            self.core.create_namespaced_event(namespace or "default", body)
+            self.core.create_namespaced_event(namespace, body)
         except ApiException as error:
             if not (event.name and error.status == 409):
                 raise  # a named Event that exists was told already

@@ -21,7 +21,8 @@ from orgkeeper.domain.events import Event, recorded_in
 from orgkeeper.domain.membership import Member
 from orgkeeper.domain.organization.ownership import OwnerMembership, decide_owner, owner_events
 from orgkeeper.handlers import organization as handlers
-from orgkeeper.kube import SHARED_INSTANCE, KubeApi, NotLeaderError, PostedEvent
+from orgkeeper.kube import KubeApi, NotLeaderError
+from orgkeeper.resources import SHARED_INSTANCE, PostedEvent
 from orgkeeper.settings import Settings
 
 OWNER, ADMIN, DEV = "owner@acme.test", "admin@acme.test", "dev@acme.test"

@@ -15,7 +15,8 @@ from orgkeeper import names
 from orgkeeper.controllers import guardrails
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.guardrails import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails
-from orgkeeper.kube import DEFAULT_GUARDRAILS, KubeApi, OwnerRef
+from orgkeeper.kube import DEFAULT_GUARDRAILS, KubeApi
+from orgkeeper.resources import OwnerRef
 
 DEFAULTS = DEFAULT_GUARDRAILS
 ENFORCE = POD_SECURITY_ENFORCE

@@ -33,7 +33,8 @@ from orgkeeper.domain.organization.plan import Applied, OrgObservation, plan_org
 from orgkeeper.domain.organization.status import organization_status
 from orgkeeper.domain.organization.warnings import ignored_key
 from orgkeeper.handlers.organization import labelled_or_counted, license_changed, workload_changed
-from orgkeeper.kube import KubeApi, OwnerRef, threaded
+from orgkeeper.kube import KubeApi, Outcome, threaded
+from orgkeeper.resources import OwnerRef
 from orgkeeper.settings import Settings
 from orgkeeper.views import switcher_rows
 from support.inline import Inline
@@ -467,9 +468,9 @@ def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() ->
     kube = KubeApi(client.ApiClient())
     owner = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-acme")
     kube.core = cast(client.CoreV1Api, SquattedCore("someone-else"))
-    assert kube.create_namespace.blocking("org-acme", "acme", owner) is False
+    assert kube.create_namespace.blocking("org-acme", "acme", owner) is Outcome.TAKEN
     kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create
-    assert kube.create_namespace.blocking("org-acme", "acme", owner) is True
+    assert kube.create_namespace.blocking("org-acme", "acme", owner) is Outcome.UNCHANGED
 
 
 def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:

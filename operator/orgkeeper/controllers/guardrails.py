@@ -7,7 +7,7 @@ import time
 
 from kubernetes import client
 
-from ..kube import OwnerRef
+from ..resources import OwnerRef
 from .runtime import Runtime
 
 # A new quota is counted by kube-controller-manager within about a second; until then the API

@@ -33,7 +33,8 @@ from ..domain.license.evaluation import next_due
 from ..domain.license.issuing import Issue, Refused, plan_issuing
 from ..domain.license.observation import Copy, LicenseObservation, LicenseSeen, Owner
 from ..domain.license.status import license_status
-from ..kube import OwnerRef, is_status, managed_labels
+from ..kube import is_status
+from ..resources import OwnerRef, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Runtime
 from .writes import Failure, Target, annotate, attempt, differs, fetch, status_wire, workload_ref

@@ -13,8 +13,8 @@ from ..api.v1alpha1.membership import MembershipStatus
 from ..domain.fairness import take_turn, turn_order
 from ..domain.membership import Binding, MembershipsPlan, plan_memberships
 from ..domain.organization.ownership import OwnerMembership
-from ..kube import OwnerRef
 from ..names import same_email
+from ..resources import OwnerRef
 from .informer import Informer
 from .records import MemberRecord
 from .runtime import Runtime

@@ -33,7 +33,8 @@ from ..domain.organization.plan import (
 )
 from ..domain.organization.status import closing_events, organization_status
 from ..domain.organization.warnings import failed_write, ignored_workload, invalid_spec, tell_once
-from ..kube import OwnerRef, owner_of
+from ..kube import Outcome
+from ..resources import OwnerRef, owner_of
 from . import guardrails
 from .license import reconcile_licenses
 from .membership import create_owner_membership, sync_memberships
@@ -220,7 +221,8 @@ async def _org_namespace(
     found = await kube.read_namespace(namespace)
     if found is None:
         # Someone may create it between the read and the create: only one the org owns counts.
-        return None, await kube.create_namespace(namespace, organization, owner), None
+        made = await kube.create_namespace(namespace, organization, owner)
+        return None, made is not Outcome.TAKEN, None
     owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
     claim = Claim.of(namespace, found.metadata.labels or {}, owners)
     ready = namespace_domain.org_namespace_ready(

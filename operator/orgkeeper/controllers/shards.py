@@ -13,7 +13,7 @@ import logging
 
 from .. import names
 from ..domain.shards import Shard, load_of, map_data, map_of, plan
-from ..kube import KubeApi
+from ..kube import KubeApi, Outcome
 from ..settings import SettingError, Settings
 from . import listwatch
 
@@ -46,7 +46,8 @@ def with_shard_map(kube: KubeApi, settings: Settings) -> Settings:
     if stored is None:
         orgs = organization_names(kube, settings.region)
         planned = map_data(shard.count, plan(load_of(orgs), shard.count))
-        if kube.create_immutable_config_map.blocking(settings.namespace, name, planned):
+        made = kube.create_immutable_config_map.blocking(settings.namespace, name, planned)
+        if made is Outcome.CREATED:
             logger.info(
                 "Shard map %s/%s: planned for %d shards from %d orgs.",
                 settings.namespace,

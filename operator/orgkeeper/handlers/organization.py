@@ -23,7 +23,8 @@ from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, ignored_message, owned_namespaces, release_labels, to_release
 from ..domain.regions import marks_pending_here
-from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
+from ..kube import NotLeaderError
+from ..resources import SHARED_INSTANCE, PostedEvent, owner_of
 from .admission import unserved_region
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
