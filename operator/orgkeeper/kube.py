@@ -1,7 +1,11 @@
-"""The one place that calls the Kubernetes API (besides kopf's own watching and patching).
+"""The Kubernetes API client (besides kopf's own watching and patching), its write gate, and
+the apply verbs of `KubeApi`.
 
-Every call is synchronous (the official client) and meant to run in a worker thread through
-`KubeApi.run`, so async handlers never block the event loop.
+Its siblings call the API for one purpose each, through this client and gate: leases.py (the
+Lease), access.py (reviews), registrations.py (webhook and APIService caBundles),
+controllers/listwatch.py (what the informers follow). Bodies come from resources.py, policy
+from the domain. The official client is synchronous: every call is a `threaded` verb, awaited
+by async code on its adapter's thread pool, or called `.blocking(...)` before the loop runs.
 """
 
 from __future__ import annotations
