@@ -1,80 +1,52 @@
-"""The one place that calls the Kubernetes API (besides kopf's own watching and patching).
+"""The Kubernetes API client (besides kopf's own watching and patching), its write gate, and
+the apply verbs of `KubeApi`.
 
-Every call is synchronous (the official client) and meant to run in a worker thread through
-`KubeApi.run`, so async handlers never block the event loop.
+Its siblings call the API for one purpose each, through this client and gate: leases.py (the
+Lease), access.py (reviews), registrations.py (webhook and APIService caBundles),
+controllers/listwatch.py (what the informers follow). Bodies come from resources.py, policy
+from the domain. The official client is synchronous: every call is a `threaded` verb, awaited
+by async code on its adapter's thread pool, or called `.blocking(...)` before the loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import functools
-import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib.metadata import version
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientMiddlewareType
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from kubernetes.utils.quantity import parse_quantity
-from kubernetes.watch.watch import iter_resp_lines
 from urllib3.util.retry import Retry
 
-from . import names
-from .api.v1alpha1 import API_VERSION, GROUP, VERSION
+from . import resources
+from .api.v1alpha1 import GROUP, VERSION
+from .domain.guardrails import QUOTA_NAME, Guardrails, QuotaSeen
 from .domain.membership import Binding
 from .memory import thread_pool
+from .resources import OwnerRef, PostedEvent
 from .settings import Settings
 
 T = TypeVar("T")
 P = ParamSpec("P")
 FIELD_MANAGER = "orgkeeper"
-RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CONNECTIONS = 32
 # Informers list in pages this size: a page of tenant-sized objects is parsed whole, and its
 # peak sets the process's memory (glibc keeps what a peak needed).
 LIST_PAGE_SIZE = 100
 # Token- and SubjectAccessReviews asked at once (their own threads; see reviews.py).
 REVIEW_CONCURRENCY = 4
-REVIEW_TIMEOUT = 5.0  # seconds: a review's thread is never held longer per try
-# Servers end a watch after this; the informer resumes from the last version it saw.
-WATCH_SECONDS = 240
-
-
-@dataclass(frozen=True)
-class OwnerRef:
-    """An object that owns what orgkeeper creates for it (garbage collection cleans up)."""
-
-    api_version: str
-    kind: str
-    name: str
-    uid: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-def owner_of(kind: str, body: Mapping[str, Any]) -> OwnerRef:
-    meta = body["metadata"]
-    return OwnerRef(API_VERSION, kind, meta["name"], meta["uid"])
 
 
 # A busy or restarting API server answers 429 (with Retry-After), 500, 502, 503 or 504: each call
@@ -176,128 +148,35 @@ def _none_on(status: int, call: Callable[P, T], *args: P.args, **kwargs: P.kwarg
         raise
 
 
-def _user_subjects(users: Sequence[str]) -> list[dict[str, str]]:
-    """RBAC subjects naming each user, in order."""
-    return [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user} for user in users]
-
-
-def managed_labels(organization: str, **extra: str) -> dict[str, str]:
-    return {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_ORGANIZATION: organization,
-        **names.shard_slot_label(organization),
-        **extra,
-    }
-
-
-POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
-POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
-QUOTA_NAME = "orgkeeper"
-MEMBERSHIP_COUNT = f"count/memberships.{GROUP}"
-
-
-@dataclass(frozen=True)
-class Guardrails:
-    """What every org namespace enforces: a Pod Security level and a Membership quota (the
-    settings' defaults unless given)."""
-
-    pod_security: str = Settings.pod_security
-    membership_quota: int = Settings.membership_quota
-
-    def labels(self) -> dict[str, str]:
-        return {POD_SECURITY_ENFORCE: self.pod_security, POD_SECURITY_ENFORCE_VERSION: "latest"}
-
-    def hard(self) -> dict[str, str]:
-        return {MEMBERSHIP_COUNT: str(self.membership_quota)}
-
-
-# How long a quota may go uncounted before it is made anew (kube-controller-manager counts a new
-# one within a second once it knows the resource).
-QUOTA_COUNT_GRACE = timedelta(seconds=5)
-
-
-def _counts(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
-    """kube-controller-manager has counted the Memberships under the current limit."""
+def _seen(quota: client.V1ResourceQuota) -> QuotaSeen:
+    """A quota as the domain judges it (domain/guardrails.py)."""
     status = quota.status
-    if status is None or MEMBERSHIP_COUNT not in (status.used or {}):
-        return False
-    return _same_quantities(status.hard, hard)
-
-
-def _uncounted(quota: client.V1ResourceQuota, hard: Mapping[str, str]) -> bool:
-    """kube-controller-manager took in the limit but counted no Memberships: it did not know
-    the resource yet when it synced this quota."""
-    status = quota.status
-    return (
-        status is not None
-        and _same_quantities(status.hard, hard)
-        and MEMBERSHIP_COUNT not in (status.used or {})
-    )
-
-
-def _same_quantities(found: Mapping[str, str] | None, wanted: Mapping[str, str]) -> bool:
-    """The API server writes quantities in canonical form: 10000 comes back as 10k."""
-    found = found or {}
-    return found.keys() == wanted.keys() and all(
-        parse_quantity(found[key]) == parse_quantity(value) for key, value in wanted.items()
-    )
-
-
-def _age(quota: client.V1ResourceQuota) -> timedelta:
     created = quota.metadata.creation_timestamp
-    return datetime.now(UTC) - created if created else timedelta(0)
+    return QuotaSeen(
+        hard=(quota.spec.hard if quota.spec is not None else None) or {},
+        status_hard=status.hard if status is not None else None,
+        used=status.used if status is not None else None,
+        age=datetime.now(UTC) - created if created else timedelta(0),
+    )
 
 
-class CABundle(Enum):
-    """What putting a CA bundle into a webhook configuration did."""
-
-    PATCHED = "patched"
-    CURRENT = "current"
-    ABSENT = "absent"
+# What org namespaces enforce unless `orgkeeper run` is told otherwise.
+DEFAULT_GUARDRAILS = Guardrails(Settings.pod_security, Settings.membership_quota)
 
 
-class WatchStop:
-    """Ends a watch blocked in a read, from another thread, by shutting its socket down."""
+class Outcome(Enum):
+    """What an apply verb did (Kong's op.Result): one answer for every verb that writes only
+    what differs."""
 
-    def __init__(self) -> None:
-        self.response: Any = None
-        self.stopped = False
-
-    def stop(self) -> None:
-        self.stopped = True
-        connection = getattr(self.response, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    ABSENT = "absent"  # nothing there to apply to (404): nothing written
+    TAKEN = "taken"  # one of that name is another's (not ours to change): nothing written
 
 
-@dataclass(frozen=True)
-class Collection:
-    """Every object of a kind in all namespaces (maybe by label): what an informer follows."""
-
-    list_call: Callable[..., Any]
-    args: tuple[str, ...] = ()
-    label_selector: str | None = None
-
-    def selector(self) -> dict[str, str]:
-        return {"label_selector": self.label_selector} if self.label_selector else {}
-
-
-EVENT_CONTROLLER = names.EVENT_CONTROLLER  # reportingController of every Event posted
-# reportingInstance of Events told to outsiders (NamespaceNotOwned): any replica of any region
-# posts the same one, so it says nothing of which operator serves (or whether one serves) an org.
-SHARED_INSTANCE = "orgkeeper"
-
-
-@dataclass(frozen=True)
-class PostedEvent:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-    action: str  # what the operator did (Reconcile, Deactivate, Propagate, ...)
-    instance: str  # reportingInstance: the operator's identity (or SHARED_INSTANCE)
-    name: str | None = None  # a fixed name: posted once, a second post (409) is no error
+# The more an outcome wrote, the earlier: the outcome of several writes is the first of theirs.
+_WRITTEN = [Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED, Outcome.ABSENT, Outcome.TAKEN]
 
 
 class NotLeaderError(RuntimeError):
@@ -392,11 +271,67 @@ def user_agent(version: str, identity: str) -> str:
     return f"orgkeeper/{version} ({identity})"
 
 
+class Pooled(Protocol):
+    """An adapter whose blocking calls run on `executor` (one of KubeApi's thread pools)."""
+
+    @property
+    def executor(self) -> Executor | None: ...
+
+
+A = TypeVar("A", bound=Pooled)
+
+
+class Verb(Generic[A, P, T]):
+    """A blocking call of an adapter, bound to it: `await verb(...)` runs it on the adapter's
+    threads (async code never blocks the loop); `verb.blocking(...)` runs it on this thread
+    (before the loop runs, or on a thread already)."""
+
+    __slots__ = ("_adapter", "_call")
+
+    def __init__(self, call: Callable[Concatenate[A, P], T], adapter: A) -> None:
+        self._call = call
+        self._adapter = adapter
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._call, self._adapter, *args, **kwargs)
+        # In the caller's context, as asyncio.to_thread: KubeApi.start_up_writes holds there.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._adapter.executor, context.run, call)
+
+    def blocking(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(self._adapter, *args, **kwargs)
+
+
+class Threaded(Generic[A, P, T]):
+    """See `threaded`."""
+
+    def __init__(self, call: Callable[Concatenate[A, P], T]) -> None:
+        self._call = call
+        self.__doc__ = call.__doc__
+        self.__name__ = call.__name__
+
+    @overload
+    def __get__(self, adapter: None, owner: type[Any]) -> Threaded[A, P, T]: ...
+    @overload
+    def __get__(self, adapter: A, owner: type[Any]) -> Verb[A, P, T]: ...
+    def __get__(self, adapter: A | None, owner: type[Any]) -> Threaded[A, P, T] | Verb[A, P, T]:
+        return self if adapter is None else Verb(self._call, adapter)
+
+
+def threaded(call: Callable[Concatenate[A, P], T]) -> Threaded[A, P, T]:
+    """Makes a blocking method of an adapter (KubeApi, Leases, ...) a `Verb`: async callers
+    `await adapter.method(...)` and it runs on the adapter's thread pool; code before the loop
+    runs calls `adapter.method.blocking(...)`. The one way the operator's async code reaches
+    the API server's client (its writes pass the write gate by HTTP verb, gate_rest_client)."""
+    return Threaded(call)
+
+
 class KubeApi:
     def __init__(
         self,
         api_client: client.ApiClient,
-        guardrails: Guardrails = Guardrails(),
+        guardrails: Guardrails = DEFAULT_GUARDRAILS,
         *,
         whole_pools: bool = False,
     ) -> None:
@@ -459,159 +394,37 @@ class KubeApi:
             with self._in_flight_lock:
                 self.writes_in_flight -= 1
 
-    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call of the client, on kube's threads (its writes pass the gate or raise)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
-
-    async def run_lease(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A Lease call, on the Lease's own threads (never queued behind other work)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.lease_executor, functools.partial(call, *args, **kwargs)
-        )
-
-    async def run_review(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A Token- or SubjectAccessReview, on the reviews' own threads (reviews.py bounds
-        how many wait for them)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.review_executor, functools.partial(call, *args, **kwargs)
-        )
-
-    # --- informers: whole collections, paged, then their changes ------------------------
-
-    def organizations(self) -> Collection:
-        return Collection(self.custom.list_cluster_custom_object, (GROUP, VERSION, "organizations"))
-
-    def memberships(self, shard: str | None = None) -> Collection:
-        """Every Membership, or a shard's (`shard`: its slot selector)."""
-        args = (GROUP, VERSION, "memberships")
-        return Collection(self.custom.list_cluster_custom_object, args, shard)
-
-    def member_role_bindings(self, shard: str | None = None) -> Collection:
-        """Labelled by the operator: labels only it may set (manifests/policies/)."""
-        selector = ",".join(s for s in (names.MEMBER_BINDING_SELECTOR, shard) if s)
-        return Collection(self.rbac.list_role_binding_for_all_namespaces, (), selector)
-
-    def list_memberships(
-        self, namespace: str | None = None, selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Memberships read now, for what another shard holds in memory: those of one
-        namespace (admission), or cluster-wide by a label selector (the people API, by e-mail
-        hash); paged, as the server's JSON."""
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        where = (namespace,) if namespace is not None else ()
-        listing = (
-            self.custom.list_namespaced_custom_object
-            if namespace is not None
-            else self.custom.list_cluster_custom_object
-        )
-        while True:
-            response = listing(
-                GROUP,
-                VERSION,
-                *where,
-                "memberships",
-                label_selector=selector,
-                limit=LIST_PAGE_SIZE,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=5,
-            )
-            page = json.loads(response.data)
-            found.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return found
-
-    def labelled_namespaces(self) -> Collection:
-        """Namespaces labelled orgkeeper.dev/organization: the ones an org may own."""
-        return Collection(self.core.list_namespace, (), names.NAMESPACE_SELECTOR)
-
-    def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
-        """One page of a list, as the server's JSON (skipping the client's model classes)."""
-        response = collection.list_call(
-            *collection.args,
-            limit=LIST_PAGE_SIZE,
-            _continue=continue_token,
-            _preload_content=False,
-            **collection.selector(),
-        )
-        page: dict[str, Any] = json.loads(response.data)
-        if not isinstance(page.get("items"), list):
-            raise ApiException(status=500, reason=f"a list without items: {page.get('kind')}")
-        return page
-
-    def watch_events(
-        self, collection: Collection, version: str, stop: WatchStop
-    ) -> Iterator[dict[str, Any]]:
-        """Changes after `version` as raw events, until the server ends the watch.
-
-        A version too old for the server raises ApiException 410; `stop.stop()` ends it early.
-        """
-        response = collection.list_call(
-            *collection.args,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            **collection.selector(),
-        )
-        stop.response = response
-        try:
-            for line in iter_resp_lines(response):
-                if stop.stopped:
-                    return
-                if not line:
-                    continue
-                event: dict[str, Any] = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise ApiException(
-                        status=status.get("code"),
-                        reason=f"{status.get('reason')}: {status.get('message')}",
-                    )
-                yield event
-        finally:
-            response.release_conn()
-
     # --- namespaces ---------------------------------------------------------------------
 
+    @threaded
     def read_namespace(self, name: str) -> client.V1Namespace | None:
         return absent_ok(self.core.read_namespace, name)
 
-    def ensure_namespace(self, name: str) -> None:
+    @threaded
+    def ensure_namespace(self, name: str) -> Outcome:
         """A plain namespace (the operator's own), created if missing."""
-        if self.read_namespace(name) is None:
-            exists_ok(
-                self.core.create_namespace,
-                {"metadata": {"name": name}},
-                field_manager=FIELD_MANAGER,
-            )
+        if self.read_namespace.blocking(name) is not None:
+            return Outcome.UNCHANGED
+        body = {"metadata": {"name": name}}
+        made = exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER)
+        return Outcome.CREATED if made is not None else Outcome.UNCHANGED
 
-    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> bool:
-        """Creates the org's namespace; False if one by that name exists that `owner` doesn't own
-        (someone created it first; see namespaces.made_for for one made for the org)."""
-        labels = managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid})
-        body = {
-            "metadata": {
-                "name": name,
-                "labels": {**labels, **self.guardrails.labels()},
-                "ownerReferences": [owner.to_wire()],
-            }
-        }
+    @threaded
+    def create_namespace(self, name: str, organization: str, owner: OwnerRef) -> Outcome:
+        """Creates the org's namespace: CREATED, UNCHANGED if `owner` owns it already, TAKEN if
+        one by that name exists that `owner` doesn't own (someone created it first; see
+        namespaces.made_for for one made for the org)."""
+        body = resources.org_namespace(name, organization, owner, self.guardrails)
         if exists_ok(self.core.create_namespace, body, field_manager=FIELD_MANAGER) is not None:
-            return True
-        found = self.read_namespace(name)
+            return Outcome.CREATED
+        found = self.read_namespace.blocking(name)
         refs = (found.metadata.owner_references or []) if found is not None else []
-        return any(ref.uid == owner.uid for ref in refs)
+        return Outcome.UNCHANGED if any(ref.uid == owner.uid for ref in refs) else Outcome.TAKEN
 
+    @threaded
     def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
         """Sets (None: removes) these labels of the namespace: the UID of the org that serves
-        it, or its release (domain/namespaces.py)."""
+        it, or its release (domain/namespaces.py); nothing if it is gone."""
         absent_ok(
             self.core.patch_namespace,
             name,
@@ -619,14 +432,16 @@ class KubeApi:
             field_manager=FIELD_MANAGER,
         )
 
-    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> None:
+    @threaded
+    def ensure_pod_security(self, name: str, labels: Mapping[str, str]) -> Outcome:
         """The org namespace's Pod Security labels put back if changed (`labels`: its own)."""
-        wanted = self.guardrails.labels()
-        if any(labels.get(key) != value for key, value in wanted.items()):
-            self.core.patch_namespace(
-                name, {"metadata": {"labels": wanted}}, field_manager=FIELD_MANAGER
-            )
+        if not self.guardrails.pod_security_differs(labels):
+            return Outcome.UNCHANGED
+        body = {"metadata": {"labels": self.guardrails.labels()}}
+        self.core.patch_namespace(name, body, field_manager=FIELD_MANAGER)
+        return Outcome.UPDATED
 
+    @threaded
     def ensure_membership_quota(self, name: str, organization: str, owner: OwnerRef) -> bool:
         """The org namespace's Membership quota, repaired on drift; True once it counts.
 
@@ -639,13 +454,10 @@ class KubeApi:
         quota = absent_ok(self.core.read_namespaced_resource_quota, QUOTA_NAME, name)
         if quota is None:
             quota = self._create_quota(name, organization, owner)
-        if _uncounted(quota, hard) and _age(quota) > QUOTA_COUNT_GRACE:
-            # kube-controller-manager counts a custom resource only once its discovery (every
-            # 30 s) found it, and a quota made before that waits for the 5-minute resync; a
-            # new quota is counted at once.
+        if _seen(quota).to_remake(hard):
             self.core.delete_namespaced_resource_quota(QUOTA_NAME, name)
             quota = self._create_quota(name, organization, owner)
-        if not _same_quantities(quota.spec.hard, hard):
+        if _seen(quota).limit_differs(hard):
             # A merge patch of spec.hard keeps keys an admin added; `replace` sets ours exactly.
             quota = self.core.patch_namespaced_resource_quota(
                 QUOTA_NAME,
@@ -653,17 +465,10 @@ class KubeApi:
                 [{"op": "replace", "path": "/spec/hard", "value": hard}],
                 field_manager=FIELD_MANAGER,
             )
-        return _counts(quota, hard)
+        return _seen(quota).counts(hard)
 
     def _create_quota(self, namespace: str, organization: str, owner: OwnerRef) -> Any:
-        body = {
-            "metadata": {
-                "name": QUOTA_NAME,
-                "labels": managed_labels(organization),
-                "ownerReferences": [owner.to_wire()],
-            },
-            "spec": {"hard": self.guardrails.hard()},
-        }
+        body = resources.membership_quota(organization, owner, self.guardrails.hard())
         created = exists_ok(
             self.core.create_namespaced_resource_quota, namespace, body, field_manager=FIELD_MANAGER
         )
@@ -673,27 +478,18 @@ class KubeApi:
 
     # --- the Owner's cluster-scoped RBAC ----------------------------------------------
 
+    @threaded
     def ensure_owner_rbac(
         self,
         organization: str,
         users: Sequence[str],
         owner: OwnerRef,
         rules: Sequence[Mapping[str, Any]],
-    ) -> bool:
+    ) -> Outcome:
         """The per-org ClusterRole with `rules` (the domain's `owner_rules`) and its binding
-        to the Owner's `users` (membership.user_names); True if anything was written."""
-        name = names.owner_role(organization)
-        metadata = {
-            "name": name,
-            "labels": managed_labels(organization, **{names.LABEL_ORGANIZATION_UID: owner.uid}),
-            "ownerReferences": [owner.to_wire()],
-        }
-        role = {"metadata": metadata, "rules": [dict(rule) for rule in rules]}
-        binding = {
-            "metadata": metadata,
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
-            "subjects": _user_subjects(users),
-        }
+        to the Owner's `users` (membership.user_names): CREATED if either was created, else
+        UPDATED if either was repaired, else UNCHANGED."""
+        role, binding = resources.owner_rbac(organization, users, owner, rules)
         wrote_role = self._create_or_repair(
             self.rbac.read_cluster_role,
             self.rbac.create_cluster_role,
@@ -708,7 +504,7 @@ class KubeApi:
             binding,
             "subjects",
         )
-        return wrote_role or wrote_binding
+        return min(wrote_role, wrote_binding, key=_WRITTEN.index)
 
     def _create_or_repair(
         self,
@@ -717,89 +513,61 @@ class KubeApi:
         patch: Callable[..., Any],
         body: dict[str, Any],
         field: str,
-    ) -> bool:
-        """Creates the cluster-scoped object, or patches `field` back if it differs from
-        `body`'s, and its labels and owner if it was another Organization's (one of the same
-        name, deleted, that garbage collection hasn't taken yet); True if anything was written."""
+    ) -> Outcome:
+        """Creates the cluster-scoped object, or patches back what differs from `body`
+        (resources.owned_repair)."""
         name = body["metadata"]["name"]
         current = absent_ok(read, name)
         if current is None:
             create(body, field_manager=FIELD_MANAGER)
-            return True
+            return Outcome.CREATED
         found = self.api_client.sanitize_for_serialization(current)
-        wanted_owners = body["metadata"]["ownerReferences"]
-        meta = found["metadata"]
-        owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
-        uid = (meta.get("labels") or {}).get(names.LABEL_ORGANIZATION_UID)
-        repair: dict[str, Any] = {}
-        if owners != [ref["uid"] for ref in wanted_owners] or uid != wanted_owners[0]["uid"]:
-            repair["metadata"] = {
-                "labels": body["metadata"]["labels"],
-                "ownerReferences": wanted_owners,
-            }
-        if found.get(field) != body[field]:
-            repair[field] = body[field]
+        repair = resources.owned_repair(found, body, field)
         if not repair:
-            return False
+            return Outcome.UNCHANGED
         patch(name, repair, field_manager=FIELD_MANAGER)
-        return True
+        return Outcome.UPDATED
 
     # --- member RoleBindings ------------------------------------------------------------
 
+    @threaded
     def create_member_binding(
         self, namespace: str, binding: Binding, owner: OwnerRef
     ) -> dict[str, Any]:
         """Creates (or re-points) the binding; returns it as the server now has it."""
-        body: dict[str, Any] = {
-            "metadata": {
-                "name": binding.name,
-                "labels": binding.labels,
-                "ownerReferences": [owner.to_wire()],
-            },
-            "roleRef": {
-                "apiGroup": RBAC_GROUP,
-                "kind": "ClusterRole",
-                "name": binding.cluster_role,
-            },
-            "subjects": _user_subjects(binding.users),
-        }
+        body = resources.member_binding(binding, owner)
         written = exists_ok(
             self.rbac.create_namespaced_role_binding, namespace, body, field_manager=FIELD_MANAGER
         )
         if written is None:
-            # Subjects may change (ssoOnly turned), labels and owner may have drifted (an unlabelled
-            # binding would leave the informer, and outlive its Membership); roleRef can't
-            # change, and the name encodes the team.
-            repair = {
-                "metadata": {
-                    "labels": body["metadata"]["labels"],
-                    "ownerReferences": body["metadata"]["ownerReferences"],
-                },
-                "subjects": body["subjects"],
-            }
+            repair = resources.member_binding_repair(body)
             written = self.rbac.patch_namespaced_role_binding(
                 binding.name, namespace, repair, field_manager=FIELD_MANAGER
             )
         wire: dict[str, Any] = self.api_client.sanitize_for_serialization(written)
         return wire
 
+    @threaded
     def delete_role_binding(self, namespace: str, name: str) -> None:
         absent_ok(self.rbac.delete_namespaced_role_binding, name, namespace)
 
     # --- orgkeeper.dev objects ----------------------------------------------------------
 
+    @threaded
     def read_organization(self, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = absent_ok(
             self.custom.get_cluster_custom_object, GROUP, VERSION, "organizations", name
         )
         return found
 
+    @threaded
     def read_membership(self, namespace: str, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = absent_ok(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "memberships", name
         )
         return found
 
+    @threaded
     def create_custom(
         self, plural: str, namespace: str, body: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -815,19 +583,17 @@ class KubeApi:
         )
         return created
 
+    @threaded
     def drop_organization_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
         """Removes these finalizers from the Organization, leaving any other (kopf's own
         included); compare-and-swap on the list, so a finalizer added meanwhile stays."""
         for _ in range(5):
-            org = self.read_organization(name)
+            org = self.read_organization.blocking(name)
             found = list(((org or {}).get("metadata") or {}).get("finalizers") or [])
             kept = [f for f in found if f not in finalizers]
             if org is None or kept == found:
                 return
-            operations = [
-                {"op": "test", "path": "/metadata/finalizers", "value": found},
-                {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-            ]
+            operations = resources.finalizers_swap(found, kept)
             try:
                 self.custom.patch_cluster_custom_object(
                     GROUP,
@@ -843,6 +609,7 @@ class KubeApi:
                     raise
         raise RuntimeError(f"Organization {name}: its finalizers kept changing")
 
+    @threaded
     def patch_labels(
         self, plural: str, namespace: str, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
@@ -858,6 +625,7 @@ class KubeApi:
         )
         return patched
 
+    @threaded
     def label_organization(self, name: str, labels: Mapping[str, str]) -> None:
         self.custom.patch_cluster_custom_object(
             GROUP,
@@ -868,6 +636,7 @@ class KubeApi:
             field_manager=FIELD_MANAGER,
         )
 
+    @threaded
     def patch_status(
         self,
         plural: str,
@@ -881,9 +650,7 @@ class KubeApi:
 
         With `resource_version`, compare-and-swap: 409 if the object changed since.
         """
-        body: dict[str, Any] = {"status": dict(status)}
-        if resource_version is not None:
-            body["metadata"] = {"resourceVersion": resource_version}
+        body = resources.status_patch(status, resource_version)
         if namespace is None:
             patched = absent_ok(
                 self.custom.patch_cluster_custom_object_status,
@@ -927,6 +694,7 @@ class KubeApi:
         }
         return calls[kind]
 
+    @threaded
     def annotate_workload(
         self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None:
@@ -935,28 +703,26 @@ class KubeApi:
         body = {"metadata": {"annotations": dict(annotations)}}
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def park_workload(self, kind: str, namespace: str, name: str) -> None:
         """Stops a workload without deleting it: no replicas (a DaemonSet: no node matches),
         and the annotation orgkeeper.dev/decommissioned."""
         patch, _ = self._workload_calls(kind)
-        marker = {names.ANNOTATION_DECOMMISSIONED: "true"}
-        spec: dict[str, Any] = (
-            {"template": {"spec": {"nodeSelector": marker}}}
-            if kind == "DaemonSet"
-            else {"replicas": 0}
-        )
-        body = {"metadata": {"annotations": marker}, "spec": spec}
+        body = resources.parked_workload(kind)
         absent_ok(patch, name, namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def delete_workload(self, kind: str, namespace: str, name: str) -> None:
         _, delete = self._workload_calls(kind)
         absent_ok(delete, name, namespace, propagation_policy="Background")
 
     # --- Secrets and ConfigMaps, by name only (orgkeeper never lists or watches Secrets) --
 
+    @threaded
     def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
         return absent_ok(self.core.read_namespaced_secret, name, namespace)
 
+    @threaded
     def write_secret(
         self,
         namespace: str,
@@ -973,24 +739,14 @@ class KubeApi:
 
         With `resource_version`, only that version is patched (409 if it changed since read).
         """
-        metadata: dict[str, Any] = {
-            "name": name,
-            "labels": dict(labels),
-            "ownerReferences": list(owners),
-        }
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        body = {
-            "metadata": metadata,
-            "type": "Opaque",
-            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-        }
+        body = resources.secret(name, data, labels, owners, resource_version)
         if exists:
             return self.core.patch_namespaced_secret(
                 name, namespace, body, field_manager=FIELD_MANAGER
             )
         return self.core.create_namespaced_secret(namespace, body, field_manager=FIELD_MANAGER)
 
+    @threaded
     def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Deletes the Secret (with `uid`: only that very object, 409 if it was replaced)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
@@ -998,340 +754,43 @@ class KubeApi:
             self.core.delete_namespaced_secret, name, namespace, body=options if uid else None
         )
 
+    @threaded
     def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
         return dict(found.data or {}) if found is not None else None
 
+    @threaded
     def create_immutable_config_map(
         self, namespace: str, name: str, data: Mapping[str, str]
-    ) -> bool:
-        """Creates it unless one by that name exists; True if this call created it."""
-        body = {
-            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
-            "data": dict(data),
-            "immutable": True,
-        }
+    ) -> Outcome:
+        """Creates it unless one by that name exists: CREATED, or UNCHANGED (that one stays)."""
+        body = resources.config_map(name, data, immutable=True)
         created = exists_ok(
             self.core.create_namespaced_config_map, namespace, body, field_manager=FIELD_MANAGER
         )
-        return created is not None
+        return Outcome.UNCHANGED if created is None else Outcome.CREATED
 
-    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        body = {
-            "metadata": {"name": name, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
-            "data": dict(data),
-        }
+    @threaded
+    def apply_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> Outcome:
+        body = resources.config_map(name, data)
         current = absent_ok(self.core.read_namespaced_config_map, name, namespace)
         if current is None:
             self.core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
-        elif (current.data or {}) != dict(data):
-            self.core.patch_namespaced_config_map(
-                name, namespace, body, field_manager=FIELD_MANAGER
-            )
+            return Outcome.CREATED
+        if (current.data or {}) == dict(data):
+            return Outcome.UNCHANGED
+        self.core.patch_namespaced_config_map(name, namespace, body, field_manager=FIELD_MANAGER)
+        return Outcome.UPDATED
 
     # --- Events: the operator posts its own -------------------------------------------
 
+    @threaded
     def post_event(self, involved: Mapping[str, Any], event: PostedEvent) -> None:
-        """A core/v1 Event on `involved`, where `kubectl describe` looks for it: in the object's
-        namespace, or for a cluster-scoped object in `default` with no involvedObject namespace."""
-        meta = involved.get("metadata") or {}
-        namespace = meta.get("namespace") or ""
-        now = datetime.now(UTC)
-        named = {"name": event.name} if event.name else {"generate_name": f"{meta.get('name')}."}
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(**named),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"),
-                kind=involved.get("kind"),
-                name=meta.get("name"),
-                namespace=namespace or None,
-                uid=meta.get("uid"),
-            ),
-            type=event.type,
-            reason=event.reason,
-            message=event.message[:1024],
-            action=event.action,
-            source=client.V1EventSource(component=EVENT_CONTROLLER),
-            reporting_component=EVENT_CONTROLLER,
-            reporting_instance=event.instance,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        """A core/v1 Event on `involved` (resources.event says where)."""
+        namespace = (involved.get("metadata") or {}).get("namespace") or "default"
+        body = resources.event(involved, event, datetime.now(UTC))
         try:
-            self.core.create_namespaced_event(namespace or "default", body)
+            self.core.create_namespaced_event(namespace, body)
         except ApiException as error:
             if not (event.name and error.status == 409):
                 raise  # a named Event that exists was told already
-
-    # --- authorization: SubjectAccessReviews (admission's support check, /metrics) ------
-
-    def may(self, user: Mapping[str, Any], verb: str, organization: str) -> bool:
-        """Whether the API server's authorizers let `user` (an admission request's userInfo)
-        do `verb` on Organization `organization` (a SubjectAccessReview)."""
-        review = client.V1SubjectAccessReview(
-            spec=client.V1SubjectAccessReviewSpec(
-                user=user.get("username"),
-                uid=user.get("uid"),
-                groups=list(user.get("groups") or []),
-                extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
-                resource_attributes=client.V1ResourceAttributes(
-                    group=GROUP, resource="organizations", name=organization, verb=verb
-                ),
-            )
-        )
-        answer = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
-            review, _request_timeout=REVIEW_TIMEOUT
-        )
-        return bool(answer.status and answer.status.allowed)
-
-    # Who may read /metrics (kubebuilder's secure metrics).
-    def review_metrics_access(self, token: str, path: str) -> int:
-        """200 if the token's user may `get` the non-resource URL `path`; 401 or 403 if not."""
-        authentication = client.AuthenticationV1Api(self.api_client)
-        review = authentication.create_token_review(
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenReview",
-                "spec": {"token": token},
-            },
-            _request_timeout=REVIEW_TIMEOUT,
-        )
-        if review.status is None or not review.status.authenticated:
-            return 401
-        user = review.status.user
-        access = client.AuthorizationV1Api(self.api_client).create_subject_access_review(
-            {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SubjectAccessReview",
-                "spec": {
-                    "user": user.username,
-                    "uid": user.uid,
-                    "groups": user.groups,
-                    "extra": user.extra,
-                    "nonResourceAttributes": {"path": path, "verb": "get"},
-                },
-            },
-            _request_timeout=REVIEW_TIMEOUT,
-        )
-        return 200 if access.status is not None and access.status.allowed else 403
-
-    # --- admission webhook configurations (`--webhook-mode serve`) -------------------
-
-    def put_webhook_ca_bundle(self, kind: str, name: str, bundle: str) -> CABundle:
-        """Puts `bundle` into every webhook of the webhook configuration `kind`/`name`.
-
-        One JSON patch that first tests each webhook's name, so a configuration changed meanwhile
-        is refused (422) rather than patched at the wrong index. Blocking: run it in a thread.
-        """
-        admission = client.AdmissionregistrationV1Api(self.api_client)
-        read, patch = {
-            "ValidatingWebhookConfiguration": (
-                admission.read_validating_webhook_configuration,
-                admission.patch_validating_webhook_configuration,
-            ),
-            "MutatingWebhookConfiguration": (
-                admission.read_mutating_webhook_configuration,
-                admission.patch_mutating_webhook_configuration,
-            ),
-        }[kind]
-        current = absent_ok(read, name)
-        if current is None:
-            return CABundle.ABSENT
-        wire = self.api_client.sanitize_for_serialization(current)
-        operations: list[dict[str, Any]] = []
-        for index, webhook in enumerate(wire.get("webhooks") or []):
-            if (webhook.get("clientConfig") or {}).get("caBundle") == bundle:
-                continue
-            operations += [
-                {"op": "test", "path": f"/webhooks/{index}/name", "value": webhook["name"]},
-                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle},
-            ]
-        if not operations:
-            return CABundle.CURRENT
-        patch(name, operations, field_manager=FIELD_MANAGER)
-        return CABundle.PATCHED
-
-    def put_api_service_ca_bundle(self, name: str, bundle: str) -> CABundle:
-        """Puts `bundle` into the APIService `name` (the people API's). Blocking."""
-        registration = client.ApiregistrationV1Api(self.api_client)
-        current = absent_ok(registration.read_api_service, name)
-        if current is None:
-            return CABundle.ABSENT
-        if (current.spec.ca_bundle or "") == bundle:
-            return CABundle.CURRENT
-        body = {
-            "metadata": {"resourceVersion": current.metadata.resource_version},
-            "spec": {"caBundle": bundle},
-        }
-        registration.patch_api_service(name, body, field_manager=FIELD_MANAGER)
-        return CABundle.PATCHED
-
-    def register_people_api(
-        self, namespace: str, service: str, external_name: str, port: int, bundle: str
-    ) -> None:
-        """`managed` mode (`make run`): the people API's APIService, reaching this process
-        through an ExternalName Service for `external_name` at `port`, as the APIService of
-        manifests/ does through the webhook Service. Refuses to replace a Service of another
-        type (an installed operator's). Blocking."""
-        self.ensure_namespace(namespace)
-        found = absent_ok(self.core.read_namespaced_service, service, namespace)
-        spec = {"type": "ExternalName", "externalName": external_name}
-        if found is None:
-            made = {"metadata": {"name": service}, "spec": spec}
-            self.core.create_namespaced_service(namespace, made, field_manager=FIELD_MANAGER)
-        elif found.spec.type != "ExternalName":
-            raise ValueError(
-                f"Service {namespace}/{service} is of type {found.spec.type} (an installed "
-                "operator's?): the people API is not registered for this one"
-            )
-        elif found.spec.external_name != external_name:
-            self.core.patch_namespaced_service(
-                service, namespace, {"spec": spec}, field_manager=FIELD_MANAGER
-            )
-        registration = client.ApiregistrationV1Api(self.api_client)
-        body: dict[str, Any] = {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {
-                "name": names.PEOPLE_API_SERVICE,
-                "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
-            },
-            "spec": {
-                "group": names.PEOPLE_GROUP,
-                "version": names.PEOPLE_VERSION,
-                "groupPriorityMinimum": 1000,
-                "versionPriority": 15,
-                "service": {"namespace": namespace, "name": service, "port": port},
-                "caBundle": bundle,
-            },
-        }
-        current = absent_ok(registration.read_api_service, names.PEOPLE_API_SERVICE)
-        if current is None:
-            registration.create_api_service(body, field_manager=FIELD_MANAGER)
-        else:
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            registration.replace_api_service(
-                names.PEOPLE_API_SERVICE, body, field_manager=FIELD_MANAGER
-            )
-
-    def unregister_people_api(self, namespace: str, service: str) -> None:
-        """Undoes register_people_api: an APIService nobody serves makes kube-apiserver answer
-        503 for its group, and every kubectl's discovery warn. Blocking."""
-        registration = client.ApiregistrationV1Api(self.api_client)
-        absent_ok(registration.delete_api_service, names.PEOPLE_API_SERVICE)
-        absent_ok(self.core.delete_namespaced_service, service, namespace)
-
-    def front_proxy_config(self) -> dict[str, str] | None:
-        """kube-apiserver's front-proxy settings (kube-system/extension-apiserver-authentication,
-        read with the built-in Role extension-apiserver-authentication-reader); None if absent.
-        Blocking."""
-        namespace, name = names.FRONT_PROXY_CONFIG_MAP
-        found = absent_ok(self.core.read_namespaced_config_map, name, namespace)
-        return dict(found.data or {}) if found is not None else None
-
-    def webhook_configurations(self, names: Sequence[str]) -> list[dict[str, Any]]:
-        """The validating and mutating webhook configurations named `names` that exist, as JSON
-        (each with its `kind`), read by name: never a list of every configuration in the
-        cluster. 403s are skipped (the operator's Role may read only its own). Blocking: call
-        it before the loop runs."""
-        admission = client.AdmissionregistrationV1Api(self.api_client)
-        kinds = (
-            ("ValidatingWebhookConfiguration", admission.read_validating_webhook_configuration),
-            ("MutatingWebhookConfiguration", admission.read_mutating_webhook_configuration),
-        )
-        found: list[dict[str, Any]] = []
-        for kind, read_call in kinds:
-            for name in names:
-                try:
-                    item = absent_ok(read_call, name)
-                except ApiException as error:
-                    if not is_status(error, 403):
-                        raise
-                    continue
-                if item is not None:
-                    found.append({"kind": kind, **self.api_client.sanitize_for_serialization(item)})
-        return found
-
-    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        """The Leases in `namespace` that `selector` selects (orgkeeper's: names.LEASE_SELECTOR),
-        paged."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        found: list[dict[str, Any]] = []
-        page: str | None = None
-        while True:
-            listed = coordination.list_namespaced_lease(
-                namespace,
-                label_selector=selector,
-                limit=LIST_PAGE_SIZE,
-                _continue=page,
-                _request_timeout=5.0,
-            )
-            found.extend(self.api_client.sanitize_for_serialization(item) for item in listed.items)
-            page = listed.metadata._continue if listed.metadata else None
-            if not page:
-                return found
-
-    def leases_named(self, names: Sequence[str]) -> list[dict[str, Any]] | None:
-        """Leases with these names in every namespace; None if not allowed to list them."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        found: list[dict[str, Any]] = []
-        for name in names:
-            page: str | None = None
-            while True:
-                try:
-                    listed = coordination.list_lease_for_all_namespaces(
-                        field_selector=f"metadata.name={name}",
-                        limit=LIST_PAGE_SIZE,
-                        _continue=page,
-                        _request_timeout=10.0,
-                    )
-                except ApiException as error:
-                    if is_status(error, 403):
-                        return None
-                    raise
-                found += [self.api_client.sanitize_for_serialization(i) for i in listed.items]
-                page = listed.metadata._continue
-                if not page:
-                    break
-        return found
-
-    # --- the leader-election Lease (coordination.k8s.io/v1) ----------------------------
-
-    def read_lease(
-        self, namespace: str, name: str, timeout: float | None = None
-    ) -> dict[str, Any] | None:
-        coordination = client.CoordinationV1Api(self.api_client)
-        found = absent_ok(
-            coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout
-        )
-        if found is None:
-            return None
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(found)
-        return wire
-
-    def create_lease(
-        self, namespace: str, body: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Creates the Lease; ApiException 409 if another replica created it first."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        created = coordination.create_namespaced_lease(
-            namespace, body, field_manager=FIELD_MANAGER, _request_timeout=timeout
-        )
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(created)
-        return wire
-
-    def replace_lease(
-        self, namespace: str, body: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
-        """An update that carries metadata.resourceVersion: 409 if the Lease changed meanwhile."""
-        coordination = client.CoordinationV1Api(self.api_client)
-        replaced = coordination.replace_namespaced_lease(
-            body["metadata"]["name"],
-            namespace,
-            body,
-            field_manager=FIELD_MANAGER,
-            _request_timeout=timeout,
-        )
-        wire: dict[str, Any] = self.api_client.sanitize_for_serialization(replaced)
-        return wire

@@ -24,7 +24,8 @@ from kubernetes.client.rest import ApiException
 from . import names
 from .api.v1alpha1 import REGIONS
 from .domain.shards import lease_generation, lease_scope
-from .kube import KubeApi, is_status
+from .kube import is_status
+from .leases import Leases
 from .settings import SettingError, Settings, lease_name
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Elector:
 
     def __init__(
         self,
-        kube: KubeApi,
+        leases: Leases,
         config: LeaseConfig,
         *,
         on_started_leading: Callable[[], Awaitable[None]],
@@ -122,7 +123,7 @@ class Elector:
     ) -> None:
         """`fence()`: what keeps this replica from leading now (a live Lease of another shard
         generation, say), or None; asked before taking the Lease and again after."""
-        self.kube = kube
+        self.leases = leases
         self.config = config
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
@@ -167,10 +168,10 @@ class Elector:
         return max(0.1, self.renewed_at + self.config.renew_deadline - self.clock())
 
     async def _attempt(self, started: float) -> bool:
-        kube, config = self.kube, self.config
+        leases, config = self.leases, self.config
         now = micro_time(datetime.now(UTC))
         timeout = self.config.retry_period * 2
-        lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, timeout)
+        lease = await leases.read_lease(config.namespace, config.name, timeout)
         if lease is None:
             if await self._fenced():
                 return False
@@ -184,7 +185,7 @@ class Elector:
                 "spec": record.to_spec(),
             }
             try:
-                await kube.run_lease(kube.create_lease, config.namespace, body, timeout)
+                await leases.create_lease(config.namespace, body, timeout)
             except ApiException as error:
                 if is_status(error, 409):
                     return False  # another replica created it first
@@ -211,7 +212,7 @@ class Elector:
             "spec": {**(lease.get("spec") or {}), **record.to_spec()},
         }
         try:
-            await kube.run_lease(kube.replace_lease, config.namespace, body, timeout)
+            await leases.replace_lease(config.namespace, body, timeout)
         except ApiException as error:
             if is_status(error, 409):
                 return False  # changed meanwhile: somebody else renewed or took it
@@ -285,16 +286,20 @@ class Elector:
 
     async def release(self) -> None:
         """Hands the Lease back (client-go: no holder, a 1 s duration) if this replica holds it."""
-        kube, config = self.kube, self.config
+        leases, config = self.leases, self.config
         try:
-            lease = await kube.run_lease(kube.read_lease, config.namespace, config.name, 5.0)
+            lease = await leases.read_lease(config.namespace, config.name, 5.0)
             if lease is None or LeaseRecord.of(lease).holder != config.identity:
                 return
             current = LeaseRecord.of(lease)
             now = micro_time(datetime.now(UTC))
             record = LeaseRecord("", 1, now, now, current.transitions)
-            body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
-            await kube.run_lease(kube.replace_lease, config.namespace, body, 5.0)
+            body = {
+                **lease,
+                "metadata": labelled(lease.get("metadata") or {}, config.name),
+                "spec": {**(lease.get("spec") or {}), **record.to_spec()},
+            }
+            await leases.replace_lease(config.namespace, body, 5.0)
             logger.info("Lease %s: released.", self._ref())
         except Exception as error:  # it then expires by itself within the lease duration
             logger.warning("Lease %s: could not release it: %s", self._ref(), _short(error))
@@ -303,13 +308,13 @@ class Elector:
         return f"{self.config.namespace}/{self.config.name}"
 
 
-def other_generation(kube: KubeApi, settings: Settings) -> str | None:
+async def other_generation(leases: Leases, settings: Settings) -> str | None:
     """A live Lease (held, renewTime + leaseDurationSeconds in the future) of this operator's
     scope (`orgkeeper`, `orgkeeper-<region>`) but another shard count: while one is held, a
-    shard of this count may not lead (README: Scaling out, changing N). Blocking."""
+    shard of this count may not lead (README: Scaling out, changing N)."""
     base = lease_name(settings.region)
     now = datetime.now(UTC)
-    for name, lease in _scope_leases(kube, settings.namespace, [base]).items():
+    for name, lease in (await leases.scope_leases(settings.namespace, [base])).items():
         generation = lease_generation(name, base)
         if generation is None or generation == settings.shard.count:
             continue
@@ -328,7 +333,7 @@ class LeaseHeldError(SettingError):
     """Another operator holds a Lease this one can't share the cluster with (`--region`)."""
 
 
-def check_sharing(kube: KubeApi, settings: Settings) -> None:
+def check_sharing(leases: Leases, settings: Settings) -> None:
     """An all-regions operator and a regional one never run side by side (API.md).
 
     Raises LeaseHeldError, naming the holder and the Lease, when one that conflicts is held now
@@ -342,7 +347,7 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
         me = f"serves region {settings.region} (--region)"
     now = datetime.now(UTC)
     try:
-        found = _scope_leases(kube, settings.namespace, [name for name, _ in others])
+        found = leases.scope_leases.blocking(settings.namespace, [name for name, _ in others])
     except ApiException as error:
         # Without --leader-elect an operator may run without the Lease Role (older RBAC).
         if is_status(error, 403) and not settings.leader_elect:
@@ -372,21 +377,7 @@ def check_sharing(kube: KubeApi, settings: Settings) -> None:
             )
 
 
-def _scope_leases(kube: KubeApi, namespace: str, scopes: list[str]) -> dict[str, dict[str, Any]]:
-    """The Leases in `namespace` by name: each unsharded one of these scopes read by name (one
-    taken by a version before the label has none yet), and every labelled one, of any scope and
-    shard count, in one LIST selected by names.LEASE_SELECTOR. Blocking."""
-    found: dict[str, dict[str, Any]] = {}
-    for scope in scopes:
-        lease = kube.read_lease(namespace, scope, 10.0)
-        if lease is not None:
-            found[scope] = lease
-    for lease in kube.list_leases(namespace, names.LEASE_SELECTOR):
-        found.setdefault(str(lease["metadata"]["name"]), lease)
-    return found
-
-
-def check_one_installation(kube: KubeApi, settings: Settings) -> None:
+def check_one_installation(leases: Leases, settings: Settings) -> None:
     """One operator serves a scope: a second one started by mistake stops at start (API.md).
 
     Raises LeaseHeldError when this scope's Lease is held (renewTime + leaseDurationSeconds in
@@ -399,7 +390,7 @@ def check_one_installation(kube: KubeApi, settings: Settings) -> None:
     name, here = settings.lease_name, settings.namespace
     if not settings.leader_elect:
         try:
-            lease = kube.read_lease(here, name, 10.0)
+            lease = leases.read_lease.blocking(here, name, 10.0)
         except ApiException as error:
             if not is_status(error, 403):  # without the Lease Role check_sharing said so
                 raise
@@ -414,7 +405,7 @@ def check_one_installation(kube: KubeApi, settings: Settings) -> None:
                 "not electing, would write beside it; stop that one, or join it as a "
                 "replica with --leader-elect",
             )
-    for lease in kube.leases_named([name]) or []:  # None: not allowed to look elsewhere
+    for lease in leases.leases_named.blocking([name]) or []:  # None: not allowed to look elsewhere
         namespace = lease["metadata"].get("namespace")
         record = LeaseRecord.of(lease)
         until = held_until(record)

@@ -36,9 +36,10 @@ from kopf._core.reactor.inventory import ResourceMemories
 from .controllers.runtime import Runtime
 from .controllers.shards import with_shard_map
 from .controllers.signing import load_or_create_signing_key
+from .domain.guardrails import Guardrails
 from .handlers import register_always_on, register_leader_only
 from .handlers.startup import WORKERS_EXIT_SECONDS
-from .kube import Guardrails, KubeApi, load_client
+from .kube import KubeApi, load_client
 from .leader import (
     Elector,
     LeaseConfig,
@@ -46,7 +47,9 @@ from .leader import (
     check_sharing,
     other_generation,
 )
+from .leases import Leases
 from .preflight import Listeners
+from .registrations import Registrations
 from .settings import Settings
 from .webhook_server import check_webhook_configurations
 
@@ -208,12 +211,14 @@ def run_operator(settings: Settings, *, listeners: Listeners) -> int:
     common: dict[str, Any] = {"memo": memo, "clusterwide": True, "standalone": True}
     try:
         # Another operator it can't run beside (SettingError): `orgkeeper run` exits with 2.
-        check_sharing(kube, settings)
-        check_one_installation(kube, settings)
-        for warning in check_webhook_configurations(kube, settings):
+        leases = Leases(kube)
+        check_sharing(leases, settings)
+        check_one_installation(leases, settings)
+        for warning in check_webhook_configurations(Registrations(kube), settings):
             logger.warning(warning)
         if settings.leader_elect:
-            kube.ensure_namespace(settings.namespace)  # where the Lease lives (manifests/ too)
+            # Where the Lease lives (manifests/ create it).
+            kube.ensure_namespace.blocking(settings.namespace)
         with contextlib.suppress(asyncio.CancelledError):
             asyncio.run(
                 _operate(
@@ -267,7 +272,8 @@ async def _operate(
 
     async def start_leading() -> None:
         if runtime.signing_key is None:  # created, if absent, by a leader only
-            runtime.signing_key = await kube.run(
+            # Several blocking calls (each through kube's gated client) and the key's making.
+            runtime.signing_key = await asyncio.to_thread(
                 load_or_create_signing_key, kube, settings.namespace
             )
         if stepping_down or (elector is not None and elector.resigned):  # stopping meanwhile
@@ -288,7 +294,7 @@ async def _operate(
         else:
             await elector.resign()
             if release:
-                await hand_over(elector)
+                await hand_over(elector, kube)
         await leading.stopped()
         always.stop()
 
@@ -303,12 +309,13 @@ async def _operate(
     always.start(memories=AdmissionForgets)
     campaigning: asyncio.Task[None] | None = None
     if settings.leader_elect:
+        leases = Leases(kube)
 
         async def fence() -> str | None:
-            return await kube.run_lease(other_generation, kube, settings)
+            return await other_generation(leases, settings)
 
         elector = Elector(
-            kube,
+            leases,
             LeaseConfig.of(settings),
             on_started_leading=start_leading,
             on_stopped_leading=stop_leading,
@@ -332,10 +339,9 @@ async def _operate(
         raise failures[0]
 
 
-async def hand_over(elector: Elector) -> None:
+async def hand_over(elector: Elector, kube: KubeApi) -> None:
     """Releases the Lease once the writes in flight were answered; if some still are after
     DRAIN_SECONDS, one could still land: the Lease then runs out by itself instead."""
-    kube = elector.kube
     if await drained(kube, DRAIN_SECONDS):
         await elector.release()  # only if it is still this replica's
     else:

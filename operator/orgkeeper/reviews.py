@@ -6,7 +6,7 @@ user is support. Neither caller is authenticated, so what they can make the oper
 bounded, as kube-rbac-proxy bounds it:
 
 - each verdict is kept a short while (a scraper asks every few seconds with the same token);
-- at most `concurrency` reviews are asked at once, on threads of their own (KubeApi.run_review),
+- at most `concurrency` reviews are asked at once, on threads of their own (access.Reviews),
   never on the threads of the Lease or of the reconciles;
 - at most `waiting` more wait for a turn; beyond that the caller is told at once to come back
   later (`BusyError`), so a flood costs a refusal, not a queue.

@@ -18,9 +18,10 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from .api.v1alpha1 import REGIONS
-from .kube import CABundle, KubeApi, NotLeaderError
+from .kube import KubeApi, NotLeaderError, Outcome
 from .names import PEOPLE_API_SERVICE, WEBHOOK_CONFIGURATION, kopf_prefix
 from .pki import Authority, mounted_webhook_tls, webhook_tls
+from .registrations import Registrations
 from .settings import SettingError, Settings
 
 # The kinds of both webhook configurations (names.WEBHOOK_CONFIGURATION): kopf's own in
@@ -151,13 +152,14 @@ async def keep_ca_bundle(
     OwnerValid=False) and picks the configuration up when it appears.
     """
     reported: dict[str, str] = {}  # the last state logged per kind: a steady state logs once
+    registrations = Registrations(kube)
     while True:
         await server.serving.wait()
         server.serving.clear()
         if on_serving is not None:
             on_serving()
         for kind in (*WEBHOOK_KINDS, *([API_SERVICE] if api_service else [])):
-            state = await _check_ca_bundle(kube, kind, server.ca_bundle)
+            state = await _check_ca_bundle(registrations, kind, server.ca_bundle)
             if state != reported.get(kind):
                 _log_ca_bundle_state(kind, state)
                 reported[kind] = state
@@ -167,16 +169,14 @@ async def keep_ca_bundle(
         server.serving.set()
 
 
-async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
+async def _check_ca_bundle(registrations: Registrations, kind: str, bundle: str | None) -> str:
     if bundle is None:
         return "no-ca"
     try:
         if kind == API_SERVICE:
-            outcome = await kube.run(kube.put_api_service_ca_bundle, PEOPLE_API_SERVICE, bundle)
+            outcome = await registrations.put_api_service_ca_bundle(PEOPLE_API_SERVICE, bundle)
         else:
-            outcome = await kube.run(
-                kube.put_webhook_ca_bundle, kind, WEBHOOK_CONFIGURATION, bundle
-            )
+            outcome = await registrations.put_webhook_ca_bundle(kind, WEBHOOK_CONFIGURATION, bundle)
     except NotLeaderError:
         return "follower"  # the leader keeps the bundle (the replicas share one CA)
     except ApiException as error:
@@ -192,16 +192,16 @@ async def _check_ca_bundle(kube: KubeApi, kind: str, bundle: str | None) -> str:
 
 def _log_ca_bundle_state(kind: str, state: str) -> None:
     name = PEOPLE_API_SERVICE if kind == API_SERVICE else WEBHOOK_CONFIGURATION
-    if state == CABundle.PATCHED.value:
+    if state == Outcome.UPDATED.value:
         logger.info("Put the webhook server's CA into %s %s.", kind, name)
-    elif state == CABundle.ABSENT.value and kind == API_SERVICE:
+    elif state == Outcome.ABSENT.value and kind == API_SERVICE:
         logger.warning(
             "%s %s does not exist, so `orgkeeper orgs` and `kubectl get myorganizations` find "
             "no people API; apply manifests/ to register it.",
             kind,
             name,
         )
-    elif state == CABundle.ABSENT.value:
+    elif state == Outcome.ABSENT.value:
         logger.warning(
             "%s %s does not exist, so its rules are not applied at admission; apply "
             "manifests/ to apply them. The operator runs on regardless.",
@@ -234,7 +234,7 @@ CONFIGURATION_NAMES = (WEBHOOK_CONFIGURATION, *(kopf_prefix(region) for region i
 CONNECT_SECONDS = 1.0
 
 
-def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]:
+def check_webhook_configurations(registrations: Registrations, settings: Settings) -> list[str]:
     """orgkeeper's webhook configurations as this operator finds them at start.
 
     Raises SettingError (one line, exit 2) when one shows another installation (it calls a
@@ -248,7 +248,7 @@ def check_webhook_configurations(kube: KubeApi, settings: Settings) -> list[str]
     mine = {managed, serving} - {None}  # configurations this operator is about to serve
     dead: dict[str, list[str]] = {}  # name -> kinds, for one kubectl command per name
     called: dict[str, str] = {}  # name -> a URL it calls
-    for configuration in kube.webhook_configurations(CONFIGURATION_NAMES):
+    for configuration in registrations.webhook_configurations.blocking(CONFIGURATION_NAMES):
         kind, name = configuration["kind"], configuration["metadata"]["name"]
         hooks = configuration.get("webhooks") or []
         configs = [hook.get("clientConfig") or {} for hook in hooks]

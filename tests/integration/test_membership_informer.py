@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from orgkeeper import kube as kube_module
+from orgkeeper.controllers import listwatch
 from orgkeeper.controllers.informer import Informer
+from orgkeeper.controllers.listwatch import ListWatch
 from orgkeeper.controllers.records import MemberRecord
-from orgkeeper.kube import Collection, KubeApi
+from orgkeeper.kube import KubeApi
 from orgkeeper_dev.localcluster import LocalCluster
 from support.kube import Kube, api_client
 from support.orgs import membership
@@ -28,16 +30,15 @@ async def until(what: str, probe: Callable[[], bool], timeout: float = 30.0) -> 
         await asyncio.sleep(0.1)
 
 
-class PageCountingKubeApi(KubeApi):
-    """The real adapter, noting the continue token of every page it is asked for."""
+def page_counting(followed: ListWatch, pages: list[str | None]) -> ListWatch:
+    """The real list and watch, noting the continue token of every page it is asked for."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        super().__init__(api)
-        self.pages: list[str | None] = []
+    def list_call(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("watch"):
+            pages.append(kwargs.get("_continue"))
+        return followed.list_call(*args, **kwargs)
 
-    def list_page(self, collection: Collection, continue_token: str | None) -> dict[str, Any]:
-        self.pages.append(continue_token)
-        return super().list_page(collection, continue_token)
+    return dataclasses.replace(followed, list_call=list_call)
 
 
 def viewer(name: str) -> dict[str, Any]:
@@ -47,26 +48,25 @@ def viewer(name: str) -> dict[str, Any]:
 def test_it_lists_in_pages_then_follows_changes_and_stops_when_cancelled(
     cluster: LocalCluster, admin: Kube, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 2)  # five objects: three pages at least
+    monkeypatch.setattr(listwatch, "LIST_PAGE_SIZE", 2)  # five objects: three pages at least
     namespace = f"org-informer-{unique}"  # Memberships live in org-<name> namespaces (policy)
     admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     for index in range(5):
         admin.create("memberships", viewer(f"m{index}"), namespace)
-    api = PageCountingKubeApi(api_client(cluster.kubeconfig))
+    pages: list[str | None] = []
+    followed = page_counting(listwatch.memberships(KubeApi(api_client(cluster.kubeconfig))), pages)
 
     def teams() -> dict[str, tuple[str, ...]]:
         return {record.name: record.teams for record in informer.in_namespace(namespace)}
 
     changed: list[str] = []
-    informer = Informer(
-        "Memberships", api, api.memberships(), MemberRecord.from_body, changed.append
-    )
+    informer = Informer("Memberships", followed, MemberRecord.from_body, changed.append)
 
     async def scenario() -> None:
         task = asyncio.create_task(informer.run())
         await asyncio.wait_for(informer.synced.wait(), timeout=30)
         assert teams() == {f"m{i}": ("analytics-viewer",) for i in range(5)}
-        assert len(api.pages) >= 3 and api.pages[0] is None, "the list went page by page"
+        assert len(pages) >= 3 and pages[0] is None, "the list went page by page"
         assert namespace in changed
 
         await asyncio.to_thread(admin.create, "memberships", viewer("late"), namespace)

@@ -22,24 +22,25 @@ ORG = {"displayName": "Acme", "plan": "Plus", "region": "eu", "owner": "o@acme.t
 def delete_as(user: str, groups: list[str], *, support: bool) -> tuple[Any, mock.AsyncMock]:
     """The webhook's answer to a DELETE by `user`, with the SubjectAccessReview answering
     `support`; and the mock that answered it."""
-    kube = mock.MagicMock()
-    kube.run_review = mock.AsyncMock(return_value=support)
-    runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings())
+    review = mock.AsyncMock(return_value=support)
+    reviews = mock.MagicMock(may_on_organization=review)
+    runtime = Runtime(kube=cast(KubeApi, mock.MagicMock()), settings=Settings())
     for informer in runtime.caches.informers():
         informer.synced.set()
     userinfo = {"username": user, "groups": groups, "uid": "u-1", "extra": {}}
     try:
-        asyncio.run(
-            admission.validate_organization_delete(
-                body=cast(kopf.Body, {"spec": ORG, "status": {"owner": "o@acme.test"}}),
-                name="acme",
-                userinfo=cast(kopf.UserInfo, userinfo),
-                memo=kopf.Memo(runtime=runtime),
+        with mock.patch.object(admission, "Reviews", return_value=reviews):
+            asyncio.run(
+                admission.validate_organization_delete(
+                    body=cast(kopf.Body, {"spec": ORG, "status": {"owner": "o@acme.test"}}),
+                    name="acme",
+                    userinfo=cast(kopf.UserInfo, userinfo),
+                    memo=kopf.Memo(runtime=runtime),
+                )
             )
-        )
     except kopf.AdmissionError as refused:
-        return refused, kube.run_review
-    return None, kube.run_review
+        return refused, review
+    return None, review
 
 
 @pytest.mark.parametrize("user", ["o@acme.test", "oidc:O@Acme.test"])
@@ -53,7 +54,7 @@ def test_support_by_subject_access_review_deletes() -> None:
     groups = ["kubeadm:cluster-admins", "system:authenticated"]
     refused, review = delete_as("kubernetes-admin", groups, support=True)
     assert refused is None
-    ((_, userinfo, verb, name),) = [call.args for call in review.await_args_list]
+    ((userinfo, verb, name),) = [call.args for call in review.await_args_list]
     assert (userinfo["username"], userinfo["groups"], verb, name) == (
         "kubernetes-admin",
         groups,

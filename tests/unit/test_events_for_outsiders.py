@@ -21,7 +21,8 @@ from orgkeeper.domain.events import Event, recorded_in
 from orgkeeper.domain.membership import Member
 from orgkeeper.domain.organization.ownership import OwnerMembership, decide_owner, owner_events
 from orgkeeper.handlers import organization as handlers
-from orgkeeper.kube import SHARED_INSTANCE, KubeApi, NotLeaderError, PostedEvent
+from orgkeeper.kube import KubeApi, NotLeaderError
+from orgkeeper.resources import SHARED_INSTANCE, PostedEvent
 from orgkeeper.settings import Settings
 
 OWNER, ADMIN, DEV = "owner@acme.test", "admin@acme.test", "dev@acme.test"
@@ -35,10 +36,10 @@ ORG_BODY = {
 def served(*, leading: bool = True) -> tuple[Runtime, mock.AsyncMock]:
     """A runtime that serves acme (its loop runs), and the mock its API calls go to."""
     kube = mock.MagicMock()
-    kube.run = mock.AsyncMock(side_effect=None if leading else NotLeaderError("follower"))
+    kube.post_event = mock.AsyncMock(side_effect=None if leading else NotLeaderError("follower"))
     found = Runtime(kube=cast(KubeApi, kube), settings=Settings(identity="orgkeeper-eu-7f9c"))
     found.wakes.trigger("acme")
-    return found, kube.run
+    return found, kube.post_event
 
 
 def deployment(name: str, org: str, uid: str) -> dict[str, Any]:
@@ -66,7 +67,7 @@ async def label(runtime: Runtime, body: dict[str, Any], type: str = "ADDED") -> 
 
 
 def posted(review: mock.AsyncMock) -> list[tuple[dict[str, Any], PostedEvent]]:
-    return [(call.args[1], call.args[2]) for call in review.await_args_list]
+    return [(call.args[0], call.args[1]) for call in review.await_args_list]
 
 
 def test_not_owned_is_the_same_event_whether_or_not_the_org_exists() -> None:

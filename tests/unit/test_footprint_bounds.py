@@ -20,6 +20,7 @@ from kubernetes import client
 from test_informer import CannedPages, body, informer, page
 
 from orgkeeper import names
+from orgkeeper.controllers.listwatch import ListWatch
 from orgkeeper.controllers.records import BindingRecord, WorkloadRecord
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.shards import Shard
@@ -134,8 +135,8 @@ def test_memberships_and_bindings_are_held_only_in_org_namespaces() -> None:
     for keep in (sharded.caches.members.keep, sharded.caches.bindings.keep):
         assert keep is not None
         assert keep(mine) and not keep(theirs) and not keep("mallory")
-    assert sharded.caches.members.collection.label_selector == shard.selector()
-    assert str(shard.selector()) in str(sharded.caches.bindings.collection.label_selector)
+    assert sharded.caches.members.listwatch.label_selector == shard.selector()
+    assert str(shard.selector()) in str(sharded.caches.bindings.listwatch.label_selector)
     listed = page(body("org-a", "m1", 5), body("mallory", "m2", 6), version=9)
     cache, changed = informer({"": listed})
     cache.keep = lambda namespace: namespace.startswith("org-")
@@ -154,7 +155,7 @@ def test_a_namespace_whose_objects_are_all_gone_leaves_no_entry() -> None:
     cache.observe(body("org-x", "m", 500))
     cache.forget("org-x", "m")
     assert cache._objects == {}
-    cache.kube = cast(KubeApi, CannedPages({"": page(version=600)}))
+    cache.listwatch = cast(ListWatch, CannedPages({"": page(version=600)}))
     asyncio.run(cache._list())
     assert cache._objects == {}
 

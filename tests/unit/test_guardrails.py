@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -13,9 +14,11 @@ from kubernetes.client.rest import ApiException
 from orgkeeper import names
 from orgkeeper.controllers import guardrails
 from orgkeeper.controllers.runtime import Runtime
-from orgkeeper.kube import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails, KubeApi, OwnerRef
+from orgkeeper.domain.guardrails import MEMBERSHIP_COUNT, POD_SECURITY_ENFORCE, Guardrails
+from orgkeeper.kube import DEFAULT_GUARDRAILS, KubeApi
+from orgkeeper.resources import OwnerRef
 
-DEFAULTS = Guardrails()
+DEFAULTS = DEFAULT_GUARDRAILS
 ENFORCE = POD_SECURITY_ENFORCE
 OWNER = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-1")
 
@@ -75,6 +78,7 @@ def kube_with(core: FakeCore, guardrails: Guardrails = DEFAULTS) -> KubeApi:
     kube = KubeApi.__new__(KubeApi)
     kube.core = cast(client.CoreV1Api, core)
     kube.guardrails = guardrails
+    kube.executor = ThreadPoolExecutor(max_workers=1)
     return kube
 
 
@@ -85,9 +89,9 @@ def test_pod_security_labels_are_patched_only_when_they_drifted() -> None:
         ENFORCE: "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
     }
-    kube.ensure_pod_security("org-acme", {**right, "other": "kept"})
+    kube.ensure_pod_security.blocking("org-acme", {**right, "other": "kept"})
     assert core.calls == []
-    kube.ensure_pod_security(
+    kube.ensure_pod_security.blocking(
         "org-acme", {**right, "pod-security.kubernetes.io/enforce": "privileged"}
     )
     assert core.calls == [f"patch namespace {right}"]
@@ -95,35 +99,37 @@ def test_pod_security_labels_are_patched_only_when_they_drifted() -> None:
 
 def test_baseline_is_what_a_baseline_operator_puts_back() -> None:
     core = FakeCore()
-    kube_with(core, Guardrails("baseline")).ensure_pod_security("org-acme", {})
+    kube_with(
+        core, Guardrails("baseline", DEFAULT_GUARDRAILS.membership_quota)
+    ).ensure_pod_security.blocking("org-acme", {})
     assert "'pod-security.kubernetes.io/enforce': 'baseline'" in core.calls[0]
 
 
 def test_a_missing_quota_is_created_and_not_counted_yet() -> None:
     core = FakeCore()
-    assert kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER) is False
+    assert kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER) is False
     assert core.calls == ["read quota", "create quota"]
 
 
 def test_a_counted_quota_in_canonical_form_is_left_alone() -> None:
     core = FakeCore(quota(hard="10k", used="3"))
-    assert kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER) is True
+    assert kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER) is True
     assert core.calls == ["read quota"]
 
 
 def test_a_changed_limit_is_set_back() -> None:
     core = FakeCore(quota(hard="999", used="3"))
-    kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER)
+    kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER)
     (patch,) = [call for call in core.calls if call.startswith("patch quota")]
     assert f"'value': {{'{MEMBERSHIP_COUNT}': '10000'}}" in patch
 
 
 def test_a_quota_left_uncounted_is_made_anew_after_the_grace() -> None:
     core = FakeCore(quota(age=timedelta(seconds=1), synced=True))
-    kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER)
+    kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER)
     assert "delete quota" not in core.calls  # kube-controller-manager gets its second
     core = FakeCore(quota(age=timedelta(seconds=30), synced=True))
-    kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER)
+    kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER)
     assert core.calls == ["read quota", "delete quota", "create quota"]
 
 
@@ -133,7 +139,7 @@ def test_a_quota_not_synced_yet_or_with_a_new_limit_is_waited_for_not_remade() -
         quota(hard="999", used="3", age=timedelta(seconds=30)),  # a limit it has to take in
     ):
         core = FakeCore(waiting)
-        assert kube_with(core).ensure_membership_quota("org-acme", "acme", OWNER) is False
+        assert kube_with(core).ensure_membership_quota.blocking("org-acme", "acme", OWNER) is False
         assert "delete quota" not in core.calls
 
 
@@ -145,10 +151,6 @@ def test_the_reconcile_fails_while_the_quota_is_not_counted(
     core = FakeCore()
     kube = kube_with(core)
 
-    async def run(call: Any, *args: Any) -> Any:
-        return call(*args)
-
-    kube.run = run  # type: ignore[method-assign]
     runtime = cast(Runtime, type("R", (), {"kube": kube})())
     with pytest.raises(guardrails.QuotaNotCountedError, match="org-acme/orgkeeper"):
         asyncio.run(guardrails.ensure_guardrails(runtime, "org-acme", "acme", OWNER, None))

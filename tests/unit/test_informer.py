@@ -8,11 +8,13 @@ them), and tests/faults restarts the operator and the API server under them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from orgkeeper.controllers.informer import Informer
-from orgkeeper.kube import Collection, KubeApi
+from orgkeeper.controllers.listwatch import ListWatch
+from orgkeeper.kube import threaded
+from support.inline import Inline
 
 
 def body(namespace: str, name: str, version: int, email: str = "a@x.io") -> dict[str, Any]:
@@ -28,11 +30,10 @@ class CannedPages:
     def __init__(self, pages: Mapping[str, Mapping[str, Any]]) -> None:
         self.pages = pages
         self.asked: list[str] = []
+        self.executor = Inline()
 
-    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        return call(*args)
-
-    def list_page(self, collection: Collection, token: str | None) -> Mapping[str, Any]:
+    @threaded
+    def list_page(self, token: str | None) -> Mapping[str, Any]:
         self.asked.append(token or "")
         return self.pages[token or ""]
 
@@ -45,8 +46,7 @@ def informer(pages: Mapping[str, Mapping[str, Any]]) -> tuple[Informer[str], lis
     changed: list[str] = []
     cache = Informer(
         "test objects",
-        cast(KubeApi, CannedPages(pages)),
-        Collection(list_call=print),
+        cast(ListWatch, CannedPages(pages)),
         lambda b: f"{b['metadata']['name']}={b['spec']['email']}",
         changed.append,
     )
@@ -72,7 +72,7 @@ def test_a_second_list_drops_what_was_deleted_meanwhile_and_pokes_only_what_chan
     cache, changed = informer({"": page(body("org-a", "m1", 5), body("org-b", "m2", 6), version=9)})
     asyncio.run(cache._list())
     changed.clear()
-    cache.kube = cast(KubeApi, CannedPages({"": page(body("org-a", "m1", 5), version=12)}))
+    cache.listwatch = cast(ListWatch, CannedPages({"": page(body("org-a", "m1", 5), version=12)}))
     asyncio.run(cache._list())
     assert cache.in_namespace("org-b") == []
     assert changed == ["org-b"]

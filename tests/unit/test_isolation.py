@@ -33,9 +33,11 @@ from orgkeeper.domain.organization.plan import Applied, OrgObservation, plan_org
 from orgkeeper.domain.organization.status import organization_status
 from orgkeeper.domain.organization.warnings import ignored_key
 from orgkeeper.handlers.organization import labelled_or_counted, license_changed, workload_changed
-from orgkeeper.kube import KubeApi, OwnerRef
+from orgkeeper.kube import KubeApi, Outcome, threaded
+from orgkeeper.resources import OwnerRef
 from orgkeeper.settings import Settings
 from orgkeeper.views import switcher_rows
+from support.inline import Inline
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
 
@@ -362,13 +364,13 @@ def test_the_org_switcher_takes_the_org_from_the_namespace_not_a_label() -> None
 class RolloverApi:
     """patch_status answers 409 once (requests were recorded meanwhile), then takes the patch."""
 
+    executor = Inline()
+
     def __init__(self) -> None:
         self.patches: list[tuple[dict[str, Any], str | None]] = []
         self.live_requests = 8  # 5 when the operator read the org, 3 more since
 
-    async def run(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)
-
+    @threaded
     def patch_status(
         self, plural: str, name: str, status: dict[str, Any], *, resource_version: str | None
     ) -> None:
@@ -376,6 +378,7 @@ class RolloverApi:
         if len(self.patches) == 1:
             raise ApiException(status=409, reason="Conflict")
 
+    @threaded
     def read_organization(self, name: str) -> dict[str, Any]:
         return {
             "metadata": {"name": name, "resourceVersion": "11"},
@@ -467,9 +470,9 @@ def test_a_namespace_created_first_by_someone_else_is_not_taken_as_the_orgs() ->
     kube = KubeApi(client.ApiClient())
     owner = OwnerRef(names.API_VERSION, "Organization", "acme", "uid-acme")
     kube.core = cast(client.CoreV1Api, SquattedCore("someone-else"))
-    assert kube.create_namespace("org-acme", "acme", owner) is False
+    assert kube.create_namespace.blocking("org-acme", "acme", owner) is Outcome.TAKEN
     kube.core = cast(client.CoreV1Api, SquattedCore("uid-acme"))  # our own earlier create
-    assert kube.create_namespace("org-acme", "acme", owner) is True
+    assert kube.create_namespace.blocking("org-acme", "acme", owner) is Outcome.UNCHANGED
 
 
 def test_a_license_change_wakes_the_org_of_its_namespace_only() -> None:

@@ -13,7 +13,8 @@ from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
 from orgkeeper.domain.organization.ownership import owner_rules
-from orgkeeper.kube import KubeApi, OwnerRef, absent_ok, exists_ok
+from orgkeeper.kube import KubeApi, Outcome, absent_ok, exists_ok
+from orgkeeper.resources import OwnerRef
 
 ROLE = names.owner_role("acme")
 OWNER = OwnerRef("orgkeeper.dev/v1alpha1", "Organization", "acme", "uid-acme")
@@ -101,7 +102,10 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
     kube.rbac = cast(client.RbacAuthorizationV1Api, rbac)
     rules = owner_rules("acme")
 
-    assert kube.ensure_owner_rbac("acme", ("ada@example.com",), OWNER, rules) is True
+    assert (
+        kube.ensure_owner_rbac.blocking("acme", ("ada@example.com",), OWNER, rules)
+        is Outcome.CREATED
+    )
     assert rbac.writes == ["create ClusterRole", "create ClusterRoleBinding"]
     role = rbac.roles.stored[ROLE]
     binding = rbac.bindings.stored[ROLE]
@@ -119,11 +123,17 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
         assert stored["metadata"]["labels"]["orgkeeper.dev/organization"] == "acme"
 
     rbac.writes.clear()
-    assert kube.ensure_owner_rbac("acme", ("ada@example.com",), OWNER, rules) is False
+    assert (
+        kube.ensure_owner_rbac.blocking("acme", ("ada@example.com",), OWNER, rules)
+        is Outcome.UNCHANGED
+    )
     assert rbac.writes == []
 
     # A transfer (or an SSO switch) changes only the binding's subject.
-    assert kube.ensure_owner_rbac("acme", ("sso:ada@example.com",), OWNER, rules) is True
+    assert (
+        kube.ensure_owner_rbac.blocking("acme", ("sso:ada@example.com",), OWNER, rules)
+        is Outcome.UPDATED
+    )
     assert rbac.writes == ["patch ClusterRoleBinding ['subjects']"]
     subjects = rbac.bindings.stored[ROLE]["subjects"]
     assert [subject["name"] for subject in subjects] == ["sso:ada@example.com"]
@@ -131,6 +141,9 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
     # Someone edited the role: its rules are put back, the binding left alone.
     rbac.writes.clear()
     rbac.roles.stored[ROLE]["rules"][0]["verbs"] = ["*"]
-    assert kube.ensure_owner_rbac("acme", ("sso:ada@example.com",), OWNER, rules) is True
+    assert (
+        kube.ensure_owner_rbac.blocking("acme", ("sso:ada@example.com",), OWNER, rules)
+        is Outcome.UPDATED
+    )
     assert rbac.writes == ["patch ClusterRole ['rules']"]
     assert rbac.roles.stored[ROLE]["rules"] == rules

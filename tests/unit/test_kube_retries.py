@@ -91,20 +91,20 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serve]:
 
 def test_transient_answers_are_retried(serve: Serve) -> None:
     server, api = serve([429, 500, 503])
-    found = api.read_namespace("org-acme")
+    found = api.read_namespace.blocking("org-acme")
     assert found is not None and found.metadata.name == "org-acme"
     assert len(server.requests) == 4
 
 
 def test_writes_are_retried_too(serve: Serve) -> None:
     server, api = serve([502, 504])
-    api.patch_labels("memberships", "org-acme", "alice", {"team": "x"})
+    api.patch_labels.blocking("memberships", "org-acme", "alice", {"team": "x"})
     assert [r.split()[0] for r in server.requests] == ["PATCH"] * 3
 
 
 def test_an_error_that_persists_comes_back_as_itself(serve: Serve) -> None:
     server, api = serve([500] * 10)
     with pytest.raises(ApiException) as raised:
-        api.read_namespace("org-acme")
+        api.read_namespace.blocking("org-acme")
     assert raised.value.status == 500
     assert len(server.requests) == 5  # the first try and four more

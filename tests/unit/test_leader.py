@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 from orgkeeper import names
 from orgkeeper.cli import parser
 from orgkeeper.controllers.signing import load_or_create_webhook_authority
-from orgkeeper.kube import KubeApi, user_agent
+from orgkeeper.kube import KubeApi, threaded, user_agent
 from orgkeeper.leader import (
     Elector,
     LeaseConfig,
@@ -30,8 +30,10 @@ from orgkeeper.leader import (
     check_sharing,
     micro_time,
 )
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.settings import SettingError, Settings, check, default_identity, lease_name
 from orgkeeper.webhook_server import webhook_server
+from support.inline import Inline
 
 NAMESPACE = "orgkeeper-system"
 
@@ -53,18 +55,19 @@ class Leases:
         self.stored: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.reachable = True
+        self.forbidden = False  # reads answer 403
+        self.executor = Inline(lambda: not self.reachable)
 
-    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        if not self.reachable:
-            raise OSError("connection refused")
-        return call(*args)
+    scope_leases = LeaseApi.scope_leases  # the real one, over the reads below
 
-    run_lease = run
-
+    @threaded
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
+        if self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
         found = self.stored.get(name)
         return copy.deepcopy(found) if found else None
 
+    @threaded
     def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """What the API server selects: the Leases that carry orgkeeper's label."""
         assert selector == names.LEASE_SELECTOR
@@ -74,6 +77,7 @@ class Leases:
             if names.LABEL_LEASE in (found["metadata"].get("labels") or {})
         ]
 
+    @threaded
     def create_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None
     ) -> Any:
@@ -82,6 +86,7 @@ class Leases:
             raise ApiException(status=409, reason="AlreadyExists")
         return self._store(body)
 
+    @threaded
     def replace_lease(
         self, namespace: str, body: dict[str, Any], timeout: float | None = None
     ) -> Any:
@@ -119,7 +124,7 @@ def elector(leases: Leases, clock: Clock, identity: str, log: list[str]) -> Elec
         log.append(f"{identity} stops")
 
     return Elector(
-        cast(KubeApi, leases),
+        cast(LeaseApi, leases),
         config,
         on_started_leading=started,
         on_stopped_leading=stopped,
@@ -270,7 +275,7 @@ def test_an_all_regions_operator_refuses_while_a_regional_one_holds_its_lease(
     leases.stored[lease_name("eu")] = lease("eu-1", datetime.now(UTC))
     settings = Settings(identity="global-1")
     with pytest.raises(LeaseHeldError) as refused:
-        check_sharing(cast(KubeApi, leases), settings)
+        check_sharing(cast(LeaseApi, leases), settings)
     message = str(refused.value)
     assert "'eu-1'" in message and "orgkeeper-system/orgkeeper-eu" in message
     assert "region eu" in message and "\n" not in message
@@ -281,16 +286,16 @@ def test_a_regional_operator_refuses_while_the_all_regions_one_holds_orgkeeper(
 ) -> None:
     leases.stored["orgkeeper"] = lease("global-1", datetime.now(UTC))
     with pytest.raises(LeaseHeldError, match=r"'global-1'.*orgkeeper-system/orgkeeper "):
-        check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
+        check_sharing(cast(LeaseApi, leases), Settings(region="us", identity="us-1"))
 
 
 def test_expired_released_or_other_region_leases_are_no_obstacle(leases: Leases) -> None:
     long_ago = datetime.now(UTC) - timedelta(minutes=1)
     leases.stored[lease_name("eu")] = lease("eu-1", long_ago)
     leases.stored[lease_name("us")] = lease("", datetime.now(UTC))
-    check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))
+    check_sharing(cast(LeaseApi, leases), Settings(identity="global-1"))
     leases.stored[lease_name("au")] = lease("au-1", datetime.now(UTC))
-    check_sharing(cast(KubeApi, leases), Settings(region="us", identity="us-1"))
+    check_sharing(cast(LeaseApi, leases), Settings(region="us", identity="us-1"))
 
 
 def test_the_renew_deadline_must_be_shorter_than_the_lease() -> None:
@@ -330,16 +335,24 @@ def test_the_user_agent_names_the_replica() -> None:
 class Secrets:
     """Secrets by name in memory, as KubeApi reads and creates them."""
 
+    executor = Inline()
+
     def __init__(self) -> None:
         self.stored: dict[str, SimpleNamespace] = {}
         self.created = 0
+        self.theirs: dict[str, SimpleNamespace] | None = None  # see RacedSecrets
 
+    @threaded
     def read_secret(self, namespace: str, name: str) -> SimpleNamespace | None:
         return self.stored.get(name)
 
+    @threaded
     def write_secret(
         self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
     ) -> SimpleNamespace:
+        if self.theirs is not None:
+            self.stored.update(self.theirs)
+            raise ApiException(status=409, reason="AlreadyExists")
         self.created += 1
         encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
         self.stored[name] = SimpleNamespace(data=encoded)
@@ -352,12 +365,6 @@ class RacedSecrets(Secrets):
     def __init__(self, theirs: dict[str, SimpleNamespace]) -> None:
         super().__init__()
         self.theirs = theirs
-
-    def write_secret(
-        self, namespace: str, name: str, data: dict[str, bytes], labels: Any, *, exists: bool
-    ) -> SimpleNamespace:
-        self.stored.update(self.theirs)
-        raise ApiException(status=409, reason="AlreadyExists")
 
 
 def test_replicas_serve_their_webhooks_under_one_ca() -> None:
@@ -384,10 +391,7 @@ def test_a_replica_that_loses_the_race_to_create_the_ca_takes_the_winners() -> N
 
 
 def test_without_lease_rights_only_an_electing_operator_is_stopped(leases: Leases) -> None:
-    def forbidden(namespace: str, name: str, timeout: float | None = None) -> Any:
-        raise ApiException(status=403, reason="Forbidden")
-
-    leases.read_lease = forbidden  # type: ignore[method-assign]
-    check_sharing(cast(KubeApi, leases), Settings(identity="global-1"))  # a warning only
+    leases.forbidden = True
+    check_sharing(cast(LeaseApi, leases), Settings(identity="global-1"))  # a warning only
     with pytest.raises(ApiException):
-        check_sharing(cast(KubeApi, leases), Settings(identity="a", leader_elect=True))
+        check_sharing(cast(LeaseApi, leases), Settings(identity="a", leader_elect=True))

@@ -4,6 +4,7 @@ sees shard Leases too (a regional shard keeps an all-regions operator out, and t
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -12,8 +13,8 @@ from test_leader import NAMESPACE, Clock, Leases, elector, lease, run_async
 
 from orgkeeper import names
 from orgkeeper.domain.shards import Shard, lease_scope
-from orgkeeper.kube import KubeApi
 from orgkeeper.leader import LeaseHeldError, check_sharing, other_generation
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.settings import Settings
 
 
@@ -61,7 +62,7 @@ def test_a_shard_lease_of_another_scope_refuses_the_start(
     leases = Leases()
     leases.stored[held] = labelled(lease(holder, datetime.now(UTC)), lease_scope(held))
     with pytest.raises(LeaseHeldError, match=f"{holder!r}, serving {serving}, holds .*/{held} "):
-        check_sharing(cast(KubeApi, leases), starting)
+        check_sharing(cast(LeaseApi, leases), starting)
 
 
 def test_same_scope_expired_or_other_region_shard_leases_are_no_obstacle() -> None:
@@ -71,10 +72,10 @@ def test_same_scope_expired_or_other_region_shard_leases_are_no_obstacle() -> No
     leases.stored["orgkeeper-eu-shard-0-of-2"] = labelled(
         lease("eu-0", now - timedelta(minutes=1)), "orgkeeper-eu"
     )
-    check_sharing(cast(KubeApi, leases), Settings(identity="all-1"))  # same scope: its replica
+    check_sharing(cast(LeaseApi, leases), Settings(identity="all-1"))  # same scope: its replica
     del leases.stored["orgkeeper-shard-0-of-2"]
     leases.stored["orgkeeper-au-shard-0-of-2"] = labelled(lease("au-0", now), "orgkeeper-au")
-    check_sharing(cast(KubeApi, leases), Settings(region="eu", identity="eu-1"))  # au: not eu
+    check_sharing(cast(LeaseApi, leases), Settings(region="eu", identity="eu-1"))  # au: not eu
 
 
 def test_an_unlabelled_unsharded_lease_of_an_earlier_version_is_still_seen() -> None:
@@ -82,8 +83,8 @@ def test_an_unlabelled_unsharded_lease_of_an_earlier_version_is_still_seen() -> 
     leases = Leases()
     leases.stored["orgkeeper-eu"] = lease("eu-old", datetime.now(UTC))  # no label
     with pytest.raises(LeaseHeldError, match="'eu-old', serving region eu"):
-        check_sharing(cast(KubeApi, leases), Settings(identity="all-1"))
+        check_sharing(cast(LeaseApi, leases), Settings(identity="all-1"))
     leases.stored["orgkeeper"] = lease("all-old", datetime.now(UTC))
     sharded = Settings(shard=Shard.parse("0/2"), identity="s0", leader_elect=True)
-    blocked = other_generation(cast(KubeApi, leases), sharded)
+    blocked = asyncio.run(other_generation(cast(LeaseApi, leases), sharded))
     assert blocked is not None and f"{NAMESPACE}/orgkeeper of 1 shard(s)" in blocked

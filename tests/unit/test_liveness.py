@@ -16,11 +16,14 @@ from kubernetes import client
 from orgkeeper.cli import parser
 from orgkeeper.domain.admission import signup_limit_refusal
 from orgkeeper.domain.fairness import take_turn, turn_order
-from orgkeeper.kube import KubeApi, NotLeaderError
+from orgkeeper.kube import KubeApi, NotLeaderError, threaded
 from orgkeeper.leader import LeaseHeldError, check_one_installation, micro_time
+from orgkeeper.leases import Leases as LeaseApi
+from orgkeeper.registrations import Registrations
 from orgkeeper.reviews import BusyError, Verdicts, metrics_ttl, token_key, user_key
 from orgkeeper.settings import SettingError, Settings, check
 from orgkeeper.webhook_server import check_webhook_configurations
+from support.inline import Inline
 
 # --- one org's turn (domain/fairness.py) -----------------------------------------------------
 
@@ -170,8 +173,8 @@ def test_a_write_queued_while_leading_is_refused_if_the_lease_lapsed_before_it_r
         api.executor = ThreadPoolExecutor(max_workers=1)
         api.write_gate = lambda: holding[0]
         try:
-            busy = asyncio.create_task(api.run(api.core.read_namespaced_secret, "x", "ns"))
-            queued = asyncio.create_task(api.run(api.core.delete_namespaced_secret, "late", "ns"))
+            busy = asyncio.create_task(api.read_secret("ns", "x"))
+            queued = asyncio.create_task(api.delete_secret("ns", "late"))
             await asyncio.wait_for(read_arrived.wait(), 5)
             holding[0] = False  # the Lease lapses while the write waits for a thread
             release.set()
@@ -234,7 +237,9 @@ class Cluster:
     def __init__(self) -> None:
         self.leases: list[dict[str, Any]] = []
         self.configurations: list[dict[str, Any]] = []
+        self.executor = Inline()
 
+    @threaded
     def read_lease(self, namespace: str, name: str, timeout: float | None = None) -> Any:
         found = [
             x
@@ -243,9 +248,11 @@ class Cluster:
         ]
         return copy.deepcopy(found[0]) if found else None
 
+    @threaded
     def leases_named(self, names: list[str]) -> list[dict[str, Any]]:
         return [x for x in self.leases if x["metadata"]["name"] in names]
 
+    @threaded
     def webhook_configurations(self, names: Any) -> list[dict[str, Any]]:
         return [c for c in self.configurations if c["metadata"]["name"] in names]
 
@@ -253,7 +260,7 @@ class Cluster:
 def test_an_operator_that_does_not_elect_refuses_while_its_scope_is_led() -> None:
     cluster = Cluster()
     cluster.leases.append(lease("orgkeeper-system", "orgkeeper-abc", datetime.now(UTC)))
-    kube = cast(KubeApi, cluster)
+    kube = cast(LeaseApi, cluster)
     with pytest.raises(LeaseHeldError) as refused:
         check_one_installation(kube, Settings(identity="laptop_1"))
     message = str(refused.value)
@@ -271,7 +278,7 @@ def test_an_installation_in_another_namespace_is_refused_even_with_leader_electi
     cluster.leases.append(lease("orgkeeper-prod", "prod-1", datetime.now(UTC)))
     settings = Settings(identity="staging-1", namespace="orgkeeper-staging", leader_elect=True)
     with pytest.raises(LeaseHeldError) as refused:
-        check_one_installation(cast(KubeApi, cluster), settings)
+        check_one_installation(cast(LeaseApi, cluster), settings)
     message = str(refused.value)
     assert message.startswith("--namespace (ORGKEEPER_NAMESPACE): orgkeeper is installed in")
     assert "orgkeeper-prod/orgkeeper" in message and "--namespace orgkeeper-prod" in message
@@ -290,7 +297,7 @@ def test_managed_mode_refuses_to_replace_the_installed_configuration() -> None:
     cluster.configurations.append(
         configuration("ValidatingWebhookConfiguration", "orgkeeper.dev", service=SERVICE)
     )
-    kube = cast(KubeApi, cluster)
+    kube = cast(Registrations, cluster)
     with pytest.raises(SettingError) as refused:
         check_webhook_configurations(kube, Settings(webhook_mode="managed"))
     assert str(refused.value).startswith("--webhook-mode (ORGKEEPER_WEBHOOK_MODE): managed would")
@@ -307,7 +314,7 @@ def test_a_configuration_calling_another_namespace_is_another_installation() -> 
         configuration("ValidatingWebhookConfiguration", "orgkeeper.dev", service=elsewhere)
     )
     with pytest.raises(SettingError, match=r"^--namespace .*installed in namespace orgkeeper-prod"):
-        check_webhook_configurations(cast(KubeApi, cluster), Settings(webhook_mode="off"))
+        check_webhook_configurations(cast(Registrations, cluster), Settings(webhook_mode="off"))
 
 
 def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remove_them() -> None:
@@ -338,10 +345,10 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
                 url=f"https://127.0.0.1:{live}/x",
             ),
         ]
-        (warning,) = check_webhook_configurations(cast(KubeApi, cluster), Settings())
+        (warning,) = check_webhook_configurations(cast(Registrations, cluster), Settings())
         # Its own managed configuration is registered anew, not told about.
         mine = Settings(webhook_mode="managed", region="eu")
-        assert check_webhook_configurations(cast(KubeApi, cluster), mine) == []
+        assert check_webhook_configurations(cast(Registrations, cluster), mine) == []
         # Nor the one it serves behind, which calls it once it listens.
         cluster.configurations[:2] = [
             configuration(
@@ -349,7 +356,7 @@ def test_configurations_calling_nothing_alive_are_told_with_the_command_to_remov
             )
         ]
         serving = Settings(webhook_mode="serve")
-        assert check_webhook_configurations(cast(KubeApi, cluster), serving) == []
+        assert check_webhook_configurations(cast(Registrations, cluster), serving) == []
     assert warning.startswith(
         f"The webhook configurations eu.orgkeeper.dev call https://127.0.0.1:{dead}/"
     )

@@ -4,7 +4,6 @@ owner-<hash of the new Owner's e-mail>, for another e-mail, doesn't stand in for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -14,7 +13,9 @@ from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.controllers.writes import Failure
 from orgkeeper.domain.membership import Member
 from orgkeeper.domain.organization.ownership import OwnerMembership
+from orgkeeper.kube import threaded
 from orgkeeper.settings import Settings
+from support.inline import Inline
 
 NEW = "new@acme.example"
 NAME = names.owner_membership(NEW)
@@ -23,13 +24,13 @@ NAME = names.owner_membership(NEW)
 class FakeKube:
     """The API server's answers to creates and reads of Memberships in org-acme."""
 
+    executor = Inline()
+
     def __init__(self, *present: dict[str, Any]) -> None:
         self.objects = {body["metadata"]["name"]: body for body in present}
         self.created: list[dict[str, Any]] = []
 
-    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        return call(*args)
-
+    @threaded
     def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
         metadata = dict(body["metadata"])
         if "generateName" in metadata:
@@ -41,6 +42,7 @@ class FakeKube:
         self.created.append(written)
         return written
 
+    @threaded
     def read_membership(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)
 

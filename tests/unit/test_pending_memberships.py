@@ -18,13 +18,17 @@ from orgkeeper import names
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.regions import marks_pending_here
 from orgkeeper.handlers import organization as handlers
+from orgkeeper.kube import threaded
 from orgkeeper.settings import Settings
+from support.inline import Inline
 
 EU = {names.LABEL_REGION: "eu"}
 
 
 class FakeKube:
     """KubeApi as the pending loop uses it: reads answer, writes are recorded."""
+
+    executor = Inline()
 
     def __init__(self) -> None:
         self.write_gate: Callable[[], bool] | None = None
@@ -34,9 +38,7 @@ class FakeKube:
         self.organizations: set[str] = set()  # what the API server holds (the cache may lag)
         self.deleted: list[tuple[str, str]] = []
 
-    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        return call(*args)
-
+    @threaded
     def read_namespace(self, name: str) -> Any:
         owners = self.namespace_owners.get(name, [])
         labels = self.namespace_labels.get(name)
@@ -46,12 +48,15 @@ class FakeKube:
             )
         )
 
+    @threaded
     def read_organization(self, name: str) -> Any:
         return {"metadata": {"name": name}} if name in self.organizations else None
 
+    @threaded
     def delete_role_binding(self, namespace: str, name: str) -> None:
         self.deleted.append((namespace, name))
 
+    @threaded
     def patch_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str
     ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -132,7 +133,6 @@ def test_the_memberships_index_follows_adds_changes_and_deletes() -> None:
     async def run() -> None:
         informer: Informer[MemberRecord] = Informer(
             "Memberships",
-            None,  # type: ignore[arg-type]
             None,  # type: ignore[arg-type]
             MemberRecord.from_body,
             lambda _: None,
@@ -276,6 +276,7 @@ def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_s
     """A shard holds only its orgs' Memberships: a person's may be in any shard's orgs."""
     from kubernetes import client
 
+    from orgkeeper.controllers import caches as caches_module
     from orgkeeper.controllers.runtime import Runtime
     from orgkeeper.domain.shards import Shard
     from orgkeeper.kube import KubeApi
@@ -289,8 +290,8 @@ def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_s
         runtime.caches.organizations._take({"type": "ADDED", "object": org_body(name)})
     asked: list[tuple[Any, ...]] = []
 
-    async def run_review(call: Any, *args: Any) -> list[dict[str, Any]]:
-        asked.append((call.__name__, *args))
+    async def list_memberships(*args: Any) -> list[dict[str, Any]]:
+        asked.append(("list_memberships", *args))
         return [
             membership_body(mine, "alice", "Alice@X.test"),
             membership_body(theirs, "alice", "alice@x.test"),
@@ -298,8 +299,9 @@ def test_under_a_shard_the_switcher_reads_the_persons_memberships_from_the_api_s
             membership_body("forged", "mallory", "mallory@x.test"),
         ]
 
-    runtime.kube.run_review = run_review  # type: ignore[method-assign,assignment]
-    answer = asyncio.run(runtime.caches.my_organizations("alice@x.test"))
+    reviews = mock.MagicMock(list_memberships=list_memberships)
+    with mock.patch.object(caches_module, "Reviews", return_value=reviews):
+        answer = asyncio.run(runtime.caches.my_organizations("alice@x.test"))
     assert names_of(answer) == sorted([mine, theirs])
     selector = f"{names.LABEL_EMAIL_HASH}={names.email_hash('alice@x.test')}"
     assert asked == [("list_memberships", None, selector)]

@@ -13,7 +13,8 @@ from kubernetes import client
 from orgkeeper import names
 from orgkeeper.domain.lifecycle import untold_transitions
 from orgkeeper.handlers.startup import configure_kopf
-from orgkeeper.kube import EVENT_CONTROLLER, KubeApi, PostedEvent
+from orgkeeper.kube import KubeApi
+from orgkeeper.resources import EVENT_CONTROLLER, PostedEvent
 from orgkeeper.settings import Settings
 
 ALL, US, EU = "orgkeeper.dev/finalizer", "us.orgkeeper.dev/finalizer", "eu.orgkeeper.dev/finalizer"
@@ -88,24 +89,27 @@ def test_each_lifecycle_transition_is_told_once() -> None:
 
 
 class _Core:
+    """Takes the Events posted, as the API server receives them (JSON)."""
+
     def __init__(self) -> None:
-        self.posted: list[tuple[str, client.CoreV1Event]] = []
+        self.posted: list[tuple[str, dict[str, Any]]] = []
 
-    def create_namespaced_event(self, namespace: str, body: client.CoreV1Event) -> None:
-        self.posted.append((namespace, body))
+    def create_namespaced_event(self, namespace: str, body: Any) -> None:
+        self.posted.append((namespace, client.ApiClient().sanitize_for_serialization(body)))
 
 
-def _posted(involved: dict[str, Any]) -> tuple[str, client.CoreV1Event]:
+def _posted(involved: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     kube = KubeApi(client.ApiClient())
     core = _Core()
     kube.core = core
     event = PostedEvent("Normal", "Deactivated", "deactivated", "Deactivate", "replica-a")
-    kube.post_event(involved, event)
+    kube.post_event.blocking(involved, event)
     ((namespace, body),) = core.posted
-    assert body.reporting_component == EVENT_CONTROLLER == "orgkeeper.dev/operator"
-    assert body.reporting_instance == "replica-a"
-    assert body.action == "Deactivate"
-    assert (body.reason, body.type, body.count) == ("Deactivated", "Normal", 1)
+    assert body["reportingComponent"] == EVENT_CONTROLLER == "orgkeeper.dev/operator"
+    assert body["reportingInstance"] == "replica-a"
+    assert body["action"] == "Deactivate"
+    assert (body["reason"], body["type"], body["count"]) == ("Deactivated", "Normal", 1)
+    assert body["firstTimestamp"] == body["lastTimestamp"] and "+00:00" in body["firstTimestamp"]
     return namespace, body
 
 
@@ -118,8 +122,11 @@ def test_an_organizations_event_has_no_involved_namespace() -> None:
     }
     namespace, body = _posted(org)
     assert namespace == "default"
-    assert body.involved_object.namespace is None
-    assert (body.involved_object.kind, body.involved_object.uid) == ("Organization", "u-1")
+    assert "namespace" not in body["involvedObject"]
+    assert (body["involvedObject"]["kind"], body["involvedObject"]["uid"]) == (
+        "Organization",
+        "u-1",
+    )
 
 
 def test_a_licenses_event_is_in_its_namespace() -> None:
@@ -130,5 +137,5 @@ def test_a_licenses_event_is_in_its_namespace() -> None:
     }
     namespace, body = _posted(license_)
     assert namespace == "org-acme"
-    assert body.involved_object.namespace == "org-acme"
-    assert body.involved_object.name == "gateway"
+    assert body["involvedObject"]["namespace"] == "org-acme"
+    assert body["involvedObject"]["name"] == "gateway"

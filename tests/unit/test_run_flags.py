@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
 from orgkeeper import cli
+from orgkeeper.domain.guardrails import MEMBERSHIP_COUNT, Guardrails
 from orgkeeper.domain.shards import Shard, default_map
 from orgkeeper.endpoints import health_app, metrics_app
-from orgkeeper.kube import MEMBERSHIP_COUNT, Guardrails
+from orgkeeper.kube import DEFAULT_GUARDRAILS
 from orgkeeper.preflight import check_cluster, claim_ports, too_old
 from orgkeeper.settings import SettingError, Settings, check, duration_text
 
@@ -285,16 +286,23 @@ def test_a_kubeconfig_that_is_not_one_is_refused_the_same_way(
 
 
 def test_org_namespaces_enforce_restricted_by_default_and_baseline_when_set() -> None:
-    assert Guardrails().labels() == {
+    assert DEFAULT_GUARDRAILS.labels() == {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
     }
-    assert Guardrails("baseline").labels()["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert (
+        Guardrails("baseline", DEFAULT_GUARDRAILS.membership_quota).labels()[
+            "pod-security.kubernetes.io/enforce"
+        ]
+        == "baseline"
+    )
 
 
 def test_the_quota_limits_memberships_to_the_setting() -> None:
-    assert Guardrails().hard() == {MEMBERSHIP_COUNT: "10000"}
-    assert Guardrails(membership_quota=3).hard() == {"count/memberships.orgkeeper.dev": "3"}
+    assert DEFAULT_GUARDRAILS.hard() == {MEMBERSHIP_COUNT: "10000"}
+    assert Guardrails(DEFAULT_GUARDRAILS.pod_security, 3).hard() == {
+        "count/memberships.orgkeeper.dev": "3"
+    }
 
 
 def test_pod_security_and_quota_settings_reach_the_guardrails(

@@ -25,8 +25,9 @@ from orgkeeper.domain.shards import (
     shard_sizes,
 )
 from orgkeeper.handlers.mutation import label_license, label_membership, label_organization
-from orgkeeper.kube import KubeApi
+from orgkeeper.kube import threaded
 from orgkeeper.leader import Elector, LeaseConfig, other_generation
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.settings import SettingError, Settings, check, lease_name
 
 COUNTS = range(2, 9)
@@ -136,9 +137,12 @@ def test_the_stored_map_reads_back_and_a_wrong_one_is_refused() -> None:
 
 
 class ListedLeases(Leases):
-    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+    @threaded
+    def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:  # type: ignore[override]
         assert selector == names.LEASE_SELECTOR
-        return [cast(dict[str, Any], self.read_lease(namespace, name)) for name in self.stored]
+        return [
+            cast(dict[str, Any], self.read_lease.blocking(namespace, name)) for name in self.stored
+        ]
 
 
 def shard_elector(leases: ListedLeases, clock: Clock, shard: str, identity: str) -> Elector:
@@ -149,10 +153,10 @@ def shard_elector(leases: ListedLeases, clock: Clock, shard: str, identity: str)
         return None
 
     async def fence() -> str | None:
-        return other_generation(cast(KubeApi, leases), settings)
+        return await other_generation(cast(LeaseApi, leases), settings)
 
     return Elector(
-        cast(KubeApi, leases),
+        cast(LeaseApi, leases),
         config,
         on_started_leading=nothing,
         on_stopped_leading=nothing,

@@ -10,11 +10,13 @@ from unittest import mock
 import kopf
 import pytest
 
+from orgkeeper import names
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.admission import unserved_region_warning
 from orgkeeper.handlers import admission, organization
-from orgkeeper.kube import KubeApi
+from orgkeeper.kube import KubeApi, threaded
 from orgkeeper.settings import Settings
+from support.inline import Inline
 
 LEASES = ["orgkeeper", "orgkeeper-au"]
 
@@ -42,24 +44,33 @@ def _lease(holder: str, renewed: datetime) -> dict[str, Any]:
     return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": stamp}}
 
 
+def stored(leases: dict[str, Any]) -> Any:
+    """The Lease API, answering with `leases` (by name), as admission reads it."""
+
+    class Stored:
+        def __init__(self, kube: Any, executor: Any = None) -> None:
+            self.executor = Inline()
+
+        @threaded
+        def read_lease(self, namespace: str, name: str, timeout: float) -> Any:
+            return leases.get(name)
+
+        @threaded
+        def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+            assert selector == names.LEASE_SELECTOR
+            return [{"metadata": {"name": name}, **lease} for name, lease in leases.items()]
+
+    return Stored
+
+
 def _create(region: str, leases: dict[str, Any]) -> list[str]:
-    kube = mock.MagicMock()
-    kube.read_lease.side_effect = lambda namespace, name, timeout: leases.get(name)
-    kube.list_leases.side_effect = lambda namespace, selector: [
-        {"metadata": {"name": name}, **lease} for name, lease in leases.items()
-    ]
-
-    async def run(call: Any, *args: Any) -> Any:
-        return call(*args)
-
-    kube.run = run
-    runtime = Runtime(kube=cast(KubeApi, kube), settings=Settings(region="us"))
+    runtime = Runtime(kube=cast(KubeApi, mock.MagicMock()), settings=Settings(region="us"))
     for informer in runtime.caches.informers():
         informer.synced.set()
     warnings: list[str] = []
     spec = {"displayName": "A", "plan": "Free", "region": region, "owner": "o@a.test"}
-    asyncio.run(
-        admission.validate_organization(
+    with mock.patch.object(admission, "Leases", stored(leases)):
+        validate = admission.validate_organization(
             spec=cast(kopf.Spec, spec),
             old=None,
             name="a",
@@ -68,7 +79,7 @@ def _create(region: str, leases: dict[str, Any]) -> list[str]:
             memo=kopf.Memo(runtime=runtime),
             warnings=warnings,
         )
-    )
+        asyncio.run(validate)
     return warnings
 
 
@@ -88,22 +99,19 @@ def test_a_regional_operator_warns_only_without_a_live_lease_for_the_region() ->
 def _seen(body: dict[str, Any], *, leader_elect: bool = True) -> list[Any]:
     """What a us operator writes once its Organizations informer takes in `body`."""
     kube = mock.MagicMock()
-    kube.read_lease.return_value = None
-    kube.read_organization.return_value = body
+    kube.read_organization = mock.AsyncMock(return_value=body)
     written: list[Any] = []
 
-    async def run(call: Any, *args: Any, **kwargs: Any) -> Any:
-        if call is kube.patch_status:
-            written.append((args, kwargs))
-            return None
-        return call(*args)
+    async def patch_status(*args: Any, **kwargs: Any) -> None:
+        written.append((args, kwargs))
 
-    kube.run = run
+    kube.patch_status = patch_status
     settings = Settings(region="us", leader_elect=leader_elect)
     runtime = Runtime(kube=cast(KubeApi, kube), settings=settings)
     runtime.caches.organizations.observe(body)
     runtime.organization_cached("a")
-    asyncio.run(organization.tell_unserved(runtime, runtime.wakes.unreconciled_elsewhere))
+    with mock.patch.object(admission, "Leases", stored({})):
+        asyncio.run(organization.tell_unserved(runtime, runtime.wakes.unreconciled_elsewhere))
     return written
 
 

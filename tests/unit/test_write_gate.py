@@ -24,6 +24,7 @@ from orgkeeper.kube import (
     resource_of,
     write_gate_middleware,
 )
+from orgkeeper.leases import Leases
 from orgkeeper.manager import drained
 
 ORG = "/apis/orgkeeper.dev/v1alpha1/organizations/acme"
@@ -173,22 +174,20 @@ async def test_kubes_client_sends_no_write_once_the_gate_closed_whichever_method
     answer.set()
     async with api_server(received, answer) as (url, _):
         kube = kube_at(url, gate)
-        await kube.run(kube.core.delete_namespaced_secret, "license", "org-acme")
+        await kube.delete_secret("org-acme", "license")
         gate.open = False
         with pytest.raises(NotLeaderError, match=f"DELETE {SECRET}: this replica does not hold"):
-            await kube.run(kube.core.delete_namespaced_secret, "license", "org-acme")
+            await kube.delete_secret("org-acme", "license")
 
         def renamed_read_of_a_secret() -> None:  # a name that reads, a request that writes
             kube.core.delete_namespaced_secret("license", "org-acme")
 
-        with pytest.raises(NotLeaderError):
-            await kube.run(renamed_read_of_a_secret)
-        await kube.run(kube.core.read_namespaced_secret, "license", "org-acme")  # reads go on
-        leases = client.CoordinationV1Api(kube.api_client)
+        with pytest.raises(NotLeaderError):  # on any thread, past any adapter
+            await asyncio.to_thread(renamed_read_of_a_secret)
+        await kube.read_secret("org-acme", "license")  # reads go on
         lease = {"metadata": {"name": "orgkeeper"}, "spec": {}}
-        await kube.run(  # the Lease is written by whoever campaigns
-            leases.replace_namespaced_lease, "orgkeeper", "orgkeeper-system", lease
-        )
+        # The Lease is written by whoever campaigns.
+        await Leases(kube).replace_lease("orgkeeper-system", lease)
     assert received == [f"DELETE {SECRET}", f"GET {SECRET}", f"PUT {LEASE}"]
     assert kube.writes_in_flight == 0
 
@@ -206,7 +205,9 @@ async def test_start_up_writes_pass_the_closed_gate_only_through_their_door() ->
             with kube.start_up_writes("the webhook CA replicas share"):
                 kube.core.create_namespaced_secret("orgkeeper-system", {"metadata": {}})
 
-        await kube.run(make_the_shared_ca)
+        await asyncio.to_thread(make_the_shared_ca)
+        with kube.start_up_writes("the webhook CA replicas share"):  # held on kube's threads
+            await kube.write_secret("orgkeeper-system", "ca", {}, {}, exists=False)
         with pytest.raises(NotLeaderError):  # outside the door, the same write is refused
-            await kube.run(kube.core.create_namespaced_secret, "orgkeeper-system", {})
-    assert received == ["POST /api/v1/namespaces/orgkeeper-system/secrets"]
+            await kube.write_secret("orgkeeper-system", "ca", {}, {}, exists=False)
+    assert received == ["POST /api/v1/namespaces/orgkeeper-system/secrets"] * 2

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import names
+from ..access import Reviews
 from ..domain.people import email_of, my_organizations
 from ..domain.wakes import may_own
 from ..kube import KubeApi
 from ..settings import Settings
+from . import listwatch
 from .informer import Informer
 from .records import BindingRecord, MemberRecord, NamespaceRecord, OrgRecord
 
@@ -41,8 +43,7 @@ class Caches:
         # org is gone (its namespace may stay, made for it: its Memberships are then Pending).
         self.organizations = Informer(
             "Organizations",
-            kube,
-            kube.organizations(),
+            listwatch.organizations(kube),
             OrgRecord.from_body,
             organization_changed,
             index=OrgRecord.owner_key,  # admission finds an Owner's orgs by it, not by a scan
@@ -54,8 +55,7 @@ class Caches:
         shard = settings.shard
         self.members = Informer(
             "Memberships",
-            kube,
-            kube.memberships(shard.selector()),
+            listwatch.memberships(kube, shard.selector()),
             MemberRecord.from_body,
             member_changed,
             keep=shard.serves_namespace,
@@ -63,16 +63,14 @@ class Caches:
         )
         self.bindings = Informer(
             "member RoleBindings",
-            kube,
-            kube.member_role_bindings(shard.selector()),
+            listwatch.member_role_bindings(kube, shard.selector()),
             BindingRecord.from_body,
             member_changed,
             keep=shard.serves_namespace,
         )
         self.namespaces = Informer(
             "labelled Namespaces",
-            kube,
-            kube.labelled_namespaces(),
+            listwatch.labelled_namespaces(kube),
             NamespaceRecord.from_body,
             namespace_changed,
         )
@@ -121,9 +119,8 @@ class Caches:
         key = names.email_hash(email_of(user, prefix))
         members: list[MemberRecord]
         if self.settings.shard.sharded:
-            kube = self.kube
             selector = f"{names.LABEL_EMAIL_HASH}={key}"
-            bodies = await kube.run_review(kube.list_memberships, None, selector)
+            bodies = await Reviews(self.kube).list_memberships(None, selector)
             members = [MemberRecord.from_body(body) for body in bodies]
         else:
             members = list(self.members.indexed(key))

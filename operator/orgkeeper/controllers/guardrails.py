@@ -7,7 +7,7 @@ import time
 
 from kubernetes import client
 
-from ..kube import OwnerRef
+from ..resources import OwnerRef
 from .runtime import Runtime
 
 # A new quota is counted by kube-controller-manager within about a second; until then the API
@@ -31,9 +31,9 @@ async def ensure_guardrails(
     (None when this reconcile created it, with the labels)."""
     kube = runtime.kube
     if found is not None:
-        await kube.run(kube.ensure_pod_security, namespace, found.metadata.labels or {})
+        await kube.ensure_pod_security(namespace, found.metadata.labels or {})
     deadline = time.monotonic() + QUOTA_WAIT_SECONDS
-    while not await kube.run(kube.ensure_membership_quota, namespace, organization, owner):
+    while not await kube.ensure_membership_quota(namespace, organization, owner):
         if time.monotonic() > deadline:
             raise QuotaNotCountedError(
                 f"kube-controller-manager has not counted the Memberships of ResourceQuota "

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from ..kube import Collection, KubeApi, WatchStop, is_status
+from ..kube import is_status
+from .listwatch import ListWatch, WatchStop
 
 R = TypeVar("R")
 MAX_BACKOFF = 30.0
@@ -52,8 +53,7 @@ class Informer(Generic[R]):
     def __init__(
         self,
         what: str,
-        kube: KubeApi,
-        collection: Collection,
+        listwatch: ListWatch,
         record: Callable[[Mapping[str, Any]], R],
         on_change: Callable[[str], None],
         keep: Callable[[str], bool] | None = None,
@@ -63,8 +63,7 @@ class Informer(Generic[R]):
         `index(record)`: a key the records are also found by (`indexed`)."""
         self.what = what
         self.keep = keep
-        self.kube = kube
-        self.collection = collection
+        self.listwatch = listwatch
         self.record = record
         self.on_change = on_change
         self.synced = asyncio.Event()
@@ -166,7 +165,7 @@ class Informer(Generic[R]):
         fresh: dict[str, dict[str, tuple[int, R]]] = {}
         token: str | None = None
         while True:
-            page = await self.kube.run(self.kube.list_page, self.collection, token)
+            page = await self.listwatch.list_page(token)
             for body in page["items"]:
                 meta = body["metadata"]
                 if not self._kept(meta):
@@ -213,7 +212,7 @@ class Informer(Generic[R]):
         def follow() -> None:
             expired, error = False, None
             try:
-                for event in self.kube.watch_events(self.collection, version, stop):
+                for event in self.listwatch.watch_events(version, stop):
                     loop.call_soon_threadsafe(self._take, event)
             except Exception as failure:
                 expired = is_status(failure, 410)

@@ -33,7 +33,8 @@ from ..domain.license.evaluation import next_due
 from ..domain.license.issuing import Issue, Refused, plan_issuing
 from ..domain.license.observation import Copy, LicenseObservation, LicenseSeen, Owner
 from ..domain.license.status import license_status
-from ..kube import OwnerRef, is_status, managed_labels
+from ..kube import is_status
+from ..resources import OwnerRef, managed_labels
 from .records import LicenseRecord, WorkloadRecord
 from .runtime import Runtime
 from .writes import Failure, Target, annotate, attempt, differs, fetch, status_wire, workload_ref
@@ -150,7 +151,7 @@ def _status_writes(
         wire = status_wire(status)
         if differs(wire, record.status):
             target = Target(f"License {record.namespace}/{record.name}", (_involved(record),))
-            patch = kube.run(kube.patch_status, names.LICENSES, record.name, wire, record.namespace)
+            patch = kube.patch_status(names.LICENSES, record.name, wire, record.namespace)
             writes.append((target, patch))
     return writes
 
@@ -184,7 +185,7 @@ async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | No
     """The License's document, or None and why there is none; and whether its Secret exists."""
     if not record.secret_name:
         return None, "spec.secretRef names no Secret", False
-    secret = await runtime.kube.run(runtime.kube.read_secret, record.namespace, record.secret_name)
+    secret = await runtime.kube.read_secret(record.namespace, record.secret_name)
     if secret is None:
         return None, f"Secret {record.secret_name} not found in {record.namespace}", False
     encoded = (secret.data or {}).get(record.secret_key)
@@ -194,7 +195,7 @@ async def _document(runtime: Runtime, record: LicenseRecord) -> tuple[bytes | No
 
 
 async def _read_copy(runtime: Runtime, namespace: str, secret_name: str) -> Copy | None:
-    secret = await runtime.kube.run(runtime.kube.read_secret, namespace, secret_name)
+    secret = await runtime.kube.read_secret(namespace, secret_name)
     if secret is None:
         return None
     meta = secret.metadata
@@ -219,8 +220,7 @@ async def _issue(
     kube = runtime.kube
     document = licensing.sign(issue.payload, key)
     try:
-        await kube.run(
-            kube.write_secret,
+        await kube.write_secret(
             record.namespace,
             issue.secret_name,
             {issue.secret_key: document},
@@ -257,14 +257,13 @@ async def _deliver(
         return _secret_target(namespace, copies.secret, copies.targets.get(namespace, ()))
 
     withdrawals = [
-        (target(namespace), kube.run(kube.delete_secret, namespace, copies.secret, uid))
+        (target(namespace), kube.delete_secret(namespace, copies.secret, uid))
         for namespace, uid in copies.withdraw
     ]
     writes = [
         (
             target(write.namespace),
-            kube.run(
-                kube.write_secret,
+            kube.write_secret(
                 write.namespace,
                 copies.secret,
                 copies.data,
@@ -347,7 +346,7 @@ async def _withdraw(runtime: Runtime, namespace: str, secret_name: str, uid: str
     kube = runtime.kube
     copy = await _read_copy(runtime, namespace, secret_name)
     if copy is not None and is_ours(copy, uid):
-        await kube.run(kube.delete_secret, namespace, secret_name, copy.uid)
+        await kube.delete_secret(namespace, secret_name, copy.uid)
 
 
 async def withdraw_copies(

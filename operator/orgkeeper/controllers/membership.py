@@ -13,8 +13,8 @@ from ..api.v1alpha1.membership import MembershipStatus
 from ..domain.fairness import take_turn, turn_order
 from ..domain.membership import Binding, MembershipsPlan, plan_memberships
 from ..domain.organization.ownership import OwnerMembership
-from ..kube import OwnerRef
 from ..names import same_email
+from ..resources import OwnerRef
 from .informer import Informer
 from .records import MemberRecord
 from .runtime import Runtime
@@ -48,15 +48,15 @@ async def _owner_membership(runtime: Runtime, namespace: str, owner: OwnerMember
         "metadata": {"name": member.name, "labels": dict(owner.labels)},
         "spec": {"email": member.email, "teams": list(member.teams)},
     }
-    written = await kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, body)
+    written = await kube.create_custom(MEMBERSHIP.plural, namespace, body)
     if written is None:  # the name is taken
-        found = await kube.run(kube.read_membership, namespace, member.name)
+        found = await kube.read_membership(namespace, member.name)
         if found is not None and same_email((found.get("spec") or {}).get("email"), member.email):
             runtime.caches.members.observe(found)
             return
         generated = {"generateName": f"{member.name}-", "labels": dict(owner.labels)}
         beside = {**body, "metadata": generated}
-        written = await kube.run(kube.create_custom, MEMBERSHIP.plural, namespace, beside)
+        written = await kube.create_custom(MEMBERSHIP.plural, namespace, beside)
     if written is not None:
         runtime.caches.members.observe(written)
 
@@ -106,7 +106,7 @@ async def sync_memberships(
             continue
         record = records[binding.membership]
         owner = OwnerRef(API_VERSION, MEMBERSHIP.kind, record.name, record.uid)
-        create = kube.run(kube.create_member_binding, namespace, binding, owner)
+        create = kube.create_member_binding(namespace, binding, owner)
         target = Target(f"RoleBinding {namespace}/{binding.name}", (_membership(record),))
         rbac.append((target, _taken_in(runtime.caches.bindings, create)))
         rbac_of.append(record.name)
@@ -126,16 +126,14 @@ async def sync_memberships(
         target = Target(f"Membership {namespace}/{record.name}", (_membership(record),))
         labels = plan.labels.get(record.name)
         if labels is not None:
-            label = kube.run(
-                kube.patch_labels, MEMBERSHIP.plural, namespace, record.name, dict(labels)
-            )
+            label = kube.patch_labels(MEMBERSHIP.plural, namespace, record.name, dict(labels))
             writes.append((target, _taken_in(runtime.caches.members, label)))
         if record.name in unbound:
             continue  # its status waits until its RoleBindings are written (the org says why)
         patch = patches[record.name]
         if patch is not None:
-            status_write = kube.run(
-                kube.patch_status, MEMBERSHIP.plural, record.name, patch, record.namespace
+            status_write = kube.patch_status(
+                MEMBERSHIP.plural, record.name, patch, record.namespace
             )
             writes.append((target, _taken_in(runtime.caches.members, status_write)))
     await attempt(writes, failures)
@@ -175,7 +173,7 @@ def _membership(record: MemberRecord) -> dict[str, Any]:
 
 
 async def _deleted_binding(runtime: Runtime, namespace: str, name: str) -> None:
-    await runtime.kube.run(runtime.kube.delete_role_binding, namespace, name)
+    await runtime.kube.delete_role_binding(namespace, name)
     runtime.caches.bindings.forget(namespace, name)
 
 

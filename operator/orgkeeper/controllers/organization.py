@@ -33,7 +33,8 @@ from ..domain.organization.plan import (
 )
 from ..domain.organization.status import closing_events, organization_status
 from ..domain.organization.warnings import failed_write, ignored_workload, invalid_spec, tell_once
-from ..kube import OwnerRef, owner_of
+from ..kube import Outcome
+from ..resources import OwnerRef, owner_of
 from . import guardrails
 from .license import reconcile_licenses
 from .membership import create_owner_membership, sync_memberships
@@ -217,17 +218,18 @@ async def _org_namespace(
     it claims (None: not found). One the org serves is stamped with its UID the first time.
     `served`: the org's status says it served its namespace already (see made_for)."""
     kube = runtime.kube
-    found = await kube.run(kube.read_namespace, namespace)
+    found = await kube.read_namespace(namespace)
     if found is None:
         # Someone may create it between the read and the create: only one the org owns counts.
-        return None, await kube.run(kube.create_namespace, namespace, organization, owner), None
+        made = await kube.create_namespace(namespace, organization, owner)
+        return None, made is not Outcome.TAKEN, None
     owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
     claim = Claim.of(namespace, found.metadata.labels or {}, owners)
     ready = namespace_domain.org_namespace_ready(
         claim, organization, owner.uid, spec_owner, served=served
     )
     if ready and claim.uid != owner.uid:
-        await kube.run(kube.label_namespace, namespace, {names.LABEL_ORGANIZATION_UID: owner.uid})
+        await kube.label_namespace(namespace, {names.LABEL_ORGANIZATION_UID: owner.uid})
     return found, ready, claim
 
 
@@ -244,7 +246,7 @@ async def _stamp(
         [
             (
                 Target(f"Namespace {record.name}"),
-                kube.run(kube.label_namespace, record.name, uid_label),
+                kube.label_namespace(record.name, uid_label),
             )
             for record in claims
             if record.name != names.org_namespace(observed.name)
@@ -266,8 +268,8 @@ async def _owner_rbac(
     """The Owner's rights on the org (read-only while it is deactivated), granted to every user
     name the org binds them as (membership.user_names)."""
     kube = runtime.kube
-    write: Awaitable[Any] = kube.run(
-        kube.ensure_owner_rbac, organization, planned.owner_users, owner, planned.owner_rules
+    write: Awaitable[Any] = kube.ensure_owner_rbac(
+        organization, planned.owner_users, owner, planned.owner_rules
     )
     await attempt(
         [(Target(f"ClusterRoleBinding {names.owner_role(organization)}"), write)], failures
@@ -290,12 +292,10 @@ async def sync_workloads(
             continue
         target = Target(f"{workload.kind} {workload.ref}", (workload_ref(workload),))
         if action == "Decommission":
-            delete = kube.run(
-                kube.delete_workload, workload.kind, workload.namespace, workload.name
-            )
+            delete = kube.delete_workload(workload.kind, workload.namespace, workload.name)
             writes.append((target, delete))
         elif action == "Park":
-            park = kube.run(kube.park_workload, workload.kind, workload.namespace, workload.name)
+            park = kube.park_workload(workload.kind, workload.namespace, workload.name)
             writes.append((target, park))
         else:
             value = "true" if action == "Freeze" else None
@@ -364,11 +364,11 @@ async def _write_status(
         if current_requests is not None and wanted is not None:
             wire["activity"] = {k: v for k, v in wire["activity"].items() if k != "apiRequests"}
         if differs(wire, current):
-            await kube.run(kube.patch_status, ORGANIZATION.plural, name, wire)
+            await kube.patch_status(ORGANIZATION.plural, name, wire)
         return
     for _ in range(ROLLOVER_ATTEMPTS):
         if version is None:
-            live = await kube.run(kube.read_organization, name)
+            live = await kube.read_organization(name)
             if live is None:
                 return
             version = str(live["metadata"]["resourceVersion"])
@@ -382,9 +382,7 @@ async def _write_status(
                 mode="json", by_alias=True
             )
         try:
-            await kube.run(
-                kube.patch_status, ORGANIZATION.plural, name, wire, resource_version=version
-            )
+            await kube.patch_status(ORGANIZATION.plural, name, wire, resource_version=version)
             return
         except ApiException as error:
             if error.status != 409:
@@ -419,7 +417,7 @@ async def _stalled(
         "observedGeneration": generation,
     }
     if differs(wire, current):
-        await runtime.kube.run(runtime.kube.patch_status, ORGANIZATION.plural, name, wire)
+        await runtime.kube.patch_status(ORGANIZATION.plural, name, wire)
     return [told]
 
 
@@ -438,8 +436,7 @@ async def create_licenses(
         [
             (
                 Target(f"License {namespace}/{product}"),
-                kube.run(
-                    kube.create_custom,
+                kube.create_custom(
                     LICENSE.plural,
                     namespace,
                     {

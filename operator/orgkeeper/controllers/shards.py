@@ -13,8 +13,9 @@ import logging
 
 from .. import names
 from ..domain.shards import Shard, load_of, map_data, map_of, plan
-from ..kube import KubeApi
+from ..kube import KubeApi, Outcome
 from ..settings import SettingError, Settings
+from . import listwatch
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def organization_names(kube: KubeApi, region: str | None) -> list[str]:
     found: list[str] = []
     token: str | None = None
     while True:
-        page = kube.list_page(kube.organizations(), token)
+        page = listwatch.organizations(kube).list_page.blocking(token)
         for body in page["items"]:
             if region is None or (body.get("spec") or {}).get("region") == region:
                 found.append(body["metadata"]["name"])
@@ -41,11 +42,12 @@ def with_shard_map(kube: KubeApi, settings: Settings) -> Settings:
     if not shard.sharded:
         return settings
     name = names.shard_map(settings.region, shard.count)
-    stored = kube.read_config_map_data(settings.namespace, name)
+    stored = kube.read_config_map_data.blocking(settings.namespace, name)
     if stored is None:
         orgs = organization_names(kube, settings.region)
         planned = map_data(shard.count, plan(load_of(orgs), shard.count))
-        if kube.create_immutable_config_map(settings.namespace, name, planned):
+        made = kube.create_immutable_config_map.blocking(settings.namespace, name, planned)
+        if made is Outcome.CREATED:
             logger.info(
                 "Shard map %s/%s: planned for %d shards from %d orgs.",
                 settings.namespace,
@@ -53,7 +55,7 @@ def with_shard_map(kube: KubeApi, settings: Settings) -> Settings:
                 shard.count,
                 len(orgs),
             )
-        stored = kube.read_config_map_data(settings.namespace, name) or planned
+        stored = kube.read_config_map_data.blocking(settings.namespace, name) or planned
     try:
         slot_map = map_of(stored, shard.count)
     except ValueError as error:

@@ -19,13 +19,13 @@ PUBLIC_FIELD = "public-key.pem"
 
 def load_or_create_signing_key(kube: KubeApi, namespace: str) -> Ed25519PrivateKey:
     """Reads the key (by name); creates it if absent. Publishes the public key in a ConfigMap."""
-    kube.ensure_namespace(namespace)
+    kube.ensure_namespace.blocking(namespace)
     key = _read(kube, namespace)
     if key is None:
         created = licensing.new_signing_key()
         labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
         written = exists_ok(
-            kube.write_secret,
+            kube.write_secret.blocking,
             namespace,
             names.SIGNING_KEY_SECRET,
             {KEY_FIELD: licensing.private_pem(created)},
@@ -39,12 +39,14 @@ def load_or_create_signing_key(kube: KubeApi, namespace: str) -> Ed25519PrivateK
                 f"the signing key Secret in {namespace} vanished while it was created"
             )
     public = licensing.public_pem(key.public_key()).decode()
-    kube.apply_config_map(namespace, names.VERIFICATION_KEY_CONFIG_MAP, {PUBLIC_FIELD: public})
+    kube.apply_config_map.blocking(
+        namespace, names.VERIFICATION_KEY_CONFIG_MAP, {PUBLIC_FIELD: public}
+    )
     return key
 
 
 def _read(kube: KubeApi, namespace: str) -> Ed25519PrivateKey | None:
-    secret = kube.read_secret(namespace, names.SIGNING_KEY_SECRET)
+    secret = kube.read_secret.blocking(namespace, names.SIGNING_KEY_SECRET)
     if secret is None:
         return None
     pem = (secret.data or {}).get(KEY_FIELD)
@@ -72,7 +74,7 @@ def load_or_create_webhook_authority(kube: KubeApi, namespace: str) -> pki.Autho
     }
     labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
     written = exists_ok(
-        kube.write_secret, namespace, names.WEBHOOK_CA_SECRET, data, labels, exists=False
+        kube.write_secret.blocking, namespace, names.WEBHOOK_CA_SECRET, data, labels, exists=False
     )
     if written is not None:
         return cert, key
@@ -83,7 +85,7 @@ def load_or_create_webhook_authority(kube: KubeApi, namespace: str) -> pki.Autho
 
 
 def _read_authority(kube: KubeApi, namespace: str) -> pki.Authority | None:
-    secret = kube.read_secret(namespace, names.WEBHOOK_CA_SECRET)
+    secret = kube.read_secret.blocking(namespace, names.WEBHOOK_CA_SECRET)
     if secret is None:
         return None
     data = secret.data or {}

@@ -143,9 +143,7 @@ def annotate(
 ) -> Awaitable[None]:
     """Sets (None: removes) annotations on a workload orgkeeper doesn't own."""
     kube = runtime.kube
-    return kube.run(
-        kube.annotate_workload, workload.kind, workload.namespace, workload.name, annotations
-    )
+    return kube.annotate_workload(workload.kind, workload.namespace, workload.name, annotations)
 
 
 def now_utc() -> datetime:

@@ -20,12 +20,14 @@ from typing import Any
 import kopf
 
 from .. import names
+from ..access import Reviews
 from ..controllers.records import MemberRecord, OrgRecord
 from ..controllers.runtime import Runtime
 from ..domain import admission
 from ..domain.membership import Member, is_user, same_email
 from ..domain.shards import lease_generation
 from ..leader import LeaseRecord, held_until
+from ..leases import Leases
 from ..reviews import BusyError, user_key
 from ..settings import lease_name
 from .indexes import MEMBERSHIPS, ORGANIZATIONS
@@ -78,9 +80,8 @@ async def _members(runtime: Runtime, namespace: str) -> list[Member]:
     read is served from the API server's watch cache, and sees what the informer would."""
     if runtime.settings.shard.serves_namespace(namespace):
         return [record.member() for record in runtime.caches.members.in_namespace(namespace)]
-    kube = runtime.kube
     try:
-        bodies = await kube.run_review(kube.list_memberships, namespace)
+        bodies = await Reviews(runtime.kube).list_memberships(namespace)
     except Exception as error:
         raise kopf.AdmissionError(
             f"orgkeeper could not read the Memberships of {namespace} to check this request "
@@ -118,11 +119,11 @@ async def _is_support(
     updating (the cache holds them all): nothing to ask."""
     if known and runtime.caches.organizations.get("", name) is None:
         return False
-    kube = runtime.kube
+    reviews = Reviews(runtime.kube)
     try:
         return await runtime.support_access.ask(
             user_key(userinfo, "support", name),
-            lambda: kube.run_review(kube.may, userinfo, "support", name),
+            lambda: reviews.may_on_organization(userinfo, "support", name),
         )
     except BusyError:
         raise kopf.AdmissionError(
@@ -183,9 +184,11 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
     leases = [lease_name(None), lease_name(region)]
     now = datetime.now(UTC)
     live = []
+    # On kube's threads: a flood of reviews must not delay the Lease's renewals.
+    lease_api = Leases(runtime.kube, runtime.kube.executor)
     for name in leases:
         try:
-            found = await runtime.kube.run(runtime.kube.read_lease, settings.namespace, name, 2.0)
+            found = await lease_api.read_lease(settings.namespace, name, 2.0)
         except Exception:  # a Lease that can't be read: say nothing rather than guess
             return None
         until = held_until(LeaseRecord.of(found)) if found is not None else None
@@ -193,9 +196,7 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
             live.append(name)
     if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
         try:
-            found_all = await runtime.kube.run(
-                runtime.kube.list_leases, settings.namespace, names.LEASE_SELECTOR
-            )
+            found_all = await lease_api.list_leases(settings.namespace, names.LEASE_SELECTOR)
         except Exception:
             return None
         for lease in found_all:

@@ -26,7 +26,8 @@ from ..domain.events import Event
 from ..domain.lifecycle import untold_transitions
 from ..domain.namespaces import Claim, ignored_message, owned_namespaces, release_labels, to_release
 from ..domain.regions import marks_pending_here
-from ..kube import SHARED_INSTANCE, NotLeaderError, PostedEvent, owner_of
+from ..kube import NotLeaderError
+from ..resources import SHARED_INSTANCE, PostedEvent, owner_of
 from .admission import unserved_region
 from .indexes import LICENSES, ORGANIZATIONS, WORKLOADS, workload_index
 
@@ -83,7 +84,7 @@ async def post(runtime: Runtime, body: kopf.Body, events: list[Event]) -> None:
             involved.append(_recorded_in(body, event.also_in))
         for about in involved:
             try:
-                await kube.run(kube.post_event, about, posted)
+                await kube.post_event(about, posted)
             except Exception as error:
                 log.warning("Event %s on %s not posted: %s", event.reason, name, explain(error)[1])
 
@@ -104,7 +105,7 @@ async def tell_ignored(runtime: Runtime, organization: str, workload: Mapping[st
     message = ignored_message(namespace, organization, holder)
     posted = _posted(runtime, Event("Warning", "NamespaceNotOwned", message, ref))
     try:
-        await runtime.kube.run(runtime.kube.post_event, ref, posted)
+        await runtime.kube.post_event(ref, posted)
     except NotLeaderError:
         pass  # the leader tells it
     except Exception as error:
@@ -247,7 +248,7 @@ async def _label_slot(runtime: Runtime, name: str, body: kopf.Body) -> None:
         return
     kube = runtime.kube
     try:
-        await kube.run(kube.label_organization, name, wanted)
+        await kube.label_organization(name, wanted)
     except Exception as error:  # the next start tries again; the reconcile doesn't need it
         log.warning("Organization %s: its shard slot label not written: %s", name, error)
 
@@ -274,7 +275,7 @@ async def organization_deleted(name: str, body: kopf.Body, memo: kopf.Memo, **kw
     found = list(body["metadata"].get("finalizers") or [])
     stale = names.stale_finalizers(found, runtime.settings.region)
     if stale:
-        await runtime.kube.run(runtime.kube.drop_organization_finalizers, name, stale)
+        await runtime.kube.drop_organization_finalizers(name, stale)
 
 
 async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: list[Claim]) -> None:
@@ -284,7 +285,7 @@ async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: li
     handed to the next Organization of the name."""
     kube = runtime.kube
     namespace = names.org_namespace(name)
-    found = await kube.run(kube.read_namespace, namespace)
+    found = await kube.read_namespace(namespace)
     if found is not None and found.metadata.deletion_timestamp is None:
         owners = [(ref.name, ref.uid) for ref in found.metadata.owner_references or []]
         claims = [Claim.of(namespace, found.metadata.labels or {}, owners)] + [
@@ -294,10 +295,7 @@ async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: li
     released = [claim.namespace for claim in claims if to_release(claim, name, uid, owner)]
     failures: list[Failure] = []
     await attempt(
-        [
-            (Target(f"Namespace {ns}"), kube.run(kube.label_namespace, ns, labels))
-            for ns in released
-        ],
+        [(Target(f"Namespace {ns}"), kube.label_namespace(ns, labels)) for ns in released],
         failures,
     )
     if failures:
@@ -354,7 +352,7 @@ async def _pending_here(runtime: Runtime, namespace: str, organization: str, hel
     wait without RoleBindings), or none exists (the API server says so: the cache may lag) and
     the namespace is positively of this operator's region (domain/regions.py)."""
     kube = runtime.kube
-    found = await kube.run(kube.read_namespace, namespace)
+    found = await kube.read_namespace(namespace)
     if found is None or found.metadata.deletion_timestamp is not None:
         return False
     if any(ref.kind == ORGANIZATION.kind for ref in found.metadata.owner_references or []):
@@ -365,7 +363,7 @@ async def _pending_here(runtime: Runtime, namespace: str, organization: str, hel
     served_here = namespace in runtime.wakes.released
     if not marks_pending_here(runtime.settings.region, labels, served_here):
         return False
-    return await kube.run(kube.read_organization, organization) is None
+    return await kube.read_organization(organization) is None
 
 
 def _observed(runtime: Runtime, indexes: dict[str, Any], organization: str) -> Cached:
@@ -450,7 +448,7 @@ async def tell_unserved(runtime: Runtime, organizations: Iterable[str]) -> None:
 async def _tell_unserved(runtime: Runtime, name: str, region: str) -> None:
     message = await unserved_region(runtime, region)
     kube = runtime.kube
-    body = await kube.run(kube.read_organization, name) if message is not None else None
+    body = await kube.read_organization(name) if message is not None else None
     if body is None or body.get("status"):
         return  # served, gone, or reconciled meanwhile
     ready = {
@@ -462,8 +460,7 @@ async def _tell_unserved(runtime: Runtime, name: str, region: str) -> None:
         "observedGeneration": body["metadata"].get("generation"),
     }
     # Conditional on what was read: an operator of the region that wrote meanwhile wins (409).
-    await kube.run(
-        kube.patch_status,
+    await kube.patch_status(
         names.ORGANIZATIONS,
         name,
         {"conditions": [ready]},
@@ -494,7 +491,7 @@ async def license_changed(
         return
     kube = runtime.kube
     try:
-        await kube.run(kube.patch_labels, names.LICENSES, str(namespace), name, wanted)
+        await kube.patch_labels(names.LICENSES, str(namespace), name, wanted)
     except Exception as error:  # told again at its next event; the reconcile doesn't need it
         log.warning("License %s/%s: its shard slot label not written: %s", namespace, name, error)
 

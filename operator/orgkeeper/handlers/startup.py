@@ -18,6 +18,7 @@ from aiohttp import web
 from kubernetes.client.rest import ApiException
 
 from .. import names
+from ..access import Reviews
 from ..controllers.runtime import Runtime
 from ..controllers.signing import load_or_create_webhook_authority
 from ..endpoints import METRICS_PATH, health_app, metrics_app, metrics_tls, serve
@@ -31,6 +32,7 @@ from ..memory import trim_periodically, use_full_default_executor
 from ..people import FrontProxy, people_app, people_tls
 from ..pki import Authority
 from ..preflight import Listeners
+from ..registrations import Registrations
 from ..reviews import token_key
 from ..settings import Settings
 from ..webhook_server import (
@@ -108,8 +110,8 @@ def register_always_on(registry: kopf.OperatorRegistry) -> None:
             settings = memo.runtime.settings
             kube = memo.runtime.kube
             try:
-                await kube.run(
-                    kube.unregister_people_api, settings.namespace, settings.webhook_service
+                await Registrations(kube).unregister_people_api(
+                    settings.namespace, settings.webhook_service
                 )
             except Exception as error:  # stopping regardless; say what is left behind
                 logger.warning(
@@ -223,13 +225,13 @@ async def serve_endpoints(
 ) -> list[web.AppRunner]:
     """/healthz and /readyz on the health port; /metrics, authorized, over HTTPS."""
 
-    kube = runtime.kube
+    reviews = Reviews(runtime.kube)
 
     async def authorize(token: str) -> int:
         # Kept briefly by the token's hash; asked with a bound (reviews.py).
         return await runtime.metrics_access.ask(
             token_key(token, METRICS_PATH),
-            lambda: kube.run_review(kube.review_metrics_access, token, METRICS_PATH),
+            lambda: reviews.metrics_access(token, METRICS_PATH),
         )
 
     return [
@@ -250,8 +252,7 @@ async def register_people_api(runtime: Runtime, server: kopf.WebhookServer) -> b
     if bundle is None or settings.people_api_port is None:
         return False
     try:
-        await kube.run(
-            kube.register_people_api,
+        await Registrations(kube).register_people_api(
             settings.namespace,
             settings.webhook_service,
             people_api_external_name(settings),
@@ -276,7 +277,7 @@ async def serve_people(
     cluster publishes no front-proxy CA or the operator may not read it."""
     kube = runtime.kube
     try:
-        data = await kube.run(kube.front_proxy_config)
+        data = await Registrations(kube).front_proxy_config()
     except ApiException as error:
         logger.error(
             "The people API is not served: reading %s/%s was refused (%s); grant the Role "
