@@ -146,6 +146,7 @@ def test_a_replica_of_the_same_scope_starts_beside_its_shard_leases(
         wait_for(
             "the eu replica to serve /healthz (not refused)",
             lambda: process.poll() is None and healthy(health),
+            timeout=60,  # as long as any operator's start is given (support/operator.py)
         )
     finally:
         process.terminate()
