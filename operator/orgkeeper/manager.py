@@ -65,9 +65,10 @@ class AdmissionForgets(ResourceMemories):
 
     kopf keeps a memory for each object an UPDATE or DELETE review is about, and forgets it only
     when its own watch sees the object deleted. The always-on part, which answers admission,
-    watches nothing (the leader-only part watches, with memories of its own): every object ever
-    reviewed would stay in memory, the creep of a soak (16 MiB an hour). The webhooks need no
-    memory of their own (they read the Runtime's caches through the memo).
+    watches none of the kinds it reviews (the leader-only part watches some, with memories of
+    its own): every object ever reviewed would stay in memory, the creep of a soak (16 MiB an
+    hour). The webhooks need no memory of their own (they read the Runtime's caches through the
+    memo).
     """
 
     async def recall_memo(
