@@ -33,6 +33,7 @@ from .memory import (
     STRANGER_BINDINGS,
     STRANGER_DEPLOYMENTS,
     RestSamples,
+    probe,
     rest_rss_mib,
 )
 from .operators import Operators
@@ -107,6 +108,7 @@ def test_memory_at_rest_stays_flat_under_churn(
             while time.monotonic() < until:
                 cycle()
             samples.add(time.monotonic() - started, rest_rss_mib(operators.pid))
+            probe(operators.pid, *samples.points[-1])
         elapsed = time.monotonic() - started
         slope_checked = elapsed >= SLOPE_CHECKED_FROM
         TALLY.note(
