@@ -1,5 +1,5 @@
 """Garbage in reference cycles never piles up in CPython's oldest generation between the
-operator's trims (memory.collect_and_trim): the cause of the soak's creep (README, Footprint).
+operator's trims (memory.collect_and_trim): a cause of the soak's creep (README, Footprint).
 
 CPython looks at its oldest generation only once a quarter more objects have been promoted
 there since it last did; until then, cycles that died there stay, and with them the pymalloc
