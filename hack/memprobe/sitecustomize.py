@@ -1,7 +1,7 @@
 """A memory probe for a running `orgkeeper run`, outside the operator's code (off unless asked).
 
     MEMPROBE_DIR=/tmp/probe PYTHONPATH=hack/memprobe orgkeeper run ...   # or the fault suite
-    kill -USR1 <pid>   # 1st: starts tracemalloc; each next one: a snapshot
+    kill -USR1 <pid>   # 1st: starts tracemalloc (not if MEMPROBE_FRAMES=0); each next: a snapshot
     kill -USR2 <pid>   # collects, malloc_trim(0)s, then measures (no tracemalloc needed)
 
 Each signal writes types-N.json (live objects per type, asyncio tasks, threads) and, once
@@ -33,6 +33,13 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
     _OUT = Path(_DIR)
 
     _taken = [0]
+    # MEMPROBE_FRAMES=0: SIGUSR1 counts live objects only, never starts tracemalloc.
+    _FRAMES = int(os.environ.get("MEMPROBE_FRAMES", "30"))
+    # MEMPROBE_COLLECT=0: SIGUSR1 counts without a collection first (garbage counted too, and
+    # the operator's own collections undisturbed: gc_stats tells what they found).
+    _COLLECT = os.environ.get("MEMPROBE_COLLECT", "1") != "0"
+    # MEMPROBE_COUNT=0: SIGUSR1 counts no objects (light: the collector's statistics only).
+    _COUNT = os.environ.get("MEMPROBE_COUNT", "1") != "0"
 
     def _type_name(obj: object) -> str:
         kind = type(obj)
@@ -42,17 +49,31 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
         _taken[0] += 1
         n = _taken[0]
         try:  # an exception here would surface in the event loop and stop the operator
-            gc.collect()
+            stats = gc.get_stats()  # the collector's work so far, before this probe's
+            garbage: collections.Counter[str] = collections.Counter()
+            if _COLLECT:  # with DEBUG_SAVEALL, what the collection finds is kept to be counted
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                try:
+                    gc.collect()
+                    garbage.update(map(_type_name, gc.garbage))
+                finally:
+                    gc.garbage.clear()
+                    gc.set_debug(0)
             if tracemalloc.is_tracing():
                 tracemalloc.take_snapshot().dump(str(_OUT / f"snap-{n}.pickle"))
-            else:  # tracing from the start would slow the operator's start past its probes
-                tracemalloc.start(int(os.environ.get("MEMPROBE_FRAMES", "30")))
+            elif _FRAMES:  # tracing from the start would slow the operator's start past its probes
+                tracemalloc.start(_FRAMES)
             tasks = list(getattr(asyncio.tasks, "_all_tasks", ()))
+            objects = gc.get_objects() if _COUNT else []
             found = {
-                "counts": collections.Counter(map(_type_name, gc.get_objects())).most_common(),
+                "counts": collections.Counter(map(_type_name, objects)).most_common(),
                 "tasks": collections.Counter(t.get_name()[:50] for t in tasks).most_common(),
                 "threads": [thread.name for thread in threading.enumerate()],
+                "gc_stats": stats,
+                "garbage": garbage.most_common(),
+                "gc_count": gc.get_count(),
             }
+            del objects
             (_OUT / f"types-{n}.json").write_text(json.dumps(found))
         except BaseException:
             with (_OUT / "errors.txt").open("a") as out:
@@ -105,7 +126,10 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
         try:
             import ctypes
 
-            gc.collect()
+            # What a full collection finds (cyclic garbage left for generation 2), and the
+            # collector's counts so far.
+            pending, stats = gc.get_count(), gc.get_stats()
+            collected = gc.collect()
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             status = Path("/proc/self/status").read_text().splitlines()
             found = {
@@ -118,6 +142,9 @@ if _DIR and "orgkeeper.cli" in " ".join(getattr(sys, "orig_argv", [])) + " ".joi
                 "thread_names": [thread.name for thread in threading.enumerate()],
                 "tasks": len(getattr(asyncio.tasks, "_all_tasks", ())),
                 "gc_objects": len(gc.get_objects()),
+                "gc_collected": collected,
+                "gc_count_before": pending,
+                "gc_stats_before": stats,
             }
             (_OUT / f"trim-{n}.json").write_text(json.dumps(found))
             saved = os.dup(2)  # _debugmallocstats writes to the C stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import os
 import threading
 from collections.abc import Callable
@@ -61,13 +62,29 @@ def malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
+def collect_and_trim(trim: Callable[[], object] | None) -> int:
+    """A full garbage collection, then malloc_trim where there is one; what was collected.
+
+    CPython collects its oldest generation only once the objects promoted there since its
+    last full collection exceed a quarter of those that survived it. Garbage in reference
+    cycles that lived through two younger collections (an API answer parsed while others
+    waited, a finished task, a caught exception and its frames) waits there meanwhile: with
+    200,000 objects live, up to 50,000 of it, spread over pymalloc's arenas. That was part
+    of the creep of resident memory under churn (README, Footprint): a soak's operator
+    collected 5,000 to 7,500 objects of it every 200 to 300 s, and rested 2.6 to 3.8 MiB
+    higher than with this from its fourth minute on. Collected every trim interval, it never
+    piles up, and the trim then has freed pages to give back."""
+    collected = gc.collect()
+    if trim is not None:
+        trim()
+    return collected
+
+
 async def trim_periodically(interval: float = TRIM_INTERVAL_SECONDS) -> None:
     trim = malloc_trim()
-    if trim is None:
-        return
     while True:
         await asyncio.sleep(interval)
-        trim()
+        collect_and_trim(trim)
 
 
 def thread_pool(workers: int, prefix: str, *, whole: bool) -> ThreadPoolExecutor:

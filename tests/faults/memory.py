@@ -9,6 +9,7 @@ garbage, not what the operator holds.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,22 @@ def rest_rss_mib(pid: int, window: float = REST_WINDOW) -> float:
         time.sleep(1.0)
         lowest = min(lowest, rss_mib(pid))
     return lowest
+
+
+def probe(pid: int, seconds: float, mib: float) -> None:
+    """With MEMPROBE_DIR set (hack/memprobe), the rest sample written to rest.txt and the
+    operator's live objects per type (SIGUSR1), taken after the sample so the probe's own
+    garbage is never measured; else nothing."""
+    directory = os.environ.get("MEMPROBE_DIR")
+    if not directory:
+        return
+    with (Path(directory) / "rest.txt").open("a") as out:
+        out.write(f"{seconds:.0f} {mib:.2f}\n")
+    done = len(list(Path(directory).glob("done-*")))
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while not (Path(directory) / f"done-{done + 1}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 @dataclass

@@ -8,7 +8,9 @@ and a Membership cost. Resident memory is measured at rest (tests/faults/memory.
   minutes the slope is below what the measurement resolves, so the bounded run checks the band).
   The operator's thread pools are started whole (orgkeeper/memory.py, `full_pool`): started
   lazily, they grew a thread at each new height of burst for hours, part of the creep this
-  checks (README, Footprint, says what remains).
+  checks; so was cyclic garbage left in CPython's oldest generation for minutes, now collected
+  at each trim (`collect_and_trim`). README, Footprint, gives the figures. With MEMPROBE_DIR
+  set (hack/memprobe), each rest sample is written to rest.txt and followed by a probe.
 - Strangers: 2,000 unlabelled Deployments and 60 RoleBindings of 2,000 subjects each in a
   namespace admin's own namespace (the review's H2 and M1 c) move the operator by under 16 MiB.
 """
@@ -33,6 +35,7 @@ from .memory import (
     STRANGER_BINDINGS,
     STRANGER_DEPLOYMENTS,
     RestSamples,
+    probe,
     rest_rss_mib,
 )
 from .operators import Operators
@@ -107,6 +110,7 @@ def test_memory_at_rest_stays_flat_under_churn(
             while time.monotonic() < until:
                 cycle()
             samples.add(time.monotonic() - started, rest_rss_mib(operators.pid))
+            probe(operators.pid, *samples.points[-1])
         elapsed = time.monotonic() - started
         slope_checked = elapsed >= SLOPE_CHECKED_FROM
         TALLY.note(
