@@ -125,7 +125,7 @@ def operator(
         extra_args=("--webhook-host=127.0.0.1",),
         people_api_port=free_port(),  # the people API, behind the APIService of manifests/
         # Far beyond any test: what a test waits for must come from an event, never from the
-        # periodic check (tests that start their own keep 2s). Its time rules are the quiet
+        # periodic check (as in tests that start their own). Its time rules are the quiet
         # defaults (30-day billing cycle and inactivity, rotation after 182 days), so nothing
         # wakes an org on a timer either; the time-rule tests take `fast_clock`.
         check_interval="10m",

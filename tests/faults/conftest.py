@@ -20,6 +20,10 @@ from .report import REPORT_PATH, TALLY, TRIALS
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+# No Pod ever runs on these control planes (no nodes) and the suite reads no Deployment's
+# status: without the Deployment and ReplicaSet controllers, the suite's Deployments (2,000 in
+# the stranger bench) make no ReplicaSets and no status writes, CPU the two cores need.
+LEAN = {"kube-controller-manager": ["--controllers=-deployment-controller,-replicaset-controller"]}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,7 +47,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="package")
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A control plane of the fault suite's own, with orgkeeper installed as `make install` does."""
-    local = LocalCluster(tmp_path_factory.mktemp("fault-cluster"))
+    local = LocalCluster(tmp_path_factory.mktemp("fault-cluster"), extra_args=LEAN)
     local.start()
     try:
         install_orgkeeper(local)

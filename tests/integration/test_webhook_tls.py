@@ -42,6 +42,9 @@ class Bare:
             webhook_mode="serve",
             kubeconfig=self.operator_identity.kubeconfig,
             extra_args=("--webhook-host=127.0.0.1", *extra),
+            # The webhook configurations' CA is re-checked on a timer (no watch: a configuration
+            # made later, or changed, is picked up at the next check), which these tests watch.
+            check_interval="2s",
         )
 
     def apply_webhooks(self, port: int) -> None:

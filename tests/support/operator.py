@@ -32,11 +32,13 @@ class OperatorProcess:
     log_path: Path
     extra_args: tuple[str, ...] = ()
     webhook_mode: str = "managed"
-    # Periodic checks short enough that drift repair shows within a test's patience, but nothing
-    # that changes objects on a timer (rotation, billing cycles, inactivity: the defaults of
-    # `orgkeeper run`), so an idle operator writes nothing and what a test sees come from an
-    # event. Tests of the time rules take FAST_CLOCK.
-    check_interval: str = "2s"
+    # As the session operator's: the periodic check far beyond any test, and nothing that changes
+    # objects on a timer (rotation, billing cycles, inactivity: the defaults of `orgkeeper
+    # run`), so an idle operator does nothing and what a test waits for comes from an event
+    # (a 2 s check also reconciled every org every 2 s: most of the CPU of the tests with
+    # operators of their own). Tests of the time rules take FAST_CLOCK; the fault suite sets
+    # its own (tests/faults/operators.py).
+    check_interval: str = "10m"
     inactivity_window: str = "30d"
     billing_cycle: str = "30d"
     license_rotate_after: str = "182d"
