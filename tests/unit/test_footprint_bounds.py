@@ -183,7 +183,9 @@ def test_an_org_deleted_while_it_reconciled_leaves_nothing_behind(
     async def served_then_deleted() -> None:
         held.wakes.trigger("gone")
         held.wakes.bodies["gone"] = json.dumps({"metadata": {"name": "gone"}})
-        await held.reconcile_slots.acquire()  # taken by the scheduler for this turn
+        held.wakes.poke("gone")
+        await held.reconcile_slots.acquire()  # the scheduler takes the slot and the turn
+        assert held.wakes.turns.take(0.0) == "gone"
         await organization._turn(held, "gone", 60.0)
 
     asyncio.run(served_then_deleted())

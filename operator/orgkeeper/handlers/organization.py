@@ -215,7 +215,8 @@ async def _turn(runtime: Runtime, name: str, interval: float) -> None:
     if name not in wakeups.triggers:
         # Deleted while it reconciled: what it recorded after the deletion was forgotten
         # (Events told, times due, counts, metrics) is forgotten now, or the operator would
-        # keep something of every org it ever served.
+        # keep something of every org it ever served (the table's entry included).
+        turns.done(name, now=loop.time())
         runtime.forget(name)
         return
     if succeeded:
