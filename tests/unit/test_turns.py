@@ -7,12 +7,13 @@ import asyncio
 import json
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 
 from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.controllers.turns import MAX_BACKOFF, Turns
-from orgkeeper.handlers import organization
+from orgkeeper.handlers import organization, register_always_on, register_leader_only
 from orgkeeper.kube import KubeApi
 from orgkeeper.settings import Settings
 
@@ -185,3 +186,13 @@ def test_a_term_that_ends_starts_no_turn_and_ends_the_running_ones(
     asyncio.run(scenario())
     assert (seen, cancelled) == (["slow"], ["slow"])
     assert runtime.wakes.bodies == {} and runtime.wakes.indexes == {}
+
+
+def test_no_kopf_daemon_or_timer_runs_per_object() -> None:
+    """Per-org cost stays a table entry: kopf spawns nothing per Organization (or any kind),
+    in either part."""
+    always_on, leader_only = kopf.OperatorRegistry(), kopf.OperatorRegistry()
+    register_always_on(always_on, Settings())
+    register_leader_only(leader_only)
+    for registry in (always_on, leader_only):
+        assert registry._spawning.get_all_handlers() == []
