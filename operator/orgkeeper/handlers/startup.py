@@ -100,10 +100,7 @@ def register_always_on(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def stop_background_tasks(memo: kopf.Memo, **_: Any) -> None:
-        tasks: list[asyncio.Task[None]] = memo.get("background_tasks", [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancelled(memo.get("background_tasks", []))
         for runner in memo.get("endpoints", []):
             await runner.cleanup()
         if memo.get("people_registered"):
@@ -148,13 +145,18 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def stop_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
-        tasks: list[asyncio.Task[None]] = memo.get("leader_tasks", [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(memo.turns, *tasks, return_exceptions=True)
+        await cancelled(memo.get("leader_tasks", []))
+        await asyncio.gather(memo.turns, return_exceptions=True)  # it ends with the term
         memo.runtime.wakes.end_term()
 
     register_login(registry)
+
+
+async def cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancels the tasks and returns once they have ended."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def register_login(registry: kopf.OperatorRegistry) -> None:
