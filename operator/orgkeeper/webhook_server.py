@@ -30,6 +30,10 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 # How often, at most, `serve` mode re-checks the configuration's caBundle (a re-applied or
 # re-created configuration gets it back).
 CA_BUNDLE_RECHECK_SECONDS = 60.0
+# While a webhook configuration is missing (manifests applied after the operator started, as a
+# first install may do), it is looked for again sooner: after 1 s, doubling up to the interval,
+# so admission works within seconds of the apply, and a missing one costs a few reads only.
+MISSING_FIRST_RECHECK_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +157,7 @@ async def keep_ca_bundle(
     """
     reported: dict[str, str] = {}  # the last state logged per kind: a steady state logs once
     registrations = Registrations(kube)
+    soon = MISSING_FIRST_RECHECK_SECONDS
     while True:
         await server.serving.wait()
         server.serving.clear()
@@ -163,10 +168,21 @@ async def keep_ca_bundle(
             if state != reported.get(kind):
                 _log_ca_bundle_state(kind, state)
                 reported[kind] = state
-        # Check again after the interval, or at once when a renewed certificate is served.
+        # Check again after the interval (sooner while one is missing), or at once when a
+        # renewed certificate is served.
+        missing = any(reported.get(kind) == Outcome.ABSENT.value for kind in WEBHOOK_KINDS)
+        wait, soon = next_ca_check(interval, soon, missing=missing)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.serving.wait(), timeout=interval)
+            await asyncio.wait_for(server.serving.wait(), timeout=wait)
         server.serving.set()
+
+
+def next_ca_check(interval: float, soon: float, *, missing: bool) -> tuple[float, float]:
+    """How long until the next check of the caBundles, and the wait after it while a webhook
+    configuration stays missing (MISSING_FIRST_RECHECK_SECONDS, doubling up to `interval`)."""
+    if not missing:
+        return interval, MISSING_FIRST_RECHECK_SECONDS
+    return min(soon, interval), min(soon * 2, interval)
 
 
 async def _check_ca_bundle(registrations: Registrations, kind: str, bundle: str | None) -> str:
