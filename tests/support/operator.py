@@ -35,9 +35,9 @@ class OperatorProcess:
     # As the session operator's: the periodic check far beyond any test, and nothing that changes
     # objects on a timer (rotation, billing cycles, inactivity: the defaults of `orgkeeper
     # run`), so an idle operator does nothing and what a test waits for comes from an event
-    # (a 2 s check also reconciled every org every 2 s: most of the CPU of the tests with
-    # operators of their own). Tests of the time rules take FAST_CLOCK; the fault suite sets
-    # its own (tests/faults/operators.py).
+    # (a 2 s check also reconciled every org every 2 s: about half of test_shards.py's CPU).
+    # Tests of the time rules take FAST_CLOCK; a test of something done on a timer sets its
+    # own check (test_webhook_tls.py), as the fault suite does (tests/faults/operators.py).
     check_interval: str = "10m"
     inactivity_window: str = "30d"
     billing_cycle: str = "30d"
