@@ -30,21 +30,21 @@ class Wakeups:
         # When the oldest change not yet reconciled arrived, per org (for propagation lag).
         self.changed_at: dict[str, float] = {}
         # Per org, the next moment a time rule may change what its reconcile decides
-        # (wakes.earliest): its loop wakes then, not at the check.
+        # (wakes.earliest): it is woken then, not at the check.
         self.due: dict[str, datetime] = {}
         # Per org, the uids of the workloads its last reconcile counted, and the org of each
         # uid: a workload that leaves (label removed or changed, or deleted) wakes the org it
         # left, which kopf's label filter and index (both on the new body only) can't tell.
         self.counted: dict[str, frozenset[str]] = {}
         self.counted_by: dict[str, str] = {}
-        # Orgs whose last turn left writes for the next (domain/fairness.py): their loop
-        # queues again at once, behind the orgs already waiting for a slot.
+        # Orgs whose last turn left writes for the next (domain/fairness.py): they queue
+        # again at once, behind the orgs already waiting for a slot.
         self.unfinished: set[str] = set()
-        # org-<name> namespaces whose Memberships changed while no loop of <name> runs here:
+        # org-<name> namespaces whose Memberships changed while no <name> is served here:
         # the pending loop (handlers/organization.py) marks them Pending if no such org exists.
         self.unserved: set[str] = set()
         self.unserved_changed = asyncio.Event()
-        # The org-<name> namespaces of orgs whose loop ran here until they were deleted: known
+        # The org-<name> namespaces of orgs served here until they were deleted: known
         # to be of this operator's region (domain/regions.py), until the pending loop has
         # served them.
         self.released: set[str] = set()
@@ -60,8 +60,8 @@ class Wakeups:
         return self.triggers.setdefault(organization, asyncio.Event())
 
     def poke(self, organization: str) -> None:
-        """Wakes the org's loop; a name with no loop (no such org here) is ignored, so labels
-        naming orgs that don't exist leave nothing behind."""
+        """Wakes the org (queues its turn); a name not served here (no such org) is ignored, so
+        labels naming orgs that don't exist leave nothing behind."""
         trigger = self.triggers.get(organization)
         if trigger is None:
             return
@@ -97,7 +97,7 @@ class Wakeups:
             self.due.pop(organization, None)
 
     def take_wait(self, organization: str, interval: float, now: datetime) -> float:
-        """How long the org's loop sleeps without a poke (wakes.next_wait). The moment is
+        """How long the org sleeps without a poke (wakes.next_wait). The moment is
         taken: only a reconcile that ends schedules another (one that fails retries, a stalled
         spec waits for a change or the check)."""
         return wakes.next_wait(self.due.pop(organization, None), interval, now)

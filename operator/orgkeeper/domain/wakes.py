@@ -63,13 +63,13 @@ def license_event(namespace: str | None) -> Wake:
     return poke(names.organization_of_namespace(namespace))
 
 
-def member_event(namespace: str, looping: Container[str]) -> Wake:
+def member_event(namespace: str, served: Container[str]) -> Wake:
     """A Membership or member RoleBinding in org-<name> changed (their informers): <name>
     reconciles if it is served here; if not, its namespace is left to the Pending loop."""
     organization = names.organization_of_namespace(namespace)
     if not organization:
         return NOTHING
-    if organization in looping:
+    if organization in served:
         return poke(organization)
     return Wake(unserved=frozenset({namespace}))
 

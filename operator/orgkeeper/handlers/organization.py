@@ -308,7 +308,7 @@ async def _release(runtime: Runtime, name: str, uid: str, owner: str, claims: li
 
 async def pending_memberships(runtime: Runtime) -> None:
     """Memberships in an org-<name> namespace while no Organization <name> exists show
-    `Pending` within seconds (no org loop would ever write them). It runs in the leader-only
+    `Pending` within seconds (no org's turn would ever write them). It runs in the leader-only
     part (manager.py): the namespaces told while this replica followed wait for it (and while
     the write gate is closed, it keeps them, checking every few seconds).
     An Organization in another region is served by that region's operator, so it is left alone;
