@@ -531,19 +531,38 @@ class KubeApi:
     # --- member RoleBindings ------------------------------------------------------------
 
     @threaded
-    def create_member_binding(
-        self, namespace: str, binding: Binding, owner: OwnerRef
+    def put_member_binding(
+        self, namespace: str, binding: Binding, owner: OwnerRef, *, exists: bool
     ) -> dict[str, Any]:
-        """Creates (or re-points) the binding; returns it as the server now has it."""
+        """Creates or re-points the binding; returns it as the server now has it. One request
+        when the cache is right: a patch if it holds the binding (`exists`: an ssoOnly flip
+        re-points every one), else a create; the other if the server disagrees (404, 409)."""
         body = resources.member_binding(binding, owner)
-        written = exists_ok(
-            self.rbac.create_namespaced_role_binding, namespace, body, field_manager=FIELD_MANAGER
-        )
-        if written is None:
-            repair = resources.member_binding_repair(body)
-            written = self.rbac.patch_namespaced_role_binding(
-                binding.name, namespace, repair, field_manager=FIELD_MANAGER
+        repair = resources.member_binding_repair(body)
+
+        def create() -> Any:
+            return exists_ok(
+                self.rbac.create_namespaced_role_binding,
+                namespace,
+                body,
+                field_manager=FIELD_MANAGER,
             )
+
+        def patch() -> Any:
+            return absent_ok(
+                self.rbac.patch_namespaced_role_binding,
+                binding.name,
+                namespace,
+                repair,
+                field_manager=FIELD_MANAGER,
+            )
+
+        first, then = (patch, create) if exists else (create, patch)
+        written = first()
+        if written is None:
+            written = then()
+        if written is None:  # created and deleted, or deleted and created, meanwhile
+            raise ApiException(status=409, reason=f"RoleBinding {binding.name} changed meanwhile")
         wire: dict[str, Any] = self.api_client.sanitize_for_serialization(written)
         return wire
 

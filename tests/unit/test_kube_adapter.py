@@ -12,6 +12,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from orgkeeper import names
+from orgkeeper.domain.membership import Binding
 from orgkeeper.domain.organization.ownership import owner_rules
 from orgkeeper.kube import KubeApi, Outcome, absent_ok, exists_ok
 from orgkeeper.resources import OwnerRef
@@ -147,3 +148,76 @@ def test_the_owner_rbac_is_created_once_then_only_its_drift_is_patched() -> None
     )
     assert rbac.writes == ["patch ClusterRole ['rules']"]
     assert rbac.roles.stored[ROLE]["rules"] == rules
+
+
+class FakeRoleBindings:
+    """Namespaced RoleBindings under RbacAuthorizationV1Api's names; every request is logged."""
+
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[str] = []
+
+    def create_namespaced_role_binding(
+        self, namespace: str, body: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        self.requests.append("create")
+        key = (namespace, body["metadata"]["name"])
+        if key in self.stored:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.stored[key] = copy.deepcopy(body)
+        return body
+
+    def patch_namespaced_role_binding(
+        self, name: str, namespace: str, body: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        self.requests.append("patch")
+        if (namespace, name) not in self.stored:
+            raise ApiException(status=404, reason="NotFound")
+        self.stored[(namespace, name)].update(copy.deepcopy(body))
+        return self.stored[(namespace, name)]
+
+
+def member(users: tuple[str, ...]) -> Binding:
+    return Binding(
+        name="ada-developer",
+        organization="acme",
+        membership="ada",
+        email="ada@example.com",
+        team="api-product-developer",
+        users=users,
+    )
+
+
+def test_a_member_binding_costs_one_request_when_the_cache_is_right() -> None:
+    """A new binding is created; one the cache holds is patched (an ssoOnly flip re-points
+    every binding of the org: a create refused with 409 first would double its requests)."""
+    kube = KubeApi(client.ApiClient())
+    rbac = FakeRoleBindings()
+    kube.rbac = cast(client.RbacAuthorizationV1Api, rbac)
+    owner = OwnerRef("orgkeeper.dev/v1alpha1", "Membership", "ada", "uid-ada")
+
+    kube.put_member_binding.blocking("org-acme", member(("ada@example.com",)), owner, exists=False)
+    assert rbac.requests == ["create"]
+    rbac.requests.clear()
+    flipped = member(("oidc:ada@example.com",))
+    written = kube.put_member_binding.blocking("org-acme", flipped, owner, exists=True)
+    assert rbac.requests == ["patch"]
+    assert [s["name"] for s in written["subjects"]] == ["oidc:ada@example.com"]
+
+
+def test_a_member_binding_is_written_when_the_cache_is_wrong_either_way() -> None:
+    kube = KubeApi(client.ApiClient())
+    rbac = FakeRoleBindings()
+    kube.rbac = cast(client.RbacAuthorizationV1Api, rbac)
+    owner = OwnerRef("orgkeeper.dev/v1alpha1", "Membership", "ada", "uid-ada")
+
+    # The cache says it exists, but it was deleted: the patch's 404, then a create.
+    kube.put_member_binding.blocking("org-acme", member(("ada@example.com",)), owner, exists=True)
+    assert rbac.requests == ["patch", "create"]
+    rbac.requests.clear()
+    # The cache hasn't seen it yet: the create's 409, then a patch that re-points it.
+    flipped = member(("oidc:ada@example.com",))
+    kube.put_member_binding.blocking("org-acme", flipped, owner, exists=False)
+    assert rbac.requests == ["create", "patch"]
+    subjects = rbac.stored[("org-acme", "ada-developer")]["subjects"]
+    assert [s["name"] for s in subjects] == ["oidc:ada@example.com"]

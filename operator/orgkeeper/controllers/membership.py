@@ -106,9 +106,10 @@ async def sync_memberships(
             continue
         record = records[binding.membership]
         owner = OwnerRef(API_VERSION, MEMBERSHIP.kind, record.name, record.uid)
-        create = kube.create_member_binding(namespace, binding, owner)
+        held = runtime.caches.bindings.get(namespace, binding.name) is not None
+        put = kube.put_member_binding(namespace, binding, owner, exists=held)
         target = Target(f"RoleBinding {namespace}/{binding.name}", (_membership(record),))
-        rbac.append((target, _taken_in(runtime.caches.bindings, create)))
+        rbac.append((target, _taken_in(runtime.caches.bindings, put)))
         rbac_of.append(record.name)
     for binding_name in plan.stale_bindings:
         if f"{STALE}{binding_name}" not in now:
