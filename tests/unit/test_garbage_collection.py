@@ -67,15 +67,22 @@ def test_a_trim_collects_them_first(collector_off: None) -> None:
     assert _alive(refs) == 0
 
 
+async def _left_after_collection(refs: list[weakref.ref[Node]], timeout: float = 5.0) -> int:
+    """How many are still alive once the trim loop collected them, or after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _alive(refs) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return _alive(refs)
+
+
 def test_the_operators_trim_loop_collects_every_interval(collector_off: None) -> None:
     async def two_intervals() -> tuple[int, int]:
         loop = asyncio.create_task(trim_periodically(interval=0.05))
         try:
             first = _garbage_in_the_oldest_generation(100)
-            await asyncio.sleep(0.2)
+            first_left = await _left_after_collection(first)
             second = _garbage_in_the_oldest_generation(100)
-            await asyncio.sleep(0.2)
-            return _alive(first), _alive(second)
+            return first_left, await _left_after_collection(second)
         finally:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -68,11 +68,12 @@ async def test_kopf_run_tasks_stops_only_the_tasks_of_its_part() -> None:
     this checks its `ignored` still means that)."""
     parts = PartTasks()
     parts.install(asyncio.get_running_loop())
-    stop = asyncio.Event()
+    stop, started = asyncio.Event(), asyncio.Event()
     hung: list[asyncio.Task[None]] = []
 
     async def root() -> None:
         hung.append(asyncio.create_task(forever(), name="spawned by the part"))
+        started.set()
         await stop.wait()
 
     async def term() -> None:
@@ -81,7 +82,7 @@ async def test_kopf_run_tasks_stops_only_the_tasks_of_its_part() -> None:
         await kopf.run_tasks(roots, ignored=parts.all_but("leader only"))
 
     running = asyncio.create_task(term())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), timeout=10)
     webhook = in_part("always on", forever())  # made after the part started
     bystander = asyncio.create_task(forever())
     stop.set()

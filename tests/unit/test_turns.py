@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -100,6 +101,11 @@ def test_skipped_timer_entries_do_not_pile_up() -> None:
 # --- the scheduler ----------------------------------------------------------------------------
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 def served(names: list[str]) -> Runtime:
     runtime = Runtime(kube=KubeApi(client.ApiClient()), settings=Settings())
     for name in names:
@@ -137,8 +143,7 @@ def test_one_scheduler_serves_every_org_within_the_reconcile_slots(
         scheduler = asyncio.create_task(organization.take_turns(runtime, asyncio.Event()))
         for i in range(200):
             runtime.wakes.poke(f"o{i}")
-        while len(seen) < 201:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(_until(lambda: len(seen) >= 201), timeout=10)
         await asyncio.sleep(0.05)  # nothing more comes
         scheduler.cancel()
 
@@ -175,8 +180,7 @@ def test_a_term_that_ends_starts_no_turn_and_ends_the_running_ones(
         ending = asyncio.Event()
         scheduler = asyncio.create_task(organization.take_turns(runtime, ending))
         runtime.wakes.poke("slow")
-        while not seen:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(_until(lambda: bool(seen)), timeout=10)
         ending.set()
         await asyncio.wait_for(scheduler, timeout=5)
         runtime.wakes.poke("next")  # after the term: no scheduler takes it
