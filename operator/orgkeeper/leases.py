@@ -84,13 +84,15 @@ class Leases:
                 return found
 
     @threaded
-    def scope_leases(self, namespace: str, scopes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def scope_leases(
+        self, namespace: str, scopes: Sequence[str], timeout: float = 10.0
+    ) -> dict[str, dict[str, Any]]:
         """The Leases in `namespace` by name: each unsharded one of these scopes read by name
         (one taken by a version before the label has none yet), and every labelled one, of any
         scope and shard count, in one LIST selected by names.LEASE_SELECTOR."""
         found: dict[str, dict[str, Any]] = {}
         for scope in scopes:
-            lease = self.read_lease.blocking(namespace, scope, 10.0)
+            lease = self.read_lease.blocking(namespace, scope, timeout)
             if lease is not None:
                 found[scope] = lease
         for lease in self.list_leases.blocking(namespace, names.LEASE_SELECTOR):

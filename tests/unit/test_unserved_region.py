@@ -15,6 +15,7 @@ from orgkeeper.controllers.runtime import Runtime
 from orgkeeper.domain.admission import unserved_region_warning
 from orgkeeper.handlers import admission, organization
 from orgkeeper.kube import KubeApi, threaded
+from orgkeeper.leases import Leases as LeaseApi
 from orgkeeper.settings import Settings
 from support.inline import Inline
 
@@ -59,6 +60,8 @@ def stored(leases: dict[str, Any]) -> Any:
         def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
             assert selector == names.LEASE_SELECTOR
             return [{"metadata": {"name": name}, **lease} for name, lease in leases.items()]
+
+        scope_leases = LeaseApi.scope_leases  # the real one, over the reads above
 
     return Stored
 

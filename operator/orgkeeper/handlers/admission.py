@@ -182,30 +182,19 @@ async def unserved_region(runtime: Runtime, region: str) -> str | None:
     if settings.region is None or settings.region == region:
         return None  # this operator serves it: no need to read a Lease
     leases = [lease_name(None), lease_name(region)]
-    now = datetime.now(UTC)
-    live = []
     # On kube's threads: a flood of reviews must not delay the Lease's renewals.
     lease_api = Leases(runtime.kube, runtime.kube.executor)
-    for name in leases:
-        try:
-            found = await lease_api.read_lease(settings.namespace, name, 2.0)
-        except Exception:  # a Lease that can't be read: say nothing rather than guess
-            return None
-        until = held_until(LeaseRecord.of(found)) if found is not None else None
-        if until is not None and until > now:
-            live.append(name)
-    if not live:  # shards of either scope (--shard: orgkeeper[-<region>]-shard-<i>-of-<N>)
-        try:
-            found_all = await lease_api.list_leases(settings.namespace, names.LEASE_SELECTOR)
-        except Exception:
-            return None
-        for lease in found_all:
-            name = str(lease["metadata"]["name"])
-            if not any(lease_generation(name, base) for base in leases):
-                continue
-            until = held_until(LeaseRecord.of(lease))
-            if until is not None and until > now:
-                live.append(leases[1] if lease_generation(name, leases[1]) else leases[0])
+    try:  # both scopes, unsharded or shards (orgkeeper[-<region>]-shard-<i>-of-<N>)
+        found = await lease_api.scope_leases(settings.namespace, leases, 2.0)
+    except Exception:  # Leases that can't be read: say nothing rather than guess
+        return None
+    now = datetime.now(UTC)
+    live = set()
+    for name, lease in found.items():
+        scope = next((base for base in leases if lease_generation(name, base)), None)
+        until = held_until(LeaseRecord.of(lease))
+        if scope is not None and until is not None and until > now:
+            live.add(scope)
     return admission.unserved_region_warning(
         region, own_region=settings.region, live_leases=live, leases=leases
     )
