@@ -169,12 +169,8 @@ class Part:
         if stop.is_set():
             return
         _PART.set(self.name)  # this task's context: every task kopf spawns from here is the part's
-        # The term's own memo (a copy: what the handlers keep in it is the term's), saying when
-        # the term is ending: kopf's workers still finish their events then, and the scheduler
-        # of reconciles starts no turn (handlers/organization.py: take_turns).
-        memo = kopf.Memo(self.options["memo"])
-        memo.term_ending = stop
-        options = {**self.options, "memo": memo}
+        # The term's own memo (a copy: what the handlers keep in it is the term's).
+        options = {**self.options, "memo": kopf.Memo(self.options["memo"])}
         failure: BaseException | None = None
         try:
             roots = await kopf.spawn_tasks(stop_flag=stop, memories=memories, **options)

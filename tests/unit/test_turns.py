@@ -140,7 +140,7 @@ def test_one_scheduler_serves_every_org_within_the_reconcile_slots(
     monkeypatch.setattr(organization, "_observed", lambda *_: None)
 
     async def scenario() -> None:
-        scheduler = asyncio.create_task(organization.take_turns(runtime, asyncio.Event()))
+        scheduler = asyncio.create_task(organization.take_turns(runtime))
         for i in range(200):
             runtime.wakes.poke(f"o{i}")
         await asyncio.wait_for(_until(lambda: len(seen) >= 201), timeout=10)
@@ -177,12 +177,11 @@ def test_a_term_that_ends_starts_no_turn_and_ends_the_running_ones(
     monkeypatch.setattr(organization, "TURN_EXIT_SECONDS", 0.05)
 
     async def scenario() -> None:
-        ending = asyncio.Event()
-        scheduler = asyncio.create_task(organization.take_turns(runtime, ending))
+        scheduler = asyncio.create_task(organization.take_turns(runtime))
         runtime.wakes.poke("slow")
         await asyncio.wait_for(_until(lambda: bool(seen)), timeout=10)
-        ending.set()
-        await asyncio.wait_for(scheduler, timeout=5)
+        scheduler.cancel()  # the term ends
+        await asyncio.wait_for(asyncio.gather(scheduler, return_exceptions=True), timeout=5)
         runtime.wakes.poke("next")  # after the term: no scheduler takes it
         await asyncio.sleep(0.05)
         runtime.wakes.end_term()

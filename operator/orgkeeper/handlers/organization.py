@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -122,22 +122,20 @@ def in_region(spec: kopf.Spec, name: str, memo: kopf.Memo, **_: Any) -> bool:
 INDEXES = ("licenses_by_namespace", *(workload_index(kind) for kind in WORKLOADS))
 
 
-async def take_turns(runtime: Runtime, ending: asyncio.Event) -> None:
+async def take_turns(runtime: Runtime) -> None:
     """Reconciles the orgs served here, one turn at a time each, at most RECONCILE_CONCURRENCY
     at once: an org whenever it is poked, when a time rule is due, every check interval to
     repair drift, and again after a failure, backing off (what wakes an org: domain/wakes.py;
     whose turn it is: controllers/turns.py). One task for every org, run by the leader-only
-    part for its term (handlers/startup.py); once the term is `ending`, no turn starts, and
-    those running have TURN_EXIT_SECONDS to end."""
+    part for its term (handlers/startup.py) and cancelled when the term ends: no turn starts
+    then, and those running have TURN_EXIT_SECONDS to end."""
     await runtime.caches.synced()  # an empty cache would look like members gone
     wakeups, loop = runtime.wakes, asyncio.get_running_loop()
     interval = runtime.settings.check_interval.total_seconds()
     running: set[asyncio.Task[None]] = set()
     try:
-        while await _unless_ending(runtime.reconcile_slots.acquire(), ending):
-            if ending.is_set():
-                runtime.reconcile_slots.release()
-                return
+        while True:
+            await runtime.reconcile_slots.acquire()
             wakeups.turns.changed.clear()
             name = wakeups.turns.take(loop.time())
             if name is not None:
@@ -149,30 +147,13 @@ async def take_turns(runtime: Runtime, ending: asyncio.Event) -> None:
             moment = wakeups.turns.next_moment()
             timeout = None if moment is None else max(0.0, moment - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    _unless_ending(wakeups.turns.changed.wait(), ending), timeout
-                )
+                await asyncio.wait_for(wakeups.turns.changed.wait(), timeout)
     finally:
         if running:
             _, late = await asyncio.wait(running, timeout=TURN_EXIT_SECONDS)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-
-
-async def _unless_ending(awaitable: Awaitable[Any], ending: asyncio.Event) -> bool:
-    """Awaits `awaitable` unless the term ends first (then it is cancelled): whether it ended."""
-    work, end = asyncio.ensure_future(awaitable), asyncio.ensure_future(ending.wait())
-    try:
-        await asyncio.wait({work, end}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        end.cancel()
-    if work.done():
-        return True
-    work.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work
-    return False
 
 
 async def _turn(runtime: Runtime, name: str, interval: float) -> None:

@@ -131,14 +131,12 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.startup(registry=registry)
     async def start_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
-        # The scheduler of the orgs' reconciles (it ends with the term, letting running turns
-        # end), and the loops that write for orgs no loop serves; what the caches told them
+        # The scheduler of the orgs' reconciles (cancelled with the term, it lets running turns
+        # end), and the loops that write for orgs no org serves; what the caches told them
         # while this replica followed waits for them (Wakeups.unserved, unreconciled_elsewhere).
         runtime: Runtime = memo.runtime
-        memo.turns = asyncio.create_task(
-            take_turns(runtime, memo.term_ending), name="organizations' turns"
-        )
         memo.leader_tasks = [
+            asyncio.create_task(take_turns(runtime), name="organizations' turns"),
             asyncio.create_task(pending_memberships(runtime), name="pending memberships"),
             asyncio.create_task(tell_unserved_regions(runtime), name="unserved regions"),
         ]
@@ -146,7 +144,6 @@ def register_leader_only(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.cleanup(registry=registry)
     async def stop_leader_tasks(memo: kopf.Memo, **_: Any) -> None:
         await cancelled(memo.get("leader_tasks", []))
-        await asyncio.gather(memo.turns, return_exceptions=True)  # it ends with the term
         memo.runtime.wakes.end_term()
 
     register_login(registry)
