@@ -4,9 +4,9 @@
   informers), the people API, /metrics, /healthz and /readyz. One kopf operator over the
   registry of `handlers.register_always_on`.
 - **Leader only**, while this replica holds the Lease (`--leader-elect`; at once without it):
-  the reconcile loops, kopf's event handlers and indexes. A second kopf operator over the
+  the scheduler of reconciles, kopf's event handlers and indexes. A second kopf operator over the
   registry of `handlers.register_leader_only`, spawned on taking the Lease and stopped, by its
-  stop flag, on losing it; the next term spawns it anew (fresh watches, indexes, daemons).
+  stop flag, on losing it; the next term spawns it anew (fresh watches, indexes, handlers).
 
 Both run in one event loop with kopf's public API (`kopf.spawn_tasks`, `kopf.run_tasks`), which
 assumes kopf owns the loop: once its root tasks end, `run_tasks` stops every task it was not
@@ -153,7 +153,7 @@ class Part:
 
     def stop(self) -> None:
         """Tells the term to stop: no new work starts; kopf's workers finish theirs (at most
-        WORKERS_EXIT_SECONDS), daemons are stopped, watches closed."""
+        WORKERS_EXIT_SECONDS), the part's tasks are stopped, watches closed."""
         self.stop_flag.set()
 
     async def stopped(self) -> None:
@@ -276,11 +276,11 @@ async def _operate(
         if stepping_down or (elector is not None and elector.resigned):  # stopping meanwhile
             return
         gauge.set(1)
-        leading.start()  # watches list, daemons spawn
+        leading.start()  # watches list, the scheduler of reconciles starts
 
     async def stop_leading() -> None:
         gauge.set(0)
-        leading.stop()  # watches close, daemons stop; writes are refused already (the gate)
+        leading.stop()  # watches close, the scheduler stops; writes are refused already (the gate)
 
     async def shut_down(why: str, *, release: bool) -> None:
         # Stop writing, let writes in flight land, then hand the Lease over: the next leader
