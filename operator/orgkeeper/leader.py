@@ -100,6 +100,16 @@ def labelled(metadata: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {**metadata, "labels": labels}
 
 
+def rewritten(lease: Mapping[str, Any], name: str, record: LeaseRecord) -> dict[str, Any]:
+    """The Lease as read, with `record` in its spec and orgkeeper's label: the body of a renewal,
+    a takeover or a release (an update on the resourceVersion read)."""
+    return {
+        **lease,
+        "metadata": labelled(lease.get("metadata") or {}, name),
+        "spec": {**(lease.get("spec") or {}), **record.to_spec()},
+    }
+
+
 def held_until(record: LeaseRecord) -> datetime | None:
     """When the holder's claim runs out by the Lease's own renewTime; None if nobody holds it."""
     if not record.holder or not record.renew_time:
@@ -206,11 +216,7 @@ class Elector:
             renew_time=now,
             transitions=current.transitions if mine else current.transitions + 1,
         )
-        body = {
-            **lease,
-            "metadata": labelled(lease.get("metadata") or {}, config.name),
-            "spec": {**(lease.get("spec") or {}), **record.to_spec()},
-        }
+        body = rewritten(lease, config.name, record)
         try:
             await leases.replace_lease(config.namespace, body, timeout)
         except ApiException as error:
@@ -294,12 +300,7 @@ class Elector:
             current = LeaseRecord.of(lease)
             now = micro_time(datetime.now(UTC))
             record = LeaseRecord("", 1, now, now, current.transitions)
-            body = {
-                **lease,
-                "metadata": labelled(lease.get("metadata") or {}, config.name),
-                "spec": {**(lease.get("spec") or {}), **record.to_spec()},
-            }
-            await leases.replace_lease(config.namespace, body, 5.0)
+            await leases.replace_lease(config.namespace, rewritten(lease, config.name, record), 5.0)
             logger.info("Lease %s: released.", self._ref())
         except Exception as error:  # it then expires by itself within the lease duration
             logger.warning("Lease %s: could not release it: %s", self._ref(), _short(error))
