@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -244,10 +245,34 @@ def aggregation_flags(pki: Path) -> list[str]:
 # --- the cluster ----------------------------------------------------------------------------
 
 
+# The ports servers started here are given come from below the kernel's ephemeral range: a
+# port there (what bind(0) hands out) may become the local port of any outgoing connection
+# before the server binds it, and the server then fails with "address already in use" (a
+# control plane of the suite did, with five lanes connecting at once).
+FIRST_PORT = 10000
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, below the ephemeral range (see FIRST_PORT), picked at random so
+    that processes picking at once rarely pick the same one."""
+    ephemeral = max(_ephemeral_ports_start(), FIRST_PORT + 1000)
+    for _ in range(200):
+        port = secrets.randbelow(ephemeral - FIRST_PORT) + FIRST_PORT
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port between {FIRST_PORT} and {ephemeral}")
+
+
+def _ephemeral_ports_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 where it can't be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def kubeconfig_for(server: str, ca_file: Path, credentials: Mapping[str, str]) -> dict[str, object]:
